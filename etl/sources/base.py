@@ -1,0 +1,192 @@
+"""What every source adapter yields, and the helpers they share.
+
+An adapter is a generator `read(spec, shard, files) -> Iterator[RawSample | Rejected]` over one
+shard (a file, or a row group of a parquet file). It runs on an executor, so it only touches the
+files of its shard. It never raises for a bad record: it yields `Rejected` with a reason from
+`Reason` and enough of the raw record to fix it, and carries on with the next record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Iterator, Protocol
+
+from etl.config import IngestConfig, SourceSpec
+
+
+class Reason(StrEnum):
+    """Why a record went to quarantine. Values are stored in `quarantine.reason`."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_ROW = "invalid_row"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    MISSING_IMAGE = "missing_image"
+    UNSAFE_PATH = "unsafe_path"
+    IMAGE_TOO_LARGE = "image_too_large"
+    RECORD_TOO_LARGE = "record_too_large"
+    NO_TURNS = "no_turns"
+    UNREADABLE_FILE = "unreadable_file"
+    UNSUPPORTED_ACTION = "unsupported_action"
+    # cleaning
+    CORRUPT_IMAGE = "corrupt_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    NO_TURNS_LEFT = "no_turns_left"
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    file: str
+    member: str | None = None
+    row: int | None = None
+
+
+@dataclass
+class RawSample:
+    """One converted record: images as (bytes, path) pairs, texts as (user, assistant) pairs."""
+
+    images: list[tuple[bytes, str | None]]
+    texts: list[tuple[str, str]]
+    ref: SourceRef
+    item_id: str | None = None  # benchmark item id, when the source has one
+
+
+@dataclass
+class Rejected:
+    reason: Reason
+    detail: str
+    ref: SourceRef
+    raw: str = ""
+
+
+Record = RawSample | Rejected
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A unit of ingestion work: one file, or one row group of a parquet file."""
+
+    path: str
+    part: int | None = None
+
+
+class Files(Protocol):
+    """File access for adapters (local paths or any pyarrow filesystem URI)."""
+
+    def read_bytes(self, path: str, limit: int) -> bytes: ...
+    def open_input(self, path: str): ...
+
+
+@dataclass
+class ReadContext:
+    spec: SourceSpec
+    files: Files
+    ingest: IngestConfig
+    image_root: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def preview(self, raw: Any) -> str:
+        text = raw if isinstance(raw, str) else json.dumps(raw, default=repr, ensure_ascii=False)
+        return text[: self.ingest.raw_preview_chars]
+
+    def image_path(self, relative: str) -> str:
+        """Resolve a record's image path under image_root, refusing anything that escapes it."""
+        if not isinstance(relative, str) or not relative:
+            raise UnsafePath(f"image path {relative!r} is not a non-empty string")
+        if "\x00" in relative or relative.startswith("/") or "://" in relative:
+            raise UnsafePath(f"image path {relative!r} must be relative to image_root")
+        normalised = posixpath.normpath(relative.replace("\\", "/"))
+        if normalised == ".." or normalised.startswith("../"):
+            raise UnsafePath(f"image path {relative!r} escapes image_root")
+        if self.image_root is None:
+            raise UnsafePath(f"image path {relative!r} given but the source spec has no image_root")
+        return f"{self.image_root.rstrip('/')}/{normalised}"
+
+    def read_image(self, relative: str) -> bytes:
+        return self.files.read_bytes(self.image_path(relative), self.ingest.max_image_bytes)
+
+
+class UnsafePath(ValueError):
+    pass
+
+
+class TooLarge(ValueError):
+    pass
+
+
+def clean_text(value: Any) -> str:
+    """Text as stored: str, NFC-normalised; `None` becomes ''. Non-strings are a type error."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return unicodedata.normalize("NFC", value)
+
+
+def strip_image_markers(text: str) -> str:
+    return text.replace("<image>", "").strip()
+
+
+def pair_turns(messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(role, text) messages -> (user, assistant) turns.
+
+    Consecutive messages of one role are merged with a newline; system messages are dropped; a
+    trailing user message without an answer is dropped.
+    """
+    merged: list[list[str]] = []
+    for role, text in messages:
+        if role == "system":
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1] = f"{merged[-1][1]}\n{text}".strip()
+        else:
+            merged.append([role, text])
+    turns: list[tuple[str, str]] = []
+    pending_user: str | None = None
+    for role, text in merged:
+        if role == "user":
+            pending_user = text
+        elif role == "assistant" and pending_user is not None:
+            turns.append((pending_user, text))
+            pending_user = None
+    return turns
+
+
+ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+
+
+def template_for(templates: list[str], key: str) -> str:
+    """A question template chosen deterministically from the record key (stable across runs)."""
+    index = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(templates)
+    return templates[index]
+
+
+def iter_with_rejects(
+    ctx: ReadContext, ref: SourceRef, raw: Any, convert
+) -> Iterator[Record]:
+    """Run `convert(raw)` for one record, turning the expected failures into `Rejected`."""
+    try:
+        yield from convert(raw)
+    except UnsafePath as exc:
+        yield Rejected(Reason.UNSAFE_PATH, str(exc), ref, ctx.preview(raw))
+    except TooLarge as exc:
+        yield Rejected(Reason.IMAGE_TOO_LARGE, str(exc), ref, ctx.preview(raw))
+    except FileNotFoundError as exc:
+        yield Rejected(Reason.MISSING_IMAGE, f"image not found: {exc}", ref, ctx.preview(raw))
+    except KeyError as exc:
+        yield Rejected(Reason.MISSING_FIELD, f"missing field {exc}", ref, ctx.preview(raw))
+    except (TypeError, AttributeError) as exc:
+        yield Rejected(Reason.WRONG_TYPE, str(exc), ref, ctx.preview(raw))
