@@ -99,6 +99,7 @@ PIPELINE_RUNS = StructType(
         StructField("rows_in", LongType()),
         StructField("rows_out", LongType()),
         StructField("dropped", MapType(StringType(), LongType())),
+        StructField("counters", MapType(StringType(), LongType())),
         StructField("config_hash", StringType()),
         StructField("git_revision", StringType()),
         StructField("mlflow_run_id", StringType()),

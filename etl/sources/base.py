@@ -33,6 +33,7 @@ class Reason(StrEnum):
     NO_TURNS = "no_turns"
     UNREADABLE_FILE = "unreadable_file"
     UNSUPPORTED_ACTION = "unsupported_action"
+    ADAPTER_ERROR = "adapter_error"  # an unexpected failure on one record; the job goes on
     # cleaning
     CORRUPT_IMAGE = "corrupt_image"
     DECOMPRESSION_BOMB = "decompression_bomb"
@@ -168,6 +169,12 @@ ROLE_ALIASES = {
 }
 
 
+def item_id_of(spec: SourceSpec, record: dict) -> str | None:
+    """The benchmark item id of a record, when the spec names an id field and the record has it."""
+    field = spec.fields.get("id")
+    return None if field is None or field not in record else str(record[field])
+
+
 def template_for(templates: list[str], key: str) -> str:
     """A question template chosen deterministically from the record key (stable across runs)."""
     index = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(templates)
@@ -177,9 +184,10 @@ def template_for(templates: list[str], key: str) -> str:
 def iter_with_rejects(
     ctx: ReadContext, ref: SourceRef, raw: Any, convert
 ) -> Iterator[Record]:
-    """Run `convert(raw)` for one record, turning the expected failures into `Rejected`."""
+    """Run `convert()` for one record (`raw` is what quarantine keeps of it), turning the
+    expected failures into `Rejected`."""
     try:
-        yield from convert(raw)
+        yield from convert()
     except UnsafePath as exc:
         yield Rejected(Reason.UNSAFE_PATH, str(exc), ref, ctx.preview(raw))
     except TooLarge as exc:
@@ -190,3 +198,7 @@ def iter_with_rejects(
         yield Rejected(Reason.MISSING_FIELD, f"missing field {exc}", ref, ctx.preview(raw))
     except (TypeError, AttributeError) as exc:
         yield Rejected(Reason.WRONG_TYPE, str(exc), ref, ctx.preview(raw))
+    except json.JSONDecodeError as exc:
+        yield Rejected(Reason.INVALID_JSON, str(exc), ref, ctx.preview(raw))
+    except Exception as exc:  # one bad record must never stop the shard
+        yield Rejected(Reason.ADAPTER_ERROR, f"{type(exc).__name__}: {exc}", ref, ctx.preview(raw))

@@ -1,0 +1,44 @@
+# FineVision ETL. Two commands: `make demo` (the main job on the embedded sample corpus) and
+# `make test`. Both create .venv with Python 3.12 from uv.lock and resolve the Delta jars first.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3.12
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+CLI := $(PY) -m etl.cli
+
+.PHONY: setup jars demo test bench delta-jars-offline clean-outputs
+
+.tools/bin/uv:
+	$(PYTHON_BOOT) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON_BOOT)
+	touch $@
+
+setup: .venv/.synced
+
+# Resolves the Delta Lake jars through Spark's Ivy resolver into .ivy/ (once; offline afterwards).
+.ivy/.resolved: .venv/.synced
+	$(PY) -m etl.session
+	touch $@
+
+jars: .ivy/.resolved
+
+demo: setup jars
+	$(CLI) samples
+	$(CLI) run
+	$(CLI) tables
+
+test: setup jars
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup jars
+	$(PY) bench/clean_throughput.py
+
+# Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
+delta-jars-offline:
+	mvn -q dependency:copy-dependencies -f conf/delta-jars-pom.xml -DoutputDirectory=$(CURDIR)/.cache/delta-jars
+
+clean-outputs:
+	rm -rf lakehouse mlflow.db mlartifacts reports spark-warehouse data/samples

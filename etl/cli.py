@@ -1,0 +1,178 @@
+"""The `finevision` command line: one entry point for laptops, spark-submit, Databricks and EMR."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from etl.config import ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="FineVision ETL: curate vision-language data on Spark + Delta Lake.")
+log = logging.getLogger("finevision")
+
+PIPELINE_STAGES = ("ingest", "clean")
+
+
+@dataclass
+class Options:
+    config: PipelineConfig
+    profile: str
+    dry_run: bool
+
+
+def _options(ctx: typer.Context) -> Options:
+    return ctx.obj
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set clean.max_side=1024")] = None,
+    lakehouse: Annotated[Optional[str], typer.Option(help="root folder or URI of the Delta tables")] = None,
+    profile: Annotated[str, typer.Option(help="Spark profile in conf/profiles (local, databricks, emr)")] = "local",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and write nothing")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None:
+    from etl import jobs  # noqa: F401  (import errors surface before Spark starts)
+    from etl.jobs import clean, ingest
+    from etl.runs import PipelineRun
+    from etl.session import build_session
+
+    try:
+        specs = options.config.source_specs() if "ingest" in stages else []
+        spark = build_session(options.profile, {"spark.sql.shuffle.partitions": str(options.config.shuffle_partitions)})
+        if options.dry_run:
+            _print_plan(spark, options.config, stages, specs)
+            return
+        run = PipelineRun(spark, options.config, command)
+        failed = True
+        try:
+            for stage in stages:
+                if stage == "ingest":
+                    ingest.run(run, specs)
+                elif stage == "clean":
+                    clean.run(run)
+            failed = False
+        finally:
+            run.close(failed)
+        typer.echo(f"run {run.run_id} done (mlflow run {run.mlflow_run_id})")
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _print_plan(spark, config: PipelineConfig, stages, specs) -> None:
+    from etl import tables
+    from etl.jobs.ingest import plan_tasks
+
+    typer.echo(f"plan (dry run, nothing is written); config hash {config.config_hash()}")
+    typer.echo(f"  lakehouse: {config.catalog or config.lakehouse}")
+    reads = {"ingest": [], "clean": ["bronze_samples"]}
+    writes = {"ingest": ["bronze_samples", "benchmark_items", "quarantine"], "clean": ["silver_samples", "quarantine"]}
+    for stage in stages:
+        typer.echo(f"  stage {stage}")
+        for name in reads[stage]:
+            version = tables.current_version(spark, tables.TableRef.of(config, name))
+            typer.echo(f"    reads  {name} @ version {version if version is not None else '(not yet written)'}")
+        for name in writes[stage]:
+            typer.echo(f"    writes {name} ({tables.TableRef.of(config, name)})")
+        if stage == "ingest":
+            tasks = plan_tasks(config, specs)
+            typer.echo(f"    {len(tasks)} shard(s) from {len(specs)} source(s): {', '.join(s.name for s in specs)}")
+
+
+@app.command()
+def samples(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: samples.out_dir)")] = None,
+    scale: Annotated[Optional[int], typer.Option(help="multiply the generated subsets")] = None,
+) -> None:
+    """Build the embedded sample corpus (offline, deterministic) that conf/sources points at."""
+    from etl.samples.build import build_samples
+
+    config = _options(ctx).config
+    out_dir = out or Path(config.samples.out_dir)
+    if _options(ctx).dry_run:
+        typer.echo(f"would build the sample corpus into {out_dir} at scale {scale or config.samples.scale}")
+        return
+    summary = build_samples(out_dir, scale=scale or config.samples.scale, seed=config.samples.seed)
+    typer.echo(f"sample corpus in {out_dir}: {summary.get('records', summary)}")
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    source: Annotated[Optional[list[str]], typer.Option(help="only these source names (repeatable)")] = None,
+) -> None:
+    """Read every source spec's files into bronze_samples, benchmark_items and quarantine."""
+    options = _options(ctx)
+    if source:
+        options.config.sources = list(source)
+    _run_stages(options, ("ingest",), "ingest")
+
+
+@app.command()
+def clean(ctx: typer.Context) -> None:
+    """Validate, downscale and normalise bronze_samples into silver_samples."""
+    _run_stages(_options(ctx), ("clean",), "clean")
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Run every pipeline stage in order (the main job)."""
+    _run_stages(_options(ctx), PIPELINE_STAGES, "run")
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option(help="source name (a spec in sources_dir)")],
+    n: Annotated[int, typer.Option("-n", help="how many records")] = 24,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write")] = None,
+) -> None:
+    """Write an HTML page of converted records to audit a source mapping before ingesting."""
+    from etl.preview import write_preview
+
+    config = _options(ctx).config
+    try:
+        config.sources = [source]
+        spec = config.source_specs()[0]
+        path = write_preview(config, spec, n, out or Path("reports") / f"preview_{spec.name}.html")
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"preview of {spec.name}: {path}")
+
+
+@app.command("tables")
+def show_tables(ctx: typer.Context) -> None:
+    """Print each table's location, version and row count."""
+    from etl.session import build_session
+    from etl.summary import table_summary
+
+    options = _options(ctx)
+    spark = build_session(options.profile)
+    typer.echo(table_summary(spark, options.config))
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,73 @@
+"""`finevision clean`: bronze_samples -> silver_samples (+ quarantine)."""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.runs import PipelineRun
+from etl.schema import QUARANTINE, SAMPLES
+from etl.stages.clean import CleanRules, clean_samples, rejected_rows, silver_rows
+from etl.stages.quarantine import quarantine_rows
+from udfs.images import ImageRules
+from udfs.tokens import prepare_tokenizer
+
+
+def rules_from(config) -> CleanRules:
+    clean = config.clean
+    tok = clean.tokenizer
+    return CleanRules(
+        images=ImageRules(clean.max_side, clean.max_pixels, clean.jpeg_quality),
+        max_turn_tokens=clean.max_turn_tokens,
+        tokenizer_json=prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir),
+    )
+
+
+def run(run: PipelineRun) -> None:
+    spark, config = run.spark, run.config
+    bronze_ref, silver_ref, quarantine_ref = (run.table(n) for n in ("bronze_samples", "silver_samples", "quarantine"))
+    with run.stage("clean") as report:
+        bronze_version = tables.current_version(spark, bronze_ref)
+        if bronze_version is None:
+            raise RuntimeError(f"clean: {bronze_ref} does not exist; run `finevision ingest` first")
+        report.input_versions["bronze_samples"] = bronze_version
+        todo = tables.read(spark, bronze_ref, bronze_version)
+        # Incremental: skip samples already cleaned (in silver) or already rejected by this stage.
+        for done in _already_cleaned(run, silver_ref, quarantine_ref):
+            todo = todo.join(done, "sample_id", "left_anti")
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.clean.arrow_batch_rows))
+        cleaned = clean_samples(todo, rules_from(config)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
+                F.count("*").alias("n"),
+                F.sum("turns_dropped_empty").alias("empty"),
+                F.sum("turns_dropped_too_long").alias("too_long"),
+                F.sum("images_resized").alias("resized"),
+            ).collect()
+            report.rows_in = sum(r["n"] for r in summary)
+            report.rows_out = sum(r["n"] for r in summary if r["reason"] is None)
+            report.dropped = {r["reason"]: r["n"] for r in summary if r["reason"] is not None}
+            report.counters = {
+                "turns_dropped_empty": sum(r["empty"] or 0 for r in summary),
+                "turns_dropped_too_long": sum(r["too_long"] or 0 for r in summary),
+                "images_resized": sum(r["resized"] or 0 for r in summary if r["reason"] is None),
+            }
+            commit = run.commit("clean")
+            report.output_versions["silver_samples"] = tables.merge_insert(
+                spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
+            )
+            report.output_versions["quarantine"] = tables.merge_insert(
+                spark, quarantine_ref, quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
+                ["quarantine_id"], commit, QUARANTINE,
+            )
+        finally:
+            cleaned.unpersist()
+
+
+def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):
+    spark = run.spark
+    if tables.exists(spark, silver_ref):
+        yield tables.read(spark, silver_ref).select("sample_id")
+    if tables.exists(spark, quarantine_ref):
+        yield tables.read(spark, quarantine_ref).filter("stage = 'clean'").select("sample_id")

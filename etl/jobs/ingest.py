@@ -1,0 +1,75 @@
+"""`finevision ingest`: sources -> bronze_samples, benchmark_items, quarantine."""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.config import ConfigError, PipelineConfig, SourceSpec
+from etl.runs import PipelineRun
+from etl.schema import BENCHMARK_ITEMS, QUARANTINE, SAMPLES
+from etl.sources import plan_shards
+from etl.stages import ingest
+from etl.stages.quarantine import quarantine_rows
+
+log = logging.getLogger("finevision")
+
+
+def plan_tasks(config: PipelineConfig, specs: list[SourceSpec]) -> list[dict]:
+    """One task per shard of every source; fails with a one-line error on a missing location."""
+    tasks = []
+    data_root = config.resolve("").rstrip("/")
+    for spec in specs:
+        location = config.resolve(spec.location)
+        try:
+            shards = plan_shards(spec, location)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"source {spec.name}: {exc}") from None
+        image_root = config.resolve(spec.image_root) if spec.image_root else None
+        log.info("[ingest] %s: %d shard(s) of %s from %s", spec.name, len(shards), spec.format, location)
+        for shard in shards:
+            tasks.append(
+                {"spec": spec.model_dump_json(), "path": shard.path, "part": shard.part,
+                 "image_root": image_root, "data_root": data_root}
+            )
+    return tasks
+
+
+def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
+    spark, config = run.spark, run.config
+    specs = specs if specs is not None else config.source_specs()
+    with run.stage("ingest") as report:
+        tasks = plan_tasks(config, specs)
+        if not tasks:
+            raise ConfigError("ingest: no source files found; check sources_dir and data_root")
+        task_frame = spark.createDataFrame(
+            spark.sparkContext.parallelize([tuple(t[f] for f in ingest.TASKS.fieldNames()) for t in tasks], len(tasks)),
+            ingest.TASKS,
+        )
+        parsed = ingest.parse_shards(task_frame, config.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = {
+                (r["reason"], r["is_benchmark"]): r["n"]
+                for r in parsed.groupBy(
+                    F.col("reject_reason").alias("reason"), F.col("benchmark").isNotNull().alias("is_benchmark")
+                ).agg(F.count("*").alias("n")).collect()
+            }
+            report.rows_in = sum(counts.values())
+            report.rows_out = sum(n for (reason, _), n in counts.items() if reason is None)
+            report.dropped = {reason: n for (reason, _), n in counts.items() if reason is not None}
+            write = {
+                "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),
+                "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),
+                "quarantine": (
+                    quarantine_rows(ingest.rejected_rows(parsed), "ingest", run.run_id),
+                    ["quarantine_id"], QUARANTINE,
+                ),
+            }
+            for name, (rows, keys, schema) in write.items():
+                ref = run.table(name)
+                report.output_versions[name] = tables.merge_insert(spark, ref, rows, keys, run.commit("ingest"), schema)
+        finally:
+            parsed.unpersist()

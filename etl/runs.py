@@ -1,0 +1,140 @@
+"""Run bookkeeping: the `pipeline_runs` Delta table and one MLflow run per CLI invocation.
+
+Per stage it records start and end, the versions it read and wrote, rows in, out and dropped by
+reason, so any table version can be traced to the run, config and code that made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+
+from etl import tables
+from etl.config import PipelineConfig
+from etl.schema import PIPELINE_RUNS
+
+log = logging.getLogger("finevision")
+
+
+@dataclass
+class StageReport:
+    stage: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    status: str = "running"
+    input_versions: dict[str, int] = field(default_factory=dict)
+    output_versions: dict[str, int] = field(default_factory=dict)
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
+    counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
+
+
+class PipelineRun:
+    """One invocation of the CLI: a run id, its commits' metadata, and its stage reports."""
+
+    def __init__(self, spark: SparkSession, config: PipelineConfig, command: str):
+        self.spark, self.config, self.command = spark, config, command
+        self.run_id = uuid.uuid4().hex[:16]
+        self.config_hash = config.config_hash()
+        self.git_revision = tables.git_revision()
+        self.reports: list[StageReport] = []
+        self.mlflow_run_id: str | None = None
+        if config.mlflow.enabled:
+            self._start_mlflow()
+
+    def _start_mlflow(self) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.config.mlflow.tracking_uri)
+        mlflow.set_experiment(self.config.mlflow.experiment)
+        run = mlflow.start_run(run_name=f"{self.command}-{self.run_id}")
+        self.mlflow_run_id = run.info.run_id
+        mlflow.set_tags({"finevision.run_id": self.run_id, "git_revision": self.git_revision, "command": self.command})
+        mlflow.log_params({"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)})
+
+    def commit(self, stage: str) -> tables.Commit:
+        return tables.Commit(self.run_id, stage, self.config_hash, self.git_revision)
+
+    def table(self, name: str) -> tables.TableRef:
+        return tables.TableRef.of(self.config, name)
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage and record its report, also when it fails."""
+        report = StageReport(stage=name, started_at=datetime.now(timezone.utc))
+        self.spark.sparkContext.setJobGroup(f"{self.run_id}-{name}", f"finevision {name} (run {self.run_id})")
+        log.info("[%s] started", name)
+        try:
+            yield report
+            report.status = "succeeded"
+        except BaseException:
+            report.status = "failed"
+            raise
+        finally:
+            report.ended_at = datetime.now(timezone.utc)
+            self.reports.append(report)
+            self._record(report)
+            seconds = (report.ended_at - report.started_at).total_seconds()
+            log.info(
+                "[%s] %s in %.1fs: %d in, %d out, dropped %s", name, report.status, seconds,
+                report.rows_in, report.rows_out, report.dropped or "{}",
+            )
+
+    def _record(self, report: StageReport) -> None:
+        row = {
+            "run_id": self.run_id,
+            "stage": report.stage,
+            "started_at": report.started_at,
+            "ended_at": report.ended_at,
+            "status": report.status,
+            "input_versions": report.input_versions,
+            "output_versions": report.output_versions,
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+            "dropped": report.dropped,
+            "counters": report.counters,
+            "config_hash": self.config_hash,
+            "git_revision": self.git_revision,
+            "mlflow_run_id": self.mlflow_run_id,
+        }
+        frame = self.spark.createDataFrame([row], PIPELINE_RUNS)
+        tables.append(self.spark, self.table("pipeline_runs"), frame, self.commit(report.stage), PIPELINE_RUNS)
+        if self.mlflow_run_id:
+            import mlflow
+
+            prefix = report.stage
+            metrics = {f"{prefix}.rows_in": report.rows_in, f"{prefix}.rows_out": report.rows_out}
+            metrics.update({f"{prefix}.dropped.{reason}": n for reason, n in report.dropped.items()})
+            metrics.update({f"{prefix}.{name}": n for name, n in report.counters.items()})
+            metrics[f"{prefix}.seconds"] = (report.ended_at - report.started_at).total_seconds()
+            mlflow.log_metrics(metrics)
+            mlflow.log_params(
+                {f"{prefix}.input.{t}": v for t, v in report.input_versions.items()}
+                | {f"{prefix}.output.{t}": v for t, v in report.output_versions.items()}
+            )
+
+    def close(self, failed: bool = False) -> None:
+        if self.mlflow_run_id:
+            import mlflow
+
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+def _flat_params(config: PipelineConfig) -> dict[str, str]:
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            flat[prefix] = str(value)[:500]
+
+    walk("", config.model_dump(mode="json"))
+    return flat

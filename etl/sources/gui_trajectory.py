@@ -1,0 +1,203 @@
+"""GUI agent trajectories (`format: gui_trajectory`): screenshots, an instruction and the actions
+taken, rewritten into the unified action space of `etl.gui_actions`.
+
+Input: JSONL, one trajectory per line:
+
+    {"id": "traj-0001",                       # optional, only used to find the record again
+     "instruction": "Open the settings",      # the task, becomes the first user turn
+     "screen": {"width": 800, "height": 600}, # required when options.coordinates is `pixels`
+     "steps": [{"screenshot": "screens/0001_0.png",   # relative to the spec's image_root
+                "action": "pyautogui.click(412, 80)"}, # text or a JSON object, in the dialect
+               ...]}
+
+Source spec options (`options:` in the spec):
+- `dialect` (required): `pyautogui` | `mobile` | `web` | `unified` (see `etl.gui_actions`).
+- `coordinates` (required): `pixels` | `grid1000` | `fraction`, for every coordinate of the
+  source; never guessed per call.
+- `unsupported`: `quarantine` (default) sends a trajectory with any step that does not convert to
+  quarantine (reason `unsupported_action`, detail `<ActionError reason>: step <i>: ...`);
+  `keep` drops only those steps (and their screenshots), keeps the sample when a step is left,
+  and counts the dropped steps in `ctx.stats["unsupported_action"]` and per error reason in
+  `ctx.stats["unsupported_action.<reason>"]`.
+- `bbox`: `xywh` (default) | `xyxy`, the element box convention of the `web` dialect.
+
+Output: one sample per trajectory. Images are the kept steps' screenshots in step order; texts
+one turn per kept step: the first user turn is the instruction, the later ones
+`NEXT_STEP_PROMPT`; each assistant turn is the step's unified calls, one per line.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from etl.config import ConfigError, SourceSpec
+from etl.gui_actions import (
+    BBOX_FORMATS,
+    DIALECTS,
+    UNITS,
+    Action,
+    ActionError,
+    Frame,
+    clean_user_text,
+    parse_step,
+    parse_unified,
+    render_step,
+)
+from etl.sources.base import (
+    RawSample,
+    ReadContext,
+    Reason,
+    Record,
+    Rejected,
+    Shard,
+    SourceRef,
+    clean_text,
+    item_id_of,
+    iter_with_rejects,
+)
+from etl.sources.records import iter_jsonl
+
+NEXT_STEP_PROMPT = "What is the next action?"
+POLICIES = ("quarantine", "keep")
+UNPARSED = "unparsed"
+
+
+@dataclass(frozen=True)
+class GuiOptions:
+    dialect: str
+    coordinates: str
+    unsupported: str = "quarantine"
+    bbox: str = "xywh"
+
+
+def gui_options(spec: SourceSpec) -> GuiOptions:
+    """The spec's `options`, validated; a bad or missing one is a `ConfigError` naming the key."""
+    options = dict(spec.options)
+    allowed = {"dialect": DIALECTS, "coordinates": UNITS, "unsupported": POLICIES, "bbox": BBOX_FORMATS}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"source {spec.name}: options: unknown key(s) {unknown}; known: {sorted(allowed)}")
+    for key in ("dialect", "coordinates"):
+        if key not in options:
+            raise ConfigError(f"source {spec.name}: options.{key} is required, one of {list(allowed[key])}")
+    for key, value in options.items():
+        if value not in allowed[key]:
+            raise ConfigError(f"source {spec.name}: options.{key}: {value!r} is not one of {list(allowed[key])}")
+    return GuiOptions(**options)
+
+
+def _frame(options: GuiOptions, record: dict) -> Frame:
+    if options.coordinates != "pixels":
+        return Frame(options.coordinates)
+    screen = record["screen"]
+    if not isinstance(screen, dict):
+        raise TypeError("screen must be an object with width and height")
+    try:
+        return Frame("pixels", screen["width"], screen["height"])
+    except ActionError as exc:
+        raise TypeError(exc.detail) from None
+
+
+def _steps(record: dict) -> list[tuple[str, Any]]:
+    steps = record["steps"]
+    if not isinstance(steps, list):
+        raise TypeError(f"steps must be a list, got {type(steps).__name__}")
+    out = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise TypeError(f"step {index} must be an object, got {type(step).__name__}")
+        screenshot = step["screenshot"]
+        if not isinstance(screenshot, str):
+            raise TypeError(f"step {index}: screenshot must be a path, got {type(screenshot).__name__}")
+        out.append((screenshot, step["action"]))
+    return out
+
+
+def _error_detail(index: int, error: ActionError) -> str:
+    return f"{error.reason}: step {index}: {error.detail}"
+
+
+def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef) -> Iterator[Record]:
+    if not isinstance(record, dict):
+        raise TypeError(f"expected an object per line, got {type(record).__name__}")
+    instruction = clean_user_text(clean_text(record["instruction"]))
+    steps = _steps(record)
+    frame = _frame(options, record)
+    if not instruction:
+        yield Rejected(Reason.MISSING_FIELD, "instruction is empty", ref, ctx.preview(record))
+        return
+    if not steps:
+        yield Rejected(Reason.NO_TURNS, "trajectory has no steps", ref, ctx.preview(record))
+        return
+
+    converted: list[tuple[str, list[Action]]] = []
+    errors: list[tuple[int, ActionError]] = []
+    for index, (screenshot, raw_action) in enumerate(steps):
+        try:
+            actions = parse_step(raw_action, dialect=options.dialect, frame=frame, bbox=options.bbox)
+        except ActionError as error:
+            errors.append((index, error))
+        else:
+            converted.append((screenshot, actions))
+
+    if errors and options.unsupported == "quarantine":
+        more = f" (+{len(errors) - 1} more steps)" if len(errors) > 1 else ""
+        yield Rejected(Reason.UNSUPPORTED_ACTION, _error_detail(*errors[0]) + more, ref, ctx.preview(record))
+        return
+    for _, error in errors:
+        ctx.stats["unsupported_action"] = ctx.stats.get("unsupported_action", 0) + 1
+        key = f"unsupported_action.{error.reason}"
+        ctx.stats[key] = ctx.stats.get(key, 0) + 1
+    if not converted:
+        detail = f"no supported step left; first: {_error_detail(*errors[0])}"
+        yield Rejected(Reason.UNSUPPORTED_ACTION, detail, ref, ctx.preview(record))
+        return
+
+    image_bytes: dict[str, bytes] = {}  # a screenshot shared by several steps is read once
+    images, texts = [], []
+    for position, (screenshot, actions) in enumerate(converted):
+        if screenshot not in image_bytes:
+            image_bytes[screenshot] = ctx.read_image(screenshot)
+        images.append((image_bytes[screenshot], screenshot))
+        texts.append((instruction if position == 0 else NEXT_STEP_PROMPT, render_step(actions)))
+    yield RawSample(images, texts, ref, item_id_of(ctx.spec, record))
+
+
+def read_gui_trajectory(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
+    """The adapter: one sample (or one `Rejected`) per JSONL line of the shard."""
+    options = gui_options(ctx.spec)
+    for item in iter_jsonl(ctx, shard):
+        if isinstance(item, Rejected):
+            yield item
+            continue
+        ref, record = item
+        # Defaults bind this record; works whether the helper calls convert() or convert(raw).
+        yield from iter_with_rejects(
+            ctx, ref, record, lambda record=record, ref=ref: _convert(ctx, options, record, ref)
+        )
+
+
+def _assistant_text(turn: Any) -> str:
+    if isinstance(turn, Mapping):
+        return turn["assistant"]
+    if hasattr(turn, "asDict"):  # a Spark Row
+        return turn["assistant"]
+    return turn[1]
+
+
+def action_counts(texts: Iterable[Any]) -> Counter[str]:
+    """How often each unified function occurs in a sample's assistant turns.
+
+    `texts` holds (user, assistant) pairs, `{"user", "assistant"}` mappings or Spark Rows. A turn
+    that is not unified call text counts once as `unparsed`.
+    """
+    counts: Counter[str] = Counter()
+    for turn in texts:
+        try:
+            counts.update(action.name for action in parse_unified(_assistant_text(turn) or ""))
+        except ActionError:
+            counts[UNPARSED] += 1
+    return counts

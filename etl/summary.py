@@ -1,0 +1,34 @@
+"""A plain-text summary of the lakehouse: each table's location, version and row count."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from etl import tables
+from etl.config import PipelineConfig
+
+TABLES = (
+    "bronze_samples",
+    "silver_samples",
+    "benchmark_items",
+    "quarantine",
+    "pipeline_runs",
+)
+
+
+def table_summary(spark: SparkSession, config: PipelineConfig) -> str:
+    lines = [f"{'table':<22} {'version':>7} {'rows':>8}  location"]
+    for name in TABLES:
+        ref = tables.TableRef.of(config, name)
+        version = tables.current_version(spark, ref)
+        if version is None:
+            lines.append(f"{name:<22} {'-':>7} {'-':>8}  (not written)")
+            continue
+        rows = tables.read(spark, ref).count()
+        lines.append(f"{name:<22} {version:>7} {rows:>8}  {ref}")
+    quarantine = tables.TableRef.of(config, "quarantine")
+    if tables.exists(spark, quarantine):
+        lines.append("quarantine by stage and reason:")
+        for row in tables.read(spark, quarantine).groupBy("stage", "reason").count().orderBy("stage", "reason").collect():
+            lines.append(f"  {row['stage']:<8} {row['reason']:<22} {row['count']:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""The one module that reads and writes Delta tables.
+
+A `TableRef` is either a path under the lakehouse root or a metastore name
+`catalog.schema.table`; stages never know which. Writes carry `userMetadata` (run id, config hash,
+git revision) so `DESCRIBE HISTORY` says which run made each version.
+
+    ref = TableRef.of(config, "silver_samples")
+    df = read(spark, ref, version=3)
+    version = merge_insert(spark, ref, new_rows, keys=["sample_id"], commit=commit, schema=SAMPLES)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class TableRef:
+    name: str
+    path: str | None = None
+    qualified_name: str | None = None
+
+    @classmethod
+    def of(cls, config: PipelineConfig, name: str) -> "TableRef":
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"table name {name!r} is not an identifier")
+        if config.catalog:
+            return cls(name=name, qualified_name=f"{config.catalog}.{name}")
+        root = config.lakehouse
+        if "://" not in root:
+            from pathlib import Path
+
+            root = str(Path(root).resolve())
+        return cls(name=name, path=f"{root.rstrip('/')}/{name}")
+
+    @property
+    def sql(self) -> str:
+        """How SQL names this table: a catalog name, or delta.`path` (path is escaped)."""
+        if self.qualified_name:
+            return self.qualified_name
+        return "delta.`" + self.path.replace("`", "``") + "`"
+
+    def __str__(self) -> str:
+        return self.qualified_name or self.path
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What every commit of a run says about itself (Delta `userMetadata`)."""
+
+    run_id: str
+    stage: str
+    config_hash: str
+    git_revision: str
+
+    def metadata(self) -> str:
+        return json.dumps(
+            {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash, "git": self.git_revision},
+            sort_keys=True,
+        )
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _delta(spark: SparkSession, ref: TableRef):
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.path)
+
+
+def exists(spark: SparkSession, ref: TableRef) -> bool:
+    from delta.tables import DeltaTable
+
+    if ref.qualified_name:
+        return spark.catalog.tableExists(ref.qualified_name)
+    return DeltaTable.isDeltaTable(spark, ref.path)
+
+
+def current_version(spark: SparkSession, ref: TableRef) -> int | None:
+    if not exists(spark, ref):
+        return None
+    return int(_delta(spark, ref).history(1).select("version").first()[0])
+
+
+def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> DataFrame:
+    """The table, pinned to `version` when given (time travel)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.table(ref.qualified_name) if ref.qualified_name else reader.load(ref.path)
+
+
+def ensure_table(
+    spark: SparkSession, ref: TableRef, schema: StructType, constraints: dict[str, str] | None = None
+) -> None:
+    """Create the table with its schema (and CHECK constraints) if it does not exist yet."""
+    if exists(spark, ref):
+        return
+    from delta.tables import DeltaTable
+
+    builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
+    builder = builder.tableName(ref.qualified_name) if ref.qualified_name else builder.location(ref.path)
+    builder.execute()
+    for name, expression in (constraints or {}).items():
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"constraint name {name!r} is not an identifier")
+        spark.sql(f"ALTER TABLE {ref.sql} ADD CONSTRAINT {name} CHECK ({expression})")
+
+
+class _commit_metadata:
+    """Sets Delta's commit userMetadata for the operations inside the block."""
+
+    def __init__(self, spark: SparkSession, commit: Commit):
+        self.spark, self.commit = spark, commit
+
+    def __enter__(self):
+        self.spark.conf.set(USER_METADATA_CONF, self.commit.metadata())
+
+    def __exit__(self, *exc):
+        self.spark.conf.unset(USER_METADATA_CONF)
+
+
+def merge_insert(
+    spark: SparkSession,
+    ref: TableRef,
+    rows: DataFrame,
+    keys: list[str],
+    commit: Commit,
+    schema: StructType,
+    constraints: dict[str, str] | None = None,
+) -> int:
+    """Insert rows whose key is not in the table yet (insert-only MERGE); returns the new version.
+
+    Rows are deduplicated on the key first, so re-running a stage after a crash converges to
+    the same table with no duplicates.
+    """
+    for key in keys:
+        if key not in rows.columns:
+            raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
+    ensure_table(spark, ref, schema, constraints)
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
+    with _commit_metadata(spark, commit):
+        (
+            _delta(spark, ref)
+            .alias("t")
+            .merge(source.alias("s"), condition)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    return current_version(spark, ref)
+
+
+def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
+    ensure_table(spark, ref, schema)
+    writer = rows.select(*schema.fieldNames()).write.format("delta").mode("append")
+    writer = writer.option("userMetadata", commit.metadata())
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
+    return current_version(spark, ref)
+
+
+def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
+    """Replace the table's content (derived tables such as statistics); history keeps the old."""
+    ensure_table(spark, ref, schema)
+    writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
+    writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
+    return current_version(spark, ref)

