@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
+import zlib
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from etl.config import load_config
@@ -49,3 +53,62 @@ def png_bytes(size=(32, 24), color=(200, 30, 30), mode="RGB", fmt="PNG") -> byte
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def jpeg_bytes(size, color=(10, 120, 200), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else (0, 50, 100, 0)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height (pixel data is not even complete)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def dirty_corpus(tmp_path):
+    """Three sources in three formats with one problem of each kind the stages must catch."""
+    img, sources = tmp_path / "data" / "img", tmp_path / "sources"
+    img.mkdir(parents=True)
+    sources.mkdir()
+    (img / "a.png").write_bytes(png_bytes((64, 48), (255, 0, 0)))
+    (img / "b.png").write_bytes(png_bytes((64, 48), (0, 255, 0)))
+    (img / "big.jpg").write_bytes(jpeg_bytes((3000, 1200)))
+    (img / "cut.jpg").write_bytes(jpeg_bytes((400, 300))[:500])
+    (img / "bomb.png").write_bytes(bomb_png(30000, 30000))
+    data = tmp_path / "data"
+    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    (data / "llava.json").write_text(json.dumps([
+        {"id": "1", "image": "a.png", "conversations": conv("Colour?", "Red.")},
+        {"id": "2", "image": "big.jpg", "conversations": conv("Size?", "Wide.")},
+        {"id": "3", "image": "cut.jpg", "conversations": conv("Broken?", "Yes.")},
+        {"id": "4", "image": "bomb.png", "conversations": conv("Huge?", "Yes.")},
+        {"id": "5", "image": "missing.png", "conversations": conv("Where?", "Nowhere.")},
+        {"id": "6", "image": "b.png", "conversations": conv("Long?", " ".join(["word"] * 9000))},
+        {"id": "7", "image": "b.png", "conversations": conv("Colour?", "Green.") + conv("  ", "empty question")},
+    ]))
+    (data / "chat.jsonl").write_text("\n".join([
+        json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}),
+        "{broken json",
+        json.dumps({"messages": [{"role": "user", "content": "3*3?"}, {"role": "assistant", "content": "9"}]}),
+    ]) + "\n")
+    (data / "bench.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"qid": "q1", "image": "a.png", "question": "Colour?", "answer": "red"},
+        {"qid": "q2", "image": "b.png", "question": "Colour?", "answer": "green"},
+    ]) + "\n")
+    specs = [
+        {"name": "photos", "format": "llava_json", "location": "llava.json", "image_root": "img",
+         "subset": "photos", "category": "Captioning & Knowledge"},
+        {"name": "maths", "format": "sharegpt_jsonl", "location": "chat.jsonl", "subset": "maths", "category": "Mathematics"},
+        {"name": "bench", "format": "vqa_jsonl", "location": "bench.jsonl", "image_root": "img", "subset": "bench",
+         "category": "General VQA", "benchmark": "toy_bench", "fields": {"id": "qid"}},
+    ]
+    for spec in specs:
+        (sources / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    return {"sources": sources, "data": data}

@@ -4,8 +4,6 @@ token rule, empty turns and text normalisation."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
@@ -14,21 +12,7 @@ from etl.config import TokenizerConfig
 from etl.stages.clean import CleanRules, clean_sample
 from udfs.images import ImageRejected, ImageRules, clean_image, target_size
 from udfs.tokens import count_tokens, load_tokenizer, normalise_text, prepare_tokenizer
-from tests.conftest import png_bytes
-
-
-def jpeg_bytes(size, color=(10, 120, 200), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color if mode == "RGB" else (0, 50, 100, 0)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header declares width x height (pixel data is not even complete)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+from tests.conftest import bomb_png, jpeg_bytes, png_bytes
 
 
 @pytest.mark.parametrize(
