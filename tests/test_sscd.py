@@ -4,7 +4,9 @@ backend with a small scripted model of SSCD's shape (conv trunk, GeM pooling, 51
 from __future__ import annotations
 
 import io
+import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,6 +122,13 @@ def test_decode_and_resize_handles_modes_and_failures(photos):
     np.testing.assert_array_equal(threaded.pixels, decoded.pixels)
 
 
+def test_oversized_canvas_fails_without_decoding(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # as another module might set it
+    big = encode(np.zeros((2000, 2000), np.uint8))
+    monkeypatch.setattr(sscd, "MAX_DECODE_PIXELS", 1_000_000)
+    assert sscd.decode_and_resize([big], 64).failed.tolist() == [True]
+
+
 def test_model_id_names_model_backend_and_size():
     assert sscd.model_id(sscd.EmbedderSpec()) == "sscd_disc_mixup-int8-onnx@320"
     assert sscd.model_id(sscd.EmbedderSpec(image_size=288)) == "sscd_disc_mixup-int8-onnx@288"
@@ -138,6 +147,18 @@ def test_pick_device_outside_spark():
     assert sscd.pick_device("cuda:3", cuda_available=True, device_count=1) == "cuda:0"
     with pytest.raises(RuntimeError):
         sscd.pick_device("cuda", cuda_available=False)
+
+
+def test_pick_device_uses_the_spark_task_gpu(monkeypatch):
+    class FakeTaskContext:
+        @staticmethod
+        def get():
+            return SimpleNamespace(resources=lambda: {"gpu": SimpleNamespace(name="gpu", addresses=["2"])})
+
+    monkeypatch.setitem(sys.modules, "pyspark", SimpleNamespace(TaskContext=FakeTaskContext))
+    assert sscd.task_gpu_address() == 2
+    assert sscd.pick_device("auto", cuda_available=True, device_count=4) == "cuda:2"
+    assert sscd.pick_device("auto", cuda_available=False) == "cpu"
 
 
 def test_embedder_is_loaded_once_per_worker():

@@ -44,6 +44,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_FILTER = Image.Resampling.BILINEAR
 """The resampling filter of `decode_and_resize` (see the module docstring)."""
+MAX_DECODE_PIXELS = 178_956_970
+"""Larger canvases fail without being decoded (PIL's own bomb limit, enforced here because
+another module may lift `Image.MAX_IMAGE_PIXELS` process-wide)."""
 
 Backend = Literal["onnx", "torchscript"]
 _DEFAULT_ONNX_MODEL_NAME = "sscd_disc_mixup-int8"
@@ -202,15 +205,15 @@ def decode_image(data: bytes | None, size: int) -> np.ndarray | None:
     """Decode one image to RGB uint8 [size, size, 3] (aspect ratio ignored), None if it cannot be."""
     if not data:
         return None
+    # No warnings.catch_warnings here: it is process-global state, unsafe with decode threads.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # palette transparency, EXIF and size warnings
-            with Image.open(io.BytesIO(data)) as image:
-                if image.mode == "P" and "transparency" in image.info:
-                    image = image.convert("RGBA")
-                rgb = image.convert("RGB")
-                rgb = rgb.resize((size, size), RESIZE_FILTER)
-                return np.asarray(rgb, dtype=np.uint8)
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_DECODE_PIXELS:  # read from the header
+                return None
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            rgb = image.convert("RGB").resize((size, size), RESIZE_FILTER)
+            return np.asarray(rgb, dtype=np.uint8)
     except Exception:  # noqa: BLE001 - any undecodable input becomes a failed row
         return None
 
