@@ -15,7 +15,6 @@ from etl.config import ConfigError, PipelineConfig, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="FineVision ETL: curate vision-language data on Spark + Delta Lake.")
 log = logging.getLogger("finevision")
 
-PIPELINE_STAGES = ("ingest", "clean")
 
 
 @dataclass
@@ -54,13 +53,12 @@ def _fail(message: str) -> None:
 
 
 def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None:
-    from etl import jobs  # noqa: F401  (import errors surface before Spark starts)
-    from etl.jobs import clean, ingest
+    from etl.jobs import STAGES_BY_NAME
     from etl.runs import PipelineRun
     from etl.session import build_session
 
     try:
-        specs = options.config.source_specs() if "ingest" in stages else []
+        specs = options.config.source_specs() if "ingest" in stages else []  # fail fast on a bad spec
         spark = build_session(options.profile, {"spark.sql.shuffle.partitions": str(options.config.shuffle_partitions)})
         if options.dry_run:
             _print_plan(spark, options.config, stages, specs)
@@ -69,10 +67,7 @@ def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None
         failed = True
         try:
             for stage in stages:
-                if stage == "ingest":
-                    ingest.run(run, specs)
-                elif stage == "clean":
-                    clean.run(run)
+                STAGES_BY_NAME[stage].runner()(run)
             failed = False
         finally:
             run.close(failed)
@@ -83,18 +78,17 @@ def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None
 
 def _print_plan(spark, config: PipelineConfig, stages, specs) -> None:
     from etl import tables
+    from etl.jobs import STAGES_BY_NAME
     from etl.jobs.ingest import plan_tasks
 
     typer.echo(f"plan (dry run, nothing is written); config hash {config.config_hash()}")
     typer.echo(f"  lakehouse: {config.catalog or config.lakehouse}")
-    reads = {"ingest": [], "clean": ["bronze_samples"]}
-    writes = {"ingest": ["bronze_samples", "benchmark_items", "quarantine"], "clean": ["silver_samples", "quarantine"]}
     for stage in stages:
         typer.echo(f"  stage {stage}")
-        for name in reads[stage]:
+        for name in STAGES_BY_NAME[stage].reads:
             version = tables.current_version(spark, tables.TableRef.of(config, name))
             typer.echo(f"    reads  {name} @ version {version if version is not None else '(not yet written)'}")
-        for name in writes[stage]:
+        for name in STAGES_BY_NAME[stage].writes:
             typer.echo(f"    writes {name} ({tables.TableRef.of(config, name)})")
         if stage == "ingest":
             tasks = plan_tasks(config, specs)
@@ -138,9 +132,30 @@ def clean(ctx: typer.Context) -> None:
 
 
 @app.command()
-def run(ctx: typer.Context) -> None:
+def embed(ctx: typer.Context) -> None:
+    """SSCD embeddings of every distinct silver and benchmark image not embedded yet."""
+    _run_stages(_options(ctx), ("embed",), "embed")
+
+
+@app.command()
+def decontaminate(ctx: typer.Context) -> None:
+    """Image (SSCD + FAISS) and text (n-gram) hits against the benchmarks."""
+    _run_stages(_options(ctx), ("decontaminate",), "decontaminate")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    stages: Annotated[Optional[list[str]], typer.Option("--stage", help="only these stages, in pipeline order")] = None,
+) -> None:
     """Run every pipeline stage in order (the main job)."""
-    _run_stages(_options(ctx), PIPELINE_STAGES, "run")
+    from etl.jobs import STAGES
+
+    unknown = set(stages or []) - {s.name for s in STAGES}
+    if unknown:
+        _fail(f"--stage: unknown {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+    chosen = tuple(s.name for s in STAGES if not stages or s.name in stages)
+    _run_stages(_options(ctx), chosen, "run")
 
 
 @app.command()

@@ -93,6 +93,35 @@ class CleanConfig(Strict):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
 
+class EmbedConfig(Strict):
+    backend: Literal["onnx", "torchscript"] = "onnx"
+    model_path: str | None = Field(None, description="torchscript file (cluster storage); null = packaged ONNX")
+    image_size: int = Field(320, ge=32, description="FineVision: 320x320, aspect ratio ignored")
+    micro_batch: int = Field(32, gt=0, description="images per model call")
+    device: str = "auto"
+    arrow_batch_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Arrow batches to the UDF, by bytes")
+
+
+class DecontaminateConfig(Strict):
+    threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
+    index: Literal["exact", "ivf", "hnsw"] = "exact"
+    nprobe: int = Field(16, gt=0)
+    k: int = Field(32, gt=0, description="neighbours per query for HNSW")
+    index_transport: Literal["broadcast", "file"] = Field("broadcast", description="file for multi-GB indexes")
+    policy: Literal["flag", "remove"] = "flag"
+    text_ngram: int = Field(13, ge=3, description="n-gram length of text-side decontamination")
+    text_min_words: int | None = Field(
+        None, ge=3, description="benchmark texts shorter than text_ngram but this long match whole; null = text_ngram"
+    )
+
+
+class DedupConfig(Strict):
+    threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which images are near-duplicates")
+    buckets: int | None = Field(None, description="k-means buckets for the kNN self-join; null = by size")
+    probes: int = Field(2, ge=1, description="buckets each vector joins")
+    policy: Literal["annotate", "keep-one"] = "annotate"
+
+
 class SamplesConfig(Strict):
     out_dir: str = "data/samples"
     scale: int = Field(1, ge=1, description="multiplies the generated subsets' sizes")
@@ -114,6 +143,9 @@ class PipelineConfig(Strict):
     shuffle_partitions: int = Field(4, gt=0)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 

@@ -64,6 +64,15 @@ class PipelineRun:
     def table(self, name: str) -> tables.TableRef:
         return tables.TableRef.of(self.config, name)
 
+    def read_input(self, report: StageReport, name: str):
+        """A stage's input table, pinned to its current version, which the report records."""
+        ref = self.table(name)
+        version = tables.current_version(self.spark, ref)
+        if version is None:
+            raise RuntimeError(f"{report.stage}: table {name} ({ref}) does not exist yet; run the stages before it")
+        report.input_versions[name] = version
+        return tables.read(self.spark, ref, version)
+
     @contextmanager
     def stage(self, name: str):
         """Time a stage and record its report, also when it fails."""

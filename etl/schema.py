@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
+    BooleanType,
     FloatType,
     IntegerType,
     LongType,
@@ -113,6 +114,43 @@ IMAGE_EMBEDDINGS = StructType(
         StructField("embedding", ArrayType(FloatType())),
     ]
 )
+
+CONTAMINATION_HITS = StructType(
+    [
+        StructField("image_id", StringType()),  # null for text hits
+        StructField("sample_id", StringType(), nullable=False),
+        StructField("subset", StringType()),
+        StructField("benchmark", StringType(), nullable=False),
+        StructField("benchmark_item_id", StringType(), nullable=False),
+        StructField("similarity", FloatType()),
+        StructField("model_id", StringType(), nullable=False),
+        StructField("threshold", FloatType()),
+        StructField("method", StringType(), nullable=False),
+        StructField("run_id", StringType()),
+    ]
+)
+
+NEAR_DUPLICATE_CLUSTERS = StructType(
+    [
+        StructField("image_id", StringType(), nullable=False),
+        StructField("cluster_id", StringType(), nullable=False),
+        StructField("cluster_size", LongType()),
+        StructField("representative", BooleanType()),
+    ]
+)
+
+# Samples a policy took out of the corpus (decontaminate `remove`, dedup `keep-one`).
+REMOVED_SAMPLES = StructType(
+    [
+        StructField("sample_id", StringType(), nullable=False),
+        StructField("subset", StringType()),
+        StructField("stage", StringType(), nullable=False),
+        StructField("reason", StringType(), nullable=False),
+        StructField("detail", StringType()),
+        StructField("run_id", StringType()),
+    ]
+)
+
 
 def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     """Fail with a message naming the missing columns, before any Spark job runs."""

@@ -12,6 +12,10 @@ TABLES = (
     "silver_samples",
     "benchmark_items",
     "quarantine",
+    "image_embeddings",
+    "contamination_hits",
+    "contamination_rates",
+    "removed_samples",
     "pipeline_runs",
 )
 

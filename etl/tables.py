@@ -155,7 +155,7 @@ def merge_insert(
         if key not in rows.columns:
             raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
     ensure_table(spark, ref, schema, constraints)
-    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
     with _commit_metadata(spark, commit):
         (

@@ -26,13 +26,9 @@ def rules_from(config) -> CleanRules:
 
 def run(run: PipelineRun) -> None:
     spark, config = run.spark, run.config
-    bronze_ref, silver_ref, quarantine_ref = (run.table(n) for n in ("bronze_samples", "silver_samples", "quarantine"))
+    silver_ref, quarantine_ref = run.table("silver_samples"), run.table("quarantine")
     with run.stage("clean") as report:
-        bronze_version = tables.current_version(spark, bronze_ref)
-        if bronze_version is None:
-            raise RuntimeError(f"clean: {bronze_ref} does not exist; run `finevision ingest` first")
-        report.input_versions["bronze_samples"] = bronze_version
-        todo = tables.read(spark, bronze_ref, bronze_version)
+        todo = run.read_input(report, "bronze_samples")
         # Incremental: skip samples already cleaned (in silver) or already rejected by this stage.
         for done in _already_cleaned(run, silver_ref, quarantine_ref):
             todo = todo.join(done, "sample_id", "left_anti")

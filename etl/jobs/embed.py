@@ -1,0 +1,70 @@
+"""`finevision embed`: every distinct image of silver_samples and benchmark_items -> image_embeddings.
+
+Incremental: only images without an embedding of the configured model are embedded.
+"""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.runs import PipelineRun
+from etl.schema import IMAGE_EMBEDDINGS, QUARANTINE
+from etl.stages.embed import distinct_images, embed_images, images_without_embedding
+from etl.stages.quarantine import quarantine_rows
+from udfs.sscd import EmbedderSpec, model_id
+
+EMBEDDING_CONSTRAINTS = {"embedding_is_512_d": "size(embedding) = 512"}
+
+
+def embedder_spec(run: PipelineRun) -> EmbedderSpec:
+    settings = run.config.embed
+    return EmbedderSpec(
+        backend=settings.backend,
+        model_path=settings.model_path,
+        image_size=settings.image_size,
+        micro_batch=settings.micro_batch,
+        device=settings.device,
+        # one model thread per task slot, so concurrent tasks do not oversubscribe the cores
+        intra_op_threads=int(run.spark.conf.get("spark.task.cpus", "1")),
+    )
+
+
+def run(run: PipelineRun) -> None:
+    spark, config = run.spark, run.config
+    spec = embedder_spec(run)
+    model = model_id(spec)
+    with run.stage("embed") as report:
+        images = distinct_images(run.read_input(report, "silver_samples")).unionByName(
+            distinct_images(run.read_input(report, "benchmark_items"))
+        ).dropDuplicates(["image_id"])
+        target = run.table("image_embeddings")
+        existing = tables.read(spark, target) if tables.exists(spark, target) else None
+        todo = images_without_embedding(images, existing, model)
+        spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(config.embed.arrow_batch_bytes))
+        embedded = embed_images(todo, spec, model).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = {r["ok"]: r["n"] for r in embedded.groupBy(F.col("embedding").isNotNull().alias("ok")).agg(F.count("*").alias("n")).collect()}
+            report.rows_in = sum(counts.values())
+            report.rows_out = counts.get(True, 0)
+            if counts.get(False):
+                report.dropped = {"undecodable_image": counts[False]}
+            commit = run.commit("embed")
+            report.output_versions["image_embeddings"] = tables.merge_insert(
+                spark, target, embedded.filter(F.col("embedding").isNotNull()), ["image_id", "model_id"], commit,
+                IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS,
+            )
+            failed = embedded.filter(F.col("embedding").isNull()).select(
+                F.lit("undecodable_image").alias("reject_reason"),
+                F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
+                F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
+                F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"), F.lit(None).cast("long").alias("row")).alias("source_ref"),
+                F.col("image_id").alias("raw"),
+            )
+            if counts.get(False):
+                report.output_versions["quarantine"] = tables.merge_insert(
+                    spark, run.table("quarantine"), quarantine_rows(failed, "embed", run.run_id), ["quarantine_id"], commit, QUARANTINE
+                )
+        finally:
+            embedded.unpersist()
