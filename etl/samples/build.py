@@ -146,13 +146,18 @@ def _manifest(corpus: Corpus, root: Path) -> dict[str, Any]:
         "notes": [
             "`file` and `image` are locations relative to the data root (the corpus folder's parent).",
             "`row` is 0-based within `file`: JSONL line, JSON array index, CSV data row, parquet row;",
-            "`member` is the tar member of a WebDataset record; `key` the record's id or group value.",
+            "`member` is a WebDataset record's key (as in source_ref), `image_member` its image's tar member;",
+            "`key` is the record's id, or its group value (the image path) for grouped VQA rows.",
             "`image_sha256` equals the `image_id` ingestion computes (sha256 of the stored bytes).",
             "`image_index` is the position of an embedded image in a parquet row's `images` list.",
             f"image_too_large needs ingest.max_image_bytes={TEST_MAX_IMAGE_BYTES} (see `test_config`); at the "
             "default limit that record is a valid sample (`expected.default_config`).",
-            "contamination lists the injected copies that must be found; synthetic images of one template "
-            "(easy-VQA shapes, charts) may legitimately produce further hits.",
+            "contamination lists every injected benchmark copy. must_find=true: pixel-identical or near-lossless "
+            "copies a 0.95 SSCD threshold must find (sscd.onnx int8 scores them >= 0.99); must_find=false: "
+            "stronger edits of flat synthetic images (JPEG q70-75, brightness, 1.5x resize of 64 px shapes) that "
+            "it scores 0.5-0.95: recall material, not required hits.",
+            "contamination and near_duplicates are lower bounds: images drawn from one template (easy-VQA shapes, "
+            "charts) may legitimately produce further hits or clusters.",
         ],
         "test_config": {"ingest.max_image_bytes": TEST_MAX_IMAGE_BYTES},
         "totals": {

@@ -184,14 +184,18 @@ class Corpus:
 
 
 def ref(corpus: Corpus, subset: str, file: str, *, row: int | None = None, member: str | None = None,
-        key: str | None = None, image: str | None = None, image_bytes: bytes | None = None) -> dict[str, Any]:
+        key: str | None = None, image: str | None = None, image_bytes: bytes | None = None,
+        image_member: str | None = None) -> dict[str, Any]:
     """Where a record lives, in the terms of `source_ref` (file, member, row) plus its key and image.
 
     `file` and `image` are locations relative to the data root; `row` is 0-based within the file
-    (JSONL line, JSON array index, CSV data row, parquet row); `image_sha256` is the `image_id`
-    ingestion computes from the stored bytes.
+    (JSONL line, JSON array index, CSV data row, parquet row, WebDataset key within its shard);
+    `member` is a WebDataset record's key, `image_member` its image's tar member name;
+    `image_sha256` is the `image_id` ingestion computes from the stored bytes.
     """
     out: dict[str, Any] = {"subset": subset, "file": corpus.loc(file), "row": row, "member": member, "key": key}
+    if image_member is not None:
+        out["image_member"] = image_member
     if image is not None:
         out["image"] = corpus.loc(image)
     if image_bytes is not None:

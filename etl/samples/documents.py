@@ -100,10 +100,11 @@ def render(rng: np.random.Generator, text: str) -> Image.Image:
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     width = max(probe.textbbox((0, 0), line, font=font)[2] for line in lines)
     margin = int(rng.integers(16, 40))
-    image = Image.new("RGB", (width + 2 * margin, len(lines) * (size + spacing) + 2 * margin), BACKGROUNDS[int(rng.integers(4))])
+    image = Image.new("RGB", (width + 2 * margin, len(lines) * (size + spacing) + 2 * margin), BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))])
     draw = ImageDraw.Draw(image)
+    ink = INKS[int(rng.integers(len(INKS)))]
     for index, line in enumerate(lines):
-        draw.text((margin, margin + index * (size + spacing)), line, font=font, fill=INKS[int(rng.integers(4))])
+        draw.text((margin, margin + index * (size + spacing)), line, font=font, fill=ink)
     return image
 
 
@@ -133,7 +134,8 @@ def build(corpus: Corpus) -> None:
             if doc.get("broken"):
                 corpus.broken.append({
                     "reason": "corrupt_image", "stage": "clean",
-                    **ref(corpus, "documents", file, row=row, member=f"{key}.{doc['ext']}", key=key, image_bytes=doc["bytes"]),
+                    **ref(corpus, "documents", file, row=row, member=key, key=key, image_bytes=doc["bytes"],
+                        image_member=f"{key}.{doc['ext']}"),
                     "detail": "JPEG cut after 55% of its bytes: the header parses, decoding fails",
                 })
         corpus.write_tar(file, members)

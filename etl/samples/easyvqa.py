@@ -106,8 +106,8 @@ def build(corpus: Corpus) -> None:
             next_question += 1
         injected.append({"image": f"images/{name}.{extension}", "bytes": data, "rows": rows,
                          "item": item, "transformation": transformation, "must_find": must_find})
-    missing = {"image": f"images/{names[-1]}.png", "bytes": None, "rows": [(f"train-q{next_question}", "what shape is in the image?", "circle")],
-               "broken": "missing_image"}
+    missing = {"image": f"images/{names[-1]}.png", "bytes": None, "broken": "missing_image",
+               "rows": [(f"train-q{next_question}", "what shape is in the image?", "circle")]}
     groups = insert_at_random(rng, groups, [*injected, missing])
 
     lines, row = [], 0

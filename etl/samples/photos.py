@@ -174,8 +174,8 @@ def build(corpus: Corpus) -> None:
             original = originals[name]
             corpus.near_duplicates.append({
                 "a": where(original["record"], original["bytes"]),
-                "b": ref(corpus, "photo_vqa", "photo_vqa/shard-00000.tar", row=row, member=f"{key}.{extension}", key=key,
-                         image_bytes=data),
+                "b": ref(corpus, "photo_vqa", "photo_vqa/shard-00000.tar", row=row, member=key, key=key,
+                         image_bytes=data, image_member=f"{key}.{extension}"),
                 "transformation": transformation,
                 "must_find": True,  # photographs: SSCD int8 scores these copies 0.97-0.99
             })
