@@ -65,9 +65,13 @@ def search_training_images(
                 continue
             vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
             hits = search_threshold_arrays(faiss_index, vectors, tau=threshold, k=k)
+            image_ids = frame["image_id"].to_numpy(dtype=object)[hits.query_rows]
+            # object dtype: pandas would infer an Arrow-backed string column that Spark 4.1's
+            # Arrow serializer receives as a ChunkedArray and rejects.
             yield pd.DataFrame(
-                {"image_id": frame["image_id"].to_numpy()[hits.query_rows] if len(hits.query_rows) else [],
-                 "index_row": hits.index_rows, "similarity": hits.similarities}
+                {"image_id": pd.Series(image_ids, dtype=object),
+                 "index_row": hits.index_rows.astype(np.int64),
+                 "similarity": hits.similarities.astype(np.float32)}
             )
 
     return embeddings.select("image_id", "embedding").mapInPandas(search, INDEX_HITS)
