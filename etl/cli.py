@@ -144,6 +144,12 @@ def decontaminate(ctx: typer.Context) -> None:
 
 
 @app.command()
+def dedup(ctx: typer.Context) -> None:
+    """Exact and near-duplicate images (SSCD kNN self-join, connected components)."""
+    _run_stages(_options(ctx), ("dedup",), "dedup")
+
+
+@app.command()
 def run(
     ctx: typer.Context,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="only these stages, in pipeline order")] = None,

@@ -15,6 +15,7 @@ TABLES = (
     "image_embeddings",
     "contamination_hits",
     "contamination_rates",
+    "near_duplicate_clusters",
     "removed_samples",
     "pipeline_runs",
 )

@@ -30,5 +30,8 @@ STAGES = (
         ("contamination_hits", "contamination_rates", "removed_samples"),
         "decontaminate",
     ),
+    StageJob(
+        "dedup", ("silver_samples", "image_embeddings"), ("near_duplicate_clusters", "removed_samples"), "dedup"
+    ),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

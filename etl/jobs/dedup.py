@@ -1,0 +1,51 @@
+"""`finevision dedup`: exact duplicates by image_id and near-duplicate clusters by SSCD kNN
+-> near_duplicate_clusters, and removed_samples under policy `keep-one`."""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.jobs.embed import embedder_spec
+from etl.runs import PipelineRun
+from etl.schema import NEAR_DUPLICATE_CLUSTERS, REMOVED_SAMPLES
+from etl.stages.decontaminate import image_occurrences
+from etl.stages.dedup import exact_duplicate_images, keep_one_removals, near_duplicate_clusters, near_duplicate_pairs
+from udfs.sscd import model_id
+
+
+def run(run: PipelineRun) -> None:
+    spark, settings = run.spark, run.config.dedup
+    model = model_id(embedder_spec(run))
+    with run.stage("dedup") as report:
+        silver = run.read_input(report, "silver_samples")
+        embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
+        training = embeddings.join(image_occurrences(silver).select("image_id").distinct(), "image_id")
+        pairs = near_duplicate_pairs(training, settings.threshold, n_buckets=settings.buckets, probes=settings.probes)
+        clusters = near_duplicate_clusters(pairs).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            summary = clusters.agg(F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")).first()
+            report.rows_in = silver.count()
+            report.rows_out = report.rows_in
+            report.counters = {
+                "near_duplicate_clusters": summary["clusters"],
+                "images_in_clusters": summary["images"],
+                "exact_duplicate_images": exact_duplicate_images(silver).count(),
+            }
+            commit = run.commit("dedup")
+            report.output_versions["near_duplicate_clusters"] = tables.overwrite(
+                spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
+            )
+            if settings.policy == "keep-one":
+                removed = keep_one_removals(silver, clusters).select(
+                    "sample_id", "subset", F.lit("dedup").alias("stage"), "reason", "detail", F.lit(run.run_id).alias("run_id")
+                ).persist()
+                report.dropped = {r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+                report.rows_out = report.rows_in - sum(report.dropped.values())
+                report.output_versions["removed_samples"] = tables.merge_insert(
+                    spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES
+                )
+                removed.unpersist()
+        finally:
+            clusters.unpersist()

@@ -1,0 +1,79 @@
+"""The embedded sample corpus through ingest, clean, embed, decontaminate and dedup, checked
+against the corpus manifest's ground truth (written by the builder, not by the stages)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.jobs import STAGES
+from etl.runs import PipelineRun
+from etl.samples.build import build_samples
+
+SOURCES = ["easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic"]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(spark, tmp_path_factory):
+    from etl.config import load_config
+
+    root = tmp_path_factory.mktemp("corpus")
+    build_samples(root / "data" / "samples")
+    config = load_config(overrides=[
+        f"lakehouse={root / 'lake'}", "mlflow.enabled=false", f"data_root={root / 'data'}",
+        f"sources={json.dumps(SOURCES)}",
+    ])
+    run = PipelineRun(spark, config, "corpus-test")
+    for stage in STAGES:
+        stage.runner()(run)
+    manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
+    return run, manifest
+
+
+def test_every_subset_lands_where_the_manifest_says(spark, corpus_run):
+    run, manifest = corpus_run
+    expected = manifest["expected"]["default_config"]
+    silver = {r["subset"]: r["count"] for r in tables.read(spark, run.table("silver_samples")).groupBy("subset").count().collect()}
+    quarantine = tables.read(spark, run.table("quarantine")).groupBy("subset", "stage", "reason").count().collect()
+    for subset in [s for s in SOURCES if s in expected]:
+        assert silver.get(subset, 0) == expected[subset]["silver"], subset
+        got = {(r["stage"], r["reason"]): r["count"] for r in quarantine if r["subset"] == subset}
+        want = {("ingest", k): v for k, v in expected[subset]["ingest_quarantine"].items()}
+        want |= {("clean", k): v for k, v in expected[subset]["clean_quarantine"].items()}
+        assert got == want, subset
+
+
+def test_decontamination_finds_the_injected_copies_and_nothing_unrelated(spark, corpus_run):
+    run, manifest = corpus_run
+    hits = tables.read(spark, run.table("contamination_hits")).filter(F.col("method") == "sscd-faiss-exact").collect()
+    found = {(h["image_id"], h["benchmark"], h["benchmark_item_id"]) for h in hits}
+    injected = {(c["training"]["image_sha256"], c["benchmark"], c["item_id"]): c["must_find"] for c in manifest["contamination"]}
+    must_find = {key for key, required in injected.items() if required}
+    assert must_find and must_find <= found
+    assert found <= set(injected), f"unrelated images flagged: {found - set(injected)}"
+    rates = {r["subset"]: r for r in tables.read(spark, run.table("contamination_rates")).collect()}
+    assert rates["charts"]["contaminated_samples"] == len({k for k in found if k[1] == "chartqa_local"})
+
+
+def test_near_duplicates_across_subsets_share_a_cluster(spark, corpus_run):
+    run, manifest = corpus_run
+    cluster_of = {r["image_id"]: r["cluster_id"] for r in tables.read(spark, run.table("near_duplicate_clusters")).collect()}
+    pairs = [(p["a"]["image_sha256"], p["b"]["image_sha256"]) for p in manifest["near_duplicates"] if p["must_find"]]
+    assert pairs
+    for a, b in pairs:
+        assert a in cluster_of and cluster_of[a] == cluster_of.get(b), (a, b)
+    sizes = tables.read(spark, run.table("near_duplicate_clusters")).groupBy("cluster_id").agg(
+        F.count("*").alias("n"), F.sum(F.col("representative").cast("int")).alias("reps"), F.first("cluster_size").alias("size")
+    ).collect()
+    assert all(r["reps"] == 1 and r["n"] == r["size"] for r in sizes)
+
+
+def test_pipeline_runs_record_every_stage_with_pinned_inputs(spark, corpus_run):
+    run, _ = corpus_run
+    rows = {r["stage"]: r for r in tables.read(spark, run.table("pipeline_runs")).filter(F.col("run_id") == run.run_id).collect()}
+    assert list(rows) and set(rows) == {s.name for s in STAGES}
+    assert all(r["status"] == "succeeded" for r in rows.values())
+    assert rows["embed"]["input_versions"]["silver_samples"] == rows["clean"]["output_versions"]["silver_samples"]
