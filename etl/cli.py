@@ -150,6 +150,12 @@ def dedup(ctx: typer.Context) -> None:
 
 
 @app.command()
+def analyze(ctx: typer.Context) -> None:
+    """Analytics tables over silver_samples (GUI action distribution per subset)."""
+    _run_stages(_options(ctx), ("analyze",), "analyze")
+
+
+@app.command()
 def run(
     ctx: typer.Context,
     stages: Annotated[Optional[list[str]], typer.Option("--stage", help="only these stages, in pipeline order")] = None,

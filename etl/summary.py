@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import PipelineConfig
@@ -16,6 +17,7 @@ TABLES = (
     "contamination_hits",
     "contamination_rates",
     "near_duplicate_clusters",
+    "action_stats",
     "removed_samples",
     "pipeline_runs",
 )
@@ -36,4 +38,9 @@ def table_summary(spark: SparkSession, config: PipelineConfig) -> str:
         lines.append("quarantine by stage and reason:")
         for row in tables.read(spark, quarantine).groupBy("stage", "reason").count().orderBy("stage", "reason").collect():
             lines.append(f"  {row['stage']:<8} {row['reason']:<22} {row['count']:>6}")
+    actions = tables.TableRef.of(config, "action_stats")
+    if tables.exists(spark, actions):
+        lines.append("GUI actions by subset:")
+        for row in tables.read(spark, actions).orderBy("subset", F.desc("count")).collect():
+            lines.append(f"  {row['subset']:<14} {row['action']:<14} {row['count']:>5} ({row['share']:.0%})")
     return "\n".join(lines)
