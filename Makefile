@@ -29,6 +29,8 @@ demo: setup jars
 	$(CLI) samples
 	$(CLI) run
 	$(CLI) tables
+	$(CLI) review contamination
+	$(CLI) review duplicates
 
 test: setup jars
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -190,6 +190,29 @@ def preview(
     typer.echo(f"preview of {spec.name}: {path}")
 
 
+@app.command()
+def review(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(help="contamination | duplicates")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write")] = None,
+    limit: Annotated[int, typer.Option(help="most hits or clusters shown")] = 200,
+) -> None:
+    """HTML review pages: contamination hits side by side, near-duplicate clusters as grids."""
+    from etl.review import write_contamination_review, write_duplicate_review
+    from etl.session import build_session
+
+    writers = {"contamination": write_contamination_review, "duplicates": write_duplicate_review}
+    if what not in writers:
+        _fail(f"review: unknown page {what!r}; choose from {sorted(writers)}")
+    options = _options(ctx)
+    spark = build_session(options.profile)
+    try:
+        path = writers[what](spark, options.config, out or Path("reports") / f"review_{what}.html", limit)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"{what} review: {path}")
+
+
 @app.command("tables")
 def show_tables(ctx: typer.Context) -> None:
     """Print each table's location, version and row count."""
