@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import SparkSession
 
 from etl import tables
@@ -33,6 +34,18 @@ class StageReport:
     rows_out: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
     counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
+
+
+class CounterParam(AccumulatorParam):
+    """A Spark accumulator of {name: count} dicts, for counters kept on executors."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, total, more):
+        for key, value in more.items():
+            total[key] = total.get(key, 0) + value
+        return total
 
 
 class PipelineRun:

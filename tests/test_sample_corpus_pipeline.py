@@ -13,7 +13,7 @@ from etl.jobs import STAGES
 from etl.runs import PipelineRun
 from etl.samples.build import build_samples
 
-SOURCES = ["easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic"]
+SOURCES = ["easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile"]
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,19 @@ def test_pipeline_runs_record_every_stage_with_pinned_inputs(spark, corpus_run):
     assert list(rows) and set(rows) == {s.name for s in STAGES}
     assert all(r["status"] == "succeeded" for r in rows.values())
     assert rows["embed"]["input_versions"]["silver_samples"] == rows["clean"]["output_versions"]["silver_samples"]
+
+
+def test_gui_subsets_reach_silver_with_their_action_distribution(spark, corpus_run):
+    run, manifest = corpus_run
+    stats = tables.read(spark, run.table("action_stats")).collect()
+    by_subset = {}
+    for row in stats:
+        by_subset.setdefault(row["subset"], {})[row["action"]] = row["count"]
+    assert set(by_subset) == {"gui_desktop", "gui_mobile"}
+    assert by_subset["gui_desktop"].get("click", 0) > 0 and by_subset["gui_mobile"].get("click", 0) > 0
+    for subset in by_subset:
+        assert sum(r["share"] for r in stats if r["subset"] == subset) == pytest.approx(1.0, abs=1e-3)
+    quarantined = tables.read(spark, run.table("quarantine")).filter("reason = 'unsupported_action'").collect()
+    assert [r["subset"] for r in quarantined] == ["gui_desktop"]  # policy quarantine; gui_mobile keeps
+    ingest_report = next(r for r in run.reports if r.stage == "ingest")
+    assert ingest_report.counters.get("gui_mobile.unsupported_action") == 1  # the dropped step, counted

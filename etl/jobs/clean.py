@@ -8,8 +8,8 @@ from pyspark.sql import functions as F
 from etl import tables
 from etl.runs import PipelineRun
 from etl.schema import QUARANTINE, SAMPLES
-from etl.stages.clean import CleanRules, clean_samples, rejected_rows, silver_rows
-from etl.stages.quarantine import quarantine_rows
+from etl.stages.clean import CleanRules, clean_samples, silver_rows
+from etl.stages.quarantine import quarantine_rows, rejected_rows
 from udfs.images import ImageRules
 from udfs.tokens import prepare_tokenizer
 

@@ -9,11 +9,11 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import ConfigError, PipelineConfig, SourceSpec
-from etl.runs import PipelineRun
+from etl.runs import CounterParam, PipelineRun
 from etl.schema import BENCHMARK_ITEMS, QUARANTINE, SAMPLES
 from etl.sources import plan_shards
 from etl.stages import ingest
-from etl.stages.quarantine import quarantine_rows
+from etl.stages.quarantine import quarantine_rows, rejected_rows
 
 log = logging.getLogger("finevision")
 
@@ -49,7 +49,8 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             spark.sparkContext.parallelize([tuple(t[f] for f in ingest.TASKS.fieldNames()) for t in tasks], len(tasks)),
             ingest.TASKS,
         )
-        parsed = ingest.parse_shards(task_frame, config.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+        counters = spark.sparkContext.accumulator({}, CounterParam())
+        parsed = ingest.parse_shards(task_frame, config.ingest, counters).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = {
                 (r["reason"], r["is_benchmark"]): r["n"]
@@ -60,11 +61,12 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             report.rows_in = sum(counts.values())
             report.rows_out = sum(n for (reason, _), n in counts.items() if reason is None)
             report.dropped = {reason: n for (reason, _), n in counts.items() if reason is not None}
+            report.counters = dict(counters.value)
             write = {
                 "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),
                 "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),
                 "quarantine": (
-                    quarantine_rows(ingest.rejected_rows(parsed), "ingest", run.run_id),
+                    quarantine_rows(rejected_rows(parsed), "ingest", run.run_id),
                     ["quarantine_id"], QUARANTINE,
                 ),
             }

@@ -109,7 +109,3 @@ def clean_samples(bronze: DataFrame, rules: CleanRules) -> DataFrame:
 
 def silver_rows(cleaned: DataFrame) -> DataFrame:
     return cleaned.filter(F.col("reject_reason").isNull()).select(*SAMPLES.fieldNames())
-
-
-def rejected_rows(cleaned: DataFrame) -> DataFrame:
-    return cleaned.filter(F.col("reject_reason").isNotNull())

@@ -99,8 +99,9 @@ def rejected_row(spec: SourceSpec, rejected: Rejected) -> dict:
     }
 
 
-def parse_task(task: dict, ingest: IngestConfig) -> Iterator[dict]:
-    """All rows of one shard: the adapter's records turned into table rows."""
+def parse_task(task: dict, ingest: IngestConfig, stats: dict[str, int] | None = None) -> Iterator[dict]:
+    """All rows of one shard: the adapter's records turned into table rows. Counters the
+    adapter keeps (e.g. GUI steps dropped under policy `keep`) are added to `stats`."""
     from etl.sources import ADAPTERS
     from etl.sources.files import ArrowFiles
 
@@ -111,19 +112,26 @@ def parse_task(task: dict, ingest: IngestConfig) -> Iterator[dict]:
             yield rejected_row(spec, record)
         else:
             yield sample_row(spec, record, task["data_root"])
+    if stats is not None:
+        for key, value in ctx.stats.items():
+            stats[f"{spec.subset}.{key}"] = stats.get(f"{spec.subset}.{key}", 0) + value
 
 
-def parse_shards(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
-    """One row per source record (schema PARSED): a sample, or a rejection with its reason."""
+def parse_shards(tasks: DataFrame, ingest: IngestConfig, counters=None) -> DataFrame:
+    """One row per source record (schema PARSED): a sample, or a rejection with its reason.
+
+    `counters`, a Spark accumulator of dicts (see `etl.runs.CounterParam`), receives the
+    adapters' counters; it is exact when the result is computed once (the job persists it).
+    """
     from pyspark.sql.pandas.types import to_arrow_schema
 
     arrow_schema = to_arrow_schema(PARSED)
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows, held = [], 0
+        rows, held, stats = [], 0, {}
         for batch in batches:
             for task in batch.to_pylist():
-                for row in parse_task(task, ingest):
+                for row in parse_task(task, ingest, stats):
                     rows.append(row)
                     held += sum(len(i["bytes"]) for i in row.get("images") or [])
                     if held >= _EMIT_BYTES or len(rows) >= 512:
@@ -131,6 +139,8 @@ def parse_shards(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
                         rows, held = [], 0
         if rows:
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
+        if counters is not None and stats:
+            counters.add(stats)
 
     return tasks.mapInArrow(parse, PARSED)
 
@@ -143,7 +153,3 @@ def accepted_benchmark_items(parsed: DataFrame) -> DataFrame:
     items = parsed.filter(F.col("reject_reason").isNull() & F.col("benchmark").isNotNull())
     items = items.withColumn("item_id", F.coalesce("item_id", "sample_id"))
     return items.select(*BENCHMARK_ITEMS.fieldNames())
-
-
-def rejected_rows(parsed: DataFrame) -> DataFrame:
-    return parsed.filter(F.col("reject_reason").isNotNull())

@@ -33,3 +33,8 @@ def quarantine_rows(rejected: DataFrame, stage: str, run_id: str) -> DataFrame:
         "raw",
         F.lit(run_id).alias("run_id"),
     ).select(*QUARANTINE.fieldNames())
+
+
+def rejected_rows(frame: DataFrame) -> DataFrame:
+    """The rows of a stage's output that carry a reject reason."""
+    return frame.filter(F.col("reject_reason").isNotNull())
