@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from pyspark.sql import functions as F
 
 from etl import tables
 from etl.jobs import clean, decontaminate, embed, ingest

@@ -13,7 +13,7 @@ import pytest
 
 from etl.config import IngestConfig, SourceSpec
 from etl.sources import ADAPTERS, plan_shards
-from etl.sources.base import RawSample, ReadContext, Rejected, Shard, pair_turns
+from etl.sources.base import RawSample, ReadContext, Rejected, pair_turns
 from etl.sources.files import ArrowFiles
 from tests.conftest import png_bytes
 

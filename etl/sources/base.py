@@ -202,3 +202,14 @@ def iter_with_rejects(
         yield Rejected(Reason.INVALID_JSON, str(exc), ref, ctx.preview(raw))
     except Exception as exc:  # one bad record must never stop the shard
         yield Rejected(Reason.ADAPTER_ERROR, f"{type(exc).__name__}: {exc}", ref, ctx.preview(raw))
+
+
+def convert_each(ctx: ReadContext, items, convert) -> Iterator[Record]:
+    """Pass parse rejections through and run `convert(ref, record)` on each parsed record,
+    turning its expected failures into `Rejected` (see `iter_with_rejects`)."""
+    for item in items:
+        if isinstance(item, Rejected):
+            yield item
+            continue
+        ref, record = item
+        yield from iter_with_rejects(ctx, ref, record, lambda: convert(ref, record))

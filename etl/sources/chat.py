@@ -17,8 +17,8 @@ from etl.sources.base import (
     Shard,
     TooLarge,
     clean_text,
+    convert_each,
     item_id_of,
-    iter_with_rejects,
     pair_turns,
     strip_image_markers,
 )
@@ -46,28 +46,23 @@ def _chat_turns(messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def read_llava(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    for item in iter_json_records(ctx, shard):
-        if isinstance(item, Rejected):
-            yield item
-            continue
-        ref, record = item
+    return convert_each(ctx, iter_json_records(ctx, shard), lambda ref, record: _llava_sample(ctx, ref, record))
 
-        def convert(record=record, ref=ref):
-            if not isinstance(record, dict):
-                raise TypeError(f"expected an object per record, got {type(record).__name__}")
-            conversations = record["conversations"]
-            if not isinstance(conversations, list):
-                raise TypeError("conversations must be a list")
-            messages = [(_role(m["from"]), clean_text(m["value"])) for m in conversations]
-            turns = _chat_turns(messages)
-            paths = _image_list(record.get(ctx.spec.field("image")))
-            if not turns:
-                yield Rejected(Reason.NO_TURNS, "no user/assistant pair in conversations", ref, ctx.preview(record))
-                return
-            images = [(ctx.read_image(p), p) for p in paths]
-            yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))
 
-        yield from iter_with_rejects(ctx, ref, record, convert)
+def _llava_sample(ctx: ReadContext, ref, record) -> Iterator[Record]:
+    if not isinstance(record, dict):
+        raise TypeError(f"expected an object per record, got {type(record).__name__}")
+    conversations = record["conversations"]
+    if not isinstance(conversations, list):
+        raise TypeError("conversations must be a list")
+    messages = [(_role(m["from"]), clean_text(m["value"])) for m in conversations]
+    turns = _chat_turns(messages)
+    paths = _image_list(record.get(ctx.spec.field("image")))
+    if not turns:
+        yield Rejected(Reason.NO_TURNS, "no user/assistant pair in conversations", ref, ctx.preview(record))
+        return
+    images = [(ctx.read_image(p), p) for p in paths]
+    yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))
 
 
 def _content_parts(ctx: ReadContext, content) -> tuple[str, list[tuple[bytes, str | None]]]:
@@ -105,33 +100,27 @@ def _image_ref(ctx: ReadContext, ref: str) -> tuple[bytes, str | None]:
 
 
 def read_sharegpt(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    for item in iter_json_records(ctx, shard):
-        if isinstance(item, Rejected):
-            yield item
-            continue
-        ref, record = item
+    return convert_each(ctx, iter_json_records(ctx, shard), lambda ref, record: _sharegpt_sample(ctx, ref, record))
 
-        def convert(record=record, ref=ref):
-            if not isinstance(record, dict):
-                raise TypeError(f"expected an object per line, got {type(record).__name__}")
-            images = [(ctx.read_image(p), p) for p in _image_list(record.get("images"))]
-            messages = []
-            if "messages" in record:
-                if not isinstance(record["messages"], list):
-                    raise TypeError("messages must be a list")
-                for message in record["messages"]:
-                    text, inline = _content_parts(ctx, message["content"])
-                    images.extend(inline)
-                    messages.append((_role(message["role"]), text))
-            else:
-                if not isinstance(record["conversations"], list):
-                    raise TypeError("conversations must be a list")
-                messages = [(_role(m["from"]), clean_text(m["value"])) for m in record["conversations"]]
-            turns = _chat_turns(messages)
-            if not turns:
-                yield Rejected(Reason.NO_TURNS, "no user/assistant pair in messages", ref, ctx.preview(record))
-                return
-            yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))
 
-        yield from iter_with_rejects(ctx, ref, record, convert)
-
+def _sharegpt_sample(ctx: ReadContext, ref, record) -> Iterator[Record]:
+    if not isinstance(record, dict):
+        raise TypeError(f"expected an object per line, got {type(record).__name__}")
+    images = [(ctx.read_image(p), p) for p in _image_list(record.get("images"))]
+    messages = []
+    if "messages" in record:
+        if not isinstance(record["messages"], list):
+            raise TypeError("messages must be a list")
+        for message in record["messages"]:
+            text, inline = _content_parts(ctx, message["content"])
+            images.extend(inline)
+            messages.append((_role(message["role"]), text))
+    else:
+        if not isinstance(record["conversations"], list):
+            raise TypeError("conversations must be a list")
+        messages = [(_role(m["from"]), clean_text(m["value"])) for m in record["conversations"]]
+    turns = _chat_turns(messages)
+    if not turns:
+        yield Rejected(Reason.NO_TURNS, "no user/assistant pair in messages", ref, ctx.preview(record))
+        return
+    yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))

@@ -14,10 +14,10 @@ from etl.sources.base import (
     RawSample,
     ReadContext,
     Record,
-    Rejected,
     Shard,
     SourceRef,
     clean_text,
+    convert_each,
     item_id_of,
     iter_with_rejects,
     template_for,
@@ -43,38 +43,9 @@ def _turn(ctx: ReadContext, record: dict, ref: SourceRef) -> tuple[str, str]:
 
 
 def read_vqa(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    spec = ctx.spec
-    rows = iter_csv(ctx, shard) if spec.format == "vqa_csv" else iter_jsonl(ctx, shard)
-    image_field = spec.field("image")
-    groups: dict[Any, dict] = {}
-    for item in rows:
-        if isinstance(item, Rejected):
-            yield item
-            continue
-        ref, record = item
-
-        def convert(record=record, ref=ref):
-            if not isinstance(record, dict):
-                raise TypeError(f"expected an object per row, got {type(record).__name__}")
-            turn = _turn(ctx, record, ref)
-            image_rel = record[image_field]
-            if spec.group_by is None:
-                yield RawSample([(ctx.read_image(image_rel), image_rel)], [turn], ref, item_id_of(spec, record))
-                return
-            key = record[spec.group_by]
-            if not isinstance(key, (str, int, float)):
-                raise TypeError(f"group_by field {spec.group_by!r} must be a scalar")
-            group = groups.get(key)
-            if group is None:
-                groups[key] = {"ref": ref, "image": image_rel, "turns": [turn], "item_id": item_id_of(spec, record)}
-            elif group["image"] != image_rel:
-                raise TypeError(f"rows grouped by {key!r} name different images")
-            else:
-                group["turns"].append(turn)
-            yield from ()
-
-        yield from iter_with_rejects(ctx, ref, record, convert)
-
+    rows = iter_csv(ctx, shard) if ctx.spec.format == "vqa_csv" else iter_jsonl(ctx, shard)
+    groups: dict[Any, dict] = {}  # group_by value -> the sample being assembled, in file order
+    yield from convert_each(ctx, rows, lambda ref, record: _row(ctx, ref, record, groups))
     for group in groups.values():
         ref = group["ref"]
 
@@ -84,3 +55,24 @@ def read_vqa(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
 
         yield from iter_with_rejects(ctx, ref, {"image": group["image"], "turns": group["turns"]}, convert_group)
 
+
+def _row(ctx: ReadContext, ref: SourceRef, record, groups: dict) -> Iterator[Record]:
+    """One row: a sample, or (with group_by) a turn added to its group's sample."""
+    spec = ctx.spec
+    if not isinstance(record, dict):
+        raise TypeError(f"expected an object per row, got {type(record).__name__}")
+    turn = _turn(ctx, record, ref)
+    image_rel = record[spec.field("image")]
+    if spec.group_by is None:
+        yield RawSample([(ctx.read_image(image_rel), image_rel)], [turn], ref, item_id_of(spec, record))
+        return
+    key = record[spec.group_by]
+    if not isinstance(key, (str, int, float)):
+        raise TypeError(f"group_by field {spec.group_by!r} must be a scalar")
+    group = groups.get(key)
+    if group is None:
+        groups[key] = {"ref": ref, "image": image_rel, "turns": [turn], "item_id": item_id_of(spec, record)}
+    elif group["image"] != image_rel:
+        raise TypeError(f"rows grouped by {key!r} name different images")
+    else:
+        group["turns"].append(turn)
