@@ -39,7 +39,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock"):
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run)
