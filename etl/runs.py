@@ -101,7 +101,12 @@ class PipelineRun:
         finally:
             report.ended_at = datetime.now(timezone.utc)
             self.reports.append(report)
-            self._record(report)
+            try:
+                self._record(report)
+            except Exception:
+                if report.status == "succeeded":
+                    raise
+                log.exception("[%s] could not record the failed stage in pipeline_runs/MLflow", name)
             seconds = (report.ended_at - report.started_at).total_seconds()
             log.info(
                 "[%s] %s in %.1fs: %d in, %d out, dropped %s", name, report.status, seconds,

@@ -222,3 +222,24 @@ def test_image_paths_cannot_escape_image_root(tmp_path, images):
         with pytest.raises(ValueError):
             ctx.image_path(bad)
     assert ctx.image_path("sub/../red.png") == f"{tmp_path}/img/red.png"
+
+
+def test_overlong_jsonl_line_is_quarantined_without_losing_the_next(tmp_path, images):
+    write_lines(tmp_path / "v.jsonl", [
+        {"image": "red.png", "question": "q" * 500, "answer": "a"},
+        {"image": "red.png", "question": "short?", "answer": "yes", "qid": None},
+    ])
+    out = run_adapter({"format": "vqa_jsonl", "location": "v.jsonl", "image_root": "img", "fields": {"id": "qid"}},
+                      tmp_path, IngestConfig(max_record_bytes=100))
+    assert reasons_of(out) == ["record_too_large"]
+    assert [(s.texts, s.item_id) for s in samples_of(out)] == [([("short?", "yes")], None)]  # a null id is no id
+
+
+def test_glob_locations_do_not_cross_folders(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jsonl", "b.jsonl", "sub/c.jsonl"):
+        (tmp_path / name).write_text("{}\n")
+    from etl.sources.files import list_files
+
+    assert list_files(f"{tmp_path}/*.jsonl", (".jsonl",)) == [f"{tmp_path}/a.jsonl", f"{tmp_path}/b.jsonl"]
+    assert len(list_files(str(tmp_path), (".jsonl",))) == 3

@@ -28,6 +28,8 @@ def plan_tasks(config: PipelineConfig, specs: list[SourceSpec]) -> list[dict]:
             shards = plan_shards(spec, location)
         except FileNotFoundError as exc:
             raise ConfigError(f"source {spec.name}: {exc}") from None
+        if not shards:
+            raise ConfigError(f"source {spec.name}: no {spec.format} file at {location}")
         image_root = config.resolve(spec.image_root) if spec.image_root else None
         log.info("[ingest] %s: %d shard(s) of %s from %s", spec.name, len(shards), spec.format, location)
         for shard in shards:
@@ -60,7 +62,9 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             }
             report.rows_in = sum(counts.values())
             report.rows_out = sum(n for (reason, _), n in counts.items() if reason is None)
-            report.dropped = {reason: n for (reason, _), n in counts.items() if reason is not None}
+            for (reason, _), n in counts.items():
+                if reason is not None:
+                    report.dropped[reason] = report.dropped.get(reason, 0) + n
             report.counters = dict(counters.value)
             write = {
                 "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),

@@ -171,8 +171,8 @@ ROLE_ALIASES = {
 
 def item_id_of(spec: SourceSpec, record: dict) -> str | None:
     """The benchmark item id of a record, when the spec names an id field and the record has it."""
-    field = spec.fields.get("id")
-    return None if field is None or field not in record else str(record[field])
+    value = record.get(spec.fields["id"]) if "id" in spec.fields else None
+    return None if value is None or value == "" else str(value)
 
 
 def template_for(templates: list[str], key: str) -> str:

@@ -55,7 +55,8 @@ def list_files(location: str, extensions: tuple[str, ...]) -> list[str]:
     for entry in filesystem.get_file_info(selector):
         if entry.type != pafs.FileType.File:
             continue
-        if has_glob and not fnmatch.fnmatch(entry.path, local):
+        # `*` must not cross folders: compare depth as well as the pattern
+        if has_glob and (entry.path.count("/") != local.count("/") or not fnmatch.fnmatch(entry.path, local)):
             continue
         if not has_glob and not entry.path.lower().endswith(extensions):
             continue

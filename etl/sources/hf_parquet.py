@@ -8,6 +8,7 @@ path>> and `texts` list<struct<user, assistant>>. `options.layout: columns`: one
 
 from __future__ import annotations
 
+import posixpath
 from typing import Iterator
 
 import pyarrow.parquet as pq
@@ -72,33 +73,38 @@ def _columns_record(ctx: ReadContext, record: dict, key: str):
 
 def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
     layout = ctx.spec.options.get("layout", "finevision")
+    group = shard.part or 0
     try:
         handle = ctx.files.open_input(shard.path)
-        parquet = pq.ParquetFile(handle)
-        group = shard.part or 0
-        first_row = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
-        batches = parquet.iter_batches(batch_size=ctx.ingest.parquet_batch_rows, row_groups=[group])
-    except (OSError, ValueError) as exc:
-        yield Rejected(Reason.UNREADABLE_FILE, f"cannot read parquet: {exc}", SourceRef(shard.path, f"row_group={shard.part}"))
+    except OSError as exc:
+        yield Rejected(Reason.UNREADABLE_FILE, f"cannot open parquet: {exc}", SourceRef(shard.path, f"row_group={group}"))
         return
-    row = first_row
     with handle:
-        for batch in batches:
-            for record in batch.to_pylist():
-                ref = SourceRef(shard.path, None, row)
-                row += 1
+        try:
+            yield from _read_row_group(ctx, handle, shard.path, group, layout)
+        except (OSError, ValueError, IndexError) as exc:  # a corrupt page: the rest of the row group is lost
+            yield Rejected(Reason.UNREADABLE_FILE, f"cannot read parquet row group {group}: {exc}", SourceRef(shard.path, f"row_group={group}"))
 
-                def convert(record=record, ref=ref):
-                    if layout == "columns":
-                        images, turns = _columns_record(ctx, record, f"{ref.file}:{ref.row}")
-                    else:
-                        images, turns = _finevision_record(ctx, record)
-                    if not turns:
-                        yield Rejected(Reason.NO_TURNS, "texts is empty", ref, ctx.preview(_without_bytes(record)))
-                        return
-                    yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))
 
-                yield from iter_with_rejects(ctx, ref, _without_bytes(record), convert)
+def _read_row_group(ctx: ReadContext, handle, path: str, group: int, layout: str) -> Iterator[Record]:
+    parquet = pq.ParquetFile(handle)
+    row = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+    for batch in parquet.iter_batches(batch_size=ctx.ingest.parquet_batch_rows, row_groups=[group]):
+        for record in batch.to_pylist():
+            ref = SourceRef(path, None, row)
+            row += 1
+
+            def convert(record=record, ref=ref):
+                if layout == "columns":
+                    images, turns = _columns_record(ctx, record, f"{posixpath.basename(ref.file)}:{ref.row}")
+                else:
+                    images, turns = _finevision_record(ctx, record)
+                if not turns:
+                    yield Rejected(Reason.NO_TURNS, "texts is empty", ref, ctx.preview(_without_bytes(record)))
+                    return
+                yield RawSample(images, turns, ref, item_id_of(ctx.spec, record))
+
+            yield from iter_with_rejects(ctx, ref, _without_bytes(record), convert)
 
 
 def _without_bytes(value):

@@ -17,10 +17,17 @@ from etl.sources.base import ReadContext, Reason, Rejected, Shard, SourceRef
 def iter_jsonl(ctx: ReadContext, shard: Shard) -> Iterator[tuple[SourceRef, Any] | Rejected]:
     limit = ctx.ingest.max_record_bytes
     with ctx.files.open_input(shard.path) as handle:
-        for row, line in enumerate(io.BufferedReader(handle)):
+        reader = io.BufferedReader(handle)
+        row = -1
+        while line := reader.readline(limit + 1):  # never holds more than one bounded line
+            row += 1
             ref = SourceRef(shard.path, None, row)
             if len(line) > limit:
-                yield Rejected(Reason.RECORD_TOO_LARGE, f"line has {len(line)} bytes, limit {limit}", ref)
+                size = len(line)
+                while line and not line.endswith(b"\n"):  # skip the rest of the line
+                    line = reader.readline(1 << 20)
+                    size += len(line)
+                yield Rejected(Reason.RECORD_TOO_LARGE, f"line has {size} bytes, limit {limit}", ref)
                 continue
             text = line.decode("utf-8", errors="replace").strip()
             if not text:

@@ -8,6 +8,7 @@ of one sample, in file order.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any, Iterator
 
 from etl.sources.base import (
@@ -37,7 +38,7 @@ def _turn(ctx: ReadContext, record: dict, ref: SourceRef) -> tuple[str, str]:
     if "caption" in spec.fields:
         if not spec.question_templates:
             raise KeyError("question_templates (required with fields.caption)")
-        key = f"{ref.file}:{ref.row}"
+        key = f"{posixpath.basename(ref.file)}:{ref.row}"  # stable when the data moves
         return template_for(spec.question_templates, key), _scalar_text(record, spec.fields["caption"])
     return _scalar_text(record, spec.field("question")), _scalar_text(record, spec.field("answer"))
 

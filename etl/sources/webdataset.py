@@ -60,11 +60,13 @@ def _sample(ctx: ReadContext, key: str, members: dict[str, bytes], ref: SourceRe
 
 
 def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    limit = ctx.ingest.max_image_bytes
+    handle = None
     try:
         handle = ctx.files.open_input(shard.path)
         archive = tarfile.open(fileobj=handle, mode="r|*")
     except (OSError, tarfile.TarError) as exc:
+        if handle is not None:
+            handle.close()
         yield Rejected(Reason.UNREADABLE_FILE, f"cannot open tar: {exc}", SourceRef(shard.path))
         return
     current_key, members, index = None, {}, 0
@@ -92,9 +94,12 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
                     current_key, members, skip = key, {}, False
                 if skip:
                     continue
+                is_image = ext in IMAGE_EXTENSIONS
+                limit = ctx.ingest.max_image_bytes if is_image else ctx.ingest.max_record_bytes
                 if member.size > limit:
                     skip = True
-                    yield Rejected(Reason.IMAGE_TOO_LARGE, f"member {name!r} has {member.size} bytes, limit {limit}", SourceRef(shard.path, key, index))
+                    reason = Reason.IMAGE_TOO_LARGE if is_image else Reason.RECORD_TOO_LARGE
+                    yield Rejected(reason, f"member {name!r} has {member.size} bytes, limit {limit}", SourceRef(shard.path, key, index))
                     continue
                 members[ext] = archive.extractfile(member).read()
             if current_key is not None and not skip:
