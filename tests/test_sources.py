@@ -206,13 +206,14 @@ def test_webdataset_groups_members_by_key_and_refuses_unsafe_names(tmp_path, ima
     assert reasons_of(out) == ["invalid_json", "missing_field", "unsafe_path"]
 
 
-def test_webdataset_truncated_tar_is_quarantined_not_raised(tmp_path, images):
-    _tar(tmp_path / "ok.tar", [("a.png", images["red"]), ("a.txt", b"caption")])
+def test_webdataset_truncated_tar_keeps_whole_samples_and_quarantines_the_cut_one(tmp_path, images):
+    _tar(tmp_path / "ok.tar", [("a.png", images["red"]), ("a.txt", b"caption"), ("b.png", images["red"]), ("b.txt", b"x")])
     data = (tmp_path / "ok.tar").read_bytes()
-    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 3])
+    (tmp_path / "cut.tar").write_bytes(data[:3413])  # inside b.png: b.txt is lost
     out = run_adapter({"format": "webdataset", "location": "cut.tar", "question_templates": ["Q?"]}, tmp_path)
-    assert "unreadable_file" in reasons_of(out) or samples_of(out)
-    assert all(isinstance(r, (RawSample, Rejected)) for r in out)
+    assert [(s.ref.member, s.texts) for s in samples_of(out)] == [("a", [("Q?", "caption")])]
+    rejected = [r for r in out if isinstance(r, Rejected)]
+    assert [(r.reason, r.ref.member) for r in rejected] == [("missing_field", "b")]
 
 
 def test_image_paths_cannot_escape_image_root(tmp_path, images):

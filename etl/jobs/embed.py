@@ -55,14 +55,15 @@ def run(run: PipelineRun) -> None:
                 spark, target, embedded.filter(F.col("embedding").isNotNull()), ["image_id", "model_id"], commit,
                 IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS,
             )
-            failed = embedded.filter(F.col("embedding").isNull()).select(
-                F.lit("undecodable_image").alias("reject_reason"),
-                F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
-                F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
-                F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"), F.lit(None).cast("long").alias("row")).alias("source_ref"),
-                F.col("image_id").alias("raw"),
-            )
             if counts.get(False):
+                failed = embedded.filter(F.col("embedding").isNull()).select(
+                    F.lit("undecodable_image").alias("reject_reason"),
+                    F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
+                    F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
+                    F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"),
+                             F.lit(None).cast("long").alias("row")).alias("source_ref"),
+                    F.col("image_id").alias("raw"),
+                )
                 report.output_versions["quarantine"] = tables.merge_insert(
                     spark, run.table("quarantine"), quarantine_rows(failed, "embed", run.run_id), ["quarantine_id"], commit, QUARANTINE
                 )
