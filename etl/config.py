@@ -99,6 +99,7 @@ class EmbedConfig(Strict):
     image_size: int = Field(320, ge=32, description="FineVision: 320x320, aspect ratio ignored")
     micro_batch: int = Field(32, gt=0, description="images per model call")
     device: str = "auto"
+    decode_on_device: bool = Field(False, description="torchscript: decode JPEGs on the GPU (nvJPEG)")
     arrow_batch_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Arrow batches to the UDF, by bytes")
 
 

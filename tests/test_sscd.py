@@ -231,3 +231,52 @@ def test_torchscript_matches_eager_model_on_numpy_preprocessing(tiny_model_path,
         expected = eager(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
     np.testing.assert_allclose(out[:3], expected, atol=1e-5)
     assert sscd.get_embedder(spec).device == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding on the model's device (nvJPEG on a GPU; torchvision's libjpeg path here on CPU)
+
+
+def test_device_decode_agrees_with_pil_decode_under_real_sscd(photos):
+    from udfs.gpu_decode import decode_and_resize_on_device
+
+    jpegs = [encode(photos[name], "JPEG", quality=90) for name in PHOTOS]
+    pngs = [encode(photos[name]) for name in PHOTOS[:2]]
+    blobs = jpegs + pngs + [b"\xff\xd8\xff not a jpeg", None, jpegs[0][: len(jpegs[0]) // 3]]
+    device_pixels, failed = decode_and_resize_on_device(blobs, 320, "cpu")
+    reference = sscd.decode_and_resize(blobs, 320)
+
+    # Broken entries fail on both paths; PNGs take the same PIL path (identical pixels).
+    assert failed.tolist() == reference.failed.tolist() == [False] * 8 + [True, True, True]
+    assert device_pixels.dtype == torch.uint8 and tuple(device_pixels.shape) == (11, 320, 320, 3)
+    np.testing.assert_array_equal(device_pixels[6:8].numpy(), reference.pixels[6:8])
+    assert not device_pixels[8:].any()
+    # JPEGs: another IDCT and resampler, a few grey levels apart on average...
+    difference = np.abs(device_pixels[:6].numpy().astype(int) - reference.pixels[:6].astype(int))
+    assert difference.mean() < 3.0
+    # ...and the same images under the real SSCD model (cosine, unit rows).
+    embedder = sscd.get_embedder(ONNX_SPEC)
+    cosine = (embedder.embed(device_pixels[:6].numpy()) * embedder.embed(reference.pixels[:6])).sum(axis=1)
+    assert cosine.min() > 0.98, cosine
+
+
+def test_device_decode_refuses_oversized_jpeg_headers(monkeypatch):
+    from udfs import gpu_decode
+
+    jpeg = encode(np.zeros((64, 64, 3), np.uint8), "JPEG")
+    assert gpu_decode.is_decodable_jpeg(jpeg)
+    monkeypatch.setattr(gpu_decode, "MAX_DECODE_PIXELS", 64 * 64 - 1)
+    assert not gpu_decode.is_decodable_jpeg(jpeg)
+
+
+def test_torchscript_decode_on_device_embeds_like_the_pil_path(tiny_model_path, photos):
+    path, _ = tiny_model_path
+    common = dict(backend="torchscript", model_path=str(path), image_size=96, micro_batch=3, device="cpu")
+    blobs = [encode(photos[name], "JPEG", quality=90) for name in PHOTOS] + [b"corrupt", encode(photos["coffee"])]
+    on_device = sscd.embed_bytes(sscd.EmbedderSpec(**common, decode_on_device=True), blobs)
+    with_pil = sscd.embed_bytes(sscd.EmbedderSpec(**common), blobs)
+    assert np.isnan(on_device[6]).all() and np.isnan(with_pil[6]).all()
+    keep = [0, 1, 2, 3, 4, 5, 7]
+    assert (on_device[keep] * with_pil[keep]).sum(axis=1).min() > 0.99
+    with pytest.raises(ValueError, match="torchscript"):
+        sscd.EmbedderSpec(backend="onnx", decode_on_device=True)

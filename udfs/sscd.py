@@ -70,6 +70,8 @@ class EmbedderSpec:
     intra_op_threads: threads per model call on CPU; `None` keeps the runtime's default. On a
         Spark executor set it to `spark.task.cpus` so concurrent tasks do not oversubscribe.
     decode_workers: threads decoding and resizing images (PIL releases the GIL while it works).
+    decode_on_device: torchscript backend only: decode JPEGs with torchvision on the model's
+        device (nvJPEG on a GPU) and resize there (`udfs.gpu_decode`); other formats use PIL.
     """
 
     backend: Backend = "onnx"
@@ -79,12 +81,15 @@ class EmbedderSpec:
     device: str = "auto"
     intra_op_threads: int | None = None
     decode_workers: int = 1
+    decode_on_device: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in ("onnx", "torchscript"):
             raise ValueError(f"backend must be 'onnx' or 'torchscript', not {self.backend!r}")
         if self.backend == "torchscript" and not self.model_path:
             raise ValueError("the torchscript backend needs model_path (sscd_disc_mixup.torchscript.pt)")
+        if self.decode_on_device and self.backend != "torchscript":
+            raise ValueError("decode_on_device needs the torchscript backend")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, not {self.image_size}")
         if self.micro_batch < 1:
@@ -452,9 +457,33 @@ def embed_bytes(spec: EmbedderSpec, blobs: Sequence[bytes | None]) -> np.ndarray
         return out
     embedder = get_embedder(spec)
     step = spec.micro_batch
+    if spec.decode_on_device:
+        return _embed_bytes_on_device(embedder, blobs, spec.image_size, step, out)
     for start in range(0, len(blobs), step):
         decoded = decode_and_resize(blobs[start : start + step], spec.image_size, spec.decode_workers)
         ok = ~decoded.failed
         if ok.any():
             out[start : start + step][ok] = embedder.embed(decoded.pixels[ok])
+    return out
+
+
+def _embed_bytes_on_device(
+    embedder: TorchScriptEmbedder, blobs: list, size: int, step: int, out: np.ndarray
+) -> np.ndarray:
+    """Decode and embed on the model's device, micro-batch by micro-batch. Results are copied to
+    the host once at the end, so the host prepares the next micro-batch while the GPU computes."""
+    import torch
+
+    from udfs.gpu_decode import decode_and_resize_on_device
+
+    ok = np.zeros(len(blobs), dtype=bool)
+    results = []
+    for start in range(0, len(blobs), step):
+        pixels, failed = decode_and_resize_on_device(blobs[start : start + step], size, embedder.device)
+        rows = np.flatnonzero(~failed)
+        if len(rows):
+            ok[start + rows] = True
+            results.append(embedder.embed_tensor(pixels if len(rows) == len(pixels) else pixels[rows.tolist()]))
+    if results:
+        out[ok] = torch.cat(results).cpu().numpy()
     return out

@@ -26,6 +26,7 @@ def embedder_spec(run: PipelineRun) -> EmbedderSpec:
         image_size=settings.image_size,
         micro_batch=settings.micro_batch,
         device=settings.device,
+        decode_on_device=settings.decode_on_device,
         # one model thread per task slot, so concurrent tasks do not oversubscribe the cores
         intra_op_threads=int(run.spark.conf.get("spark.task.cpus", "1")),
     )
