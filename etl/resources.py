@@ -68,40 +68,62 @@ def executor_gpus(spark: SparkSession) -> float:
     return float(spark.sparkContext.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
 
 
+@dataclass(frozen=True)
+class Requests:
+    """What a stage's ResourceProfile asks for: per task, and of executors started for it."""
+
+    task: dict[str, float]
+    executor: dict[str, float]
+
+
+def stage_requests(wanted: StageResources, master: str, executor_gpus: float, dynamic: bool, default_task_cpus: int) -> Requests | None:
+    """The requests a stage's profile carries on this cluster, or None where Spark cannot
+    schedule per stage (plain function, so the rules are tested without a cluster)."""
+    if wanted.is_empty() or not master.startswith(SUPPORTED_MASTERS):
+        return None
+    # GPUs exist if the application's executors have them, or if the stage starts GPU executors.
+    has_gpus = executor_gpus > 0 or bool(dynamic and wanted.executor_gpus)
+    task = {"cpus": wanted.task_cpus or default_task_cpus}
+    if wanted.task_gpus and has_gpus:
+        task["gpu"] = wanted.task_gpus
+    executor = {}
+    if dynamic:  # without dynamic allocation Spark reuses the default executors (task requests only)
+        executor = {k: v for k, v in (("cores", wanted.executor_cores), ("gpu", wanted.executor_gpus)) if v}
+    return Requests(task, executor)
+
+
 def stage_resource_profile(spark: SparkSession, stage: str):
     """The `ResourceProfile` for a stage's tasks, or None when nothing is asked for or the master
     cannot schedule per stage. Pass it as `mapInPandas(..., profile=...)` / `mapInArrow`."""
     from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
 
     wanted = stage_resources(spark, stage)
-    if wanted.is_empty():
+    conf = spark.sparkContext.getConf()
+    requests = stage_requests(
+        wanted, spark.sparkContext.master, executor_gpus(spark),
+        conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true", int(conf.get("spark.task.cpus", "1")),
+    )
+    if requests is None:
+        if not wanted.is_empty():
+            log.info("stage %s: master %s cannot schedule per stage; default resources", stage, spark.sparkContext.master)
         return None
-    context = spark.sparkContext
-    if not context.master.startswith(SUPPORTED_MASTERS):
-        log.info("stage %s: %s cannot schedule per stage (master %s); default resources", stage, wanted, context.master)
-        return None
-    has_gpus = executor_gpus(spark) > 0
-    if wanted.task_gpus and not has_gpus:
+    if wanted.task_gpus and "gpu" not in requests.task:
         log.warning("stage %s asks for %s GPU(s) per task but executors have none: running on CPU", stage, wanted.task_gpus)
-    task = TaskResourceRequests().cpus(wanted.task_cpus or int(context.getConf().get("spark.task.cpus", "1")))
-    if wanted.task_gpus and has_gpus:
-        task = task.resource("gpu", wanted.task_gpus)
+    task = TaskResourceRequests().cpus(int(requests.task["cpus"]))
+    if "gpu" in requests.task:
+        task = task.resource("gpu", requests.task["gpu"])
     builder = ResourceProfileBuilder().require(task)
-    dynamic = context.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true"
-    if dynamic and (wanted.executor_cores or wanted.executor_gpus):
+    if requests.executor:
         executors = ExecutorResourceRequests()
-        if wanted.executor_cores:
-            executors = executors.cores(wanted.executor_cores)
-        if wanted.executor_gpus:
-            script = context.getConf().get("spark.executor.resource.gpu.discoveryScript", "")
-            executors = executors.resource("gpu", wanted.executor_gpus, script)
+        if "cores" in requests.executor:
+            executors = executors.cores(int(requests.executor["cores"]))
+        if "gpu" in requests.executor:
+            script = conf.get("spark.executor.resource.gpu.discoveryScript", "")
+            executors = executors.resource("gpu", int(requests.executor["gpu"]), script)
         builder = builder.require(executors)
-    elif wanted.executor_cores or wanted.executor_gpus:
-        log.info("stage %s: executor requests apply only with dynamic allocation; task requests only", stage)
     profile = builder.build
-    log.info("stage %s runs under resource profile %s: %s", stage, profile.id, wanted)
+    log.info("stage %s runs under resource profile %s: %s", stage, profile.id, requests)
     return profile
-
 
 
 def profile_task_cpus(profile) -> int | None:

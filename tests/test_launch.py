@@ -89,3 +89,19 @@ def test_executors_open_the_tokenizer_the_job_shipped(spark):
     texts = ["a chart of monthly rainfall", "how many red squares are there?"]
     got = [r["n"] for r in spark.createDataFrame([(t,) for t in texts], "text string").coalesce(1).mapInPandas(count, "n long").collect()]
     assert got == count_tokens(load_tokenizer(path), texts)
+
+
+def test_stage_requests_ask_for_gpus_only_where_executors_have_them():
+    from etl.resources import StageResources, stage_requests
+
+    gpu_task = StageResources(task_gpus=1)
+    assert stage_requests(gpu_task, "local[2]", 1, False, 1) is None  # local mode: no stage-level scheduling
+    assert stage_requests(StageResources(), "yarn", 1, True, 1) is None  # nothing asked for
+    on_gpus = stage_requests(gpu_task, "spark://m:7077", 1, False, 2)
+    assert on_gpus.task == {"cpus": 2, "gpu": 1} and on_gpus.executor == {}
+    on_cpus = stage_requests(gpu_task, "yarn", 0, True, 1)  # a CPU cluster: run on CPU, never wait for a GPU
+    assert on_cpus.task == {"cpus": 1} and on_cpus.executor == {}
+    mixed = stage_requests(StageResources(task_cpus=4, task_gpus=0.5, executor_cores=8, executor_gpus=1), "yarn", 0, True, 1)
+    assert mixed.task == {"cpus": 4, "gpu": 0.5} and mixed.executor == {"cores": 8, "gpu": 1}
+    static = stage_requests(StageResources(task_gpus=1, executor_gpus=1), "k8s://api", 1, False, 1)
+    assert static.executor == {}  # without dynamic allocation the default executors are reused
