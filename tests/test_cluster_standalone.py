@@ -29,7 +29,10 @@ from etl.config import PROJECT_ROOT
 # The whole run (venv, corpus, pipeline) takes minutes; more on a machine shared with other work.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
-UV = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+# uv as the Makefile finds it: on the PATH, else the copy `make` installs into .tools/
+UV = shutil.which("uv") or next(
+    (str(p) for p in (PROJECT_ROOT / ".tools" / "bin" / "uv", Path.home() / ".local" / "bin" / "uv") if p.exists()), "uv"
+)
 SOURCES = ["charts", "chartqa_local", "photos", "photo_vqa", "gui_mobile"]
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 WORKERS = 2
