@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test bench delta-jars-offline clean-outputs
+.PHONY: setup jars demo test bench delta-jars-offline clean-outputs wheel
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -37,6 +37,10 @@ test: setup jars
 
 bench: setup jars
 	$(PY) bench/clean_throughput.py
+
+# The wheel clusters install (Databricks library, EMR venv archive, standalone workers): dist/*.whl
+wheel: | $(UV)
+	$(UV) build --wheel --out-dir dist
 
 # Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
 delta-jars-offline:

@@ -34,7 +34,7 @@ def main(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set clean.max_side=1024")] = None,
     lakehouse: Annotated[Optional[str], typer.Option(help="root folder or URI of the Delta tables")] = None,
-    profile: Annotated[str, typer.Option(help="Spark profile in conf/profiles (local, databricks, emr)")] = "local",
+    profile: Annotated[str, typer.Option(help="Spark profile in conf/profiles (local, standalone, databricks, emr) or a profile YAML")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and write nothing")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

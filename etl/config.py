@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from etl.schema import CATEGORIES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "pipeline.yaml"
+PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # where the wheel carries conf/
+CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else PROJECT_ROOT / "conf"
+DEFAULT_CONFIG = CONF_DIR / "pipeline.yaml"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 SourceFormat = Literal[

@@ -3,7 +3,8 @@
 `local` builds `local[*]` with Delta Lake: the jars come from Maven Central through Spark's own
 resolver (`spark.jars.packages`) into an Ivy folder inside the project, so later runs work
 offline. If `.cache/delta-jars/` holds jars (see `make delta-jars-offline`), they are used instead
-of the resolver. `databricks` and `emr` take the cluster's session and never set jars.
+of the resolver. `standalone`, `databricks` and `emr` take the session spark-submit (or the
+cluster) made and never set jars.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from etl.config import PROJECT_ROOT, ConfigError
+from etl.config import CONF_DIR, PROJECT_ROOT, ConfigError
 
-PROFILES_DIR = PROJECT_ROOT / "conf" / "profiles"
+PROFILES_DIR = CONF_DIR / "profiles"
 OFFLINE_JARS_DIR = PROJECT_ROOT / ".cache" / "delta-jars"
 DELTA_EXTENSIONS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -36,13 +37,14 @@ class Profile(BaseModel):
 
 
 def load_profile(name: str) -> Profile:
-    path = PROFILES_DIR / f"{name}.yaml"
+    """A profile by name (`conf/profiles/<name>.yaml`, packaged in the wheel) or a YAML file's path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise ConfigError(f"--profile {name!r}: no such profile; known: {known}")
     data = yaml.safe_load(path.read_text()) or {}
     data["conf"] = {k: str(v) for k, v in (data.get("conf") or {}).items()}
-    return Profile(name=name, **data)
+    return Profile(name=path.stem, **data)
 
 
 def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] | None = None):

@@ -63,7 +63,24 @@ def prepare_tokenizer(path: str | None, gguf_package: str, gguf_file: str, cache
 @lru_cache(maxsize=4)
 def load_tokenizer(tokenizer_json: str) -> Tokenizer:
     """Loaded once per Python worker."""
-    return Tokenizer.from_file(tokenizer_json)
+    return Tokenizer.from_file(tokenizer_file(tokenizer_json))
+
+
+def tokenizer_file(tokenizer_json: str) -> str:
+    """The tokenizer.json to open on this machine: the path itself where it exists, else the copy
+    the job shipped to this executor (`SparkContext.addFile`), so executors on other nodes need
+    no view of the driver's disk."""
+    if Path(tokenizer_json).exists():
+        return tokenizer_json
+    try:
+        from pyspark import SparkFiles
+
+        shipped = Path(SparkFiles.get(Path(tokenizer_json).name))
+    except Exception:  # not inside a Spark worker: nothing was shipped
+        shipped = None
+    if shipped is None or not shipped.exists():
+        raise FileNotFoundError(f"tokenizer {tokenizer_json} not found here, and no copy was shipped with the job")
+    return str(shipped)
 
 
 def count_tokens(tokenizer: Tokenizer, texts: list[str]) -> list[int]:

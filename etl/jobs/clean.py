@@ -33,7 +33,9 @@ def run(run: PipelineRun) -> None:
         for done in _already_cleaned(run, silver_ref, quarantine_ref):
             todo = todo.join(done, "sample_id", "left_anti")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.clean.arrow_batch_rows))
-        cleaned = clean_samples(todo, rules_from(config)).persist(StorageLevel.MEMORY_AND_DISK)
+        rules = rules_from(config)
+        spark.sparkContext.addFile(rules.tokenizer_json)  # executors on other nodes get a copy
+        cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
                 F.count("*").alias("n"),

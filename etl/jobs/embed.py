@@ -9,6 +9,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.resources import profile_task_cpus, stage_resource_profile
 from etl.runs import PipelineRun
 from etl.schema import IMAGE_EMBEDDINGS, QUARANTINE
 from etl.stages.embed import distinct_images, embed_images, images_without_embedding
@@ -18,7 +19,7 @@ from udfs.sscd import EmbedderSpec, model_id
 EMBEDDING_CONSTRAINTS = {"embedding_is_512_d": "size(embedding) = 512"}
 
 
-def embedder_spec(run: PipelineRun) -> EmbedderSpec:
+def embedder_spec(run: PipelineRun, task_cpus: int | None = None) -> EmbedderSpec:
     settings = run.config.embed
     return EmbedderSpec(
         backend=settings.backend,
@@ -28,13 +29,14 @@ def embedder_spec(run: PipelineRun) -> EmbedderSpec:
         device=settings.device,
         decode_on_device=settings.decode_on_device,
         # one model thread per task slot, so concurrent tasks do not oversubscribe the cores
-        intra_op_threads=int(run.spark.conf.get("spark.task.cpus", "1")),
+        intra_op_threads=task_cpus or int(run.spark.conf.get("spark.task.cpus", "1")),
     )
 
 
 def run(run: PipelineRun) -> None:
     spark, config = run.spark, run.config
-    spec = embedder_spec(run)
+    profile = stage_resource_profile(spark, "embed")  # GPUs per task on a GPU cluster, else None
+    spec = embedder_spec(run, profile_task_cpus(profile))
     model = model_id(spec)
     with run.stage("embed") as report:
         images = distinct_images(run.read_input(report, "silver_samples")).unionByName(
@@ -44,7 +46,7 @@ def run(run: PipelineRun) -> None:
         existing = tables.read(spark, target) if tables.exists(spark, target) else None
         todo = images_without_embedding(images, existing, model)
         spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(config.embed.arrow_batch_bytes))
-        embedded = embed_images(todo, spec, model).persist(StorageLevel.MEMORY_AND_DISK)
+        embedded = embed_images(todo, spec, model, profile).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = {r["ok"]: r["n"] for r in embedded.groupBy(F.col("embedding").isNotNull().alias("ok")).agg(F.count("*").alias("n")).collect()}
             report.rows_in = sum(counts.values())
