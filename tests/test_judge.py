@@ -203,3 +203,24 @@ def test_ratings_arrays_align_with_texts(spark):
     assert got["s3"]["formatting_ratings"] == [None, None]
     with pytest.raises(ValueError, match="several .judge_model, prompt_hash. score the same axis"):
         ratings_arrays(samples, ratings)  # formatting has two judges: the caller must choose
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(["rate.image_judge=qwen3_32b", "rate.judges.qwen3_32b.base_url=http://vllm:8000/v1"],
+      "image_judge 'qwen3_32b' is not a vision judge"),
+     (["rate.text_judge=qwen3_32b"], "text_judge 'qwen3_32b': backend openai needs base_url"),
+     (["rate.text_judge=gpt"], "text_judge 'gpt' is not one of the judges"),
+     (["rate.axes=[beauty]"], "rate.axes.0: Input should be 'formatting'")],
+)
+def test_judge_configuration_errors_name_the_key(overrides, message):
+    from etl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+    production = load_config(overrides=[
+        "rate.text_judge=qwen3_32b", "rate.image_judge=qwen2_5_vl_32b",
+        "rate.judges.qwen3_32b.base_url=http://vllm:8000/v1", "rate.judges.qwen2_5_vl_32b.base_url=http://vllm:8001/v1",
+    ]).rate
+    assert (production.judges["qwen3_32b"].model, production.judges["qwen2_5_vl_32b"].model) == (
+        "Qwen/Qwen3-32B", "Qwen/Qwen2.5-VL-32B-Instruct")
