@@ -150,6 +150,18 @@ def dedup(ctx: typer.Context) -> None:
 
 
 @app.command()
+def rate(ctx: typer.Context) -> None:
+    """Score every turn 1-5 on four axes with the configured LLM/VLM judges (resumable)."""
+    options = _options(ctx)
+    _run_stages(options, ("rate",), "rate")
+    if not options.dry_run:
+        from etl.jobs.rate import distribution_summary
+        from etl.session import build_session
+
+        typer.echo(distribution_summary(build_session(options.profile), options.config))
+
+
+@app.command()
 def analyze(ctx: typer.Context) -> None:
     """Analytics tables over silver_samples (GUI action distribution per subset)."""
     _run_stages(_options(ctx), ("analyze",), "analyze")

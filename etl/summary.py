@@ -18,6 +18,8 @@ TABLES = (
     "contamination_rates",
     "near_duplicate_clusters",
     "action_stats",
+    "turn_ratings",
+    "rating_distribution",
     "removed_samples",
     "pipeline_runs",
 )

@@ -183,3 +183,33 @@ def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commi
     writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
     writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
     return current_version(spark, ref)
+
+
+def merge_upsert(
+    spark: SparkSession,
+    ref: TableRef,
+    rows: DataFrame,
+    keys: list[str],
+    commit: Commit,
+    schema: StructType,
+    replace_when: str,
+    constraints: dict[str, str] | None = None,
+) -> int:
+    """Insert new keys; replace a matched row only where the SQL predicate `replace_when` holds
+    (on `t.` the table row, `s.` the new row), e.g. a failed rating that a retry now fills."""
+    for key in keys:
+        if key not in rows.columns:
+            raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
+    ensure_table(spark, ref, schema, constraints)
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
+    with _commit_metadata(spark, commit):
+        (
+            _delta(spark, ref)
+            .alias("t")
+            .merge(source.alias("s"), condition)
+            .whenMatchedUpdateAll(condition=replace_when)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    return current_version(spark, ref)

@@ -33,6 +33,7 @@ STAGES = (
     StageJob(
         "dedup", ("silver_samples", "image_embeddings"), ("near_duplicate_clusters", "removed_samples"), "dedup"
     ),
+    StageJob("rate", ("silver_samples",), ("turn_ratings", "rating_distribution"), "rate"),
     StageJob("analyze", ("silver_samples",), ("action_stats",), "analyze"),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

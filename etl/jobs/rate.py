@@ -1,0 +1,135 @@
+"""`finevision rate`: every turn of silver_samples scored 1-5 on FineVision's four axes by the
+configured judges -> turn_ratings, rating_distribution.
+
+Resumable: only (sample, turn, axis, judge, prompt) combinations without a settled rating are
+sent to a judge, in chunks of `rate.commit_rows` that are each committed, so a killed run loses
+at most one chunk and the next run picks up the rest. Failed requests (timeouts, 429, 5xx) are
+recorded with their error and tried again by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from etl import tables
+from etl.config import ConfigError, JudgeConfig, PipelineConfig, _absolute
+from etl.runs import PipelineRun
+from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS
+from etl.stages import rate as stage
+from udfs.judge import IMAGE_AXES, NO_IMAGE, NO_VLM_JUDGE, REQUEST_FAILED, JudgeSpec, load_prompts, prepare_gguf_model
+
+log = logging.getLogger("finevision")
+RATING_CONSTRAINTS = {"score_is_1_to_5": "score IS NULL OR score BETWEEN 1 AND 5"}
+# a matched rating is replaced only when it was a failed request (a retry may now have a score)
+REPLACE_FAILED = f"t.score IS NULL AND t.error LIKE '{REQUEST_FAILED}%'"
+
+
+def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
+    """The executor-side description of a judge; a packaged GGUF is converted here, once."""
+    import json
+
+    model_path = config.model_path
+    if config.backend == "transformers" and model_path is None:
+        model_path = prepare_gguf_model(config.gguf_package, config.gguf_file, str(_absolute(config.cache_dir)))
+    return JudgeSpec(
+        backend=config.backend, judge_model=config.model, vision=config.vision, base_url=config.base_url,
+        api_key_env=config.api_key_env, max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
+        max_retries=config.max_retries, backoff_s=config.backoff_s, max_tokens=config.max_tokens,
+        logprobs=config.logprobs, extra_body=json.dumps(config.extra_body, sort_keys=True), model_path=model_path,
+        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens,
+        device=config.device, threads=task_cpus,  # one model thread per task slot: tasks do not oversubscribe
+    )
+
+
+def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
+    settings = config.rate
+    try:
+        prompts = load_prompts(_absolute(settings.prompts_dir), settings.axes)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"rate.prompts_dir: {exc}") from None
+    specs: dict[str, JudgeSpec] = {}
+    assignments = []
+    for axis in settings.axes:
+        name = settings.image_judge if axis in IMAGE_AXES else settings.text_judge
+        if name is not None and name not in specs:
+            specs[name] = judge_spec(settings.judges[name], task_cpus)
+        assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name)))
+    return assignments
+
+
+def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, str]]:
+    """axis -> (judge_model, prompt_hash) of this configuration, what `ratings_arrays` selects."""
+    return {a.axis: (a.judge_model, a.prompt_hash) for a in assignments}
+
+
+def run(run: PipelineRun) -> None:
+    spark, settings = run.spark, run.config.rate
+    assignments = axis_judges(run.config, int(spark.conf.get("spark.task.cpus", "1")))
+    for a in assignments:
+        log.info("[rate] %s: judge %s, prompt %s", a.axis, a.judge_model, a.prompt_hash)
+    with run.stage("rate") as report:
+        silver = run.read_input(report, "silver_samples")
+        target = run.table("turn_ratings")
+        existing = tables.read(spark, target) if tables.exists(spark, target) else None
+        requests = stage.turn_requests(silver, assignments, settings.max_turns_per_subset)
+        todo = stage.pending_requests(requests, existing).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            total, pending = requests.count(), todo.count()
+            report.rows_in = pending
+            report.counters = {"turn_axes": total, "already_rated": total - pending}
+            n_chunks = max(1, math.ceil(pending / settings.commit_rows))
+            chunked = todo.withColumn("_chunk", F.pmod(F.xxhash64("sample_id", "turn_index", "axis"), F.lit(n_chunks)))
+            log.info("[rate] %d of %d (turn, axis) pairs to rate, in %d chunk(s)", pending, total, n_chunks)
+            for chunk in range(n_chunks if pending else 0):
+                part = chunked.filter(F.col("_chunk") == chunk).drop("_chunk")
+                tasks = settings.partitions or spark.sparkContext.defaultParallelism
+                rated = stage.rate_turns(part, silver, assignments, run.run_id, settings.max_text_chars, tasks)
+                _rate_chunk(run, report, rated)
+                log.info("[rate] chunk %d/%d committed (turn_ratings version %s)", chunk + 1, n_chunks,
+                         report.output_versions.get("turn_ratings"))
+        finally:
+            todo.unpersist()
+        if tables.exists(spark, target):
+            ratings = tables.read(spark, target)
+            distribution = stage.rating_distribution(silver, ratings, current_judges(assignments))
+            report.output_versions["rating_distribution"] = tables.overwrite(
+                spark, run.table("rating_distribution"), distribution, run.commit("rate"), RATING_DISTRIBUTION
+            )
+
+
+def _rate_chunk(run: PipelineRun, report, rated) -> None:
+    rated = rated.persist(StorageLevel.MEMORY_AND_DISK)  # the judges run once, then counts and merge read it
+    try:
+        kind = (
+            F.when(F.col("score").isNotNull(), "scored")
+            .when(F.col("error").startswith(REQUEST_FAILED), "request_failed")
+            .when(F.col("error") == NO_VLM_JUDGE, "no_vlm_judge")
+            .when(F.col("error") == NO_IMAGE, "no_image")
+            .when(F.col("error").startswith("unparsable"), "unparsable")
+            .otherwise("rejected")
+        )
+        for row in rated.groupBy(kind.alias("kind")).agg(F.count("*").alias("n")).collect():
+            if row["kind"] == "scored":
+                report.rows_out += row["n"]
+            else:
+                report.counters[f"null.{row['kind']}"] = report.counters.get(f"null.{row['kind']}", 0) + row["n"]
+        report.output_versions["turn_ratings"] = tables.merge_upsert(
+            run.spark, run.table("turn_ratings"), rated, stage.RATING_KEYS, run.commit("rate"), TURN_RATINGS,
+            REPLACE_FAILED, RATING_CONSTRAINTS,
+        )
+    finally:
+        rated.unpersist()
+
+
+def distribution_summary(spark: SparkSession, config: PipelineConfig) -> str:
+    """The score distribution of the last rate run (all subsets) next to FineVision's."""
+    ref = tables.TableRef.of(config, "rating_distribution")
+    if not tables.exists(spark, ref):
+        return "rating_distribution: not written yet (run finevision rate)"
+    rows = [r.asDict() for r in tables.read(spark, ref).filter("subset = '*'").collect()]
+    return "% of scored turns per score, all subsets:\n" + stage.distribution_comparison(rows)

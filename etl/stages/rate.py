@@ -1,0 +1,249 @@
+"""Turn-level quality ratings: which (turn, axis, judge, prompt) still needs a score, the judge
+UDF, the per-subset score distribution, and the `*_ratings` / `*_min` arrays of the gold export.
+
+The judges themselves (prompts, score extraction, backends) are in `udfs/judge.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, BinaryType
+
+from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS, require_columns
+from udfs.judge import (
+    AXES,
+    IMAGE_AXES,
+    NO_IMAGE,
+    NO_JUDGE_MODEL,
+    NO_VLM_JUDGE,
+    REQUEST_FAILED,
+    JudgePrompt,
+    JudgeRequest,
+    JudgeSpec,
+    Verdict,
+    get_backend,
+)
+
+RATING_KEYS = ["sample_id", "turn_index", "axis", "judge_model", "prompt_hash"]
+
+# FineVision's published distribution: % of turns scoring 1..5 (FINEVISION.md, quality ratings).
+PUBLISHED_DISTRIBUTION = {
+    "formatting": (0.5, 0.7, 1.1, 77.5, 20.3),
+    "relevance": (2.9, 0.5, 14.7, 16.5, 65.4),
+    "visual_dependency": (11.0, 20.4, 2.6, 24.2, 41.8),
+    "image_correspondence": (8.1, 3.6, 17.3, 26.8, 44.1),
+}
+
+
+@dataclass(frozen=True)
+class AxisJudge:
+    """Who rates an axis with which prompt; `judge` None means no judge is configured for it."""
+
+    axis: str
+    prompt: JudgePrompt
+    judge: JudgeSpec | None
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge.judge_model if self.judge else NO_JUDGE_MODEL
+
+    @property
+    def prompt_hash(self) -> str:
+        return self.prompt.prompt_hash
+
+
+def turn_requests(samples: DataFrame, assignments: list[AxisJudge], max_turns_per_subset: int | None = None) -> DataFrame:
+    """(sample_id, turn_index, axis, judge_model, prompt_hash): every turn on every axis, or a
+    fixed sample of at most `max_turns_per_subset` turns per subset (the same turns every run)."""
+    require_columns(samples, ["sample_id", "subset", "texts"], "turn_requests")
+    spark = samples.sparkSession
+    axes = spark.createDataFrame(
+        [(a.axis, a.judge_model, a.prompt_hash) for a in assignments], "axis string, judge_model string, prompt_hash string"
+    )
+    turns = samples.select("sample_id", "subset", F.posexplode("texts").alias("turn_index", "turn")).select(
+        "sample_id", "subset", F.col("turn_index").cast("int").alias("turn_index")
+    )
+    if max_turns_per_subset is not None:
+        order = Window.partitionBy("subset").orderBy(F.xxhash64("sample_id", "turn_index"), "sample_id", "turn_index")
+        turns = turns.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") <= max_turns_per_subset)
+    return turns.select("sample_id", "turn_index").crossJoin(F.broadcast(axes))
+
+
+def settled_ratings(ratings: DataFrame) -> DataFrame:
+    """Ratings a later run keeps: a score, or a final error. Failed requests are tried again."""
+    return ratings.filter(F.col("score").isNotNull() | ~F.coalesce(F.col("error").startswith(REQUEST_FAILED), F.lit(False)))
+
+
+def pending_requests(requests: DataFrame, ratings: DataFrame | None) -> DataFrame:
+    """The requests without a settled rating for the same (sample, turn, axis, judge, prompt)."""
+    if ratings is None:
+        return requests
+    return requests.join(settled_ratings(ratings).select(*RATING_KEYS), RATING_KEYS, "left_anti")
+
+
+def rate_turns(
+    pending: DataFrame,
+    samples: DataFrame,
+    assignments: list[AxisJudge],
+    run_id: str,
+    max_text_chars: int,
+    partitions: int | None = None,
+) -> DataFrame:
+    """Rows of `turn_ratings` for the pending requests, one each; the judges run in mapInPandas,
+    in `partitions` tasks when given (each task's Python worker loads a local model once)."""
+    require_columns(pending, RATING_KEYS, "rate_turns")
+    require_columns(samples, ["sample_id", "texts", "images"], "rate_turns")
+    texts = samples.select("sample_id", F.posexplode("texts").alias("turn_index", "turn")).select(
+        "sample_id", F.col("turn_index").cast("int").alias("turn_index"),
+        F.col("turn.user").alias("question"), F.col("turn.assistant").alias("answer"),
+    )
+    rows = pending.join(texts, ["sample_id", "turn_index"])
+    is_image_axis = F.col("axis").isin(*IMAGE_AXES)
+    image_bytes = samples.select("sample_id", F.transform("images", lambda image: image["bytes"]).alias("images"))
+    with_images = rows.filter(is_image_axis).join(image_bytes, "sample_id", "left")
+    without = rows.filter(~is_image_axis).withColumn("images", F.lit(None).cast(ArrayType(BinaryType())))
+    by_axis = {a.axis: a for a in assignments}
+
+    def judge(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield _judge_batch(batch, by_axis, max_text_chars).assign(run_id=run_id)
+
+    rows = with_images.unionByName(without)
+    if partitions:
+        rows = rows.repartition(partitions)
+    return rows.mapInPandas(judge, TURN_RATINGS)
+
+
+def _judge_batch(batch: pd.DataFrame, by_axis: dict[str, AxisJudge], max_text_chars: int) -> pd.DataFrame:
+    verdicts: list[Verdict | None] = [None] * len(batch)
+    for axis, rows in batch.groupby("axis", sort=False).indices.items():
+        assignment = by_axis[axis]
+        if assignment.judge is None:
+            for i in rows:
+                verdicts[i] = Verdict(None, None, NO_VLM_JUDGE)
+            continue
+        asked = []
+        for i in rows:
+            images = batch["images"].iat[i]
+            images = tuple(bytes(b) for b in images if b is not None) if images is not None else ()
+            if axis in IMAGE_AXES and not images:
+                verdicts[i] = Verdict(None, None, NO_IMAGE)
+                continue
+            prompt = assignment.prompt.render(batch["question"].iat[i], batch["answer"].iat[i], max_text_chars)
+            asked.append((i, JudgeRequest(prompt, images)))
+        if asked:
+            answers = get_backend(assignment.judge).rate([request for _, request in asked])
+            for (i, _), verdict in zip(asked, answers):
+                verdicts[i] = verdict
+    return pd.DataFrame(
+        {
+            "sample_id": batch["sample_id"],
+            "turn_index": batch["turn_index"].astype("int32"),
+            "axis": batch["axis"],
+            "score": pd.array([v.score for v in verdicts], dtype="Int32"),
+            "expected_score": pd.array([v.expected_score for v in verdicts], dtype="Float32"),
+            "judge_model": batch["judge_model"],
+            "prompt_hash": batch["prompt_hash"],
+            "error": [v.error for v in verdicts],
+        }
+    )
+
+
+def current_ratings(ratings: DataFrame, judges: dict[str, tuple[str, str]]) -> DataFrame:
+    """The ratings of the chosen (judge_model, prompt_hash) per axis."""
+    chosen = F.lit(False)
+    for axis, (judge_model, prompt_hash) in judges.items():
+        chosen = chosen | (
+            (F.col("axis") == axis) & (F.col("judge_model") == judge_model) & (F.col("prompt_hash") == prompt_hash)
+        )
+    return ratings.filter(chosen)
+
+
+def rating_distribution(samples: DataFrame, ratings: DataFrame, judges: dict[str, tuple[str, str]]) -> DataFrame:
+    """(subset, axis, score, n, share, judge_model, prompt_hash) over scored turns, per subset and
+    for all subsets (`*`); share is within (subset, axis)."""
+    require_columns(samples, ["sample_id", "subset"], "rating_distribution")
+    scored = current_ratings(ratings, judges).filter(F.col("score").isNotNull()).join(
+        samples.select("sample_id", "subset"), "sample_id"
+    )
+    keys = ["axis", "score", "judge_model", "prompt_hash"]
+    per_subset = scored.groupBy("subset", *keys).agg(F.count("*").alias("n"))
+    overall = scored.groupBy(*keys).agg(F.count("*").alias("n")).withColumn("subset", F.lit("*"))
+    counts = per_subset.unionByName(overall)
+    share = F.col("n") / F.sum("n").over(Window.partitionBy("subset", "axis"))
+    return counts.withColumn("share", share.cast("float")).select(*RATING_DISTRIBUTION.fieldNames())
+
+
+def distribution_comparison(rows: list[dict]) -> str:
+    """A text table: for each axis, % of turns per score here (subset `*`) next to FineVision's."""
+    ours: dict[str, dict[int, float]] = {}
+    totals: dict[str, int] = {}
+    for row in rows:
+        if row["subset"] == "*":
+            ours.setdefault(row["axis"], {})[row["score"]] = 100 * row["share"]
+            totals[row["axis"]] = totals.get(row["axis"], 0) + row["n"]
+    lines = [f"{'axis':<22} {'':<11} {'1':>6} {'2':>6} {'3':>6} {'4':>6} {'5':>6}   turns"]
+    for axis in AXES:
+        published = PUBLISHED_DISTRIBUTION[axis]
+        lines.append(f"{axis:<22} {'FineVision':<11} " + " ".join(f"{p:>5.1f}%" for p in published))
+        if axis in ours:
+            shares = [ours[axis].get(score, 0.0) for score in range(1, 6)]
+            lines.append(f"{'':<22} {'this run':<11} " + " ".join(f"{p:>5.1f}%" for p in shares) + f"   {totals[axis]}")
+        else:
+            lines.append(f"{'':<22} {'this run':<11} (no scores)")
+    return "\n".join(lines)
+
+
+def ratings_arrays(
+    samples: DataFrame, ratings: DataFrame, judges: dict[str, tuple[str, str]] | None = None
+) -> DataFrame:
+    """Per sample: `<axis>_ratings` (one entry per turn of `texts`, in order; null where a turn has
+    no score) and `<axis>_min` (the minimum, null unless every turn has a score), for the four axes.
+
+    `judges` picks the (judge_model, prompt_hash) per axis; without it each axis must have scores
+    from a single judge and prompt, else this fails naming the axis.
+    """
+    require_columns(samples, ["sample_id", "texts"], "ratings_arrays")
+    require_columns(ratings, RATING_KEYS + ["score"], "ratings_arrays")
+    if judges is None:
+        judges = _only_judges(ratings)
+    chosen = current_ratings(ratings, judges).filter(F.col("score").isNotNull())
+    per_turn_scores = chosen.groupBy("sample_id", "turn_index").pivot("axis", list(AXES)).agg(F.first("score"))
+    turns = samples.select("sample_id", F.posexplode("texts").alias("turn_index", "turn")).select(
+        "sample_id", F.col("turn_index").cast("int").alias("turn_index")
+    )
+    per_turn = turns.join(per_turn_scores, ["sample_id", "turn_index"], "left")
+    collected = per_turn.groupBy("sample_id").agg(
+        F.sort_array(F.collect_list(F.struct("turn_index", *AXES))).alias("turns")
+    )
+    out = samples.select("sample_id").join(collected, "sample_id", "left")
+    columns = [F.col("sample_id")]
+    for axis in AXES:
+        values = F.coalesce(F.transform("turns", _field(axis)), F.array().cast("array<int>"))
+        columns.append(values.alias(f"{axis}_ratings"))
+    out = out.select(*columns)
+    minima = [
+        F.when((F.size(f"{axis}_ratings") > 0) & F.forall(f"{axis}_ratings", lambda x: x.isNotNull()),
+               F.array_min(f"{axis}_ratings")).alias(f"{axis}_min")
+        for axis in AXES
+    ]
+    return out.select("*", *minima)
+
+
+def _field(name: str):
+    return lambda turn: turn[name]
+
+
+def _only_judges(ratings: DataFrame) -> dict[str, tuple[str, str]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in ratings.filter(F.col("score").isNotNull()).select("axis", "judge_model", "prompt_hash").distinct().collect():
+        found.setdefault(row["axis"], []).append((row["judge_model"], row["prompt_hash"]))
+    several = {axis: sorted(pairs) for axis, pairs in found.items() if len(pairs) > 1}
+    if several:
+        raise ValueError(f"ratings_arrays: several (judge_model, prompt_hash) score the same axis {several}; pass judges=")
+    return {axis: pairs[0] for axis, pairs in found.items()}
