@@ -215,3 +215,14 @@ def test_emr_serverless_runs_only_cpu_stages_and_the_gpu_fleet_schedules_gpus():
     fleets = json.loads((EMR / "instance-fleets-gpu.json").read_text())
     core = next(f for f in fleets if f["InstanceFleetType"] == "CORE")
     assert all(t["InstanceType"].startswith(("g4dn", "g5", "g6", "p3", "p4", "p5")) for t in core["InstanceTypeConfigs"])
+
+
+def test_deploy_files_are_generated_from_the_current_stages():
+    """The per-stage files come from deploy/generate.py: after adding a stage, rerun it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_generate", PROJECT_ROOT / "deploy" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for path, content in generate.generated().items():
+        assert path.read_text() == content, f"{path} is stale: run `python deploy/generate.py`"

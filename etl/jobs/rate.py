@@ -18,10 +18,19 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import ConfigError, JudgeConfig, PipelineConfig, _absolute
+from etl.resources import profile_task_cpus, stage_resource_profile
 from etl.runs import PipelineRun
 from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS
 from etl.stages import rate as stage
-from udfs.judge import IMAGE_AXES, NO_IMAGE, NO_VLM_JUDGE, REQUEST_FAILED, JudgeSpec, load_prompts, prepare_gguf_model
+from udfs.judge import (
+    IMAGE_AXES,
+    NO_IMAGE,
+    NO_VLM_JUDGE,
+    REQUEST_FAILED,
+    JudgeSpec,
+    load_prompts,
+    prepare_gguf_model,
+)
 
 log = logging.getLogger("finevision")
 RATING_CONSTRAINTS = {"score_is_1_to_5": "score IS NULL OR score BETWEEN 1 AND 5"}
@@ -69,7 +78,8 @@ def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, s
 
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.rate
-    assignments = axis_judges(run.config, int(spark.conf.get("spark.task.cpus", "1")))
+    profile = stage_resource_profile(spark, "rate")  # a GPU per task on a GPU cluster, else None
+    assignments = axis_judges(run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus", "1")))
     for a in assignments:
         log.info("[rate] %s: judge %s, prompt %s", a.axis, a.judge_model, a.prompt_hash)
     with run.stage("rate") as report:
@@ -88,7 +98,7 @@ def run(run: PipelineRun) -> None:
             for chunk in range(n_chunks if pending else 0):
                 part = chunked.filter(F.col("_chunk") == chunk).drop("_chunk")
                 tasks = settings.partitions or spark.sparkContext.defaultParallelism
-                rated = stage.rate_turns(part, silver, assignments, run.run_id, settings.max_text_chars, tasks)
+                rated = stage.rate_turns(part, silver, assignments, run.run_id, settings.max_text_chars, tasks, profile)
                 _rate_chunk(run, report, rated)
                 log.info("[rate] chunk %d/%d committed (turn_ratings version %s)", chunk + 1, n_chunks,
                          report.output_versions.get("turn_ratings"))

@@ -93,9 +93,11 @@ def rate_turns(
     run_id: str,
     max_text_chars: int,
     partitions: int | None = None,
+    profile=None,
 ) -> DataFrame:
     """Rows of `turn_ratings` for the pending requests, one each; the judges run in mapInPandas,
-    in `partitions` tasks when given (each task's Python worker loads a local model once)."""
+    in `partitions` tasks when given (each task's Python worker loads a local model once), under
+    the stage's `ResourceProfile` when given (`etl.resources`: a GPU per task on GPU clusters)."""
     require_columns(pending, RATING_KEYS, "rate_turns")
     require_columns(samples, ["sample_id", "texts", "images"], "rate_turns")
     texts = samples.select("sample_id", F.posexplode("texts").alias("turn_index", "turn")).select(
@@ -116,7 +118,7 @@ def rate_turns(
     rows = with_images.unionByName(without)
     if partitions:
         rows = rows.repartition(partitions)
-    return rows.mapInPandas(judge, TURN_RATINGS)
+    return rows.mapInPandas(judge, TURN_RATINGS, profile=profile)
 
 
 def _judge_batch(batch: pd.DataFrame, by_axis: dict[str, AxisJudge], max_text_chars: int) -> pd.DataFrame:
