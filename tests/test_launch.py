@@ -105,3 +105,15 @@ def test_stage_requests_ask_for_gpus_only_where_executors_have_them():
     assert mixed.task == {"cpus": 4, "gpu": 0.5} and mixed.executor == {"cores": 8, "gpu": 1}
     static = stage_requests(StageResources(task_gpus=1, executor_gpus=1), "k8s://api", 1, False, 1)
     assert static.executor == {}  # without dynamic allocation the default executors are reused
+
+
+def test_a_second_tokenizer_of_the_same_name_is_not_shipped_and_does_not_fail(spark, tmp_path, caplog):
+    from etl.jobs.clean import _ship_to_executors
+
+    tok = TokenizerConfig()
+    _ship_to_executors(spark, prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir))
+    other = tmp_path / "tokenizer.json"
+    other.write_text("{}")
+    with caplog.at_level("WARNING", logger="finevision"):
+        _ship_to_executors(spark, str(other))
+    assert "not shipping" in caplog.text and str(other) in caplog.text

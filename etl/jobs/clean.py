@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
@@ -12,6 +15,8 @@ from etl.stages.clean import CleanRules, clean_samples, silver_rows
 from etl.stages.quarantine import quarantine_rows, rejected_rows
 from udfs.images import ImageRules
 from udfs.tokens import prepare_tokenizer
+
+log = logging.getLogger("finevision")
 
 
 def rules_from(config) -> CleanRules:
@@ -34,7 +39,7 @@ def run(run: PipelineRun) -> None:
             todo = todo.join(done, "sample_id", "left_anti")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.clean.arrow_batch_rows))
         rules = rules_from(config)
-        spark.sparkContext.addFile(rules.tokenizer_json)  # executors on other nodes get a copy
+        _ship_to_executors(spark, rules.tokenizer_json)
         cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
@@ -69,3 +74,12 @@ def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):
         yield tables.read(spark, silver_ref).select("sample_id")
     if tables.exists(spark, quarantine_ref):
         yield tables.read(spark, quarantine_ref).filter("stage = 'clean'").select("sample_id")
+
+
+def _ship_to_executors(spark, path: str) -> None:
+    """Executors on other nodes get a copy of the driver's file (`udfs.tokens.tokenizer_file`)."""
+    try:
+        spark.sparkContext.addFile(path)
+    except Py4JJavaError as exc:  # a file of the same name from another path was shipped before
+        log.warning("not shipping %s to executors (%s); they must be able to read the path itself",
+                    path, str(exc.java_exception).splitlines()[0])
