@@ -150,6 +150,12 @@ def dedup(ctx: typer.Context) -> None:
 
 
 @app.command()
+def export(ctx: typer.Context) -> None:
+    """gold_samples (Delta) and the release folder: parquet per subset and a dataset card."""
+    _run_stages(_options(ctx), ("export",), "export")
+
+
+@app.command()
 def analyze(ctx: typer.Context) -> None:
     """Analytics tables over silver_samples (GUI action distribution per subset)."""
     _run_stages(_options(ctx), ("analyze",), "analyze")

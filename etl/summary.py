@@ -19,6 +19,7 @@ TABLES = (
     "near_duplicate_clusters",
     "action_stats",
     "removed_samples",
+    "gold_samples",
     "pipeline_runs",
 )
 
