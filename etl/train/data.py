@@ -64,9 +64,41 @@ def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 
     return pa.RecordBatchReader.from_stream(reader)  # deltalake returns arro3 objects
 
 
-def delta_rows(source: GoldSource, rank: int = 0, world: int = 1) -> Iterator[dict]:
-    for batch in delta_batches(source, COLUMNS, rank, world):
-        yield from batch.to_pylist()
+def delta_rows(source: GoldSource, rank: int = 0, world: int = 1, prefetch: int = 4) -> Iterator[dict]:
+    """The rows of this process's share; up to `prefetch` record batches are read ahead in a thread,
+    so reading and decoding Delta overlaps with the training step."""
+    batches = (batch.to_pylist() for batch in delta_batches(source, COLUMNS, rank, world))
+    for rows in prefetched(batches, prefetch) if prefetch else batches:
+        yield from rows
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a background thread at most `depth` ahead; its errors are re-raised here."""
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+            buffer.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put(exc)
+
+    threading.Thread(target=produce, daemon=True, name="delta-prefetch").start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def count_rows(source: GoldSource) -> int:
