@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test bench delta-jars-offline clean-outputs wheel
+.PHONY: setup jars demo test bench bench-train delta-jars-offline clean-outputs wheel
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -31,6 +31,7 @@ demo: setup jars
 	$(CLI) tables
 	$(CLI) review contamination
 	$(CLI) review duplicates
+	$(CLI) train --train-config tiny
 
 test: setup jars
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -42,9 +43,12 @@ bench: setup jars
 wheel: | $(UV)
 	$(UV) build --wheel --out-dir dist
 
+bench-train: setup
+	$(PY) bench/train_throughput.py
+
 # Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
 delta-jars-offline:
 	mvn -q dependency:copy-dependencies -f conf/delta-jars-pom.xml -DoutputDirectory=$(CURDIR)/.cache/delta-jars
 
 clean-outputs:
-	rm -rf lakehouse mlflow.db mlartifacts reports spark-warehouse data/samples
+	rm -rf lakehouse mlflow.db mlartifacts reports spark-warehouse data/samples models

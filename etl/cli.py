@@ -162,6 +162,12 @@ def rate(ctx: typer.Context) -> None:
 
 
 @app.command()
+def export(ctx: typer.Context) -> None:
+    """gold_samples (Delta) and the release folder: parquet per subset and a dataset card."""
+    _run_stages(_options(ctx), ("export",), "export")
+
+
+@app.command()
 def analyze(ctx: typer.Context) -> None:
     """Analytics tables over silver_samples (GUI action distribution per subset)."""
     _run_stages(_options(ctx), ("analyze",), "analyze")
@@ -180,6 +186,68 @@ def run(
         _fail(f"--stage: unknown {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
     chosen = tuple(s.name for s in STAGES if not stages or s.name in stages)
     _run_stages(_options(ctx), chosen, "run")
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    config: Annotated[str, typer.Option("--train-config", help="conf/train/<name>.yaml or a YAML path")] = "tiny",
+    overrides: Annotated[Optional[list[str]], typer.Option("--train-set", help="override a training key: --train-set max_steps=50")] = None,
+    mixture: Annotated[Optional[str], typer.Option(help="mixture spec in conf/mixtures (name or path)")] = None,
+    version: Annotated[Optional[int], typer.Option(help="gold_samples version to pin (default: the latest)")] = None,
+) -> None:
+    """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
+    from etl.train.config import load_train_config
+    from etl.train.run import train as train_model
+
+    options = _options(ctx)
+    try:
+        sets = list(overrides or []) + ([f"data.mixture={mixture}"] if mixture else []) + (
+            [f"data.version={version}"] if version is not None else [])
+        train_config = load_train_config(config, sets)
+        if options.dry_run:
+            from etl.train.run import resolve_source
+
+            source, rows = resolve_source(train_config, options.config)
+            typer.echo(f"would train {train_config.name} on {source.uri} @ version {source.version}: {rows} rows"
+                       f" (where {source.where or 'true'})")
+            return
+        spark = None
+        if train_config.distributed.num_processes > 1:
+            from etl.session import build_session
+
+            spark = build_session(options.profile)
+        result = train_model(train_config, options.config, spark)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0])
+    typer.echo(f"trained {train_config.name}: {len(result.losses)} steps, loss {result.losses[0]:.3f} -> "
+               f"{result.losses[-1]:.3f} on {result.rows} rows of {result.source.uri} @ version {result.source.version}")
+    typer.echo(f"mlflow run {result.mlflow_run_id}; model {result.model_uri}"
+               + (f" (registered version {result.registered_version})" if result.registered_version else ""))
+    typer.echo(f"final model folder: {result.final_dir}")
+    typer.echo(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {options.config.mlflow.tracking_uri}")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="a saved model folder, or an MLflow model URI (runs:/..., models:/...)")],
+    eval_config: Annotated[Optional[Path], typer.Option("--eval-config", help="default conf/eval.yaml")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--eval-set", help="override an eval key: --eval-set limit=50")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
+) -> None:
+    """Score a model on benchmark_items, split into contaminated and clean items (MLflow)."""
+    from etl.train.evaluate import evaluate as evaluate_model
+    from etl.train.evaluate import format_scores, load_eval_config, run_id_of
+
+    options = _options(ctx)
+    try:
+        config = load_eval_config(eval_config, overrides or [])
+        target = run_id or run_id_of(model, options.config.mlflow.tracking_uri)
+        scores = evaluate_model(model, options.config, config, target)
+    except (ConfigError, ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])
+    typer.echo(format_scores(scores))
 
 
 @app.command()

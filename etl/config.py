@@ -125,6 +125,12 @@ class DedupConfig(Strict):
     policy: Literal["annotate", "keep-one"] = "annotate"
 
 
+class ExportConfig(Strict):
+    release_dir: str | None = Field(None, description="release folder (local or URI); null = <lakehouse>/release")
+    shard_rows: int = Field(10_000, gt=0, description="most rows per parquet shard of the release")
+    name: str = Field("FineVision ETL export", description="dataset card title")
+
+
 class SamplesConfig(Strict):
     out_dir: str = "data/samples"
     scale: int = Field(1, ge=1, description="multiplies the generated subsets' sizes")
@@ -216,6 +222,7 @@ class PipelineConfig(Strict):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)

@@ -152,6 +152,26 @@ REMOVED_SAMPLES = StructType(
 )
 
 
+RELEASE_IMAGE = StructType([StructField("bytes", BinaryType()), StructField("path", StringType())])
+GOLD_RATING_AXES = ("relevance", "formatting", "visual_dependency", "image_correspondence")
+
+# The FineVision release columns first, then what this project adds (see etl/stages/export.py).
+GOLD_SAMPLES = StructType(
+    [
+        StructField("images", ArrayType(RELEASE_IMAGE)),
+        StructField("texts", ArrayType(TURN)),
+        StructField("source", StringType(), nullable=False),
+        *[StructField(f"{axis}_ratings", ArrayType(IntegerType())) for axis in GOLD_RATING_AXES],
+        *[StructField(f"{axis}_min", IntegerType()) for axis in GOLD_RATING_AXES],
+        StructField("sample_id", StringType(), nullable=False),
+        StructField("subset", StringType(), nullable=False),
+        StructField("category", StringType(), nullable=False),
+        StructField("contaminated", BooleanType(), nullable=False),
+        StructField("dup_cluster_id", StringType()),
+    ]
+)
+
+
 def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     """Fail with a message naming the missing columns, before any Spark job runs."""
     missing = [c for c in columns if c not in df.columns]

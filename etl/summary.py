@@ -21,6 +21,7 @@ TABLES = (
     "turn_ratings",
     "rating_distribution",
     "removed_samples",
+    "gold_samples",
     "pipeline_runs",
 )
 

@@ -32,6 +32,31 @@ def spark():
     session.stop()
 
 
+CORPUS_SOURCES = [
+    "easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile",
+]
+
+
+@pytest.fixture(scope="session")
+def corpus_run(spark, tmp_path_factory):
+    """The embedded sample corpus through every pipeline stage, once per session: (run, manifest)."""
+    from etl.jobs import STAGES
+    from etl.runs import PipelineRun
+    from etl.samples.build import build_samples
+
+    root = tmp_path_factory.mktemp("corpus")
+    build_samples(root / "data" / "samples")
+    config = load_config(overrides=[
+        f"lakehouse={root / 'lake'}", "mlflow.enabled=false", f"data_root={root / 'data'}",
+        f"sources={json.dumps(CORPUS_SOURCES)}",
+    ])
+    run = PipelineRun(spark, config, "corpus-test")
+    for stage in STAGES:
+        stage.runner()(run)
+    manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
+    return run, manifest
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """A PipelineConfig whose lakehouse, MLflow store and data root live in tmp_path."""

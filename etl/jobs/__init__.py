@@ -34,6 +34,12 @@ STAGES = (
         "dedup", ("silver_samples", "image_embeddings"), ("near_duplicate_clusters", "removed_samples"), "dedup"
     ),
     StageJob("rate", ("silver_samples",), ("turn_ratings", "rating_distribution"), "rate"),
+    StageJob(
+        "export",
+        ("silver_samples", "contamination_hits", "near_duplicate_clusters", "removed_samples", "turn_ratings"),
+        ("gold_samples",),
+        "export",
+    ),
     StageJob("analyze", ("silver_samples",), ("action_stats",), "analyze"),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

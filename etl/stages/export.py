@@ -1,0 +1,126 @@
+"""Gold export: silver samples minus removed ones, in FineVision's release columns plus the ids and
+flags FineVision did not publish (`sample_id`, `subset`, `category`, `contaminated`,
+`dup_cluster_id`).
+
+    gold = gold_samples(silver, hits, clusters, removed, ratings)
+
+`rating_columns` is the one place that turns `turn_ratings` rows into the release's
+`*_ratings` arrays (one score per turn) and `*_min` values; without ratings they are nulls.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, IntegerType
+
+from etl.schema import GOLD_RATING_AXES as RATING_AXES
+from etl.schema import GOLD_SAMPLES, require_columns
+
+RATING_COLUMNS = tuple(f"{axis}_ratings" for axis in RATING_AXES) + tuple(f"{axis}_min" for axis in RATING_AXES)
+
+
+def contaminated_sample_ids(hits: DataFrame) -> DataFrame:
+    """(sample_id) of every sample with at least one image or text hit."""
+    require_columns(hits, ["sample_id"], "contaminated_sample_ids")
+    return hits.select("sample_id").distinct()
+
+
+def dup_cluster_ids(samples: DataFrame, clusters: DataFrame) -> DataFrame:
+    """(sample_id, dup_cluster_id) for samples that share an image with another sample.
+
+    An image's cluster is its near-duplicate cluster (the smallest image id of the component), or,
+    for an image used verbatim by several samples and near no other image, its own image id; a
+    sample with several such images takes the smallest. Samples with no duplicate are absent.
+    """
+    require_columns(samples, ["sample_id", "images"], "dup_cluster_ids")
+    require_columns(clusters, ["image_id", "cluster_id"], "dup_cluster_ids")
+    occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
+    shared = (
+        occurrences.groupBy("image_id").agg(F.count("*").alias("samples")).filter("samples > 1").select("image_id")
+    )
+    image_cluster = (
+        clusters.select("image_id", "cluster_id")
+        .join(shared.withColumn("shared_id", F.col("image_id")), "image_id", "full_outer")
+        .select("image_id", F.coalesce("cluster_id", "shared_id").alias("cluster"))
+    )
+    return (
+        occurrences.join(image_cluster, "image_id")
+        .groupBy("sample_id")
+        .agg(F.min("cluster").alias("dup_cluster_id"))
+    )
+
+
+def rating_columns(samples: DataFrame, turn_ratings: DataFrame | None) -> DataFrame:
+    """`samples` with `<axis>_ratings` (array<int>, one per turn, null where a turn has no score)
+    and `<axis>_min` (the lowest score of the sample) for every axis; both null when the sample has
+    no rating on that axis, or when there is no `turn_ratings` table.
+
+    Of several scores of one turn and axis (re-runs), the one of the largest `run_id` counts;
+    failed judgements (`error` set, or no score) are ignored.
+    """
+    require_columns(samples, ["sample_id", "texts"], "rating_columns")
+    if turn_ratings is None:
+        return samples.select(
+            "*",
+            *[F.lit(None).cast(ArrayType(IntegerType())).alias(f"{a}_ratings") for a in RATING_AXES],
+            *[F.lit(None).cast(IntegerType()).alias(f"{a}_min") for a in RATING_AXES],
+        )
+    require_columns(turn_ratings, ["sample_id", "turn_index", "axis", "score", "error", "run_id"], "rating_columns")
+    scores = (
+        turn_ratings.filter(F.col("error").isNull() & F.col("score").isNotNull() & F.col("axis").isin(*RATING_AXES))
+        .groupBy("sample_id", "axis", "turn_index")
+        .agg(F.max_by("score", "run_id").cast("int").alias("score"))
+        .groupBy("sample_id")
+        .pivot("axis", list(RATING_AXES))
+        .agg(F.map_from_entries(F.collect_list(F.struct("turn_index", "score"))))
+    )
+    turns = F.sequence(F.lit(0), F.greatest(F.size("texts") - 1, F.lit(0)))
+    ratings = []
+    for axis in RATING_AXES:
+        by_turn = F.col(f"r.{axis}")
+        aligned = F.when(F.size("texts") == 0, F.array().cast("array<int>")).otherwise(
+            F.transform(turns, lambda i: F.try_element_at(by_turn, i.cast("int")))  # noqa: B023
+        )
+        unrated = F.coalesce(F.size(by_turn), F.lit(0)) == 0  # pivot gives an empty map to other axes' samples
+        ratings.append(F.when(unrated, F.lit(None)).otherwise(aligned).alias(f"{axis}_ratings"))
+    rated = samples.alias("s").join(scores.alias("r"), "sample_id", "left").select("s.*", *ratings)
+    return rated.select(
+        "*", *[F.array_min(F.filter(f"{a}_ratings", lambda x: x.isNotNull())).alias(f"{a}_min") for a in RATING_AXES]
+    )
+
+
+def kept_samples(silver: DataFrame, removed: DataFrame | None) -> DataFrame:
+    """Silver samples no policy removed (removed_samples is written only by removal policies)."""
+    if removed is None:
+        return silver
+    return silver.join(removed.select("sample_id").distinct(), "sample_id", "left_anti")
+
+
+def removal_reasons(silver: DataFrame, removed: DataFrame | None) -> DataFrame:
+    """(sample_id, reason) once per removed silver sample (the first reason by name if several)."""
+    if removed is None:
+        return silver.sparkSession.createDataFrame([], "sample_id string, reason string")
+    return (
+        removed.groupBy("sample_id").agg(F.min("reason").alias("reason"))
+        .join(silver.select("sample_id"), "sample_id")
+    )
+
+
+def gold_samples(
+    silver: DataFrame,
+    hits: DataFrame,
+    clusters: DataFrame,
+    removed: DataFrame | None = None,
+    turn_ratings: DataFrame | None = None,
+) -> DataFrame:
+    """The gold rows in `GOLD_SAMPLES` column order; images projected to the release's struct<bytes, path>."""
+    require_columns(silver, ["sample_id", "subset", "category", "source", "images", "texts"], "gold_samples")
+    kept = kept_samples(silver, removed)
+    flagged = (
+        kept.join(contaminated_sample_ids(hits).withColumn("contaminated", F.lit(True)), "sample_id", "left")
+        .join(dup_cluster_ids(kept, clusters), "sample_id", "left")
+        .withColumn("contaminated", F.coalesce("contaminated", F.lit(False)))
+        .withColumn("images", F.transform("images", lambda i: F.struct(i["bytes"].alias("bytes"), i["path"].alias("path"))))
+    )
+    return rating_columns(flagged, turn_ratings).select(*GOLD_SAMPLES.fieldNames())

@@ -1,0 +1,258 @@
+"""Training data: a pinned gold version streamed from Delta, encoded in SmolVLM's chat format,
+packed into sequences and collated into batches. No Spark: `deltalake` reads record batches, so the
+same code runs in the driver and in TorchDistributor's worker processes.
+
+    rows = delta_rows(source, rank=0, world=1)            # an iterator of dicts, batch by batch
+    batches = batches_of(packed(encoded(rows, ...), ...), batch_size, pad_id)
+
+The chat format is SmolVLM's: `<|im_start|>User:<image>...question<end_of_utterance>\\nAssistant:
+answer<end_of_utterance>\\n` per turn, images in the first user turn; labels are -100 everywhere but
+on the answers and their `<end_of_utterance>`, so the loss is on assistant tokens only.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+from PIL import Image
+
+from etl.train.model import END_OF_UTTERANCE, IMAGE_TOKEN
+
+IGNORE = -100
+COLUMNS = ["sample_id", "subset", "images", "texts"]
+
+
+@dataclass(frozen=True)
+class GoldSource:
+    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture)."""
+
+    uri: str
+    version: int
+    where: str | None = None
+
+
+def rank_bounds(rank: int, world: int) -> tuple[str | None, str | None]:
+    """This process's range of `sample_id` (hex of a sha256, so uniform): [low, high)."""
+    bounds = [f"{(i * 16**8) // world:08x}" for i in range(world + 1)]
+    return (bounds[rank] if rank > 0 else None, bounds[rank + 1] if rank < world - 1 else None)
+
+
+def rank_predicate(rank: int, world: int) -> str | None:
+    low, high = rank_bounds(rank, world)
+    clauses = ([f"sample_id >= '{low}'"] if low else []) + ([f"sample_id < '{high}'"] if high else [])
+    return " AND ".join(clauses) or None
+
+
+def query(source: GoldSource, columns: list[str], extra: str | None = None) -> str:
+    predicates = [f"({p})" for p in (source.where, extra) if p]
+    where = f" WHERE {' AND '.join(predicates)}" if predicates else ""
+    return f"SELECT {', '.join(columns)} FROM gold{where}"
+
+
+def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 0, world: int = 1):
+    """Record batches of the pinned version, streamed (DataFusion through deltalake's QueryBuilder)."""
+    from deltalake import DeltaTable, QueryBuilder
+
+    import pyarrow as pa
+
+    table = DeltaTable(source.uri, version=source.version)
+    reader = QueryBuilder().register("gold", table).execute(query(source, columns, rank_predicate(rank, world)))
+    return pa.RecordBatchReader.from_stream(reader)  # deltalake returns arro3 objects
+
+
+def delta_rows(source: GoldSource, rank: int = 0, world: int = 1, prefetch: int = 4) -> Iterator[dict]:
+    """The rows of this process's share; up to `prefetch` record batches are read ahead in a thread,
+    so reading and decoding Delta overlaps with the training step."""
+    batches = (batch.to_pylist() for batch in delta_batches(source, COLUMNS, rank, world))
+    for rows in prefetched(batches, prefetch) if prefetch else batches:
+        yield from rows
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a background thread at most `depth` ahead; its errors are re-raised here."""
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+            buffer.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put(exc)
+
+    threading.Thread(target=produce, daemon=True, name="delta-prefetch").start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def count_rows(source: GoldSource) -> int:
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = DeltaTable(source.uri, version=source.version)
+    import pyarrow as pa
+
+    reader = QueryBuilder().register("gold", table).execute(query(source, ["count(*) AS n"]))
+    return int(pa.RecordBatchReader.from_stream(reader).read_all().column("n")[0].as_py())
+
+
+def shuffled(rows: Iterable[dict], buffer: int, seed: int) -> Iterator[dict]:
+    """A streaming shuffle through a bounded buffer (never the whole stream in memory)."""
+    rng, pool = random.Random(seed), []
+    for row in rows:
+        pool.append(row)
+        if len(pool) >= buffer:
+            yield pool.pop(rng.randrange(len(pool)))
+    rng.shuffle(pool)
+    yield from pool
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: torch.Tensor | None  # [tiles, 3, H, W]
+    pixel_attention_mask: torch.Tensor | None
+    images: int
+
+
+@dataclass
+class EncodeStats:
+    samples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    turns_cut: int = 0
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def prompt_text(question: str, images: int) -> str:
+    return f"<|im_start|>User:{IMAGE_TOKEN * images}{question}{END_OF_UTTERANCE}\nAssistant:"
+
+
+def encode(processor, row: dict, seq_len: int, max_images: int, stats: EncodeStats) -> Encoded | None:
+    """One gold row as token ids, labels and image tiles; None (counted in stats) if it cannot fit."""
+    images = [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (row.get("images") or [])]
+    turns = row.get("texts") or []
+    if len(images) > max_images:
+        stats.skip("too_many_images")
+        return None
+    tok = processor.tokenizer
+    first = turns[0] if turns else None
+    if first is None:
+        stats.skip("no_turns")
+        return None
+    if images:
+        out = processor(text=[prompt_text(first["user"], len(images))], images=[images], return_tensors="pt")
+        ids = out["input_ids"][0].tolist()
+        pixel_values, pixel_mask = out["pixel_values"][0], out["pixel_attention_mask"][0]
+    else:
+        ids = tok(prompt_text(first["user"], 0), add_special_tokens=False)["input_ids"]
+        pixel_values = pixel_mask = None
+    labels = [IGNORE] * len(ids)
+    for index, turn in enumerate(turns):
+        if index > 0:
+            prompt = tok(prompt_text(turn["user"], 0), add_special_tokens=False)["input_ids"]
+        else:
+            prompt = []
+        answer = tok(f" {turn['assistant']}{END_OF_UTTERANCE}", add_special_tokens=False)["input_ids"]
+        newline = tok("\n", add_special_tokens=False)["input_ids"]
+        if len(ids) + len(prompt) + len(answer) + len(newline) > seq_len:
+            if index == 0:
+                stats.skip("longer_than_seq_len")
+                return None
+            stats.turns_cut += len(turns) - index
+            break
+        ids += prompt + answer + newline
+        labels += [IGNORE] * len(prompt) + answer + [IGNORE] * len(newline)
+    stats.samples += 1
+    return Encoded(ids, labels, pixel_values, pixel_mask, len(images))
+
+
+def encoded(processor, rows: Iterable[dict], seq_len: int, max_images: int, stats: EncodeStats) -> Iterator[Encoded]:
+    for row in rows:
+        sample = encode(processor, row, seq_len, max_images, stats)
+        if sample is not None:
+            yield sample
+
+
+def _concat(samples: list[Encoded]) -> Encoded:
+    tiles = [s.pixel_values for s in samples if s.pixel_values is not None]
+    masks = [s.pixel_attention_mask for s in samples if s.pixel_attention_mask is not None]
+    return Encoded(
+        [i for s in samples for i in s.input_ids],
+        [i for s in samples for i in s.labels],
+        torch.cat(tiles) if tiles else None,
+        torch.cat(masks) if masks else None,
+        sum(s.images for s in samples),
+    )
+
+
+def packed(samples: Iterable[Encoded], seq_len: int, enabled: bool = True) -> Iterator[Encoded]:
+    """Greedy packing: consecutive samples share a sequence while they fit in seq_len tokens.
+    Attention is not masked between packed samples (as nanoVLM's packing)."""
+    if not enabled:
+        yield from samples
+        return
+    pack: list[Encoded] = []
+    length = 0
+    for sample in samples:
+        if pack and length + len(sample.input_ids) > seq_len:
+            yield _concat(pack)
+            pack, length = [], 0
+        pack.append(sample)
+        length += len(sample.input_ids)
+    if pack:
+        yield _concat(pack)
+
+
+def collate(sequences: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; image tiles padded with all-zero tiles, which Idefics3 skips."""
+    width = max(len(s.input_ids) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        input_ids[row, : len(s.input_ids)] = torch.tensor(s.input_ids)
+        labels[row, : len(s.labels)] = torch.tensor(s.labels)
+        attention[row, : len(s.input_ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    with_images = [s for s in sequences if s.pixel_values is not None]
+    if with_images:
+        tiles = max(s.pixel_values.shape[0] for s in with_images)
+        shape = with_images[0].pixel_values.shape[1:]
+        pixels = torch.zeros((len(sequences), tiles, *shape), dtype=with_images[0].pixel_values.dtype)
+        masks = torch.zeros((len(sequences), tiles, *shape[1:]), dtype=torch.bool)
+        for row, s in enumerate(sequences):
+            if s.pixel_values is not None:
+                pixels[row, : s.pixel_values.shape[0]] = s.pixel_values
+                masks[row, : s.pixel_values.shape[0]] = s.pixel_attention_mask.bool()
+        batch["pixel_values"], batch["pixel_attention_mask"] = pixels, masks
+    batch["images"] = torch.tensor(sum(s.images for s in sequences))
+    return batch
+
+
+def batches_of(sequences: Iterable[Encoded], batch_size: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    chunk: list[Encoded] = []
+    for sequence in sequences:
+        chunk.append(sequence)
+        if len(chunk) == batch_size:
+            yield collate(chunk, pad_id)
+            chunk = []
+    if chunk:
+        yield collate(chunk, pad_id)

@@ -1,0 +1,90 @@
+"""Mixtures: which gold rows a training run sees, as one SQL predicate over a pinned gold version.
+
+A spec (`conf/mixtures/<name>.yaml`) names subsets with weights in (0, 1] (the share of the
+subset's samples kept, chosen by `sample_id`, which is a sha256 and so uniform), minimum ratings
+per axis, and whether contaminated samples are included:
+
+    name: clean_rated
+    subsets: {easyvqa: 1.0, charts: 0.5}   # empty = every subset, all of it
+    min_ratings: {relevance: 3}            # <axis>_min >= 3
+    keep_unrated: true                     # samples without a rating on that axis pass
+    include_contaminated: false
+
+`mixture_predicate(spec)` is plain SQL that Spark SQL and DataFusion (the training reader) both run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+
+from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, Strict, _one_line, _read_yaml
+from etl.schema import GOLD_RATING_AXES
+
+MIXTURES_DIR = PROJECT_ROOT / "conf" / "mixtures"
+
+
+class MixtureSpec(Strict):
+    name: str
+    subsets: dict[str, float] = Field(default_factory=dict, description="subset -> share kept in (0, 1]; empty = all")
+    min_ratings: dict[str, int] = Field(default_factory=dict, description="axis -> minimum of <axis>_min (1-5)")
+    keep_unrated: bool = Field(True, description="samples with no rating on a thresholded axis pass")
+    include_contaminated: bool = False
+
+    @field_validator("subsets")
+    @classmethod
+    def _subsets(cls, value: dict[str, float]) -> dict[str, float]:
+        for subset, weight in value.items():
+            if not IDENTIFIER.match(subset):
+                raise ValueError(f"subset {subset!r} is not an identifier")
+            if not 0 < weight <= 1:
+                raise ValueError(f"weight of {subset} must be in (0, 1], got {weight}")
+        return value
+
+    @field_validator("min_ratings")
+    @classmethod
+    def _ratings(cls, value: dict[str, int]) -> dict[str, int]:
+        for axis, minimum in value.items():
+            if axis not in GOLD_RATING_AXES:
+                raise ValueError(f"unknown rating axis {axis!r}; axes are {list(GOLD_RATING_AXES)}")
+            if not 1 <= minimum <= 5:
+                raise ValueError(f"minimum rating of {axis} must be 1-5, got {minimum}")
+        return value
+
+
+def load_mixture(name_or_path: str | Path) -> MixtureSpec:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = MIXTURES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in MIXTURES_DIR.glob("*.yaml"))
+        raise ConfigError(f"mixture {name_or_path!r} not found; known: {known}")
+    try:
+        return MixtureSpec.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise _one_line(exc, str(path)) from None
+
+
+def share_bound(weight: float) -> str:
+    """The sample_id bound below which a `weight` share of uniformly random hex ids falls."""
+    return f"{min(int(weight * 16**8), 16**8 - 1):08x}"
+
+
+def mixture_predicate(spec: MixtureSpec) -> str | None:
+    """The spec as a SQL predicate over gold columns; None when it keeps everything."""
+    clauses = []
+    if spec.subsets:
+        parts = []
+        for subset, weight in sorted(spec.subsets.items()):
+            part = f"subset = '{subset}'"  # an identifier (validated): safe inside quotes
+            if weight < 1:
+                part += f" AND sample_id < '{share_bound(weight)}'"
+            parts.append(f"({part})")
+        clauses.append("(" + " OR ".join(parts) + ")")
+    for axis, minimum in sorted(spec.min_ratings.items()):
+        column = f"{axis}_min"
+        clauses.append(f"({column} >= {int(minimum)} OR {column} IS NULL)" if spec.keep_unrated else f"{column} >= {int(minimum)}")
+    if not spec.include_contaminated:
+        clauses.append("NOT contaminated")
+    return " AND ".join(clauses) if clauses else None

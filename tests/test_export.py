@@ -1,0 +1,156 @@
+"""Gold export on a small hand-made silver table: removal, flags, duplicate clusters, ratings aligned
+with turns, and the release folder read back with `datasets`, row for row."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from etl import tables
+from etl.jobs import export as export_job
+from etl.runs import PipelineRun
+from etl.schema import (
+    CONTAMINATION_HITS,
+    NEAR_DUPLICATE_CLUSTERS,
+    REMOVED_SAMPLES,
+    SAMPLES,
+)
+from tests.conftest import png_bytes
+
+TURN_RATINGS = (
+    "sample_id string, turn_index int, axis string, score int, expected_score double, judge_model string, "
+    "prompt_hash string, error string, run_id string"
+)
+
+
+def _image(color):
+    data = png_bytes((20, 16), color)
+    return {"bytes": data, "path": None, "image_id": hashlib.sha256(data).hexdigest(), "width": 20, "height": 16}
+
+
+def _sample(sid, subset, images, turns):
+    return {"sample_id": sid, "subset": subset, "category": "General VQA", "source": subset, "images": images,
+            "texts": [{"user": q, "assistant": a} for q, a in turns], "source_ref": None}
+
+
+@pytest.fixture(scope="module")
+def exported(spark, tmp_path_factory):
+    from etl.config import load_config
+
+    root = tmp_path_factory.mktemp("export")
+    config = load_config(overrides=[f"lakehouse={root / 'lake'}", "mlflow.enabled=false", "export.shard_rows=2"])
+    red, green, blue, grey = _image((255, 0, 0)), _image((0, 255, 0)), _image((0, 0, 255)), _image((90, 90, 90))
+    silver = [
+        _sample("s1", "alpha", [red], [("What colour?", "Red."), ("Sure?", "Yes.")]),
+        _sample("s2", "alpha", [red, green], [("Colours?", "Red and green.")]),   # shares red with s1
+        _sample("s3", "alpha", [blue], [("Colour?", "Blue.")]),                   # near-duplicate of grey
+        _sample("s4", "beta", [grey], [("Shade?", "Grey.")]),
+        _sample("s5", "beta", [], [("2+2?", "4")]),                               # text-only
+        _sample("s6", "beta", [green], [("Removed?", "Yes.")]),
+    ]
+    run = PipelineRun(spark, config, "export-test")
+    commit = run.commit("fixture")
+    write = lambda name, rows, schema: tables.append(spark, run.table(name), spark.createDataFrame(rows, schema), commit, schema)  # noqa: E731
+    write("silver_samples", silver, SAMPLES)
+    write("contamination_hits", [
+        {"image_id": blue["image_id"], "sample_id": "s3", "subset": "alpha", "benchmark": "b", "benchmark_item_id": "i1",
+         "similarity": 0.99, "model_id": "m", "threshold": 0.95, "method": "sscd-faiss-exact", "run_id": "r"},
+        {"image_id": None, "sample_id": "s5", "subset": "beta", "benchmark": "b", "benchmark_item_id": "i2",
+         "similarity": 1.0, "model_id": "m", "threshold": 0.95, "method": "text-ngram", "run_id": "r"},
+    ], CONTAMINATION_HITS)
+    cluster = min(blue["image_id"], grey["image_id"])
+    write("near_duplicate_clusters", [
+        {"image_id": blue["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": True},
+        {"image_id": grey["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": False},
+    ], NEAR_DUPLICATE_CLUSTERS)
+    write("removed_samples", [{"sample_id": "s6", "subset": "beta", "stage": "dedup", "reason": "near_duplicate",
+                               "detail": "", "run_id": "r"}], REMOVED_SAMPLES)
+    from etl.jobs.rate import axis_judges, current_judges
+
+    judge = current_judges(axis_judges(run.config))  # axis -> the configured (judge_model, prompt_hash)
+    configured = [
+        ("s1", 0, "relevance", 5, 4.8, None, "run1"),
+        ("s1", 1, "relevance", 2, 2.1, None, "run1"),
+        ("s1", 1, "relevance", 3, 3.0, None, "run2"),    # a re-run: the later run counts
+        ("s1", 0, "formatting", 4, 4.0, None, "run1"),   # turn 1 not rated on formatting
+        ("s2", 0, "relevance", None, None, "timeout", "run1"),  # failed judgement
+        ("s4", 0, "visual_dependency", 1, 1.2, None, "run1"),
+    ]
+    ratings = [(s, t, axis, score, e, *judge[axis], error, r) for s, t, axis, score, e, error, r in configured] + [
+        ("s4", 0, "relevance", 1, 1.0, "another-judge", judge["relevance"][1], None, "run1"),  # ignored
+        ("s4", 0, "relevance", 1, 1.0, judge["relevance"][0], "another-prompt", None, "run1"),  # ignored
+    ]
+    spark.createDataFrame(ratings, TURN_RATINGS).write.format("delta").save(run.table("turn_ratings").path)
+    export_job.run(run)
+    gold = {r["sample_id"]: r for r in tables.read(spark, run.table("gold_samples")).collect()}
+    return run, gold, {"red": red, "green": green, "blue": blue, "grey": grey, "cluster": cluster}
+
+
+def test_gold_keeps_every_sample_but_the_removed_one_with_its_flags(exported):
+    run, gold, images = exported
+    assert set(gold) == {"s1", "s2", "s3", "s4", "s5"}
+    assert {s for s, r in gold.items() if r["contaminated"]} == {"s3", "s5"}
+    assert gold["s1"]["dup_cluster_id"] == images["red"]["image_id"] == gold["s2"]["dup_cluster_id"]
+    assert gold["s3"]["dup_cluster_id"] == images["cluster"] == gold["s4"]["dup_cluster_id"]
+    assert gold["s5"]["dup_cluster_id"] is None
+    assert gold["s2"]["images"][1].asDict() == {"bytes": images["green"]["bytes"], "path": None}
+    report = next(r for r in run.reports if r.stage == "export")
+    assert (report.rows_in, report.rows_out, report.dropped) == (6, 5, {"near_duplicate": 1})
+
+
+def test_ratings_are_aligned_with_turns_and_null_where_not_rated(exported):
+    _, gold, _ = exported
+    assert gold["s1"]["relevance_ratings"] == [5, 3] and gold["s1"]["relevance_min"] == 3
+    assert gold["s1"]["formatting_ratings"] == [4, None] and gold["s1"]["formatting_min"] == 4
+    assert gold["s1"]["visual_dependency_ratings"] is None and gold["s1"]["visual_dependency_min"] is None
+    assert gold["s2"]["relevance_ratings"] is None
+    assert gold["s4"]["relevance_ratings"] is None
+    assert gold["s4"]["visual_dependency_ratings"] == [1] and gold["s4"]["visual_dependency_min"] == 1
+
+
+def test_without_turn_ratings_the_rating_columns_are_typed_nulls(spark, exported):
+    from etl.stages.export import RATING_COLUMNS, rating_columns
+
+    run, _, _ = exported
+    silver = tables.read(spark, run.table("silver_samples"))
+    rows = rating_columns(silver, None).collect()
+    assert rows and all(r[c] is None for r in rows for c in RATING_COLUMNS)
+    assert dict(rating_columns(silver, None).dtypes)["relevance_ratings"] == "array<int>"
+
+
+def test_release_loads_with_datasets_and_matches_gold_row_for_row(exported):
+    import datasets
+    import yaml
+
+    run, gold, _ = exported
+    folder = export_job.release_dir(run)
+    loaded = {}
+    for subset, rows in (("alpha", 3), ("beta", 2)):
+        files = sorted(str(p) for p in (Path(folder) / subset).glob("*.parquet"))
+        n = len(files)
+        assert n >= math.ceil(rows / 2)  # shard_rows=2
+        assert [f.rsplit("/", 1)[1] for f in files] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+        ds = datasets.load_dataset("parquet", data_files=files, split="train")
+        assert len(ds) == rows
+        assert isinstance(ds.features["images"].feature, datasets.Image)
+        for row in ds:
+            loaded[row["sample_id"]] = row
+    assert set(loaded) == set(gold)
+    for sid, row in loaded.items():
+        want = gold[sid]
+        assert [im.size for im in row["images"]] == [Image.open(io.BytesIO(i["bytes"])).size for i in want["images"]]
+        assert [im.tobytes() for im in row["images"]] == [Image.open(io.BytesIO(i["bytes"])).tobytes() for i in want["images"]]
+        assert row["texts"] == [t.asDict() for t in want["texts"]]
+        for column in ("source", "subset", "category", "contaminated", "dup_cluster_id", "relevance_ratings", "relevance_min"):
+            assert row[column] == want[column], (sid, column)
+    card = (Path(folder) / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in meta["configs"]] == ["alpha", "beta"]
+    sizes = {i["config_name"]: i["splits"][0]["num_examples"] for i in meta["dataset_info"]}
+    assert sizes == {"alpha": 3, "beta": 2}
+    assert "| alpha | General VQA | 3 | 4 | 4 | 1 | 33.33% | 3 |" in card
