@@ -3,33 +3,17 @@ against the corpus manifest's ground truth (written by the builder, not by the s
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.jobs import STAGES
-from etl.runs import PipelineRun
-from etl.samples.build import build_samples
-
-SOURCES = ["easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile"]
+from tests.conftest import SAMPLE_CORPUS_SOURCES as SOURCES
 
 
 @pytest.fixture(scope="module")
-def corpus_run(spark, tmp_path_factory):
-    from etl.config import load_config
-
-    root = tmp_path_factory.mktemp("corpus")
-    build_samples(root / "data" / "samples")
-    config = load_config(overrides=[
-        f"lakehouse={root / 'lake'}", "mlflow.enabled=false", f"data_root={root / 'data'}",
-        f"sources={json.dumps(SOURCES)}",
-    ])
-    run = PipelineRun(spark, config, "corpus-test")
-    for stage in STAGES:
-        stage.runner()(run)
-    manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
+def corpus_run(sample_lakehouse):
+    run, manifest, _ = sample_lakehouse  # tests/conftest.py: one pipeline run per session
     return run, manifest
 
 
