@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test bench delta-jars-offline clean-outputs
+.PHONY: setup jars demo test bench delta-jars-offline clean-outputs chromium bench-analyze
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -31,12 +31,22 @@ demo: setup jars
 	$(CLI) tables
 	$(CLI) review contamination
 	$(CLI) review duplicates
+	$(CLI) report
 
-test: setup jars
+test: setup jars chromium
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Headless Chromium for the report's browser test (Debian's package; playwright drives it).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
 bench: setup jars
 	$(PY) bench/clean_throughput.py
+
+bench-analyze: setup jars
+	$(PY) bench/analyze_scaling.py
 
 # Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
 delta-jars-offline:

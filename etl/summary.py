@@ -18,6 +18,8 @@ TABLES = (
     "contamination_rates",
     "near_duplicate_clusters",
     "action_stats",
+    "subset_stats",
+    "diversity_metrics",
     "removed_samples",
     "pipeline_runs",
 )

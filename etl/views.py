@@ -66,7 +66,7 @@ VIEWS = (
          "FROM {contamination_hits} GROUP BY subset, benchmark",
          "which training subset overlaps which benchmark"),
     View("v_rating_distribution", ("turn_ratings",),
-         "SELECT r.axis, r.score, r.turns, r.share, fv.finevision_share FROM ("
+         "SELECT r.axis, r.score, r.turns, r.share, CAST(fv.finevision_share AS DOUBLE) AS finevision_share FROM ("
          "SELECT axis, score, count(*) AS turns, count(*) / sum(count(*)) OVER (PARTITION BY axis) AS share "
          "FROM {turn_ratings} WHERE score IS NOT NULL GROUP BY axis, score) r "
          "LEFT JOIN " + _published_ratings_sql() + " ON r.axis = fv.axis AND r.score = fv.score",
@@ -111,6 +111,8 @@ def register_views(spark: SparkSession, config: PipelineConfig) -> tuple[list[st
         missing = [t for t in view.tables if not tables.exists(spark, tables.TableRef.of(config, t))]
         if missing:
             skipped[view.name] = f"table(s) {', '.join(missing)} not written yet"
+            if not config.catalog:
+                spark.catalog.dropTempView(view.name)  # a view from another lakehouse must not linger
             continue
         select = view_sql(view, config, spark)
         if config.catalog:

@@ -25,6 +25,7 @@ runs = mlflow.search_runs(experiment_names=[ctx.config.mlflow.experiment], order
 if runs is None or runs.empty:
     print("no MLflow runs yet: run `finevision run` with mlflow.enabled=true")
 else:
+    print("runs:", ", ".join(runs.run_id))
     metrics = [c for c in runs.columns if c.startswith("metrics.") and c.endswith((".rows_out", ".seconds"))]
     display_cols = ["run_id", "tags.mlflow.runName", "status", "params.config_hash"] + sorted(metrics)
     display(runs[display_cols].set_index("run_id").T)

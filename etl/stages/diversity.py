@@ -138,7 +138,7 @@ def _partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     yield pd.DataFrame(rows, columns=_PARTIAL.fieldNames())
 
 
-def _add_partials(key, parts: pd.DataFrame) -> pd.DataFrame:
+def _add_partials(key: tuple, parts: pd.DataFrame) -> pd.DataFrame:
     d = int(parts["dimension"].iloc[0])
     s = sum(np.frombuffer(b, dtype=np.float64) for b in parts["vector_sum"])
     o = sum(np.frombuffer(b, dtype=np.float64) for b in parts["outer_sum"])
