@@ -259,9 +259,9 @@ def render_report(data: ReportData) -> str:
     sections = [
         _headline(data), _categories(data), _subset_table(data),
         _frame_section("contamination", "Contamination pairs", data.frames.get("contamination"),
-                       "No contamination_hits table yet."),
+                       "Not available: contamination_hits, silver_samples or benchmark_items is not written yet."),
         _frame_section("duplicates", "Near-duplicate clusters", data.frames.get("duplicates"),
-                       "No near_duplicate_clusters table yet."),
+                       "Not available: near_duplicate_clusters or silver_samples is not written yet."),
         _ratings(data), _diversity(data), _lineage(data),
     ]
     nav = " &middot; ".join(
@@ -317,11 +317,12 @@ def write_report(spark: SparkSession, config: PipelineConfig, out_dir: Path) -> 
     """Write out_dir/index.html (and the two review pages it embeds); returns the index path."""
     data = collect_report_data(spark, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for section, table, file, writer in [
-        ("contamination", "contamination_hits", CONTAMINATION_FRAME, write_contamination_review),
-        ("duplicates", "near_duplicate_clusters", DUPLICATES_FRAME, write_duplicate_review),
+    for section, needs, file, writer in [
+        ("contamination", ("contamination_hits", "silver_samples", "benchmark_items"), CONTAMINATION_FRAME,
+         write_contamination_review),
+        ("duplicates", ("near_duplicate_clusters", "silver_samples"), DUPLICATES_FRAME, write_duplicate_review),
     ]:
-        if tables.exists(spark, tables.TableRef.of(config, table)):
+        if all(tables.exists(spark, tables.TableRef.of(config, table)) for table in needs):
             writer(spark, config, out_dir / file, REVIEW_LIMIT)
             data.frames[section] = file
     index = out_dir / "index.html"

@@ -118,7 +118,9 @@ def test_report_shows_ratings_when_turn_ratings_exists(spark, tiny_lakehouse, tm
     page = write_report(spark, config, tmp_path / "report").read_text()
     assert "No ratings yet" not in page and "rated turns" in page
     assert "3 rated turns" in page  # formatting: the judge error is not a rated turn
-    assert (tmp_path / "report" / "review_contamination.html").exists()
+    assert (tmp_path / "report" / "review_duplicates.html").exists()
+    assert not (tmp_path / "report" / "review_contamination.html").exists()  # no benchmark_items to show
+    assert "Not available: contamination_hits" in page and 'src="review_duplicates.html"' in page
 
 
 # ---- the sample corpus lakehouse -------------------------------------------------------------
