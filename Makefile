@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test bench bench-train delta-jars-offline clean-outputs wheel
+.PHONY: setup jars demo test bench bench-train bench-analyze delta-jars-offline clean-outputs wheel chromium
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -31,10 +31,17 @@ demo: setup jars
 	$(CLI) tables
 	$(CLI) review contamination
 	$(CLI) review duplicates
+	$(CLI) report
 	$(CLI) train --train-config tiny
 
-test: setup jars
+test: setup jars chromium
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Headless Chromium for the report's browser test (Debian's package; playwright drives it).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
 bench: setup jars
 	$(PY) bench/clean_throughput.py
@@ -45,6 +52,9 @@ wheel: | $(UV)
 
 bench-train: setup
 	$(PY) bench/train_throughput.py
+
+bench-analyze: setup jars
+	$(PY) bench/analyze_scaling.py
 
 # Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
 delta-jars-offline:

@@ -169,7 +169,7 @@ def export(ctx: typer.Context) -> None:
 
 @app.command()
 def analyze(ctx: typer.Context) -> None:
-    """Analytics tables over silver_samples (GUI action distribution per subset)."""
+    """Analytics tables: subset_stats, diversity_metrics, action_stats (GUI action distribution)."""
     _run_stages(_options(ctx), ("analyze",), "analyze")
 
 
@@ -291,6 +291,55 @@ def review(
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(f"{what} review: {path}")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option(help="folder to write (index.html + review pages)")] = None,
+) -> None:
+    """Static HTML report: headline numbers, categories, per-subset table, contamination, duplicates,
+    ratings, diversity and lineage (run `finevision analyze` first)."""
+    from etl.report import write_report
+    from etl.session import build_session
+
+    options = _options(ctx)
+    spark = build_session(options.profile)
+    try:
+        path = write_report(spark, options.config, out or Path("reports") / "report")
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"report: {path.resolve()}")
+
+
+@app.command()
+def views(
+    ctx: typer.Context,
+    query: Annotated[Optional[str], typer.Option(help="a SQL query to run over the views, printed as a table")] = None,
+    rows: Annotated[int, typer.Option(help="most rows printed for --query")] = 50,
+) -> None:
+    """Register the analytics SQL views (v_subset_stats, v_contamination_by_benchmark, ...)."""
+    from etl.session import build_session
+    from etl.views import VIEWS, register_views
+
+    options = _options(ctx)
+    spark = build_session(options.profile)
+    registered, skipped = register_views(spark, options.config)
+    about = {v.name: v.about for v in VIEWS}
+    kind = "views" if options.config.catalog else "temporary views (this session)"
+    typer.echo(f"registered {len(registered)} {kind}:")
+    for name in registered:
+        typer.echo(f"  {name:<30} {about[name]}")
+    for name, why in skipped.items():
+        typer.echo(f"  {name:<30} skipped: {why}")
+    if query:
+        from pyspark.errors import PySparkException
+
+        try:
+            frame = spark.sql(query)
+            typer.echo(frame._show_string(rows, truncate=40))
+        except PySparkException as exc:
+            _fail(f"--query: {str(exc).splitlines()[0]}")
 
 
 @app.command("tables")

@@ -20,6 +20,8 @@ TABLES = (
     "action_stats",
     "turn_ratings",
     "rating_distribution",
+    "subset_stats",
+    "diversity_metrics",
     "removed_samples",
     "gold_samples",
     "pipeline_runs",

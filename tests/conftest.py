@@ -32,31 +32,6 @@ def spark():
     session.stop()
 
 
-CORPUS_SOURCES = [
-    "easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile",
-]
-
-
-@pytest.fixture(scope="session")
-def corpus_run(spark, tmp_path_factory):
-    """The embedded sample corpus through every pipeline stage, once per session: (run, manifest)."""
-    from etl.jobs import STAGES
-    from etl.runs import PipelineRun
-    from etl.samples.build import build_samples
-
-    root = tmp_path_factory.mktemp("corpus")
-    build_samples(root / "data" / "samples")
-    config = load_config(overrides=[
-        f"lakehouse={root / 'lake'}", "mlflow.enabled=false", f"data_root={root / 'data'}",
-        f"sources={json.dumps(CORPUS_SOURCES)}",
-    ])
-    run = PipelineRun(spark, config, "corpus-test")
-    for stage in STAGES:
-        stage.runner()(run)
-    manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
-    return run, manifest
-
-
 @pytest.fixture
 def make_config(tmp_path):
     """A PipelineConfig whose lakehouse, MLflow store and data root live in tmp_path."""
@@ -137,3 +112,41 @@ def dirty_corpus(tmp_path):
     for spec in specs:
         (sources / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
     return {"sources": sources, "data": data}
+
+
+SAMPLE_CORPUS_SOURCES = [
+    "easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile",
+]
+
+
+@pytest.fixture(scope="session")
+def sample_lakehouse(spark, tmp_path_factory):
+    """The sample corpus through every pipeline stage, once per session: (run, manifest, root).
+
+    Shared by the end-to-end pipeline test, the analytics, report and notebook tests, so the
+    multi-minute pipeline runs once. MLflow records to a SQLite store under root."""
+    from etl.jobs import STAGES
+    from etl.runs import PipelineRun
+    from etl.samples.build import build_samples
+
+    root = tmp_path_factory.mktemp("corpus")
+    build_samples(root / "data" / "samples")
+    config = load_config(overrides=[
+        f"lakehouse={root / 'lake'}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"data_root={root / 'data'}",
+        f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
+    ])
+    run = PipelineRun(spark, config, "corpus-test")
+    try:
+        for stage in STAGES:
+            stage.runner()(run)
+    finally:
+        run.close()
+    manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
+    return run, manifest, root
+
+
+@pytest.fixture(scope="session")
+def corpus_run(sample_lakehouse):
+    """(run, manifest) of the session's sample lakehouse."""
+    run, manifest, _ = sample_lakehouse
+    return run, manifest

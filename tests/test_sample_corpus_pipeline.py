@@ -3,13 +3,12 @@ against the corpus manifest's ground truth (written by the builder, not by the s
 
 from __future__ import annotations
 
-
 import pytest
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.jobs import STAGES
-from tests.conftest import CORPUS_SOURCES as SOURCES
+from tests.conftest import SAMPLE_CORPUS_SOURCES as SOURCES
 
 # corpus_run (tests/conftest.py): the sample corpus through every stage once per session.
 

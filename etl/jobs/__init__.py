@@ -40,6 +40,11 @@ STAGES = (
         ("gold_samples",),
         "export",
     ),
-    StageJob("analyze", ("silver_samples",), ("action_stats",), "analyze"),
+    StageJob(
+        "analyze",
+        ("silver_samples", "image_embeddings", "contamination_hits", "near_duplicate_clusters", "turn_ratings"),
+        ("action_stats", "subset_stats", "diversity_metrics"),
+        "analyze",
+    ),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}

@@ -1,22 +1,70 @@
-"""`finevision analyze`: analytics tables over silver_samples (now: GUI action distribution)."""
+"""`finevision analyze`: analytics tables over the curated corpus.
+
+- `action_stats`: the GUI action distribution per subset;
+- `subset_stats`: FineVision's per-subset table, per subset, per category and in total;
+- `diversity_metrics`: effective rank, participation ratio and diversity of the SSCD embeddings.
+
+silver_samples is required; image_embeddings, contamination_hits, near_duplicate_clusters and
+turn_ratings are read when they exist (pinned, recorded) and otherwise leave their figures null.
+"""
 
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.runs import PipelineRun
+from etl.jobs.clean import rules_from
+from etl.jobs.embed import embedder_spec
+from etl.runs import PipelineRun, StageReport
+from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
+from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
 from etl.stages.gui_stats import ACTION_STATS, action_distribution
+from udfs.sscd import model_id
+
+OPTIONAL_INPUTS = ("image_embeddings", "contamination_hits", "near_duplicate_clusters", "turn_ratings")
+
+
+def optional_input(run: PipelineRun, report: StageReport, name: str):
+    """The table pinned to its current version (recorded), or None when it was never written."""
+    if not tables.exists(run.spark, run.table(name)):
+        return None
+    return run.read_input(report, name)
 
 
 def run(run: PipelineRun) -> None:
+    spark = run.spark
     with run.stage("analyze") as report:
-        silver = run.read_input(report, "silver_samples")
-        stats = action_distribution(silver).persist()
-        rows = stats.agg(F.count("*").alias("n"), F.countDistinct("subset").alias("subsets")).first()
-        report.rows_in = report.rows_out = rows["n"]
-        report.counters = {"gui_subsets": rows["subsets"]}
+        silver = slim_samples(run.read_input(report, "silver_samples")).persist(StorageLevel.MEMORY_AND_DISK)
+        extra = {name: optional_input(run, report, name) for name in OPTIONAL_INPUTS}
+        commit = run.commit("analyze")
+
+        actions = action_distribution(silver).persist()
+        gui = actions.agg(F.count("*").alias("n"), F.countDistinct("subset").alias("subsets")).first()
         report.output_versions["action_stats"] = tables.overwrite(
-            run.spark, run.table("action_stats"), stats, run.commit("analyze"), ACTION_STATS
+            spark, run.table("action_stats"), actions, commit, ACTION_STATS
+        )
+        actions.unpersist()
+
+        stats = subset_stats(
+            silver, rules_from(run.config).tokenizer_json,
+            hits=extra["contamination_hits"], clusters=extra["near_duplicate_clusters"], ratings=extra["turn_ratings"],
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        total = stats.filter("level = 'total'").first()
+        report.output_versions["subset_stats"] = tables.overwrite(
+            spark, run.table("subset_stats"), stats, commit, SUBSET_STATS
         )
         stats.unpersist()
+
+        counters = {"gui_subsets": gui["subsets"], "action_rows": gui["n"], "turns": total["turns"] if total else 0}
+        if extra["image_embeddings"] is not None:
+            model = model_id(embedder_spec(run))
+            embeddings = extra["image_embeddings"].filter(F.col("model_id") == model)
+            metrics = diversity_metrics(spark, grouped_embeddings(silver, embeddings), model)
+            report.output_versions["diversity_metrics"] = tables.overwrite(
+                spark, run.table("diversity_metrics"), metrics, commit, DIVERSITY_METRICS
+            )
+            counters["diversity_groups"] = metrics.count()
+        report.rows_in = report.rows_out = total["samples"] if total else 0
+        report.counters = counters
+        silver.unpersist()
