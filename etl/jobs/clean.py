@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
-from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
@@ -39,7 +42,7 @@ def run(run: PipelineRun) -> None:
             todo = todo.join(done, "sample_id", "left_anti")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.clean.arrow_batch_rows))
         rules = rules_from(config)
-        _ship_to_executors(spark, rules.tokenizer_json)
+        rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
         cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
@@ -76,10 +79,15 @@ def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):
         yield tables.read(spark, quarantine_ref).filter("stage = 'clean'").select("sample_id")
 
 
-def _ship_to_executors(spark, path: str) -> None:
-    """Executors on other nodes get a copy of the driver's file (`udfs.tokens.tokenizer_file`)."""
-    try:
-        spark.sparkContext.addFile(path)
-    except Py4JJavaError as exc:  # a file of the same name from another path was shipped before
-        log.warning("not shipping %s to executors (%s); they must be able to read the path itself",
-                    path, str(exc.java_exception).splitlines()[0])
+def ship_to_executors(spark, path: str) -> str:
+    """Ship the driver's file to every executor (`SparkContext.addFile`) under a name made from its
+    content, and return the driver-side path of that name: executors that cannot read the path open
+    the shipped copy by its name (`udfs.tokens.tokenizer_file`). Content-addressed names never
+    collide, since Spark refuses a second file of the same name with other content."""
+    source = Path(path)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    named = source.with_name(f"{source.stem}-{digest}{source.suffix}")
+    if not named.exists():
+        shutil.copyfile(source, named)
+    spark.sparkContext.addFile(str(named))
+    return str(named)

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.config import ConfigError, JudgeConfig, PipelineConfig, _absolute
+from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
 from etl.resources import profile_task_cpus, stage_resource_profile
 from etl.runs import PipelineRun
 from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS
@@ -58,7 +58,8 @@ def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
 def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
     settings = config.rate
     try:
-        prompts = load_prompts(_absolute(settings.prompts_dir), settings.axes)
+        folder = CONF_DIR / "prompts" / "judge" if settings.prompts_dir is None else _absolute(settings.prompts_dir)
+        prompts = load_prompts(folder, settings.axes)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"rate.prompts_dir: {exc}") from None
     specs: dict[str, JudgeSpec] = {}
