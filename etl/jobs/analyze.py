@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.jobs.clean import rules_from
+from etl.jobs.clean import rules_from, ship_to_executors
 from etl.jobs.embed import embedder_spec
 from etl.runs import PipelineRun, StageReport
 from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
@@ -47,7 +47,7 @@ def run(run: PipelineRun) -> None:
         actions.unpersist()
 
         stats = subset_stats(
-            silver, rules_from(run.config).tokenizer_json,
+            silver, ship_to_executors(spark, rules_from(run.config).tokenizer_json),  # nodes without the driver's disk
             hits=extra["contamination_hits"], clusters=extra["near_duplicate_clusters"], ratings=extra["turn_ratings"],
         ).persist(StorageLevel.MEMORY_AND_DISK)
         total = stats.filter("level = 'total'").first()
