@@ -145,11 +145,14 @@ def merge_insert(
     commit: Commit,
     schema: StructType,
     constraints: dict[str, str] | None = None,
+    replace_when: str | None = None,
 ) -> int:
     """Insert rows whose key is not in the table yet (insert-only MERGE); returns the new version.
 
     Rows are deduplicated on the key first, so re-running a stage after a crash converges to
-    the same table with no duplicates.
+    the same table with no duplicates. With `replace_when` (an SQL predicate on `t.`, the table
+    row, and `s.`, the new row) a matched row is replaced where it holds, e.g. a failed rating
+    that a retry now fills.
     """
     for key in keys:
         if key not in rows.columns:
@@ -157,14 +160,11 @@ def merge_insert(
     ensure_table(spark, ref, schema, constraints)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
+    merge = _delta(spark, ref).alias("t").merge(source.alias("s"), condition)
+    if replace_when:
+        merge = merge.whenMatchedUpdateAll(condition=replace_when)
     with _commit_metadata(spark, commit):
-        (
-            _delta(spark, ref)
-            .alias("t")
-            .merge(source.alias("s"), condition)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        merge.whenNotMatchedInsertAll().execute()
     return current_version(spark, ref)
 
 
@@ -182,34 +182,4 @@ def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commi
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
     writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
     writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
-    return current_version(spark, ref)
-
-
-def merge_upsert(
-    spark: SparkSession,
-    ref: TableRef,
-    rows: DataFrame,
-    keys: list[str],
-    commit: Commit,
-    schema: StructType,
-    replace_when: str,
-    constraints: dict[str, str] | None = None,
-) -> int:
-    """Insert new keys; replace a matched row only where the SQL predicate `replace_when` holds
-    (on `t.` the table row, `s.` the new row), e.g. a failed rating that a retry now fills."""
-    for key in keys:
-        if key not in rows.columns:
-            raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
-    ensure_table(spark, ref, schema, constraints)
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
-    with _commit_metadata(spark, commit):
-        (
-            _delta(spark, ref)
-            .alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdateAll(condition=replace_when)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
     return current_version(spark, ref)

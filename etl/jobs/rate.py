@@ -129,9 +129,9 @@ def _rate_chunk(run: PipelineRun, report, rated) -> None:
                 report.rows_out += row["n"]
             else:
                 report.counters[f"null.{row['kind']}"] = report.counters.get(f"null.{row['kind']}", 0) + row["n"]
-        report.output_versions["turn_ratings"] = tables.merge_upsert(
+        report.output_versions["turn_ratings"] = tables.merge_insert(
             run.spark, run.table("turn_ratings"), rated, stage.RATING_KEYS, run.commit("rate"), TURN_RATINGS,
-            REPLACE_FAILED, RATING_CONSTRAINTS,
+            RATING_CONSTRAINTS, replace_when=REPLACE_FAILED,
         )
     finally:
         rated.unpersist()
