@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test bench bench-train bench-analyze delta-jars-offline clean-outputs wheel chromium
+.PHONY: setup jars demo test test-fast test-spark lint format bench bench-train bench-analyze delta-jars-offline clean-outputs wheel chromium
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -34,8 +34,29 @@ demo: setup jars
 	$(CLI) report
 	$(CLI) train --train-config tiny
 
+# Test tiers (markers come from the fixtures a test uses, see tests/conftest.py):
+#   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)
+#   test-spark  adds the Spark unit tests (one local[2] session)
+#   test        everything, as CI runs it: + the sample pipeline, Chromium, the standalone cluster
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+test-fast: setup
+	$(PYTEST) -m "not spark and not pipeline and not browser and not cluster and not slow"
+
+test-spark: setup jars
+	$(PYTEST) -m "not pipeline and not browser and not cluster and not slow"
+
 test: setup jars chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST) --durations=15
+
+# ruff (format and lint) and mypy, configured in pyproject.toml; `make format` applies the fixes.
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 # Headless Chromium for the report's browser test (Debian's package; playwright drives it).
 chromium:

@@ -10,7 +10,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -181,9 +182,7 @@ class JudgeConfig(Strict):
 
 
 class RateConfig(Strict):
-    axes: list[Axis] = Field(
-        default_factory=lambda: ["formatting", "relevance", "visual_dependency", "image_correspondence"]
-    )
+    axes: list[Axis] = Field(default_factory=lambda: list(get_args(Axis)))
     text_judge: str | None = Field("smollm2_135m", description="judge of the text axes (a key of judges)")
     image_judge: str | None = Field(None, description="judge of image_correspondence; null = scores stay null")
     judges: dict[str, JudgeConfig] = Field(default_factory=lambda: {"smollm2_135m": JudgeConfig(
@@ -307,7 +306,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] = (), lakehouse: str | None = None
+    path: str | Path | None = None, overrides: Sequence[str] = (), lakehouse: str | None = None
 ) -> PipelineConfig:
     config_path = Path(path) if path else DEFAULT_CONFIG
     data = _read_yaml(config_path)

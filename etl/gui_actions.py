@@ -300,7 +300,9 @@ class Frame:
         """One coordinate as a fraction of the screen along `axis` ('x' or 'y')."""
         number = _finite(value, what)
         if self.units == "pixels":
-            number /= self.width if axis == "x" else self.height
+            size = self.width if axis == "x" else self.height
+            assert size is not None  # checked positive in __post_init__ for pixel units
+            number /= size
         elif self.units == "grid1000":
             number /= 1000.0
         if not 0.0 <= number <= 1.0:
@@ -343,7 +345,7 @@ def _literal(node: ast.AST, depth: int = 0) -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = node.operand
-        if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+        if isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float)) and type(operand.value) is not bool:
             return -operand.value if isinstance(node.op, ast.USub) else operand.value
     if isinstance(node, (ast.List, ast.Tuple)) and depth < 2:
         return [_literal(element, depth + 1) for element in node.elts]
@@ -462,9 +464,8 @@ def _button(value: Any, call: str) -> str:
 
 def _pg_click(s: _Step, x=None, y=None, clicks=1, interval=None, button="left", duration=None, tween=None, logScreenshot=None, _pause=None):
     point = s.at(x, y, "click")
-    kind = {("left", 1): "click", ("left", 2): "double_click", ("right", 1): "right_click"}.get(
-        (_button(button, "click"), clicks) if type(clicks) is int else None
-    )
+    kinds = {("left", 1): "click", ("left", 2): "double_click", ("right", 1): "right_click"}
+    kind = kinds.get((_button(button, "click"), clicks)) if type(clicks) is int else None
     if kind is None:
         raise ActionError("unsupported_action", f"click with button={button!r}, clicks={clicks!r}")
     return [_xy(kind, point)]
@@ -489,9 +490,8 @@ def _pg_write(s: _Step, message, interval=None, logScreenshot=None, _pause=None)
 
 
 def _pg_hotkey(s: _Step, *keys, interval=None, logScreenshot=None, _pause=None):
-    if len(keys) == 1 and isinstance(keys[0], list):
-        keys = keys[0]
-    return [Action.of("press", keys=list(keys))]
+    names = keys[0] if len(keys) == 1 and isinstance(keys[0], list) else keys
+    return [Action.of("press", keys=list(names))]
 
 
 def _pg_press(s: _Step, keys, presses=1, interval=None, logScreenshot=None, _pause=None):
@@ -811,6 +811,7 @@ def _calls_to_actions(text: str, dialect: str, frame: Frame) -> list[Action]:
     step = _Step(frame)
     actions: list[Action] = []
     for call in parse_calls(text):
+        prefixes: tuple[str | None, ...]
         if dialect == "pyautogui":
             table, prefixes = PYAUTOGUI_CALLS, (None, "pyautogui", "computer")
         elif call.prefix == "pyautogui":  # AGUVIS mobile mixes pyautogui.click/write in

@@ -84,14 +84,17 @@ class _ShardWriter:
         self.shard_rows = shard_rows
         self.task = uuid.uuid4().hex  # unique per attempt: a retried task never overwrites a finished one
         self.written: list[dict] = []
-        self.writer, self.subset, self.rows, self.path = None, None, 0, None
+        self.writer: pq.ParquetWriter | None = None
+        self.subset: str | None = None
+        self.path: str | None = None
+        self.rows = 0
 
-    def _open(self, subset: str) -> None:
+    def _open(self, subset: str) -> pq.ParquetWriter:
         self.close()
         self.subset, self.rows = subset, 0
         self.fs.create_dir(f"{self.root}/{subset}", recursive=True)
         self.path = f"{self.root}/{subset}/{self.task}-{len(self.written):05d}.parquet"
-        self.writer = pq.ParquetWriter(self.path, SHARD_SCHEMA, filesystem=self.fs)
+        return pq.ParquetWriter(self.path, SHARD_SCHEMA, filesystem=self.fs)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -106,7 +109,7 @@ class _ShardWriter:
         while start < len(subsets):
             subset = subsets[start]
             if self.writer is None or subset != self.subset or self.rows >= self.shard_rows:
-                self._open(subset)
+                self.writer = self._open(subset)
             end, limit = start, start + self.shard_rows - self.rows
             while end < len(subsets) and end < limit and subsets[end] == subset:
                 end += 1

@@ -12,7 +12,9 @@ Charts are inline SVG; the folder has no scripts and no external links.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -152,11 +154,12 @@ def _categories(data: ReportData) -> str:
     return '<h2 id="categories">Category shares</h2>' + bar_chart(rows, series)
 
 
-_SUBSET_COLUMNS = [
+# (header, column, css class, formatter); the longest-side column is built from three columns
+_SUBSET_COLUMNS: list[tuple[str, str | None, str, Callable[[Any], str]]] = [
     ("subset", "name", "l", _e), ("category", "category", "l", _e), ("samples", "samples", "", _int),
     ("images", "images", "", _int), ("turns", "turns", "", _int), ("question tokens", "question_tokens", "", _int),
     ("answer tokens", "answer_tokens", "", _int), ("% samples", "sample_share", "", _pct),
-    ("images / sample", "images_per_sample", "", _num), ("longest side p10 / p50 / p90", None, "", None),
+    ("images / sample", "images_per_sample", "", _num), ("longest side p10 / p50 / p90", None, "", _e),
     ("exact dup.", "exact_duplicate_share", "", _pct), ("near dup.", "near_duplicate_share", "", _pct),
     ("contam. samples", "contaminated_sample_rate", "", lambda v: _pct(v, 2)),
     ("contam. images", "contaminated_image_rate", "", lambda v: _pct(v, 2)),
@@ -317,11 +320,12 @@ def write_report(spark: SparkSession, config: PipelineConfig, out_dir: Path) -> 
     """Write out_dir/index.html (and the two review pages it embeds); returns the index path."""
     data = collect_report_data(spark, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for section, needs, file, writer in [
+    reviews: list[tuple[str, tuple[str, ...], str, Callable[..., Any]]] = [
         ("contamination", ("contamination_hits", "silver_samples", "benchmark_items"), CONTAMINATION_FRAME,
          write_contamination_review),
         ("duplicates", ("near_duplicate_clusters", "silver_samples"), DUPLICATES_FRAME, write_duplicate_review),
-    ]:
+    ]
+    for section, needs, file, writer in reviews:
         if all(tables.exists(spark, tables.TableRef.of(config, table)) for table in needs):
             writer(spark, config, out_dir / file, REVIEW_LIMIT)
             data.frames[section] = file

@@ -83,10 +83,10 @@ def stage_requests(wanted: StageResources, master: str, executor_gpus: float, dy
         return None
     # GPUs exist if the application's executors have them, or if the stage starts GPU executors.
     has_gpus = executor_gpus > 0 or bool(dynamic and wanted.executor_gpus)
-    task = {"cpus": wanted.task_cpus or default_task_cpus}
+    task: dict[str, float] = {"cpus": wanted.task_cpus or default_task_cpus}
     if wanted.task_gpus and has_gpus:
         task["gpu"] = wanted.task_gpus
-    executor = {}
+    executor: dict[str, float] = {}
     if dynamic:  # without dynamic allocation Spark reuses the default executors (task requests only)
         executor = {k: v for k, v in (("cores", wanted.executor_cores), ("gpu", wanted.executor_gpus)) if v}
     return Requests(task, executor)
@@ -100,8 +100,9 @@ def stage_resource_profile(spark: SparkSession, stage: str):
     wanted = stage_resources(spark, stage)
     conf = spark.sparkContext.getConf()
     requests = stage_requests(
-        wanted, spark.sparkContext.master, executor_gpus(spark),
-        conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true", int(conf.get("spark.task.cpus", "1")),
+        wanted, spark.sparkContext.master or "", executor_gpus(spark),
+        (conf.get("spark.dynamicAllocation.enabled") or "false").lower() == "true",
+        int(conf.get("spark.task.cpus") or "1"),
     )
     if requests is None:
         if not wanted.is_empty():

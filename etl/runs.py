@@ -35,6 +35,11 @@ class StageReport:
     dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
     counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
 
+    @property
+    def seconds(self) -> float:
+        """Run time so far, or in all once the stage has ended."""
+        return ((self.ended_at or datetime.now(timezone.utc)) - self.started_at).total_seconds()
+
 
 class CounterParam(AccumulatorParam):
     """A Spark accumulator of {name: count} dicts, for counters kept on executors."""
@@ -107,9 +112,8 @@ class PipelineRun:
                 if report.status == "succeeded":
                     raise
                 log.exception("[%s] could not record the failed stage in pipeline_runs/MLflow", name)
-            seconds = (report.ended_at - report.started_at).total_seconds()
             log.info(
-                "[%s] %s in %.1fs: %d in, %d out, dropped %s", name, report.status, seconds,
+                "[%s] %s in %.1fs: %d in, %d out, dropped %s", name, report.status, report.seconds,
                 report.rows_in, report.rows_out, report.dropped or "{}",
             )
 
@@ -136,10 +140,10 @@ class PipelineRun:
             import mlflow
 
             prefix = report.stage
-            metrics = {f"{prefix}.rows_in": report.rows_in, f"{prefix}.rows_out": report.rows_out}
+            metrics: dict[str, float] = {f"{prefix}.rows_in": report.rows_in, f"{prefix}.rows_out": report.rows_out}
             metrics.update({f"{prefix}.dropped.{reason}": n for reason, n in report.dropped.items()})
             metrics.update({f"{prefix}.{name}": n for name, n in report.counters.items()})
-            metrics[f"{prefix}.seconds"] = (report.ended_at - report.started_at).total_seconds()
+            metrics[f"{prefix}.seconds"] = report.seconds
             mlflow.log_metrics(metrics)
             mlflow.log_params(
                 {f"{prefix}.input.{t}": v for t, v in report.input_versions.items()}

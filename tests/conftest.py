@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import struct
-import zlib
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,21 @@ from PIL import Image
 from etl.config import load_config
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+# Test tiers (see README, "Tests"): a test's marks follow from the fixtures it uses, directly or
+# through other fixtures, so a new test lands in the right tier without anyone remembering to mark it.
+TIER_OF_FIXTURE = {
+    "spark": "spark",
+    "sample_lakehouse": "pipeline",
+    "chromium": "browser",
+    "cluster": "cluster",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & TIER_OF_FIXTURE.keys():
+            item.add_marker(TIER_OF_FIXTURE[fixture])
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +46,24 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium through playwright. Without CI a missing browser skips with the reason;
+    under CI (where `make test` installs it) it fails."""
+    path = shutil.which("chromium")
+    if not path:
+        reason = "chromium is not installed: `make chromium` installs Debian's package"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

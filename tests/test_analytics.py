@@ -7,7 +7,6 @@ tests/conftest.py) checks the report, the views and the notebooks end to end."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -146,18 +145,6 @@ def test_views_agree_with_the_tables(spark, sample_lakehouse):
     assert spark.sql("SELECT coalesce(sum(turns), 0) FROM v_rating_distribution").first()[0] == ratings.count()
     total = spark.sql("SELECT * FROM v_diversity WHERE level = 'total'").first()
     assert 1 < total["effective_rank"] < 512 and 0 < total["diversity_score"] < 1
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium")
-    assert path, "chromium is not installed: `make test` installs Debian's chromium package (make chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_report_as_a_person_sees_it(spark, sample_lakehouse, chromium, tmp_path):

@@ -68,7 +68,7 @@ def decode_and_resize_on_device(
     cpu_rows = sorted(set(range(len(blobs))) - set(jpeg_rows))
 
     if jpeg_rows:
-        encoded = [torch.frombuffer(bytearray(blobs[row]), dtype=torch.uint8) for row in jpeg_rows]
+        encoded = [torch.frombuffer(bytearray(blobs[row] or b""), dtype=torch.uint8) for row in jpeg_rows]
         try:
             decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad image fails the batched call: retry one by one

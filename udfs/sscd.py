@@ -215,9 +215,10 @@ def decode_image(data: bytes | None, size: int) -> np.ndarray | None:
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_DECODE_PIXELS:  # read from the header
                 return None
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")
-            rgb = image.convert("RGB").resize((size, size), RESIZE_FILTER)
+            opened: Image.Image = image
+            if opened.mode == "P" and "transparency" in opened.info:
+                opened = opened.convert("RGBA")
+            rgb = opened.convert("RGB").resize((size, size), RESIZE_FILTER)
             return np.asarray(rgb, dtype=np.uint8)
     except Exception:  # noqa: BLE001 - any undecodable input becomes a failed row
         return None
@@ -246,9 +247,9 @@ def decode_and_resize(blobs: Sequence[bytes | None], size: int, workers: int = 1
 
 def imagenet_normalize_nchw(images: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW, scaled to [0, 1] and ImageNet mean/std normalised."""
-    x = _check_images(images).astype(np.float32) / 255.0
-    x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    scaled = _check_images(images).astype(np.float32) / 255.0
+    normalised = (scaled - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -458,6 +459,7 @@ def embed_bytes(spec: EmbedderSpec, blobs: Sequence[bytes | None]) -> np.ndarray
     embedder = get_embedder(spec)
     step = spec.micro_batch
     if spec.decode_on_device:
+        assert isinstance(embedder, TorchScriptEmbedder)  # EmbedderSpec allows device decode for TorchScript only
         return _embed_bytes_on_device(embedder, blobs, spec.image_size, step, out)
     for start in range(0, len(blobs), step):
         decoded = decode_and_resize(blobs[start : start + step], spec.image_size, spec.decode_workers)

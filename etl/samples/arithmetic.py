@@ -118,14 +118,15 @@ def build(corpus: Corpus) -> None:
     lines = []
     for row, record in enumerate(records):
         key = f"arith-{row:05d}"
+        ref_key: str | None = key  # the key the ingest stage will find (none in a line that does not parse)
         if record["form"] == "raw":
             lines.append(record["line"])
-            key = None if record["broken"] == "invalid_json" else "arith-broken-001"
+            ref_key = None if record["broken"] == "invalid_json" else "arith-broken-001"
         elif record["form"] == "sharegpt":
             lines.append(json_line(as_sharegpt(key, record["turns"])))
         else:
             lines.append(json_line(as_messages(key, record["turns"], record["system"])))
-        where = ref(corpus, "arithmetic", "arithmetic/dialogues.jsonl", row=row, key=key)
+        where = ref(corpus, "arithmetic", "arithmetic/dialogues.jsonl", row=row, key=ref_key)
         if "long_turn" in record:
             words = len(record["turns"][record["long_turn"]][0].split())
             corpus.dropped_turns.append({"reason": "too_many_tokens", **where, "turn_index": record["long_turn"],

@@ -37,10 +37,7 @@ import yaml
 from etl.samples import arithmetic, charts, counting, documents, easyvqa, photos
 from etl.samples.corpus import IMAGE_EXTENSIONS, TEST_MAX_IMAGE_BYTES, Corpus
 
-try:  # the GUI subset lives in its own module; the corpus builds without it
-    from etl.samples.gui import write_gui_subset
-except ImportError:  # pragma: no cover
-    write_gui_subset = None
+from etl.samples.gui import write_gui_subset
 
 MANIFEST = "manifest.json"
 GUI_TRAJECTORIES = 12  # per unit of scale
@@ -78,12 +75,10 @@ def build_samples(out_dir: Path, scale: int = 1, seed: int = 0, sources_dir: Pat
     for module in MODULES:
         module.build(corpus)
         specs += [(f"etl/samples/{module.__name__.rsplit('.', 1)[1]}.py", spec) for spec in module.specs(corpus.prefix)]
-    if write_gui_subset is not None:
-        gui_specs = write_gui_subset(building / "gui", n_trajectories=GUI_TRAJECTORIES * scale, seed=seed,
-                                     location_prefix=corpus.loc("gui"))
-        specs += [("etl/samples/gui.py", spec) for spec in gui_specs]
-        _record_gui(corpus, gui_specs)
-    # else: no GUI subset (etl/samples/gui.py absent)
+    gui_specs = write_gui_subset(building / "gui", n_trajectories=GUI_TRAJECTORIES * scale, seed=seed,
+                                 location_prefix=corpus.loc("gui"))
+    specs += [("etl/samples/gui.py", spec) for spec in gui_specs]
+    _record_gui(corpus, gui_specs)
 
     manifest = _manifest(corpus, building)
     (building / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")

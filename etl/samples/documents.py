@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skimage
+import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
 from etl.samples.corpus import Corpus, jpeg_bytes, png_bytes, ref, truncated
@@ -98,7 +98,7 @@ def render(rng: np.random.Generator, text: str) -> Image.Image:
     lines = text.split("\n")
     spacing = size // 2
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width = max(probe.textbbox((0, 0), line, font=font)[2] for line in lines)
+    width = int(max(probe.textbbox((0, 0), line, font=font)[2] for line in lines))
     margin = int(rng.integers(16, 40))
     image = Image.new("RGB", (width + 2 * margin, len(lines) * (size + spacing) + 2 * margin), BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))])
     draw = ImageDraw.Draw(image)
@@ -119,7 +119,7 @@ def build(corpus: Corpus) -> None:
             docs.append({"text": text, "bytes": jpeg_bytes(image, 88), "ext": "jpg"})
         else:
             docs.append({"text": text, "bytes": png_bytes(image), "ext": "png"})
-    page = Path(skimage.data_dir, "page.png").read_bytes()
+    page = Path(skimage.data.data_dir, "page.png").read_bytes()
     docs.insert(int(rng.integers(len(docs) + 1)), {"text": PAGE_TEXT, "bytes": page, "ext": "png"})
     text = make_text(rng)
     corrupt = truncated(jpeg_bytes(render(rng, text), 88))

@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import skimage
+import skimage.data
 from PIL import Image
 
 from etl.samples.corpus import Corpus, insert_at_random, jpeg_bytes, open_image, ref, transform_copy
 
-DATA = Path(skimage.data_dir)
+DATA = Path(skimage.data.data_dir)
 PANORAMA_SIZE = (3000, 1200)
 
 # file in skimage's data folder -> (caption, optional follow-up question and answer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -123,10 +123,11 @@ def grouped_embeddings(samples: DataFrame, embeddings: DataFrame) -> DataFrame:
     return keyed.join(embeddings.select("image_id", "embedding"), "image_id")
 
 
-def _partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _partial_sums(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     acc: dict[tuple[str, str], list] = {}
     for batch in batches:
-        for (level, name), group in batch.groupby(["level", "name"], sort=False):
+        for key, group in batch.groupby(["level", "name"], sort=False):
+            level, name = str(key[0]), str(key[1])
             x = np.stack(group["embedding"].to_numpy()).astype(np.float64)
             entry = acc.setdefault((level, name), [0, np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))])
             entry[0] += len(x)
@@ -140,8 +141,8 @@ def _partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def _add_partials(key: tuple, parts: pd.DataFrame) -> pd.DataFrame:
     d = int(parts["dimension"].iloc[0])
-    s = sum(np.frombuffer(b, dtype=np.float64) for b in parts["vector_sum"])
-    o = sum(np.frombuffer(b, dtype=np.float64) for b in parts["outer_sum"])
+    s = np.sum([np.frombuffer(b, dtype=np.float64) for b in parts["vector_sum"]], axis=0)
+    o = np.sum([np.frombuffer(b, dtype=np.float64) for b in parts["outer_sum"]], axis=0)
     return pd.DataFrame([(key[0], key[1], int(parts["n"].sum()), d, s.tobytes(), o.reshape(-1).tobytes())],
                         columns=_PARTIAL.fieldNames())
 

@@ -28,7 +28,7 @@ ACTION_STATS = StructType(
 )
 
 
-@pandas_udf(MapType(StringType(), LongType()))
+@pandas_udf(MapType(StringType(), LongType()))  # type: ignore[call-overload]  # stubs omit MapType; Spark has it
 def _counts(assistant_texts: pd.Series) -> pd.Series:
     return assistant_texts.map(lambda texts: dict(action_counts([("", t) for t in json.loads(texts)])))
 
