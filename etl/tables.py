@@ -43,14 +43,21 @@ class TableRef:
         return cls(name=name, path=f"{root.rstrip('/')}/{name}")
 
     @property
+    def location(self) -> str:
+        """The storage path of a path-addressed table."""
+        if self.path is None:
+            raise ValueError(f"table {self.name} is the catalog table {self.qualified_name}, not a path")
+        return self.path
+
+    @property
     def sql(self) -> str:
         """How SQL names this table: a catalog name, or delta.`path` (path is escaped)."""
         if self.qualified_name:
             return self.qualified_name
-        return "delta.`" + self.path.replace("`", "``") + "`"
+        return "delta.`" + self.location.replace("`", "``") + "`"
 
     def __str__(self) -> str:
-        return self.qualified_name or self.path
+        return self.qualified_name or self.location
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def git_revision() -> str:
 def _delta(spark: SparkSession, ref: TableRef):
     from delta.tables import DeltaTable
 
-    return DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.path)
+    return DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.location)
 
 
 def exists(spark: SparkSession, ref: TableRef) -> bool:
@@ -90,13 +97,20 @@ def exists(spark: SparkSession, ref: TableRef) -> bool:
 
     if ref.qualified_name:
         return spark.catalog.tableExists(ref.qualified_name)
-    return DeltaTable.isDeltaTable(spark, ref.path)
+    return DeltaTable.isDeltaTable(spark, ref.location)
 
 
 def current_version(spark: SparkSession, ref: TableRef) -> int | None:
     if not exists(spark, ref):
         return None
     return int(_delta(spark, ref).history(1).select("version").first()[0])
+
+
+def _written_version(spark: SparkSession, ref: TableRef) -> int:
+    version = current_version(spark, ref)
+    if version is None:
+        raise RuntimeError(f"table {ref} has no version after a write")
+    return version
 
 
 def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> DataFrame:
@@ -116,7 +130,7 @@ def ensure_table(
     from delta.tables import DeltaTable
 
     builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
-    builder = builder.tableName(ref.qualified_name) if ref.qualified_name else builder.location(ref.path)
+    builder = builder.tableName(ref.qualified_name) if ref.qualified_name else builder.location(ref.location)
     builder.execute()
     for name, expression in (constraints or {}).items():
         if not IDENTIFIER.match(name):
@@ -165,15 +179,15 @@ def merge_insert(
         merge = merge.whenMatchedUpdateAll(condition=replace_when)
     with _commit_metadata(spark, commit):
         merge.whenNotMatchedInsertAll().execute()
-    return current_version(spark, ref)
+    return _written_version(spark, ref)
 
 
 def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
     ensure_table(spark, ref, schema)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("append")
     writer = writer.option("userMetadata", commit.metadata())
-    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
-    return current_version(spark, ref)
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
+    return _written_version(spark, ref)
 
 
 def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
@@ -181,5 +195,5 @@ def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commi
     ensure_table(spark, ref, schema)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
     writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
-    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.path)
-    return current_version(spark, ref)
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
+    return _written_version(spark, ref)

@@ -26,6 +26,7 @@ TIER_OF_FIXTURE = {
     "sample_lakehouse": "pipeline",
     "chromium": "browser",
     "cluster": "cluster",
+    "sample_corpus": "slow",  # builds the sample corpus's files (no Spark)
 }
 
 
