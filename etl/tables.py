@@ -12,8 +12,13 @@ git revision) so `DESCRIBE HISTORY` says which run made each version.
 from __future__ import annotations
 
 import json
+import logging
+import random
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
@@ -21,6 +26,40 @@ from pyspark.sql.types import StructType
 from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+CONFLICT_RETRIES = 6
+# Delta's optimistic-concurrency failures: another writer committed first (by class, as delta-spark
+# names them on classic sessions, or by error class, as any client reports them).
+CONFLICT_NAMES = {
+    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+    "ProtocolChangedException", "DeltaConcurrentModificationException",
+}
+CONFLICT_ERROR_CLASSES = ("DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+log = logging.getLogger("finevision")
+T = TypeVar("T")
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    if type(error).__name__ in CONFLICT_NAMES:
+        return True
+    condition = getattr(error, "getCondition", lambda: None)() or ""
+    return condition.startswith(CONFLICT_ERROR_CLASSES)
+
+
+def retry_on_conflict(write: Callable[[], T], what: str) -> T:
+    """Run an idempotent Delta write, again after a growing random pause when another writer
+    committed first (e.g. decontaminate and dedup both merging into removed_samples at once)."""
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            return write()
+        except Exception as error:
+            if attempt == CONFLICT_RETRIES or not is_write_conflict(error):
+                raise
+            pause = random.uniform(0.5, 1.5) * 2**attempt
+            log.warning("%s: another writer committed first (%s); retrying in %.1fs", what, type(error).__name__, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -125,6 +164,10 @@ def ensure_table(
     spark: SparkSession, ref: TableRef, schema: StructType, constraints: dict[str, str] | None = None
 ) -> None:
     """Create the table with its schema (and CHECK constraints) if it does not exist yet."""
+    retry_on_conflict(lambda: _create_table(spark, ref, schema, constraints), f"create {ref}")
+
+
+def _create_table(spark: SparkSession, ref: TableRef, schema: StructType, constraints: dict[str, str] | None) -> None:
     if exists(spark, ref):
         return
     from delta.tables import DeltaTable
@@ -174,11 +217,15 @@ def merge_insert(
     ensure_table(spark, ref, schema, constraints)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
-    merge = _delta(spark, ref).alias("t").merge(source.alias("s"), condition)
-    if replace_when:
-        merge = merge.whenMatchedUpdateAll(condition=replace_when)
-    with _commit_metadata(spark, commit):
-        merge.whenNotMatchedInsertAll().execute()
+
+    def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
+        builder = _delta(spark, ref).alias("t").merge(source.alias("s"), condition)
+        if replace_when:
+            builder = builder.whenMatchedUpdateAll(condition=replace_when)
+        with _commit_metadata(spark, commit):
+            builder.whenNotMatchedInsertAll().execute()
+
+    retry_on_conflict(merge, f"merge into {ref}")
     return _written_version(spark, ref)
 
 
