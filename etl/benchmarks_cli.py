@@ -18,9 +18,13 @@ import typer
 from etl.benchmarks import BenchmarkCatalogue, BenchmarkUnit, catalogue_path, load_catalogue, unit_files, write_specs
 from etl.config import ConfigError
 
-benchmarks_app = typer.Typer(no_args_is_help=True, help="Benchmark catalogues: download units, write their source specs.")
+benchmarks_app = typer.Typer(
+    no_args_is_help=True, help="Benchmark catalogues: download units, write their source specs."
+)
 
-CatalogueOption = Annotated[str, typer.Option("--catalogue", help="conf/benchmarks/<name>.yaml or a catalogue YAML path")]
+CatalogueOption = Annotated[
+    str, typer.Option("--catalogue", help="conf/benchmarks/<name>.yaml or a catalogue YAML path")
+]
 UnitOption = Annotated[Optional[list[str]], typer.Option("--unit", help="only these units (repeatable)")]
 
 
@@ -39,7 +43,7 @@ def _units(catalogue: str, names: list[str] | None) -> tuple[BenchmarkCatalogue,
 
 def layout_help(units: list[BenchmarkUnit], root: str) -> str:
     """How to lay out the files by hand (a mirror, a volume): one line per unit."""
-    lines = [f"copy each unit's parquet files from its Hub dataset repo into {root}/<hub_id>/, keeping the repo's paths:"]
+    lines = [f"copy each unit's parquet files from its Hub dataset repo into {root}/<hub_id>/, keeping its paths:"]
     lines += [f"  {unit.name:<48} {root}/{unit.hub_id}/{unit.files_glob}" for unit in units]
     return "\n".join(lines)
 
@@ -69,8 +73,7 @@ def pull(
             cause = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
             typer.echo(f"error: the Hugging Face Hub cannot be reached ({cause}); "
                        f"{len(units) - len(missing)} of {len(units)} unit(s) are present under {root}", err=True)
-            if missing:
-                typer.echo(layout_help(missing, root), err=True)
+            typer.echo(layout_help(missing, root), err=True)
             raise typer.Exit(2)
         except (HfHubHTTPError, OSError) as exc:
             failed.append(f"{chosen.name} ({chosen.hub_id}): {str(exc).splitlines()[0]}")
@@ -89,7 +92,7 @@ def pull(
 @benchmarks_app.command("specs")
 def specs(
     catalogue: CatalogueOption,
-    location: Annotated[str, typer.Option(help="folder or URI holding the units in the Hub layout (need not exist yet)")],
+    location: Annotated[str, typer.Option(help="folder or URI of the units in the Hub layout (need not exist yet)")],
     out: Annotated[Path, typer.Option(help="folder to write one source spec per unit into")],
     unit: UnitOption = None,
 ) -> None:
@@ -115,7 +118,8 @@ def list_units(
     for chosen in units:
         hub = f"{chosen.hub_id}" + (f" [{chosen.config}]" if chosen.config else "") + f" {chosen.split}"
         image = f"{chosen.image_field}" + ("" if chosen.images == "single" else f" ({chosen.images})")
-        options = chosen.options_field if isinstance(chosen.options_field, str) else "/".join(chosen.options_field or [])
+        columns = chosen.options_field
+        options = columns if isinstance(columns, str) else "/".join(columns or [])
         answer = f"{chosen.answer_field}" + ("" if chosen.answer_format == "text" else f" ({chosen.answer_format})")
         line = f"{chosen.name:<48} {hub:<58} image={image} question={chosen.question_field}"
         line += f" options={options or None} answer={answer}"

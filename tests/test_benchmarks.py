@@ -127,7 +127,8 @@ def test_every_unit_converts_and_none_is_left_to_check(lmms_eval):
 
 def test_unit_location_follows_the_hub_layout(lmms_eval):
     assert unit_location(lmms_eval.unit("ai2d"), "/v/") == "/v/lmms-lab/ai2d/data/test-*.parquet"
-    assert unit_location(lmms_eval.unit("docvqa_docvqa"), "s3://b/x") == "s3://b/x/lmms-lab/DocVQA/DocVQA/test-*.parquet"
+    docvqa = unit_location(lmms_eval.unit("docvqa_docvqa"), "s3://b/x")
+    assert docvqa == "s3://b/x/lmms-lab/DocVQA/DocVQA/test-*.parquet"
     assert unit_location(lmms_eval.unit("mmstar"), "/v") == "/v/Lin-Chen/MMStar/mmstar.parquet"
 
 
@@ -254,3 +255,11 @@ def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
     assert "the Hugging Face Hub cannot be reached" in done.stderr and "0 of 2 unit(s) are present" in done.stderr
     assert f"{tmp_path}/b/lmms-lab/ai2d/data/test-*.parquet" in done.stderr
     assert f"{tmp_path}/b/Lin-Chen/MMStar/mmstar.parquet" in done.stderr
+    # once the files are copied in by hand, pull without the Hub keeps them (huggingface_hub returns the folder)
+    for relative in ("lmms-lab/ai2d/data/test-00000-of-00001.parquet", "Lin-Chen/MMStar/mmstar.parquet"):
+        (tmp_path / "b" / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"x": [1]}), tmp_path / "b" / relative)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+                           env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    assert again.returncode == 0, again.stderr
+    assert "ai2d: 1 file(s)" in again.stdout and "mmstar: 1 file(s)" in again.stdout

@@ -163,7 +163,8 @@ def _benchmark_answers(ctx: ReadContext, record: dict, options: list[tuple[str, 
 def _benchmark_record(ctx: ReadContext, record: dict):
     spec = ctx.spec
     options = _benchmark_options(spec, record)
-    parts = [_text_of(record[spec.fields[f]], f"field {spec.fields[f]!r}") for f in ("context", "question") if f in spec.fields]
+    columns = [spec.fields[f] for f in ("context", "question") if f in spec.fields]
+    parts = [_text_of(record[column], f"field {column!r}") for column in columns]
     parts.append("\n".join(f"{letter}. {text}" for letter, text in options))
     question = "\n".join(part for part in parts if part)
     answers = _benchmark_answers(ctx, record, options) or [""]
