@@ -10,10 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from etl.benchmarks_cli import benchmarks_app
 from etl.config import ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="FineVision ETL: curate vision-language data on Spark + Delta Lake.")
 log = logging.getLogger("finevision")
+app.add_typer(benchmarks_app, name="benchmarks")
 
 
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from etl.benchmarks import BenchmarkUnit, load_catalogue, to_source_spec
-from etl.config import PROJECT_ROOT, ConfigError, load_source_spec
+from etl.benchmarks import BenchmarkUnit, load_catalogue, to_source_spec, unit_location
+from etl.cli import app
+from etl.config import PROJECT_ROOT, ConfigError, IngestConfig, SourceSpec, load_source_spec
+from etl.sources import plan_shards
+from etl.sources.base import ReadContext
+from etl.sources.files import ArrowFiles
+from etl.sources.hf_parquet import read_hf_parquet
+from tests.conftest import png_bytes
 
 BENCHMARKS = PROJECT_ROOT / "conf" / "benchmarks"
 
@@ -88,24 +101,41 @@ def test_source_specs_rejects_unknown_and_non_benchmark_names():
         samples.model_copy(update={"sources": [plain.name]}).source_specs(specs)
 
 
-def test_to_source_spec_gives_a_valid_columns_benchmark_spec(lmms_eval, tmp_path):
-    spec = to_source_spec(lmms_eval.unit("chartqa"), "benchmarks/chartqa/test-*.parquet", category="Chart & Table")
-    assert spec.format == "hf_parquet" and spec.options == {"layout": "columns"}
-    assert spec.benchmark == spec.name == spec.subset == "chartqa" and spec.category == "Chart & Table"
+def test_to_source_spec_gives_a_valid_benchmark_spec(lmms_eval, tmp_path):
+    spec = to_source_spec(lmms_eval.unit("chartqa"), "benchmarks/chartqa/test-*.parquet", category="OCR QA")
+    assert spec.format == "hf_parquet" and spec.options == {"layout": "benchmark"}
+    assert spec.benchmark == spec.name == spec.subset == "chartqa" and spec.category == "OCR QA"
     assert spec.fields == {"image": "image", "question": "question", "answer": "answer"}
     with_id = to_source_spec(lmms_eval.unit("vqav2"), "/data/vqav2")
     assert with_id.fields["id"] == "question_id" and with_id.category == "General VQA"
+    assert with_id.options == {"layout": "benchmark", "answer_key": "answer"}
+    mmbench = to_source_spec(lmms_eval.unit("mmbench_en"), "/data/mmbench")
+    assert mmbench.fields["context"] == "hint" and "options" not in mmbench.fields
+    assert mmbench.options == {"layout": "benchmark", "option_columns": ["A", "B", "C", "D"], "answer_format": "letter"}
     # what a cluster user writes to conf/sources/ loads back as the same spec
     path = tmp_path / "vqav2.yaml"
     path.write_text(yaml.safe_dump(with_id.model_dump(exclude_defaults=True), sort_keys=False))
     assert load_source_spec(path) == with_id
 
 
-def test_to_source_spec_refuses_units_the_columns_layout_cannot_read(lmms_eval):
-    with pytest.raises(ConfigError, match=r"units\.gqa_test_all_images\.question_field: is null"):
-        to_source_spec(lmms_eval.unit("gqa_test_all_images"), "x")
-    with pytest.raises(ConfigError, match=r"units\.seed_bench\.images: 'list'"):
-        to_source_spec(lmms_eval.unit("seed_bench"), "x")
+def test_every_unit_converts_and_none_is_left_to_check(lmms_eval):
+    assert all(to_source_spec(u, "x").benchmark == u.name for u in lmms_eval.units)
+    text = (BENCHMARKS / "lmms_eval.yaml").read_text()
+    assert "check on a cluster" not in text
+    assert all(u.checked for u in lmms_eval.units)
+
+
+def test_unit_location_follows_the_hub_layout(lmms_eval):
+    assert unit_location(lmms_eval.unit("ai2d"), "/v/") == "/v/lmms-lab/ai2d/data/test-*.parquet"
+    docvqa = unit_location(lmms_eval.unit("docvqa_docvqa"), "s3://b/x")
+    assert docvqa == "s3://b/x/lmms-lab/DocVQA/DocVQA/test-*.parquet"
+    assert unit_location(lmms_eval.unit("mmstar"), "/v") == "/v/Lin-Chen/MMStar/mmstar.parquet"
+
+
+def test_to_source_spec_refuses_a_unit_without_images(lmms_eval):
+    unit = BenchmarkUnit(name="u", hub_id="a/b", question_field="q", answer_field="a")
+    with pytest.raises(ConfigError, match=r"units\.u\.image_field: is null"):
+        to_source_spec(unit, "x")
     unit = BenchmarkUnit(name="u", hub_id="a/b", image_field="i", question_field="q", answer_field="a")
     with pytest.raises(ConfigError, match=r"units\.u: category: Value error") as caught:
         to_source_spec(unit, "x", category="Memes")
@@ -122,6 +152,9 @@ def test_to_source_spec_refuses_units_the_columns_layout_cannot_read(lmms_eval):
         ("units:\n  - {name: a, hub_id: nohub}\n", "units.0.hub_id: Value error"),
         ("units:\n  - {name: a, hub_id: x/y}\n  - {name: a, hub_id: x/z}\n", "units: Value error, duplicate unit name 'a'"),
         ("units:\n  - {name: a, hub_id: x/y, images: many}\n", "units.0.images: Input should be"),
+        ("units:\n  - {name: a, hub_id: x/y, data_files: ../up/*.parquet}\n", "units.0.data_files: Value error"),
+        ("units:\n  - {name: a, hub_id: x/y, options_field: [A, A]}\n", "units.0.options_field: Value error"),
+        ("units:\n  - {name: a, hub_id: x/y, answer_format: number}\n", "units.0.answer_format: Input should be"),
         ("sources: [a, a]\n", "sources: Value error, duplicate"),
         ("units: [\n", "not valid YAML"),
     ],
@@ -134,3 +167,99 @@ def test_bad_catalogue_is_one_line_naming_the_key(tmp_path, text, key):
     message = str(caught.value)
     assert key in message and "\n" not in message and str(path) in message
 
+
+
+def _benchmark_records(tmp_path, table: pa.Table, fields: dict, **options):
+    pq.write_table(table, tmp_path / "t.parquet")
+    spec = SourceSpec(name="u", format="hf_parquet", location=str(tmp_path / "t.parquet"), subset="u",
+                      category="General VQA", benchmark="u", fields=fields, options={"layout": "benchmark", **options})
+    ctx = ReadContext(spec, ArrowFiles(), IngestConfig())
+    records = [r for shard in plan_shards(spec, spec.location) for r in read_hf_parquet(ctx, shard)]
+    return records, ctx.stats
+
+
+def test_benchmark_layout_appends_options_and_resolves_answers(tmp_path):
+    image = {"bytes": png_bytes(), "path": None}
+    table = pa.table({
+        "image_1": [image, image, image],
+        "image_2": [image, None, None],  # an unused numbered column is null
+        "question": ["Which colour?", "Which shape?", "Which size?"],
+        "options": ["['red', 'green']", "['circle', 'square']", "[]"],  # MMMU's list written as text
+        "answer": ["B", "?", None],
+    })
+    records, stats = _benchmark_records(
+        tmp_path, table, {"image": "image_1", "question": "question", "options": "options", "answer": "answer"},
+        images="numbered", answer_format="letter")
+    assert [len(r.images) for r in records] == [2, 1, 1]
+    assert [r.texts for r in records] == [
+        [("Which colour?\nA. red\nB. green", "green")],
+        [("Which shape?\nA. circle\nB. square", "?")],  # names no option: kept as given, and counted
+        [("Which size?", "")],  # no answer (a test split): the item keeps its image and question
+    ]
+    assert stats == {"answers_not_an_option": 1}
+
+
+def test_benchmark_layout_keeps_every_distinct_reference_and_quarantines_a_missing_column(tmp_path):
+    image = {"bytes": png_bytes(), "path": None}
+    answers = pa.list_(pa.struct([("answer", pa.string()), ("answer_id", pa.int64())]))
+    table = pa.table({
+        "image": pa.array([image, None], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "answers": pa.array([[{"answer": "two", "answer_id": 1}, {"answer": "two", "answer_id": 2},
+                              {"answer": "2", "answer_id": 3}], None], answers),
+        "question_id": [7, 8],
+    })
+    records, _ = _benchmark_records(tmp_path, table, {"image": "image", "answer": "answers", "id": "question_id"},
+                                    answer_key="answer")
+    assert [(len(r.images), r.texts, r.item_id) for r in records] == [
+        (1, [("", "two"), ("", "2")], "7"), (0, [("", "")], "8")]
+    records, _ = _benchmark_records(tmp_path, table, {"image": "image", "question": "question"})
+    assert {(str(r.reason), r.detail) for r in records} == {("missing_field", "missing field 'question'")}
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, ["benchmarks", *args])
+
+
+def test_specs_writes_68_specs_offline_and_list_says_what_is_present(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _cli("specs", "--catalogue", "lmms_eval", "--location", "benchmarks", "--out", "specs")
+    assert result.exit_code == 0, result.output
+    written = sorted((tmp_path / "specs").glob("*.yaml"))
+    assert len(written) == 68
+    ai2d = load_source_spec(tmp_path / "specs" / "ai2d.yaml")
+    assert ai2d.location == f"{tmp_path}/benchmarks/lmms-lab/ai2d/data/test-*.parquet"  # made absolute
+    assert ai2d.benchmark == "ai2d" and ai2d.options["answer_format"] == "index"
+
+    (tmp_path / "benchmarks/lmms-lab/ai2d/data").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "benchmarks/lmms-lab/ai2d/data/test-00000-of-00001.parquet")
+    listed = _cli("list", "--catalogue", "lmms_eval", "--location", "benchmarks")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert len(lines) == 69 and lines[-1] == "1 of 68 unit(s) present under benchmarks"
+    ai2d_line = next(line for line in lines if line.startswith("ai2d "))
+    assert "lmms-lab/ai2d test" in ai2d_line and "options=options" in ai2d_line and "present (1 file(s))" in ai2d_line
+    assert next(line for line in lines if line.startswith("mmstar ")).endswith("missing")
+
+    bad = _cli("specs", "--catalogue", "lmms_eval", "--location", "b", "--out", "s", "--unit", "nope")
+    assert bad.exit_code == 2 and "no unit named 'nope'" in bad.output
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
+    """The real huggingface_hub client, offline or against a closed port: no network wait."""
+    command = [sys.executable, "-m", "etl.cli", "benchmarks", "pull", "--catalogue", "lmms_eval",
+               "--out", str(tmp_path / "b"), "--unit", "ai2d", "--unit", "mmstar", "--timeout", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+                          env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    assert done.returncode == 2, done.stderr
+    assert "the Hugging Face Hub cannot be reached" in done.stderr and "0 of 2 unit(s) are present" in done.stderr
+    assert f"{tmp_path}/b/lmms-lab/ai2d/data/test-*.parquet" in done.stderr
+    assert f"{tmp_path}/b/Lin-Chen/MMStar/mmstar.parquet" in done.stderr
+    # once the files are copied in by hand, pull without the Hub keeps them (huggingface_hub returns the folder)
+    for relative in ("lmms-lab/ai2d/data/test-00000-of-00001.parquet", "Lin-Chen/MMStar/mmstar.parquet"):
+        (tmp_path / "b" / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"x": [1]}), tmp_path / "b" / relative)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+                           env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    assert again.returncode == 0, again.stderr
+    assert "ai2d: 1 file(s)" in again.stdout and "mmstar: 1 file(s)" in again.stdout

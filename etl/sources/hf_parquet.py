@@ -3,11 +3,17 @@
 `options.layout: finevision` (default; The Cauldron uses it too): `images` list<struct<bytes,
 path>> and `texts` list<struct<user, assistant>>. `options.layout: columns`: one image column
 (`fields.image`: struct<bytes, path> or binary) and `fields.question`/`fields.answer`, or
-`fields.caption` with `question_templates`.
+`fields.caption` with `question_templates`. `options.layout: benchmark`: a benchmark test set's own
+columns (see `etl.benchmarks.BenchmarkUnit`); only the `fields` named are read: `image` (with
+`options.images`: single, list or numbered columns), `context`, `question`, `options` (a list
+column, or `options.option_columns`), `answer` (`options.answer_format`: text, index or letter;
+`options.answer_key` for lists of structs) and `id`. The question carries the lettered options;
+each distinct answer is a turn; an item without answers keeps one turn with an empty answer.
 """
 
 from __future__ import annotations
 
+import ast
 import posixpath
 from typing import Iterator
 
@@ -71,6 +77,100 @@ def _columns_record(ctx: ReadContext, record: dict, key: str):
     return [image], [turn]
 
 
+def _benchmark_images(ctx: ReadContext, record: dict) -> list[tuple[bytes, str | None]]:
+    column = ctx.spec.fields.get("image")
+    if column is None:
+        return []
+    mode = ctx.spec.options.get("images", "single")
+    if mode == "numbered":  # image_1, image_2, ...: every column of the prefix, in number order
+        prefix = column.rstrip("0123456789")
+        numbered = [k for k in record if k.startswith(prefix) and k[len(prefix):].isdigit()]
+        values = [record[k] for k in sorted(numbered, key=lambda k: int(k[len(prefix):]))]
+    elif mode == "list":  # a single image where a list is expected (MMT's two sets share one reader) is one image
+        value = record[column]
+        values = value if isinstance(value, list) else [value]
+    else:
+        values = [record[column]]
+    return [_image(ctx, v) for v in values if not _no_image(v)]
+
+
+def _no_image(value) -> bool:
+    """A null cell, or a null struct<bytes, path> (an unused image_N column, a text-only question)."""
+    return value is None or (isinstance(value, dict) and value.get("bytes") is None and not value.get("path"))
+
+
+def _text_of(value, what: str) -> str:
+    """A scalar cell as text; null and pandas' "nan" are empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict, bytes)):
+        raise TypeError(f"{what} must be text or a number, got {type(value).__name__}")
+    text = clean_text(value if isinstance(value, str) else str(value)).strip()
+    return "" if text == "nan" else text
+
+
+def _benchmark_options(spec, record: dict) -> list[tuple[str, str]]:
+    """(letter, text) of each option; letters follow the options' positions (A for the first)."""
+    columns = spec.options.get("option_columns")
+    if columns:
+        values = [record[c] for c in columns]
+    elif "options" in spec.fields:
+        value = record[spec.fields["options"]]
+        if isinstance(value, str):  # MMMU writes its options list as Python text: "['a', 'b']"
+            value = ast.literal_eval(value) if value.strip().startswith("[") else [value]
+        values = value or []
+        if not isinstance(values, list):
+            raise TypeError(f"field {spec.fields['options']!r} must be a list of options, got {type(values).__name__}")
+    else:
+        return []
+    options = [(chr(ord("A") + i), _text_of(v, "an option")) for i, v in enumerate(values)]
+    return [(letter, text) for letter, text in options if text]
+
+
+def _resolve(answer: str, options: list[tuple[str, str]], answer_format: str) -> str | None:
+    """The option an index or letter answer names, or None when it names none."""
+    by_letter = dict(options)
+    if answer_format == "index" and answer.isdigit() and int(answer) < 26:
+        return by_letter.get(chr(ord("A") + int(answer)))
+    if answer_format == "letter":
+        return by_letter.get(answer.strip("()."))
+    return None
+
+
+def _benchmark_answers(ctx: ReadContext, record: dict, options: list[tuple[str, str]]) -> list[str]:
+    spec = ctx.spec
+    column = spec.fields.get("answer")
+    if column is None:
+        return []
+    value = record[column]
+    key = spec.options.get("answer_key")
+    answer_format = spec.options.get("answer_format", "text")
+    answers: list[str] = []
+    for item in value if isinstance(value, list) else [value]:
+        if key is not None and isinstance(item, dict):
+            item = item.get(key)
+        text = _text_of(item, f"field {column!r}")
+        if text and answer_format != "text" and options:
+            resolved = _resolve(text, options, answer_format)
+            if resolved is None:  # kept as given (a placeholder such as "?"), and counted
+                ctx.stats["answers_not_an_option"] = ctx.stats.get("answers_not_an_option", 0) + 1
+            text = resolved or text
+        if text and text not in answers:
+            answers.append(text)
+    return answers
+
+
+def _benchmark_record(ctx: ReadContext, record: dict):
+    spec = ctx.spec
+    options = _benchmark_options(spec, record)
+    columns = [spec.fields[f] for f in ("context", "question") if f in spec.fields]
+    parts = [_text_of(record[column], f"field {column!r}") for column in columns]
+    parts.append("\n".join(f"{letter}. {text}" for letter, text in options))
+    question = "\n".join(part for part in parts if part)
+    answers = _benchmark_answers(ctx, record, options) or [""]
+    return _benchmark_images(ctx, record), [(question, answer) for answer in answers]
+
+
 def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
     layout = ctx.spec.options.get("layout", "finevision")
     group = shard.part or 0
@@ -97,6 +197,8 @@ def _read_row_group(ctx: ReadContext, handle, path: str, group: int, layout: str
             def convert(record=record, ref=ref):
                 if layout == "columns":
                     images, turns = _columns_record(ctx, record, f"{posixpath.basename(ref.file)}:{ref.row}")
+                elif layout == "benchmark":
+                    images, turns = _benchmark_record(ctx, record)
                 else:
                     images, turns = _finevision_record(ctx, record)
                 if not turns:
