@@ -74,7 +74,7 @@ def pull(
             typer.echo(f"error: the Hugging Face Hub cannot be reached ({cause}); "
                        f"{len(units) - len(missing)} of {len(units)} unit(s) are present under {root}", err=True)
             typer.echo(layout_help(missing, root), err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except (HfHubHTTPError, OSError) as exc:
             failed.append(f"{chosen.name} ({chosen.hub_id}): {str(exc).splitlines()[0]}")
             continue

@@ -41,14 +41,16 @@ def row_group_count(files, path: str) -> int:
 
 
 def _image(ctx: ReadContext, value) -> tuple[bytes, str | None]:
+    path: str | None = None
     if isinstance(value, (bytes, bytearray)):
-        data, path = bytes(value), None
+        data = bytes(value)
     elif isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data is None:
+        embedded, path = value.get("bytes"), value.get("path")
+        if embedded is None:
             if not path:
                 raise KeyError("bytes (image has neither bytes nor path)")
             return ctx.read_image(path), path
+        data = bytes(embedded)
     else:
         raise TypeError(f"image must be a struct<bytes, path> or binary, got {type(value).__name__}")
     if len(data) > ctx.ingest.max_image_bytes:
