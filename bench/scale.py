@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         if child.returncode or not lines:
             raise SystemExit(f"size {n} failed (exit {child.returncode}); see the output above")
         results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-        print(f"size {n} done", flush=True)
+        (root / "result.json").write_text(json.dumps(results[-1]))
+        print(f"size {n} done: {root / 'result.json'}", flush=True)
     report(results)
 
 
