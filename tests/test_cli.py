@@ -104,3 +104,47 @@ def test_a_failing_query_is_one_line_that_says_what_to_do(spark, tmp_path, capfd
     assert result.output.strip().splitlines()[-1].startswith("error: --query: [TABLE_OR_VIEW_NOT_FOUND]")
     assert "finevision tables" in result.output
     assert "org.apache.spark" not in everything and "Traceback" not in everything
+
+
+class _Stage:
+    def __init__(self, done, total):
+        self.numCompletedTasks, self.numTasks = done, total
+
+
+class _Tracker:
+    """Stands in for Spark's StatusTracker: two running stages of one job."""
+
+    def getActiveStageIds(self):
+        return [1, 2]
+
+    def getStageInfo(self, stage_id):
+        return {1: _Stage(3, 8), 2: _Stage(1, 4)}[stage_id]
+
+    def getActiveJobsIds(self):
+        return [7]
+
+
+def test_progress_counts_the_running_stages_tasks_and_is_off_without_a_spark_context(monkeypatch):
+    from etl import progress
+
+    assert progress.task_counts(_Tracker()) == (4, 12, 1)
+
+    class ConnectSession:  # Spark Connect sessions raise on any SparkContext access
+        @property
+        def sparkContext(self):
+            raise RuntimeError("[JVM_ATTRIBUTE_NOT_SUPPORTED] sparkContext is not supported in Spark Connect")
+
+    assert progress.status_tracker(ConnectSession()) is None
+    ran = []
+    with progress.spark_progress(ConnectSession(), "clean", enabled=True):
+        ran.append(True)
+    assert ran == [True]
+    assert not progress.progress_wanted()  # under pytest
+
+
+def test_relative_delta_paths_are_resolved_against_the_working_directory(tmp_path):
+    from etl.views import resolve_table_paths
+
+    sql = "SELECT * FROM delta.`lakehouse/quarantine` q JOIN delta.`/abs/t` a JOIN DELTA.`s3://b/t` s"
+    assert resolve_table_paths(sql, tmp_path) == (
+        f"SELECT * FROM delta.`{tmp_path.resolve()}/lakehouse/quarantine` q JOIN delta.`/abs/t` a JOIN DELTA.`s3://b/t` s")
