@@ -67,6 +67,7 @@ WORDS = [a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in ("", "n", "s
 
 # --- the corpus ------------------------------------------------------------------------------------
 
+
 def _pixels(seed: int, namespace: int, index: int) -> np.ndarray:
     """A 48x48 RGB field: a random 6x6 colour grid, smoothly upscaled (distinct per index)."""
     grid = np.random.default_rng([seed, namespace, index]).integers(0, 256, (6, 6, 3), dtype=np.uint8)
@@ -94,8 +95,12 @@ class Plan:
         self.kind = np.zeros(n, dtype=np.int8)
         self.source = np.full(n, -1, dtype=np.int64)
         cut = 0
-        for kind, code in (("benchmark_copy", BENCH_COPY), ("exact_duplicate", EXACT_DUP), ("near_duplicate", NEAR_DUP)):
-            self.kind[order[cut: cut + counts[kind]]] = code
+        for kind, code in (
+            ("benchmark_copy", BENCH_COPY),
+            ("exact_duplicate", EXACT_DUP),
+            ("near_duplicate", NEAR_DUP),
+        ):
+            self.kind[order[cut : cut + counts[kind]]] = code
             cut += counts[kind]
         base = np.sort(order[cut:])  # the normal samples, which planted ones copy
         rng = np.random.default_rng([seed, 3])
@@ -155,24 +160,41 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
         for i in range(start, end):
             conversations = []
             for k, (q, a) in enumerate(plan.turns(i)):
-                conversations += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
-            record = {"id": f"llava-{i}", "image": _write_image(images, f"{i}.jpg", plan.image(i)),
-                      "conversations": conversations}
+                conversations += [
+                    {"from": "human", "value": ("<image>\n" if k == 0 else "") + q},
+                    {"from": "gpt", "value": a},
+                ]
+            record = {
+                "id": f"llava-{i}",
+                "image": _write_image(images, f"{i}.jpg", plan.image(i)),
+                "conversations": conversations,
+            }
             out.write(("" if i == start else ",\n") + json.dumps(record))
         out.write("\n]\n")
     spec_list.append({"name": "llava", "format": "llava_json", "location": "llava.json", "image_root": "images"})
 
     start, end = plan.ranges["parquet"]
     (data / "parquet").mkdir(exist_ok=True)
-    schema = pa.schema([("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-                        ("texts", pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string())]))),
-                        ("source", pa.string())])
+    schema = pa.schema(
+        [
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            ("texts", pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string())]))),
+            ("source", pa.string()),
+        ]
+    )
     for shard, first in enumerate(range(start, end, PARQUET_ROWS)):
         rows = range(first, min(first + PARQUET_ROWS, end))
-        table = pa.Table.from_pylist([{
-            "images": [{"bytes": plan.image(i), "path": None}],
-            "texts": [{"user": q, "assistant": a} for q, a in plan.turns(i)], "source": "synth_parquet",
-        } for i in rows], schema=schema)
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "images": [{"bytes": plan.image(i), "path": None}],
+                    "texts": [{"user": q, "assistant": a} for q, a in plan.turns(i)],
+                    "source": "synth_parquet",
+                }
+                for i in rows
+            ],
+            schema=schema,
+        )
         pq.write_table(table, data / "parquet" / f"train-{shard:05d}.parquet", row_group_size=PARQUET_ROW_GROUP)
     spec_list.append({"name": "parquet", "format": "hf_parquet", "location": "parquet"})
 
@@ -181,9 +203,13 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
         for i in range(start, end):
             messages = []
             for k, (q, a) in enumerate(plan.turns(i)):
-                content = [{"type": "image", "image": _write_image(images, f"{i}.jpg", plan.image(i))}] if k == 0 else []
-                messages += [{"role": "user", "content": [*content, {"type": "text", "text": q}]},
-                             {"role": "assistant", "content": a}]
+                content = (
+                    [{"type": "image", "image": _write_image(images, f"{i}.jpg", plan.image(i))}] if k == 0 else []
+                )
+                messages += [
+                    {"role": "user", "content": [*content, {"type": "text", "text": q}]},
+                    {"role": "assistant", "content": a},
+                ]
             out.write(json.dumps({"id": f"chat-{i}", "messages": messages}) + "\n")
     spec_list.append({"name": "sharegpt", "format": "sharegpt_jsonl", "location": "chat.jsonl", "image_root": "images"})
 
@@ -193,7 +219,10 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
         with tarfile.open(data / "wds" / f"shard-{shard:05d}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(first, min(first + TAR_SAMPLES, end)):
                 q, a = plan.turns(i)[0]  # a WebDataset sample holds one question
-                for ext, payload in (("jpg", plan.image(i)), ("json", json.dumps({"question": q, "answer": a}).encode())):
+                for ext, payload in (
+                    ("jpg", plan.image(i)),
+                    ("json", json.dumps({"question": q, "answer": a}).encode()),
+                ):
                     info = tarfile.TarInfo(f"{i:08d}.{ext}")
                     info.size, info.mtime = len(payload), 0
                     tar.addfile(info, io.BytesIO(payload))
@@ -204,29 +233,45 @@ def generate(root: Path, n: int, seed: int = 0) -> dict:
             q, a = plan.bench_turn(b)
             name = _write_image(images / "bench", f"{b}.jpg", plan.bench_image(b))
             out.write(json.dumps({"qid": f"b{b}", "image": name, "question": q, "answer": a}) + "\n")
-    spec_list.append({"name": "bench", "format": "vqa_jsonl", "location": "bench.jsonl", "image_root": "images/bench",
-                      "benchmark": BENCHMARK, "fields": {"id": "qid"}})
+    spec_list.append(
+        {
+            "name": "bench",
+            "format": "vqa_jsonl",
+            "location": "bench.jsonl",
+            "image_root": "images/bench",
+            "benchmark": BENCHMARK,
+            "fields": {"id": "qid"},
+        }
+    )
 
     for spec in spec_list:
         spec.setdefault("subset", f"synth_{spec['name']}")
         spec.setdefault("category", category)
         (specs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
-    manifest = {"samples": n, "seed": seed, "benchmark_items": plan.bench_items, "planted": plan.counts,
-                "formats": {name: end - start for name, (start, end) in plan.ranges.items()},
-                "near_duplicates": [[int(i), int(plan.source[i])] for i in np.flatnonzero(plan.kind == NEAR_DUP)[:50]]}
+    manifest = {
+        "samples": n,
+        "seed": seed,
+        "benchmark_items": plan.bench_items,
+        "planted": plan.counts,
+        "formats": {name: end - start for name, (start, end) in plan.ranges.items()},
+        "near_duplicates": [[int(i), int(plan.source[i])] for i in np.flatnonzero(plan.kind == NEAR_DUP)[:50]],
+    }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
 # --- the synthetic embedding and the loopback judge -------------------------------------------------
 
+
 def synthetic_embeddings(image_bytes: list[bytes]) -> np.ndarray:
     """Deterministic 512-d unit vectors: an 8x8 thumbnail, centred, times a fixed projection."""
     projection = np.random.default_rng(1234).standard_normal((192, 512)).astype(np.float32)
-    thumbs = np.stack([
-        np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((8, 8), Image.BOX), dtype=np.float32).ravel()
-        for data in image_bytes
-    ])
+    thumbs = np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((8, 8), Image.BOX), dtype=np.float32).ravel()
+            for data in image_bytes
+        ]
+    )
     vectors = (thumbs - thumbs.mean(axis=1, keepdims=True)) @ projection
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
 
@@ -243,8 +288,11 @@ def write_synthetic_embeddings(run) -> None:
 
     model = model_id(embedder_spec(run))
     with run.stage("embed") as report:
-        images = distinct_images(run.read_input(report, "silver_samples")).unionByName(
-            distinct_images(run.read_input(report, "benchmark_items"))).dropDuplicates(["image_id"])
+        images = (
+            distinct_images(run.read_input(report, "silver_samples"))
+            .unionByName(distinct_images(run.read_input(report, "benchmark_items")))
+            .dropDuplicates(["image_id"])
+        )
 
         def embed(batches):
             for batch in batches:
@@ -254,7 +302,14 @@ def write_synthetic_embeddings(run) -> None:
         embedded = images.select("image_id", "bytes").mapInPandas(embed, IMAGE_EMBEDDINGS)
         report.rows_in = report.rows_out = images.count()
         report.output_versions["image_embeddings"] = tables.merge_insert(
-            run.spark, run.table("image_embeddings"), embedded, ["image_id", "model_id"], run.commit("embed"), IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS)
+            run.spark,
+            run.table("image_embeddings"),
+            embedded,
+            ["image_id", "model_id"],
+            run.commit("embed"),
+            IMAGE_EMBEDDINGS,
+            EMBEDDING_CONSTRAINTS,
+        )
 
 
 class InstantJudge:
@@ -270,10 +325,18 @@ class InstantJudge:
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 top = [{"token": "4", "logprob": -0.2}, {"token": "5", "logprob": -1.8}]
-                body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": "4"},
-                                                "logprobs": {"content": [{"token": "4", "logprob": -0.2,
-                                                                          "top_logprobs": top}]}}]}).encode()
+                body = json.dumps(
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "4"},
+                                "logprobs": {"content": [{"token": "4", "logprob": -0.2, "top_logprobs": top}]},
+                            }
+                        ]
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -287,6 +350,7 @@ class InstantJudge:
 
 
 # --- measuring one size -------------------------------------------------------------------------------
+
 
 def _peak_rss_mb(pid: int | str = "self") -> float | None:
     try:
@@ -303,14 +367,18 @@ def _shuffle_bytes(ui_url: str | None, job_group: str) -> int | None:
     if not ui_url:
         return None
     try:
+
         def get(path):
             with urllib.request.urlopen(f"{ui_url}/api/v1/{path}", timeout=30) as response:
                 return json.load(response)
 
         app = get("applications")[0]["id"]
-        stage_ids = {s for job in get(f"applications/{app}/jobs") if job.get("jobGroup") == job_group
-                     for s in job["stageIds"]}
-        return sum(s.get("shuffleWriteBytes", 0) for s in get(f"applications/{app}/stages") if s["stageId"] in stage_ids)
+        stage_ids = {
+            s for job in get(f"applications/{app}/jobs") if job.get("jobGroup") == job_group for s in job["stageIds"]
+        }
+        return sum(
+            s.get("shuffleWriteBytes", 0) for s in get(f"applications/{app}/stages") if s["stageId"] in stage_ids
+        )
     except (OSError, ValueError, KeyError, IndexError):
         return None
 
@@ -323,11 +391,22 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
     from etl.session import build_session
 
     judge = InstantJudge()
-    config = load_config(overrides=[
-        f"lakehouse={root / 'lake'}", f"data_root={root / 'data'}", f"sources_dir={root / 'sources'}",
-        "mlflow.enabled=false", "rate.text_judge=qwen3_32b", f"rate.judges.qwen3_32b.base_url={judge.base_url}",
-        "rate.judges.qwen3_32b.extra_body={}", "rate.max_turns_per_subset=null", *sets])
-    spark = build_session("local", {"spark.ui.enabled": "true", "spark.sql.shuffle.partitions": str(config.shuffle_partitions)})
+    config = load_config(
+        overrides=[
+            f"lakehouse={root / 'lake'}",
+            f"data_root={root / 'data'}",
+            f"sources_dir={root / 'sources'}",
+            "mlflow.enabled=false",
+            "rate.text_judge=qwen3_32b",
+            f"rate.judges.qwen3_32b.base_url={judge.base_url}",
+            "rate.judges.qwen3_32b.extra_body={}",
+            "rate.max_turns_per_subset=null",
+            *sets,
+        ]
+    )
+    spark = build_session(
+        "local", {"spark.ui.enabled": "true", "spark.sql.shuffle.partitions": str(config.shuffle_partitions)}
+    )
     ui_url = spark.sparkContext.uiWebUrl
     jvm_pid = getattr(getattr(spark.sparkContext._gateway, "proc", None), "pid", None)
     run = PipelineRun(spark, config, "bench-scale")
@@ -348,8 +427,11 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
             seconds = time.perf_counter() - started
             report = run.reports[-1]
             results[stage.name] = {
-                "rows": report.rows_in, "seconds": seconds, "note": note,
-                "driver_peak_rss_mb": _peak_rss_mb(), "jvm_peak_rss_mb": _peak_rss_mb(jvm_pid) if jvm_pid else None,
+                "rows": report.rows_in,
+                "seconds": seconds,
+                "note": note,
+                "driver_peak_rss_mb": _peak_rss_mb(),
+                "jvm_peak_rss_mb": _peak_rss_mb(jvm_pid) if jvm_pid else None,
                 "shuffle_bytes": _shuffle_bytes(ui_url, f"{run.run_id}-{stage.name}"),
             }
     finally:
@@ -361,6 +443,7 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
 
 # --- the report ---------------------------------------------------------------------------------------
 
+
 def exponent(sizes: list[int], seconds: list[float | None]) -> float | None:
     if len(sizes) < 2 or seconds[-1] is None or seconds[-2] is None or min(seconds[-2:]) <= 0:
         return None
@@ -370,8 +453,10 @@ def exponent(sizes: list[int], seconds: list[float | None]) -> float | None:
 def report(results: list[dict]) -> dict:
     sizes = [r["size"] for r in results]
     stage_names = list(dict.fromkeys(name for r in results for name in r["stages"]))
-    print(f"{'stage':<14}{'size':>10}{'rows':>11}{'seconds':>10}{'rows/s':>10}{'driver MB':>11}{'JVM MB':>9}"
-          f"{'shuffle MB':>12}  note")
+    print(
+        f"{'stage':<14}{'size':>10}{'rows':>11}{'seconds':>10}{'rows/s':>10}{'driver MB':>11}{'JVM MB':>9}"
+        f"{'shuffle MB':>12}  note"
+    )
     summary = {}
     for name in stage_names:
         seconds = []
@@ -385,16 +470,24 @@ def report(results: list[dict]) -> dict:
             rate = (m["rows"] or 0) / m["seconds"] if m["seconds"] else 0
             shuffle = "" if m["shuffle_bytes"] is None else f"{m['shuffle_bytes'] / 2**20:.1f}"
             jvm = "" if m["jvm_peak_rss_mb"] is None else f"{m['jvm_peak_rss_mb']:.0f}"
-            print(f"{name:<14}{r['size']:>10}{m['rows'] or 0:>11}{m['seconds']:>10.1f}{rate:>10.0f}"
-                  f"{m['driver_peak_rss_mb'] or 0:>11.0f}{jvm:>9}{shuffle:>12}  {m['note']}")
+            print(
+                f"{name:<14}{r['size']:>10}{m['rows'] or 0:>11}{m['seconds']:>10.1f}{rate:>10.0f}"
+                f"{m['driver_peak_rss_mb'] or 0:>11.0f}{jvm:>9}{shuffle:>12}  {m['note']}"
+            )
         exponents = [exponent(sizes[: k + 2], seconds[: k + 2]) for k in range(len(sizes) - 1)]
         shown = ", ".join("-" if e is None else f"{e:.2f}" for e in exponents)
         print(f"{'':<14}time exponent between consecutive sizes: {shown}")
-        summary[name] = {"seconds": [None if s is None else round(s, 2) for s in seconds],
-                         "exponent": None if not exponents or exponents[-1] is None else round(exponents[-1], 3)}
-    final = {"sizes": sizes, "stages": summary,
-             "driver_peak_rss_mb": [None if r["driver_peak_rss_mb"] is None else round(r["driver_peak_rss_mb"], 1)
-                                    for r in results]}
+        summary[name] = {
+            "seconds": [None if s is None else round(s, 2) for s in seconds],
+            "exponent": None if not exponents or exponents[-1] is None else round(exponents[-1], 3),
+        }
+    final = {
+        "sizes": sizes,
+        "stages": summary,
+        "driver_peak_rss_mb": [
+            None if r["driver_peak_rss_mb"] is None else round(r["driver_peak_rss_mb"], 1) for r in results
+        ],
+    }
     print(json.dumps(final))
     return final
 
@@ -410,21 +503,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process of one size
     args = parser.parse_args(argv)
     if args.one_size:
-        result = measure(args.workdir / str(args.one_size), args.one_size, args.embed_real_max, args.rate_max, args.sets)
+        result = measure(
+            args.workdir / str(args.one_size), args.one_size, args.embed_real_max, args.rate_max, args.sets
+        )
         print("RESULT " + json.dumps(result))
         return
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         root = args.workdir / str(n)
-        if not (root / "manifest.json").exists() or json.loads((root / "manifest.json").read_text())["seed"] != args.seed:
+        if (
+            not (root / "manifest.json").exists()
+            or json.loads((root / "manifest.json").read_text())["seed"] != args.seed
+        ):
             started = time.perf_counter()
             generate(root, n, args.seed)
             print(f"generated {n} samples under {root} in {time.perf_counter() - started:.0f} s", flush=True)
         shutil.rmtree(root / "lake", ignore_errors=True)
-        command = [sys.executable, __file__, "--one-size", str(n), "--workdir", str(args.workdir),
-                   "--embed-real-max", str(args.embed_real_max), "--rate-max", str(args.rate_max),
-                   *(f"--set={s}" for s in args.sets)]
-        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+        command = [
+            sys.executable,
+            __file__,
+            "--one-size",
+            str(n),
+            "--workdir",
+            str(args.workdir),
+            "--embed-real-max",
+            str(args.embed_real_max),
+            "--rate-max",
+            str(args.rate_max),
+            *(f"--set={s}" for s in args.sets),
+        ]
+        child = subprocess.run(
+            command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())}
+        )
         lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
         if child.returncode or not lines:
             raise SystemExit(f"size {n} failed (exit {child.returncode}); see the output above")

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.config import IngestConfig, SourceSpec
-from etl.sources import ADAPTERS, split_shard
+from etl.sources import split_shard
 from etl.sources import splits
-from etl.sources.base import RawSample, ReadContext, Rejected, Shard
+from etl.sources.base import ReadContext, Rejected, Shard
 from etl.sources.files import ArrowFiles
 from etl.sources.records import iter_json_records
 
@@ -27,8 +27,9 @@ RECORDS = st.lists(st.dictionaries(TEXT, VALUES, max_size=4), max_size=25)
 
 
 def spec_of(fmt: str = "llava_json", **extra) -> SourceSpec:
-    return SourceSpec.model_validate({"name": "t", "format": fmt, "location": "x", "subset": "t",
-                                      "category": "General VQA", **extra})
+    return SourceSpec.model_validate(
+        {"name": "t", "format": fmt, "location": "x", "subset": "t", "category": "General VQA", **extra}
+    )
 
 
 def read_all(path: str, fmt: str, shard_bytes: int, ingest: IngestConfig | None = None):
@@ -44,9 +45,12 @@ def read_all(path: str, fmt: str, shard_bytes: int, ingest: IngestConfig | None 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(records=RECORDS, indent=st.sampled_from([None, 1]), shard_bytes=st.integers(1, 400),
-       block_bytes=st.integers(1, 64))
-def test_json_array_shards_hold_every_element_once_in_order(tmp_path, monkeypatch, records, indent, shard_bytes, block_bytes):
+@given(
+    records=RECORDS, indent=st.sampled_from([None, 1]), shard_bytes=st.integers(1, 400), block_bytes=st.integers(1, 64)
+)
+def test_json_array_shards_hold_every_element_once_in_order(
+    tmp_path, monkeypatch, records, indent, shard_bytes, block_bytes
+):
     monkeypatch.setattr(splits, "BLOCK_BYTES", block_bytes)
     path = tmp_path / "a.json"
     path.write_text(json.dumps(records, indent=indent, ensure_ascii=False), encoding="utf-8")
@@ -58,8 +62,9 @@ def test_json_array_shards_hold_every_element_once_in_order(tmp_path, monkeypatc
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=RECORDS, blank_every=st.integers(2, 5), shard_bytes=st.integers(1, 300), block_bytes=st.integers(1, 64))
-def test_jsonl_shards_hold_every_line_once_with_its_line_number(tmp_path, monkeypatch, records, blank_every, shard_bytes,
-                                                                block_bytes):
+def test_jsonl_shards_hold_every_line_once_with_its_line_number(
+    tmp_path, monkeypatch, records, blank_every, shard_bytes, block_bytes
+):
     monkeypatch.setattr(splits, "BLOCK_BYTES", block_bytes)
     lines = []
     for record in records:  # blank lines count as rows, as in one pass over the file
@@ -83,12 +88,15 @@ def test_a_big_json_array_splits_into_several_shards_and_a_large_element_is_quar
     assert out == [(i, r) if i != 17 else (17, "record_too_large") for i, r in enumerate(records)]
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('[{"id": "a", ', "invalid_json"),  # cut short
-    ('{"id": "a"}', "wrong_type"),
-    ("", "invalid_json"),
-    ('[{"id": "a"}, {"id": ]', "invalid_json"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('[{"id": "a", ', "invalid_json"),  # cut short
+        ('{"id": "a"}', "wrong_type"),
+        ("", "invalid_json"),
+        ('[{"id": "a"}, {"id": ]', "invalid_json"),
+    ],
+)
 def test_a_broken_json_array_file_is_quarantined_not_raised(tmp_path, text, reason):
     (tmp_path / "b.json").write_text(text)
     out, _ = read_all(str(tmp_path / "b.json"), "llava_json", shard_bytes=10)
@@ -108,7 +116,8 @@ def test_vqa_rows_grouped_by_image_are_never_split(tmp_path):
 
 
 def test_ingest_job_spreads_a_json_array_over_many_tasks_and_quarantines_only_the_large_record(
-        spark, make_config, tmp_path):
+    spark, make_config, tmp_path
+):
     """The old design read a JSON array whole in one task and quarantined any file over
     `max_record_bytes`: this file is ten times the limit and must arrive whole, over many tasks."""
     import yaml
@@ -118,10 +127,27 @@ def test_ingest_job_spreads_a_json_array_over_many_tasks_and_quarantines_only_th
     from etl.runs import PipelineRun
 
     (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / "chat.yaml").write_text(yaml.safe_dump(
-        {"name": "chat", "format": "llava_json", "location": "chat.json", "subset": "chat", "category": "General VQA"}))
-    records = [{"id": str(i), "conversations": [{"from": "human", "value": f"question {i}, [with] \"quotes\""},
-                                                {"from": "gpt", "value": "answer " + "z" * (i % 40)}]} for i in range(60)]
+    (tmp_path / "sources" / "chat.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "chat",
+                "format": "llava_json",
+                "location": "chat.json",
+                "subset": "chat",
+                "category": "General VQA",
+            }
+        )
+    )
+    records = [
+        {
+            "id": str(i),
+            "conversations": [
+                {"from": "human", "value": f'question {i}, [with] "quotes"'},
+                {"from": "gpt", "value": "answer " + "z" * (i % 40)},
+            ],
+        }
+        for i in range(60)
+    ]
     records[33]["conversations"][1]["value"] = "long " * 200
     (tmp_path / "chat.json").write_text(json.dumps(records, indent=1))
     config = make_config(ingest__max_record_bytes=600, ingest__shard_bytes=1500)

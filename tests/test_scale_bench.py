@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -22,7 +21,11 @@ N = 400
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def training_samples(data: Path) -> list[tuple[str, bytes, str]]:
@@ -37,7 +40,9 @@ def training_samples(data: Path) -> list[tuple[str, bytes, str]]:
     for line in (data / "chat.jsonl").read_text().splitlines():
         parts = json.loads(line)["messages"][0]["content"]
         image = next(p["image"] for p in parts if p["type"] == "image")
-        out.append(("sharegpt", (data / "images" / image).read_bytes(), next(p["text"] for p in parts if p["type"] == "text")))
+        out.append(
+            ("sharegpt", (data / "images" / image).read_bytes(), next(p["text"] for p in parts if p["type"] == "text"))
+        )
     for path in sorted((data / "wds").glob("*.tar")):
         with tarfile.open(path) as tar:
             members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}

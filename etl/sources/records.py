@@ -66,8 +66,9 @@ def _array_elements(ctx: ReadContext, shard: Shard, stream) -> Iterator[tuple[So
             if not first:
                 continue
             if first != b"[":
-                yield Rejected(Reason.WRONG_TYPE, f"expected a JSON array, the file starts with {first.decode('utf-8', 'replace')!r}",
-                               SourceRef(shard.path), ctx.preview(block[:2000].decode("utf-8", "replace")))
+                detail = f"expected a JSON array, the file starts with {first.decode('utf-8', 'replace')!r}"
+                preview = ctx.preview(block[:2000].decode("utf-8", "replace"))
+                yield Rejected(Reason.WRONG_TYPE, detail, SourceRef(shard.path), preview)
                 return
             start = int(opens[0]) + 1
         close = int(closes[0]) if len(closes) else None
@@ -99,7 +100,8 @@ def _element(ctx: ReadContext, shard: Shard, row: int, size: int, pieces: list[b
     try:
         yield ref, json.loads(text)
     except json.JSONDecodeError as exc:
-        yield Rejected(Reason.INVALID_JSON, f"array element {row}: {exc.msg} at column {exc.colno}", ref, ctx.preview(text))
+        detail = f"array element {row}: {exc.msg} at column {exc.colno}"
+        yield Rejected(Reason.INVALID_JSON, detail, ref, ctx.preview(text))
 
 
 def iter_json_records(ctx: ReadContext, shard: Shard):
