@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test test-fast test-spark lint format bench bench-train bench-analyze delta-jars-offline clean-outputs wheel chromium
+.PHONY: setup jars demo test test-fast test-spark lint format bench bench-train bench-analyze bench-scale delta-jars-offline clean-outputs wheel chromium
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -76,6 +76,11 @@ bench-train: setup
 
 bench-analyze: setup jars
 	$(PY) bench/analyze_scaling.py
+
+# Every stage on a synthetic corpus at 10k, 100k and 1M samples (SIZES=2000,8000 to try it small).
+SIZES ?= 10000,100000,1000000
+bench-scale: setup jars
+	$(PY) bench/scale.py --sizes $(SIZES)
 
 # Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
 delta-jars-offline:

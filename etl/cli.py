@@ -24,6 +24,7 @@ class Options:
     config: PipelineConfig
     profile: str
     dry_run: bool
+    verbose: bool = False
 
 
 def _options(ctx: typer.Context) -> Options:
@@ -44,7 +45,7 @@ def main(
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run)
+        ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run, verbose)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -54,8 +55,21 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def spark_error_line(exc: Exception) -> str:
+    """A Spark error as one line that says what went wrong and, where known, what to do."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].split(" SQLSTATE:")[0].strip() if text else type(exc).__name__
+    condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+    if condition == "TABLE_OR_VIEW_NOT_FOUND":
+        line += " (a view exists once the stages writing its tables ran: `finevision tables` lists them)"
+    elif condition == "UNSUPPORTED_DATASOURCE_FOR_DIRECT_QUERY" or "is not a Delta table" in line:
+        line += " (check the path: delta.`<lakehouse>/<table>`)"
+    return line
+
+
 def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None:
     from etl.jobs import STAGES_BY_NAME
+    from etl.progress import spark_progress
     from etl.runs import PipelineRun
     from etl.session import build_session
 
@@ -69,13 +83,19 @@ def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None
         failed = True
         try:
             for stage in stages:
-                STAGES_BY_NAME[stage].runner()(run)
+                with spark_progress(spark, stage):
+                    STAGES_BY_NAME[stage].runner()(run)
             failed = False
         finally:
             run.close(failed)
         typer.echo(f"run {run.run_id} done (mlflow run {run.mlflow_run_id})")
     except ConfigError as exc:
         _fail(str(exc))
+    except Exception as exc:  # one line for the user; --verbose keeps the whole trace
+        if options.verbose:
+            raise
+        typer.echo(f"error: {command}: {spark_error_line(exc)} (--verbose shows the trace)", err=True)
+        raise typer.Exit(1) from None
 
 
 def _print_plan(spark, config: PipelineConfig, stages, specs) -> None:
@@ -337,11 +357,13 @@ def views(
     if query:
         from pyspark.errors import PySparkException
 
+        from etl.views import run_query
+
         try:
-            frame = spark.sql(query)
+            frame = run_query(spark, query)
             typer.echo(frame._show_string(rows, truncate=40))
         except PySparkException as exc:
-            _fail(f"--query: {str(exc).splitlines()[0]}")
+            _fail(f"--query: {spark_error_line(exc)}")
 
 
 @app.command("tables")

@@ -80,7 +80,12 @@ class SourceSpec(Strict):
 
 class IngestConfig(Strict):
     max_image_bytes: int = Field(64 * 1024 * 1024, gt=0, description="larger image files are quarantined")
-    max_record_bytes: int = Field(256 * 1024 * 1024, gt=0, description="larger JSON records are quarantined")
+    max_record_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="larger records (a JSONL line, a JSON array element) are quarantined"
+    )
+    shard_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="JSON and JSONL files larger than this are read as byte ranges in parallel"
+    )
     raw_preview_chars: int = Field(2000, ge=0, description="how much of a rejected record quarantine keeps")
     parquet_batch_rows: int = Field(256, gt=0)
 

@@ -2,7 +2,8 @@
 
 `local` builds `local[*]` with Delta Lake: the jars come from Maven Central through Spark's own
 resolver (`spark.jars.packages`) into an Ivy folder inside the project, so later runs work
-offline. If `.cache/delta-jars/` holds jars (see `make delta-jars-offline`), they are used instead
+offline; once resolved, later sessions put the recorded jars on `spark.jars` directly (no Ivy
+resolution report on every command). If `.cache/delta-jars/` holds jars (see `make delta-jars-offline`), they are used instead
 of the resolver. `standalone`, `databricks` and `emr` take the session spark-submit (or the
 cluster) made and never set jars.
 """
@@ -20,6 +21,7 @@ from etl.config import CONF_DIR, PROJECT_ROOT, ConfigError
 
 PROFILES_DIR = CONF_DIR / "profiles"
 OFFLINE_JARS_DIR = PROJECT_ROOT / ".cache" / "delta-jars"
+RESOLVED_JARS = "resolved-jars.txt"  # in the Ivy folder: the packages, then the jars they resolved to
 DELTA_EXTENSIONS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -57,7 +59,9 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
         builder = SparkSession.builder.appName("finevision")
         for key, value in {**profile.conf, **(extra_conf or {})}.items():
             builder = builder.config(key, value)
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
+        quiet_error_logs()
+        return session
 
     # Workers must run the interpreter that has our dependencies, not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -69,7 +73,23 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
         builder = _with_delta_jars(builder, profile)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    quiet_error_logs()
+    if profile.delta_jars == "maven":
+        _record_resolved_jars(session)
     return session
+
+
+def quiet_error_logs() -> None:
+    """PySpark logs every SQL and DataFrame error with its JVM stack trace, as JSON, before raising
+    it; the CLI reports the error in one line, so those logs only show under --verbose."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    if logging.getLogger("finevision").isEnabledFor(logging.DEBUG):
+        return
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _with_delta_jars(builder, profile: Profile):
@@ -78,10 +98,37 @@ def _with_delta_jars(builder, profile: Profile):
         return builder.config("spark.jars", ",".join(str(p) for p in offline))
     from delta import configure_spark_with_delta_pip
 
-    if profile.ivy_dir:
-        ivy = Path(profile.ivy_dir)
-        builder = builder.config("spark.jars.ivy", str(ivy if ivy.is_absolute() else PROJECT_ROOT / ivy))
-    return configure_spark_with_delta_pip(builder)
+    builder = configure_spark_with_delta_pip(builder)
+    if not profile.ivy_dir:
+        return builder
+    ivy = Path(profile.ivy_dir)
+    ivy = ivy if ivy.is_absolute() else PROJECT_ROOT / ivy
+    packages = builder._options.get("spark.jars.packages", "")
+    cached = _resolved_jars(ivy, packages)
+    if cached:  # resolved before: put the jars on the classpath, without Ivy's report on every start
+        builder._options.pop("spark.jars.packages", None)
+        return builder.config("spark.jars", ",".join(cached))
+    return builder.config("spark.jars.ivy", str(ivy))
+
+
+def _resolved_jars(ivy: Path, packages: str) -> list[str] | None:
+    """The jars an earlier session resolved for exactly these packages, if they are all still there."""
+    record = ivy / RESOLVED_JARS
+    if not packages or not record.exists():
+        return None
+    lines = record.read_text().split()
+    jars = lines[1:]
+    return jars if lines[:1] == [packages] and jars and all(Path(j).is_file() for j in jars) else None
+
+
+def _record_resolved_jars(session) -> None:
+    """After Spark resolved the Delta packages, note which jars they are (see `_resolved_jars`)."""
+    conf = session.sparkContext.getConf()
+    packages, jars = conf.get("spark.jars.packages", ""), conf.get("spark.jars", "")
+    ivy = conf.get("spark.jars.ivy", "")
+    if packages and jars and ivy:
+        paths = [j.removeprefix("file://").removeprefix("file:") for j in jars.split(",") if j]
+        (Path(ivy) / RESOLVED_JARS).write_text("\n".join([packages, *paths]) + "\n")
 
 
 if __name__ == "__main__":

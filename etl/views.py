@@ -7,12 +7,16 @@ is skipped and reported, never created broken.
 
     registered, skipped = register_views(spark, config)
     spark.sql("SELECT * FROM v_subset_stats ORDER BY samples DESC").show()
+
+`run_query` runs SQL as the README writes it: a relative ``delta.`lakehouse/quarantine` `` path is
+made absolute against the working directory first (Delta refuses relative paths in SQL).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -121,3 +125,23 @@ def register_views(spark: SparkSession, config: PipelineConfig) -> tuple[list[st
             spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW {view.name} AS {select}")
         registered.append(view.name)
     return registered, skipped
+
+
+_DELTA_PATH = re.compile(r"\bdelta\.`([^`]+)`", re.IGNORECASE)
+
+
+def resolve_table_paths(sql: str, base: Path | None = None) -> str:
+    """`sql` with every relative ``delta.`path` `` made absolute against `base` (the working directory)."""
+
+    def absolute(match: re.Match) -> str:
+        path = match.group(1)
+        if path.startswith("/") or "://" in path:
+            return match.group(0)
+        return f"delta.`{((base or Path.cwd()) / path).resolve()}`"
+
+    return _DELTA_PATH.sub(absolute, sql)
+
+
+def run_query(spark: SparkSession, sql: str):
+    """The DataFrame of one SQL statement, with relative Delta paths resolved (see `resolve_table_paths`)."""
+    return spark.sql(resolve_table_paths(sql.strip().rstrip(";")))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from etl.cli import app
+from etl.config import load_config
 
 runner = CliRunner()
 
@@ -42,3 +47,105 @@ def test_preview_writes_an_html_page_with_converted_and_rejected_records(tmp_pat
     page = out.read_text()
     assert page.count('class="card"') == 4 and page.count('class="card rejected"') == 1
     assert "quarantine: missing_image" in page and "Q: Colour?" in page and "data:image/jpeg;base64," in page
+
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def readme_sql_statements() -> list[str]:
+    """Every SQL statement of the README: its ```sql blocks and its `finevision views --query` lines."""
+    text = README.read_text()
+    statements = []
+    for block in re.findall(r"```sql\n(.*?)```", text, re.S):
+        lines = [re.sub(r"\s+--\s.*$", "", line) for line in block.splitlines() if not line.lstrip().startswith("--")]
+        body = "\n".join(lines)
+        statements += [s.strip() for s in body.split(";") if s.strip()]
+    return statements + re.findall(r'finevision views --query "(SELECT [^"]+)"', text)
+
+
+@pytest.fixture
+def small_lakehouse(spark, tmp_path, monkeypatch):
+    """Empty tables of the real schemas at ./lakehouse (silver with four versions), as the README's
+    relative paths expect; cheap, unlike the sample pipeline."""
+    from etl.schema import CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, QUARANTINE, SAMPLES, TURN_RATINGS
+    from etl.stages.corpus_stats import SUBSET_STATS
+    from etl.stages.diversity import DIVERSITY_METRICS
+
+    monkeypatch.chdir(tmp_path)
+    lake = tmp_path / "lakehouse"
+    schemas = {"quarantine": QUARANTINE, "subset_stats": SUBSET_STATS, "diversity_metrics": DIVERSITY_METRICS,
+               "contamination_hits": CONTAMINATION_HITS, "turn_ratings": TURN_RATINGS,
+               "near_duplicate_clusters": NEAR_DUPLICATE_CLUSTERS, "silver_samples": SAMPLES}
+    for name, schema in schemas.items():
+        spark.createDataFrame([], schema).write.format("delta").mode("append").save(str(lake / name))
+    for version in range(1, 4):  # `VERSION AS OF 3` needs four commits
+        spark.sql(f"ALTER TABLE delta.`{lake / 'silver_samples'}` SET TBLPROPERTIES ('test.version' = '{version}')")
+    return load_config(overrides=[f"lakehouse={lake}", "mlflow.enabled=false"])
+
+
+def test_every_sql_example_of_the_readme_runs_as_written(spark, small_lakehouse):
+    from etl.views import register_views, run_query
+
+    statements = readme_sql_statements()
+    assert len(statements) >= 10 and any("delta.`lakehouse/" in s for s in statements)
+    with pytest.raises(Exception, match="UNSUPPORTED_DATASOURCE_FOR_DIRECT_QUERY|not a Delta table|relative"):
+        spark.sql("SELECT count(*) FROM delta.`lakehouse/quarantine`").collect()  # what Spark does with the path alone
+    registered, _ = register_views(spark, small_lakehouse)
+    assert "v_subset_stats" in registered
+    for sql in statements:
+        run_query(spark, sql).collect()
+
+
+def test_a_failing_query_is_one_line_that_says_what_to_do(spark, tmp_path, capfd):
+    result = runner.invoke(app, ["--lakehouse", str(tmp_path / "empty"), "--set", "mlflow.enabled=false",
+                                 "views", "--query", "SELECT name FROM v_subset_stats"])
+    captured = capfd.readouterr()
+    everything = result.output + captured.out + captured.err
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: --query: [TABLE_OR_VIEW_NOT_FOUND]")
+    assert "finevision tables" in result.output
+    assert "org.apache.spark" not in everything and "Traceback" not in everything
+
+
+class _Stage:
+    def __init__(self, done, total):
+        self.numCompletedTasks, self.numTasks = done, total
+
+
+class _Tracker:
+    """Stands in for Spark's StatusTracker: two running stages of one job."""
+
+    def getActiveStageIds(self):
+        return [1, 2]
+
+    def getStageInfo(self, stage_id):
+        return {1: _Stage(3, 8), 2: _Stage(1, 4)}[stage_id]
+
+    def getActiveJobsIds(self):
+        return [7]
+
+
+def test_progress_counts_the_running_stages_tasks_and_is_off_without_a_spark_context(monkeypatch):
+    from etl import progress
+
+    assert progress.task_counts(_Tracker()) == (4, 12, 1)
+
+    class ConnectSession:  # Spark Connect sessions raise on any SparkContext access
+        @property
+        def sparkContext(self):
+            raise RuntimeError("[JVM_ATTRIBUTE_NOT_SUPPORTED] sparkContext is not supported in Spark Connect")
+
+    assert progress.status_tracker(ConnectSession()) is None
+    ran = []
+    with progress.spark_progress(ConnectSession(), "clean", enabled=True):
+        ran.append(True)
+    assert ran == [True]
+    assert not progress.progress_wanted()  # under pytest
+
+
+def test_relative_delta_paths_are_resolved_against_the_working_directory(tmp_path):
+    from etl.views import resolve_table_paths
+
+    sql = "SELECT * FROM delta.`lakehouse/quarantine` q JOIN delta.`/abs/t` a JOIN DELTA.`s3://b/t` s"
+    expected = f"SELECT * FROM delta.`{tmp_path.resolve()}/lakehouse/quarantine` q JOIN delta.`/abs/t` a"
+    assert resolve_table_paths(sql, tmp_path) == expected + " JOIN DELTA.`s3://b/t` s"

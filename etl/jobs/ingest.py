@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StructField, StructType
 
 from etl import tables
 from etl.config import ConfigError, PipelineConfig, SourceSpec
 from etl.runs import CounterParam, PipelineRun
 from etl.schema import BENCHMARK_ITEMS, QUARANTINE, SAMPLES
-from etl.sources import plan_shards
+from etl.sources import plan_shards, splittable
 from etl.stages import ingest
 from etl.stages.quarantine import quarantine_rows, rejected_rows
 
@@ -34,10 +37,41 @@ def plan_tasks(config: PipelineConfig, specs: list[SourceSpec]) -> list[dict]:
         log.info("[ingest] %s: %d shard(s) of %s from %s", spec.name, len(shards), spec.format, location)
         for shard in shards:
             tasks.append(
-                {"spec": spec.model_dump_json(), "path": shard.path, "part": shard.part,
-                 "image_root": image_root, "data_root": data_root}
+                {"spec": spec.model_dump_json(), "path": shard.path, "part": shard.part, "start": shard.start,
+                 "end": shard.end, "first_row": shard.first_row, "image_root": image_root, "data_root": data_root}
             )
     return tasks
+
+
+def task_frame(spark, tasks: list[dict]) -> DataFrame:
+    """The tasks as a frame of one task per partition, so each shard is one Spark task.
+
+    `spark.range` with one partition per id gives that placement exactly; the tasks join it as the
+    broadcast side, which keeps the range's partitioning (and works under Spark Connect, unlike
+    `sparkContext.parallelize`)."""
+    rows = [(index, *(task[f] for f in ingest.TASKS.fieldNames())) for index, task in enumerate(tasks)]
+    schema = StructType([StructField("task_index", LongType(), False), *ingest.TASKS.fields])
+    indexed = spark.createDataFrame(rows, schema)
+    slots = spark.range(0, len(tasks), 1, len(tasks)).withColumnRenamed("id", "task_index")
+    return slots.join(F.broadcast(indexed), "task_index").select(*ingest.TASKS.fieldNames())
+
+
+def shard_tasks(spark, tasks: list[dict], config: PipelineConfig) -> list[dict]:
+    """The tasks with every big JSON or JSONL file split into byte ranges (`ingest.shard_bytes`).
+
+    The split reads each such file once on an executor; the driver receives only the ranges, a few
+    per `shard_bytes` of input."""
+    is_candidate = [splittable(SourceSpec.model_validate_json(t["spec"])) and t["part"] is None for t in tasks]
+    candidates = [t for t, yes in zip(tasks, is_candidate) if yes]
+    if not candidates:
+        return tasks
+    split = [row.asDict() for row in ingest.split_tasks(task_frame(spark, candidates), config.ingest).collect()]
+    ranges = Counter(t["path"] for t in split)
+    for path, n in sorted(ranges.items()):
+        if n > 1:
+            log.info("[ingest] %s: %d byte ranges of about %d bytes", path, n, config.ingest.shard_bytes)
+    kept = [t for t, yes in zip(tasks, is_candidate) if not yes]
+    return kept + sorted(split, key=lambda t: (t["path"], t["start"]))
 
 
 def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
@@ -47,12 +81,11 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
         tasks = plan_tasks(config, specs)
         if not tasks:
             raise ConfigError("ingest: no source files found; check sources_dir and data_root")
-        task_frame = spark.createDataFrame(
-            spark.sparkContext.parallelize([tuple(t[f] for f in ingest.TASKS.fieldNames()) for t in tasks], len(tasks)),
-            ingest.TASKS,
-        )
+        tasks = shard_tasks(spark, tasks, config)
+        report.counters["shards"] = len(tasks)
         counters = spark.sparkContext.accumulator({}, CounterParam())
-        parsed = ingest.parse_shards(task_frame, config.ingest, counters).persist(StorageLevel.MEMORY_AND_DISK)
+        parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest, counters)
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = {
                 (r["reason"], r["is_benchmark"]): r["n"]
@@ -65,7 +98,7 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             for (reason, _), n in counts.items():
                 if reason is not None:
                     report.dropped[reason] = report.dropped.get(reason, 0) + n
-            report.counters = dict(counters.value)
+            report.counters.update(counters.value)
             write = {
                 "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),
                 "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),

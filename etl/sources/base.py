@@ -1,9 +1,10 @@
 """What every source adapter yields, and the helpers they share.
 
 An adapter is a generator `read(spec, shard, files) -> Iterator[RawSample | Rejected]` over one
-shard (a file, or a row group of a parquet file). It runs on an executor, so it only touches the
-files of its shard. It never raises for a bad record: it yields `Rejected` with a reason from
-`Reason` and enough of the raw record to fix it, and carries on with the next record.
+shard (a file, a row group of a parquet file, or a byte range of a big JSON or JSONL file). It runs
+on an executor, so it only touches the files of its shard. It never raises for a bad record: it
+yields `Rejected` with a reason from `Reason` and enough of the raw record to fix it, and carries on
+with the next record.
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ Record = RawSample | Rejected
 
 @dataclass(frozen=True)
 class Shard:
-    """A unit of ingestion work: one file, or one row group of a parquet file."""
+    """A unit of ingestion work: one file, a row group of a parquet file (`part`), or the byte
+    range [start, end) of a big JSON or JSONL file whose first record is row `first_row`."""
 
     path: str
     part: int | None = None
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+    first_row: int = 0
 
 
 class Files(Protocol):

@@ -1,8 +1,10 @@
 """Ingestion: shards of raw sources -> unified sample rows, benchmark rows and quarantine rows.
 
-`parse_shards` is the one distributed step: each task opens its shard on an executor, runs the
-format's adapter and emits one row per record, either a sample or a rejection with its reason.
-Every record therefore leaves the stage in exactly one place.
+Two distributed steps. `split_tasks` turns each big JSON or JSONL file into byte ranges of about
+`ingest.shard_bytes` (one pass over the file on an executor, `etl.sources.splits`), so a 1 GB
+array spreads over every core. `parse_shards` opens each shard on an executor, runs the format's
+adapter and emits one row per record, either a sample or a rejection with its reason. Every record
+therefore leaves the stage in exactly one place.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Iterator
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from etl.config import IngestConfig, SourceSpec
 from etl.schema import BENCHMARK_ITEMS, SAMPLES
@@ -26,6 +28,9 @@ TASKS = StructType(
         StructField("spec", StringType(), False),
         StructField("path", StringType(), False),
         StructField("part", IntegerType()),
+        StructField("start", LongType(), False),
+        StructField("end", LongType()),
+        StructField("first_row", LongType(), False),
         StructField("image_root", StringType()),
         StructField("data_root", StringType()),
     ]
@@ -107,7 +112,8 @@ def parse_task(task: dict, ingest: IngestConfig, stats: dict[str, int] | None = 
 
     spec = SourceSpec.model_validate_json(task["spec"])
     ctx = ReadContext(spec, ArrowFiles(), ingest, image_root=task["image_root"])
-    for record in ADAPTERS[spec.format](ctx, Shard(task["path"], task["part"])):
+    shard = Shard(task["path"], task["part"], task["start"], task["end"], task["first_row"])
+    for record in ADAPTERS[spec.format](ctx, shard):
         if isinstance(record, Rejected):
             yield rejected_row(spec, record)
         else:
@@ -115,6 +121,31 @@ def parse_task(task: dict, ingest: IngestConfig, stats: dict[str, int] | None = 
     if stats is not None:
         for key, value in ctx.stats.items():
             stats[f"{spec.subset}.{key}"] = stats.get(f"{spec.subset}.{key}", 0) + value
+
+
+def split_task(task: dict, ingest: IngestConfig) -> list[dict]:
+    """A task as byte-range tasks of about `ingest.shard_bytes` (itself when not splittable or small)."""
+    from etl.sources import split_shard
+    from etl.sources.files import ArrowFiles
+
+    spec = SourceSpec.model_validate_json(task["spec"])
+    shards = split_shard(spec, Shard(task["path"], task["part"], task["start"], task["end"], task["first_row"]),
+                         ArrowFiles(), ingest.shard_bytes)
+    return [{**task, "part": s.part, "start": s.start, "end": s.end, "first_row": s.first_row} for s in shards]
+
+
+def split_tasks(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
+    """The tasks (schema TASKS) with every big splittable file as byte-range tasks (schema TASKS)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow_schema = to_arrow_schema(TASKS)
+
+    def split(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = [shard for task in batch.to_pylist() for shard in split_task(task, ingest)]
+            yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
+
+    return tasks.mapInArrow(split, TASKS)
 
 
 def parse_shards(tasks: DataFrame, ingest: IngestConfig, counters=None) -> DataFrame:
