@@ -6,6 +6,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
@@ -303,7 +304,9 @@ def review(
     from etl.review import write_contamination_review, write_duplicate_review
     from etl.session import build_session
 
-    writers = {"contamination": write_contamination_review, "duplicates": write_duplicate_review}
+    writers: dict[str, Callable[..., Path]] = {
+        "contamination": write_contamination_review, "duplicates": write_duplicate_review
+    }
     if what not in writers:
         _fail(f"review: unknown page {what!r}; choose from {sorted(writers)}")
     options = _options(ctx)

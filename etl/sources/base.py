@@ -15,7 +15,8 @@ import posixpath
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from etl.config import IngestConfig, SourceSpec
 
@@ -52,7 +53,7 @@ class SourceRef:
 class RawSample:
     """One converted record: images as (bytes, path) pairs, texts as (user, assistant) pairs."""
 
-    images: list[tuple[bytes, str | None]]
+    images: Sequence[tuple[bytes, str | None]]
     texts: list[tuple[str, str]]
     ref: SourceRef
     item_id: str | None = None  # benchmark item id, when the source has one

@@ -106,7 +106,7 @@ def read_sharegpt(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
 def _sharegpt_sample(ctx: ReadContext, ref, record) -> Iterator[Record]:
     if not isinstance(record, dict):
         raise TypeError(f"expected an object per line, got {type(record).__name__}")
-    images = [(ctx.read_image(p), p) for p in _image_list(record.get("images"))]
+    images: list[tuple[bytes, str | None]] = [(ctx.read_image(p), p) for p in _image_list(record.get("images"))]
     messages = []
     if "messages" in record:
         if not isinstance(record["messages"], list):

@@ -147,9 +147,9 @@ def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef)
         more = f" (+{len(errors) - 1} more steps)" if len(errors) > 1 else ""
         yield Rejected(Reason.UNSUPPORTED_ACTION, _error_detail(*errors[0]) + more, ref, ctx.preview(record))
         return
-    for _, error in errors:
+    for _, skipped in errors:
         ctx.stats["unsupported_action"] = ctx.stats.get("unsupported_action", 0) + 1
-        key = f"unsupported_action.{error.reason}"
+        key = f"unsupported_action.{skipped.reason}"
         ctx.stats[key] = ctx.stats.get(key, 0) + 1
     if not converted:
         detail = f"no supported step left; first: {_error_detail(*errors[0])}"

@@ -45,14 +45,14 @@ def _sample(ctx: ReadContext, key: str, members: dict[str, bytes], ref: SourceRe
         if not isinstance(record, dict):
             raise TypeError("json member must hold an object")
         if "caption" in spec.fields:
-            turn = (template_for(spec.question_templates, ref.member), clean_text(record[spec.fields["caption"]]))
+            turn = (template_for(spec.question_templates, key), clean_text(record[spec.fields["caption"]]))
         else:
             turn = (clean_text(record[spec.field("question")]), clean_text(str(record[spec.field("answer")])))
         item_id = item_id_of(spec, record)
     elif "txt" in members:
         if not spec.question_templates:
             raise KeyError("question_templates (required for .txt captions)")
-        turn = (template_for(spec.question_templates, ref.member), clean_text(members["txt"].decode("utf-8", "replace")))
+        turn = (template_for(spec.question_templates, key), clean_text(members["txt"].decode("utf-8", "replace")))
         item_id = None
     else:
         raise KeyError(f"json or txt member for key {key!r}")
@@ -69,12 +69,14 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
             handle.close()
         yield Rejected(Reason.UNREADABLE_FILE, f"cannot open tar: {exc}", SourceRef(shard.path))
         return
-    current_key, members, index = None, {}, 0
+    current_key: str | None = None
+    members: dict[str, bytes] = {}
+    index = 0
 
-    def flush():
-        ref = SourceRef(shard.path, current_key, index)
-        raw = {"key": current_key, "members": sorted(members)}
-        yield from iter_with_rejects(ctx, ref, raw, lambda: iter([_sample(ctx, current_key, members, ref)]))
+    def flush(key: str):
+        ref = SourceRef(shard.path, key, index)
+        raw = {"key": key, "members": sorted(members)}
+        yield from iter_with_rejects(ctx, ref, raw, lambda: iter([_sample(ctx, key, members, ref)]))
 
     skip = False  # the current key already went to quarantine
     try:
@@ -89,7 +91,7 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
                 key, ext = _split_member(name)
                 if key != current_key:
                     if current_key is not None and not skip:
-                        yield from flush()
+                        yield from flush(current_key)
                     index += 1 if current_key is not None else 0
                     current_key, members, skip = key, {}, False
                 if skip:
@@ -101,8 +103,9 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
                     reason = Reason.IMAGE_TOO_LARGE if is_image else Reason.RECORD_TOO_LARGE
                     yield Rejected(reason, f"member {name!r} has {member.size} bytes, limit {limit}", SourceRef(shard.path, key, index))
                     continue
-                members[ext] = archive.extractfile(member).read()
+                content = archive.extractfile(member)  # a file member (checked above) always has content
+                members[ext] = content.read() if content is not None else b""
             if current_key is not None and not skip:
-                yield from flush()
+                yield from flush(current_key)
     except (OSError, tarfile.TarError, EOFError) as exc:
         yield Rejected(Reason.UNREADABLE_FILE, f"tar stream broken after key {current_key!r}: {exc}", SourceRef(shard.path, current_key))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
@@ -140,7 +140,7 @@ def split_tasks(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
 
     arrow_schema = to_arrow_schema(TASKS)
 
-    def split(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def split(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows = [shard for task in batch.to_pylist() for shard in split_task(task, ingest)]
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
@@ -158,8 +158,10 @@ def parse_shards(tasks: DataFrame, ingest: IngestConfig, counters=None) -> DataF
 
     arrow_schema = to_arrow_schema(PARSED)
 
-    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows, held, stats = [], 0, {}
+    def parse(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows: list[dict] = []
+        stats: dict[str, int] = {}
+        held = 0
         for batch in batches:
             for task in batch.to_pylist():
                 for row in parse_task(task, ingest, stats):
