@@ -359,3 +359,22 @@ def test_every_training_config_validates_with_its_tile_tokens():
     assert configs["tiny"].image_seq_len == 4
     assert configs["smolvlm_256m"].image_seq_len == configs["nanovlm_460m"].image_seq_len == 64  # reference: 64 per tile
     assert configs["smolvlm_256m"].model.init == "smollm2"
+
+
+def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
+    from etl.train.run import mlflow_names, table_ref
+
+    config = load_train_config("tiny")
+    local = mlflow_names(config, load_config())
+    assert local == {"experiment": "finevision-training", "registered_model_name": "finevision-tiny", "registry_uri": None}
+    databricks = load_config(overrides=["mlflow.tracking_uri=databricks", "catalog=main.finevision"])
+    assert mlflow_names(config, databricks) == {"experiment": "/Shared/finevision-training",
+                                                "registered_model_name": "main.finevision.finevision_tiny",
+                                                "registry_uri": "databricks-uc"}
+    with pytest.raises(ValueError, match="Unity Catalog needs catalog.schema.model"):
+        mlflow_names(config, load_config(overrides=["mlflow.tracking_uri=databricks"]))
+    assert table_ref("main.gold.samples", databricks).qualified_name == "main.gold.samples"
+    assert table_ref("gold_samples", databricks).qualified_name == "main.finevision.gold_samples"
+    assert table_ref("/data/gold", databricks).path == "/data/gold"
+    with pytest.raises(ValueError, match="neither a path nor a table name"):
+        table_ref("gold samples; DROP", databricks)
