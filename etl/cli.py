@@ -218,28 +218,30 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Option("--train-set", help="override a training key: --train-set max_steps=50")] = None,
     mixture: Annotated[Optional[str], typer.Option(help="mixture spec in conf/mixtures (name or path)")] = None,
     version: Annotated[Optional[int], typer.Option(help="gold_samples version to pin (default: the latest)")] = None,
+    table: Annotated[Optional[str], typer.Option(help="gold table: a path, a name under the lakehouse or catalog.schema.table")] = None,
 ) -> None:
     """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
     from etl.train.config import load_train_config
+    from etl.train.run import table_ref
     from etl.train.run import train as train_model
 
     options = _options(ctx)
     try:
         sets = list(overrides or []) + ([f"data.mixture={mixture}"] if mixture else []) + (
+            [f"data.table={table}"] if table else []) + (
             [f"data.version={version}"] if version is not None else [])
         train_config = load_train_config(config, sets)
+        spark = None
+        if train_config.distributed.num_processes > 1 or table_ref(train_config.data.table, options.config).qualified_name:
+            from etl.session import build_session
+
+            spark = build_session(options.profile)  # TorchDistributor, or a catalog table's location
         if options.dry_run:
             from etl.train.run import resolve_source
 
-            source, rows = resolve_source(train_config, options.config)
-            typer.echo(f"would train {train_config.name} on {source.uri} @ version {source.version}: {rows} rows"
-                       f" (where {source.where or 'true'})")
+            source, rows = resolve_source(train_config, options.config, spark)
+            typer.echo(f"would train {train_config.name} on {source}: {rows} rows")
             return
-        spark = None
-        if train_config.distributed.num_processes > 1:
-            from etl.session import build_session
-
-            spark = build_session(options.profile)
         result = train_model(train_config, options.config, spark)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc).splitlines()[0])
@@ -254,12 +256,12 @@ def train(
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="a saved model folder, or an MLflow model URI (runs:/..., models:/...)")],
+    model: Annotated[str, typer.Option(help="a saved model folder every node reads, or an MLflow model URI (runs:/..., models:/...)")],
     eval_config: Annotated[Optional[Path], typer.Option("--eval-config", help="default conf/eval.yaml")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--eval-set", help="override an eval key: --eval-set limit=50")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
 ) -> None:
-    """Score a model on benchmark_items, split into contaminated and clean items (MLflow)."""
+    """Score a model on benchmark_items on the executors, split into contaminated and clean items (MLflow, eval_predictions)."""
     from etl.train.evaluate import evaluate as evaluate_model
     from etl.train.evaluate import format_scores, load_eval_config, run_id_of
 
@@ -267,7 +269,9 @@ def evaluate(
     try:
         config = load_eval_config(eval_config, overrides or [])
         target = run_id or run_id_of(model, options.config.mlflow.tracking_uri)
-        scores = evaluate_model(model, options.config, config, target)
+        from etl.session import build_session
+
+        scores = evaluate_model(model, options.config, config, build_session(options.profile), target)
     except (ConfigError, ValueError, OSError) as exc:
         _fail(str(exc).splitlines()[0])
     typer.echo(format_scores(scores))

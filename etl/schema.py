@@ -13,6 +13,7 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     BooleanType,
+    DoubleType,
     FloatType,
     IntegerType,
     LongType,
@@ -204,5 +205,23 @@ RATING_DISTRIBUTION = StructType(
         StructField("share", FloatType()),
         StructField("judge_model", StringType()),
         StructField("prompt_hash", StringType()),
+    ]
+)
+
+# `finevision evaluate`: one row per benchmark item and evaluation (etl/train/evaluate.py).
+EVAL_PREDICTIONS = StructType(
+    [
+        StructField("eval_id", StringType(), nullable=False),
+        StructField("mlflow_run_id", StringType()),
+        StructField("model", StringType(), nullable=False),
+        StructField("benchmark", StringType(), nullable=False),
+        StructField("item_id", StringType(), nullable=False),
+        StructField("contaminated", BooleanType(), nullable=False),
+        StructField("metric", StringType(), nullable=False),
+        StructField("prompt", StringType()),  # the question as asked (options and instruction included)
+        StructField("answer", StringType()),
+        StructField("prediction", StringType()),
+        StructField("choice", StringType()),  # the option letter a multiple-choice prediction chose
+        StructField("score", DoubleType()),
     ]
 )

@@ -56,15 +56,37 @@ def tiny_lakehouse(spark, make_config):
     cluster = [("img2", "img2", 2, True), ("img3", "img2", 2, False)]
     tables.overwrite(spark, ref("near_duplicate_clusters"), spark.createDataFrame(cluster, NEAR_DUPLICATE_CLUSTERS), commit,
                      NEAR_DUPLICATE_CLUSTERS)
+    from etl.jobs.rate import axis_judges, current_judges
+
+    judge = current_judges(axis_judges(config))  # axis -> the configured (judge_model, prompt_hash)
     ratings = [
-        ("s1", 0, "formatting", 4, None, "judge", "h", None, "r"),
-        ("s1", 1, "formatting", 2, None, "judge", "h", None, "r"),
-        ("s1", 0, "relevance", 5, None, "judge", "h", None, "r"),
-        ("s3", 0, "formatting", None, None, "judge", "h", "timeout", "r"),  # a judge error: no score
-        ("s4", 0, "formatting", 5, None, "judge", "h", None, "r"),
+        ("s1", 0, "formatting", 4, None, *judge["formatting"], None, "r"),
+        ("s1", 1, "formatting", 2, None, *judge["formatting"], None, "r"),
+        ("s1", 0, "relevance", 5, None, *judge["relevance"], None, "r"),
+        ("s3", 0, "formatting", None, None, *judge["formatting"], "timeout", "r"),  # a judge error: no score
+        ("s4", 0, "formatting", 5, None, *judge["formatting"], None, "r"),
     ]
     spark.createDataFrame(ratings, RATINGS_SCHEMA).write.format("delta").save(ref("turn_ratings").path)
     return config, silver
+
+
+def test_subset_stats_count_only_the_configured_judge_and_prompt(spark, tiny_lakehouse):
+    from etl.jobs.rate import axis_judges, current_judges
+
+    config, _ = tiny_lakehouse
+    judge = current_judges(axis_judges(config))
+    other_scores = [  # another judge, and the configured judge with another prompt: neither counts
+        ("s1", 0, "formatting", 1, None, "another-judge", judge["formatting"][1], None, "r"),
+        ("s1", 1, "relevance", 1, None, judge["relevance"][0], "another-prompt", None, "r"),
+        ("s3", 0, "visual_dependency", 1, None, "another-judge", judge["visual_dependency"][1], None, "r"),
+    ]
+    ref = tables.TableRef.of(config, "turn_ratings")
+    spark.createDataFrame(other_scores, RATINGS_SCHEMA).write.format("delta").mode("append").save(ref.path)
+    run = PipelineRun(spark, config, "test")
+    analyze.run(run)
+    stats = {r["name"]: r for r in tables.read(spark, run.table("subset_stats")).collect()}
+    assert stats["alpha"]["rating_formatting"] == 3.0 and stats["alpha"]["rating_relevance"] == 5.0
+    assert stats["beta"]["rating_visual_dependency"] is None and stats["*"]["rating_visual_dependency"] is None
 
 
 def test_subset_stats_per_subset_category_and_total(spark, tiny_lakehouse):

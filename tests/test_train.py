@@ -4,8 +4,10 @@ mixtures, and TorchDistributor with two CPU processes."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
@@ -14,9 +16,111 @@ from etl.config import load_config
 from etl.train import data
 from etl.train.config import load_train_config
 from etl.train.evaluate import EvalConfig, evaluate
-from etl.train.metrics import accuracy, anls, exact_match, relaxed_accuracy
+from etl.train.metrics import anls, contains, exact_match, relaxed_accuracy, score_item, vqa_accuracy
 from etl.train.mixture import MixtureSpec, mixture_predicate
 from etl.train.run import train
+
+
+def _write_gold(path, rows: list[dict]) -> str:
+    """A gold-shaped Delta table (the columns training and mixtures read) from literal rows."""
+    from deltalake import write_deltalake
+
+    turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("sample_id", pa.string()), ("subset", pa.string()), ("contaminated", pa.bool_()),
+                        ("relevance_min", pa.int32()), ("images", pa.list_(image)), ("texts", pa.list_(turn))])
+    full = [{"contaminated": False, "relevance_min": None, "images": [], "texts": [{"user": "q", "assistant": "a"}]}
+            | row for row in rows]
+    write_deltalake(str(path), pa.Table.from_pylist(full, schema))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def downsampled_gold(tmp_path_factory):
+    """16,000 samples in four subsets, sample_ids as the pipeline makes them (sha256 hex)."""
+    subsets = ("alpha", "beta", "gamma", "delta")
+    rows = [{"sample_id": hashlib.sha256(f"s{i}".encode()).hexdigest(), "subset": subsets[i % 4]} for i in range(16_000)]
+    return _write_gold(tmp_path_factory.mktemp("gold") / "gold_samples", rows)
+
+
+def test_every_rank_gets_rows_under_a_downsampled_mixture(downsampled_gold):
+    from etl.train.loop import epochs
+
+    spec = MixtureSpec(name="small", subsets={"alpha": 0.5, "beta": 0.25, "gamma": 0.75, "delta": 0.1},
+                       include_contaminated=True)
+    source = data.GoldSource(downsampled_gold, 0, mixture_predicate(spec))
+    total = data.count_rows(source)
+    assert 0.35 * 16_000 < total < 0.45 * 16_000  # the mixture keeps about 1.6 of the 4 subsets
+    shares = [[r["subset"] for r in data.delta_rows(source, rank, 8)] for rank in range(8)]
+    assert sum(len(s) for s in shares) == total
+    for rank, subsets in enumerate(shares):
+        assert abs(len(subsets) / total - 1 / 8) < 0.02, (rank, len(subsets), total)
+        assert set(subsets) == set(spec.subsets), rank  # every subset reaches every rank
+    for rank in range(8):  # the training stream of every rank starts (no rank loops over an empty share)
+        assert next(epochs(lambda epoch: data.delta_rows(source, rank, 8), 4, 0))["subset"] in spec.subsets  # noqa: B023
+
+
+def test_a_rank_without_rows_fails_naming_the_mixture(downsampled_gold):
+    from etl.train.loop import epochs
+
+    spec = MixtureSpec(name="tiny_slice", subsets={"alpha": 0.0005}, include_contaminated=True)  # about 2 rows
+    source = data.GoldSource(downsampled_gold, 0, mixture_predicate(spec), mixture="tiny_slice")
+    counts = data.rows_per_rank(source, 8)
+    assert sum(counts) == data.count_rows(source) and 0 in counts
+    assert counts == [sum(1 for _ in data.delta_rows(source, rank, 8)) for rank in range(8)]
+    with pytest.raises(ValueError, match="get no rows of .*mixture tiny_slice"):
+        data.require_rows_on_every_rank(source, 8)
+
+    calls = []
+
+    def empty_epoch(epoch):
+        calls.append(epoch)
+        if len(calls) > 3:
+            raise RuntimeError("epochs() kept asking for another empty epoch")
+        return []
+
+    with pytest.raises(ValueError, match="no training rows in rank 5 of 8"):
+        next(epochs(empty_epoch, 4, 0, "rank 5 of 8"))
+
+
+@pytest.fixture(scope="module")
+def small_gold(tmp_path_factory):
+    """24 one-image samples (a colour and its name): enough for a few steps of the tiny model."""
+    from tests.conftest import png_bytes
+
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+    rows = []
+    for i in range(24):
+        name = list(colours)[i % 3]
+        rows.append({"sample_id": hashlib.sha256(f"c{i}".encode()).hexdigest(), "subset": "colours",
+                     "images": [{"bytes": png_bytes((24 + i, 20), colours[name]), "path": None}],
+                     "texts": [{"user": "What colour is it?", "assistant": name}]})
+    root = tmp_path_factory.mktemp("small")
+    return _write_gold(root / "gold_samples", rows), root
+
+
+@pytest.mark.slow
+def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_gold, tmp_path, monkeypatch):
+    """With `local_mode: false` rank 0 runs in an executor's working directory: a relative output_dir
+    there is not the driver's, as on a cluster where it is another machine's disk."""
+    import mlflow
+
+    gold, _ = small_gold
+    monkeypatch.chdir(tmp_path)
+    pipeline = load_config(overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    config = load_train_config("tiny", [f"data.table={gold}", "output_dir=models/remote", "max_steps=1",
+                                        "checkpoint_every=0", "batch_size=1", "grad_accum=1",
+                                        "distributed.num_processes=2", "distributed.local_mode=false",
+                                        "mlflow.registered_model_name=tiny-remote", "mlflow.system_metrics=false"])
+    result = train(config, pipeline, spark)
+    assert result.world == 2 and not (tmp_path / "models" / "remote" / "final").exists()  # not on the driver's disk
+    mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
+    loaded = mlflow.pytorch.load_model("models:/tiny-remote/1")
+    assert sum(p.numel() for p in loaded.parameters()) < 5_000_000
+    info = mlflow.models.get_model_info(result.model_uri)
+    assert info.run_id == result.mlflow_run_id and info.signature is not None
+    assert {"input_ids", "pixel_values"} <= set(info.signature.inputs.input_dict())
+    assert info.saved_input_example_info is not None
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +191,8 @@ def test_evaluation_reports_overall_contaminated_and_clean_scores(spark, setting
     from mlflow import MlflowClient
 
     run, pipeline, _ = setting
-    scores = evaluate(trained.final_dir, pipeline, EvalConfig(limit=6, max_new_tokens=4,
-                      metrics={"chartqa_local": "relaxed_accuracy"}), run_id=trained.mlflow_run_id)
+    scores = evaluate(trained.model_uri, pipeline, EvalConfig(limit=6, max_new_tokens=4,
+                      metrics={"chartqa_local": "relaxed_accuracy"}), spark, run_id=trained.mlflow_run_id)
     by_name = {s.benchmark: s for s in scores}
     assert set(by_name) == {"easyvqa_test", "chartqa_local"}
     hits = tables.read(spark, run.table("contamination_hits")).select("benchmark", "benchmark_item_id").distinct().collect()
@@ -105,13 +209,105 @@ def test_evaluation_reports_overall_contaminated_and_clean_scores(spark, setting
         assert f"eval/chartqa_local/relaxed_accuracy{suffix}" in metrics
 
 
-def test_metrics_follow_the_reference_definitions():
+def test_metrics_follow_the_lmms_eval_definitions():
     assert exact_match("Red.", ["red"]) == 1.0 and exact_match("dark red", ["red"]) == 0.0
     assert relaxed_accuracy("10.4", ["10"]) == 1.0 and relaxed_accuracy("10.6", ["10"]) == 0.0
+    assert relaxed_accuracy("12%", ["0.12"]) == 1.0  # a percentage is divided by 100
+    assert relaxed_accuracy("0", ["0"]) == 1.0 and relaxed_accuracy("0.0", ["0"]) == 0.0  # a zero reference is text
     assert relaxed_accuracy("Yes", ["yes"]) == 1.0
     assert anls("helo", ["hello"]) == pytest.approx(0.8) and anls("xyz", ["hello"]) == 0.0
-    assert accuracy("(B) because", ["B"]) == 1.0 and accuracy("A", ["B"]) == 0.0
-    assert accuracy("the text says STOP here", ["stop"]) == 1.0
+    assert vqa_accuracy("Two", ["2"]) == 1.0 and vqa_accuracy("the cat", ["cat"]) == 1.0
+    # ten annotators, two said cat: leave-one-out mean of min(1, matches / 3) = (2 * 1/3 + 8 * 2/3) / 10
+    assert vqa_accuracy("cat", ["cat"] * 2 + ["dog"] * 8) == pytest.approx(0.6)
+    assert contains("the sign says STOP here", ["stop"]) == 1.0 and contains("go", ["stop"]) == 0.0
+
+
+def test_multiple_choice_is_scored_by_the_chosen_option():
+    question = "Which one is red?\nA. an apple\nB. the sky\nC. grass\nAnswer with the option's letter from the given choices directly."
+    for prediction, chosen in [("A", "A"), ("(A) an apple", "A"), ("The answer is A", "A"), ("an apple", "A"),
+                               ("B", "B"), ("the sky or an apple", None), ("none of these", None)]:
+        assert score_item("option_accuracy", prediction, "an apple", question) == (float(chosen == "A"), chosen), prediction
+    assert score_item("option_accuracy", "C.", "C", question) == (1.0, "C")  # the reference given as a letter
+    assert score_item("option_accuracy", "it is 42", "42", "How many?") == (1.0, None)  # open question: contained
+
+
+def test_batched_generation_answers_as_one_item_at_a_time():
+    from PIL import Image
+
+    from etl.train.evaluate import generate
+    from etl.train.model import build_model, build_processor
+
+    config = load_train_config("tiny")
+    processor = build_processor(config, load_config().clean.tokenizer)
+    model = build_model(config, processor).eval()
+    processor.tokenizer.padding_side = "left"
+    images = [[Image.new("RGB", (20 + 9 * i, 30), (60 * i, 90, 200))] for i in range(3)]
+    images[1].append(Image.new("RGB", (50, 20), (0, 0, 0)))  # two images: more tiles than the others
+    questions = ["What colour?", "A much longer question about both of the pictures?", "Hi"]
+    prompts = [data.prompt_text(q, len(i)) for q, i in zip(questions, images)]
+    batched = generate(model, processor, "cpu", prompts, images, 6)
+    assert batched == [generate(model, processor, "cpu", [p], [i], 6)[0] for p, i in zip(prompts, images)]
+
+
+def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, tmp_path):
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS
+    from etl.train import evaluate as evaluation
+    from etl.train.model import build_model, build_processor
+    from tests.conftest import png_bytes
+
+    pipeline = load_config(overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    config = load_train_config("tiny")
+    processor = build_processor(config, pipeline.clean.tokenizer)
+    model_dir = tmp_path / "model"
+    build_model(config, processor).save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+
+    def item(benchmark, item_id, question, answer, image=True):
+        images = [{"bytes": png_bytes((30, 20)), "path": None, "image_id": item_id, "width": 30, "height": 20}] if image else []
+        return {"benchmark": benchmark, "item_id": item_id, "sample_id": item_id, "subset": benchmark, "category": "General VQA",
+                "source": benchmark, "images": images, "texts": [{"user": question, "assistant": answer}], "source_ref": None}
+
+    mc = "Which is red?\nA. apple\nB. sky"
+    items = [item("colours", f"c{i}", "What colour?", "red") for i in range(4)] + [
+        item("colours", "c9", "What colour?", ""),            # no reference answer: not scored
+        item("quiz", "q1", mc, "apple", image=False),           # multiple choice, the answer as the option's text
+        item("quiz", "q2", mc, "B", image=False),               # multiple choice, the answer as a letter
+    ]
+    hits = [(None, "s", "colours", "colours", "c3", 1.0, "m", 1.0, "text-ngram", "r")]
+    commit = tables.Commit("test", "test", "0", "0")
+    tables.overwrite(spark, tables.TableRef.of(pipeline, "benchmark_items"), spark.createDataFrame(items, BENCHMARK_ITEMS),
+                     commit, BENCHMARK_ITEMS)
+    tables.overwrite(spark, tables.TableRef.of(pipeline, "contamination_hits"),
+                     spark.createDataFrame(hits, CONTAMINATION_HITS), commit, CONTAMINATION_HITS)
+
+    eval_config = EvalConfig(limit=2, max_new_tokens=3, batch_size=2, metrics={"quiz": "option_accuracy"})
+    scores = {s.benchmark: s for s in evaluate(str(model_dir), pipeline, eval_config, spark)}
+    assert not evaluation._LOADED  # the model was loaded by the executors' Python workers, never here
+
+    predictions = tables.read(spark, tables.TableRef.of(pipeline, "eval_predictions")).toPandas()
+    assert sorted(predictions["item_id"]) == ["c0", "c1", "c3", "q1", "q2"]  # 2 clean colours (limit) + the contaminated one
+    assert predictions.set_index("item_id")["contaminated"].to_dict() == {"c0": False, "c1": False, "c3": True,
+                                                                           "q1": False, "q2": False}
+    quiz = predictions[predictions["benchmark"] == "quiz"]
+    assert all(p.startswith(mc) and p.endswith("Answer with the option's letter from the given choices directly.")
+               for p in quiz["prompt"])
+    assert all(isinstance(p, str) for p in predictions["prediction"]) and set(predictions["score"]) <= {0.0, 1.0}
+    for name, score in scores.items():
+        mine = predictions[predictions["benchmark"] == name]
+        assert (score.n_all, score.n_contaminated) == (len(mine), int(mine["contaminated"].sum()))
+        assert score.all == pytest.approx(mine["score"].mean())
+    assert scores["colours"].metric == "exact_match" and scores["quiz"].metric == "option_accuracy"
+    assert scores["quiz"].contaminated is None and scores["colours"].contaminated is not None
+
+    run = MlflowClient(pipeline.mlflow.tracking_uri).get_run(predictions["mlflow_run_id"][0])
+    assert {"eval/colours/exact_match.clean", "eval/colours/exact_match.contaminated",
+            "eval/quiz/option_accuracy"} <= set(run.data.metrics)
+    assert run.data.params["eval.output.eval_predictions"] == "1"  # the version written (0 created the table)
+    logged = MlflowClient(pipeline.mlflow.tracking_uri).download_artifacts(run.info.run_id, "eval/predictions.json", str(tmp_path))
+    assert len(pd.read_json(logged, orient="split")) == 5
 
 
 def test_mixture_predicate_selects_the_same_rows_in_spark_and_in_the_training_reader(spark, corpus_run):
@@ -163,3 +359,22 @@ def test_every_training_config_validates_with_its_tile_tokens():
     assert configs["tiny"].image_seq_len == 4
     assert configs["smolvlm_256m"].image_seq_len == configs["nanovlm_460m"].image_seq_len == 64  # reference: 64 per tile
     assert configs["smolvlm_256m"].model.init == "smollm2"
+
+
+def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
+    from etl.train.run import mlflow_names, table_ref
+
+    config = load_train_config("tiny")
+    local = mlflow_names(config, load_config())
+    assert local == {"experiment": "finevision-training", "registered_model_name": "finevision-tiny", "registry_uri": None}
+    databricks = load_config(overrides=["mlflow.tracking_uri=databricks", "catalog=main.finevision"])
+    assert mlflow_names(config, databricks) == {"experiment": "/Shared/finevision-training",
+                                                "registered_model_name": "main.finevision.finevision_tiny",
+                                                "registry_uri": "databricks-uc"}
+    with pytest.raises(ValueError, match="Unity Catalog needs catalog.schema.model"):
+        mlflow_names(config, load_config(overrides=["mlflow.tracking_uri=databricks"]))
+    assert table_ref("main.gold.samples", databricks).qualified_name == "main.gold.samples"
+    assert table_ref("gold_samples", databricks).qualified_name == "main.finevision.gold_samples"
+    assert table_ref("/data/gold", databricks).path == "/data/gold"
+    with pytest.raises(ValueError, match="neither a path nor a table name"):
+        table_ref("gold samples; DROP", databricks)

@@ -5,7 +5,8 @@
 - `diversity_metrics`: effective rank, participation ratio and diversity of the SSCD embeddings.
 
 silver_samples is required; image_embeddings, contamination_hits, near_duplicate_clusters and
-turn_ratings are read when they exist (pinned, recorded) and otherwise leave their figures null.
+turn_ratings are read when they exist (pinned, recorded) and otherwise leave their figures null. Of
+turn_ratings only the configured judge and prompt of each axis count, as in the export.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pyspark.sql import functions as F
 from etl import tables
 from etl.jobs.clean import rules_from, ship_to_executors
 from etl.jobs.embed import embedder_spec
+from etl.jobs.rate import axis_judges, current_judges
 from etl.runs import PipelineRun, StageReport
 from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
 from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
 from etl.stages.gui_stats import ACTION_STATS, action_distribution
+from etl.stages.rate import current_ratings
 from udfs.sscd import model_id
 
 OPTIONAL_INPUTS = ("image_embeddings", "contamination_hits", "near_duplicate_clusters", "turn_ratings")
@@ -37,6 +40,8 @@ def run(run: PipelineRun) -> None:
     with run.stage("analyze") as report:
         silver = slim_samples(run.read_input(report, "silver_samples")).persist(StorageLevel.MEMORY_AND_DISK)
         extra = {name: optional_input(run, report, name) for name in OPTIONAL_INPUTS}
+        if extra["turn_ratings"] is not None:  # only the configured judge and prompt of each axis count
+            extra["turn_ratings"] = current_ratings(extra["turn_ratings"], current_judges(axis_judges(run.config)))
         commit = run.commit("analyze")
 
         actions = action_distribution(silver).persist()

@@ -6,6 +6,9 @@ flags FineVision did not publish (`sample_id`, `subset`, `category`, `contaminat
 
 `rating_columns` is the one place that turns `turn_ratings` rows into the release's
 `*_ratings` arrays (one score per turn) and `*_min` values; without ratings they are nulls.
+`<axis>_min` is the minimum over all turns, null unless every turn is rated: FineVision rated every
+turn, so there it is the minimum over all turns; with partial ratings, a minimum over the rated
+turns alone would overstate a sample whose unrated turn is its worst.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def dup_cluster_ids(samples: DataFrame, clusters: DataFrame) -> DataFrame:
 
 def rating_columns(samples: DataFrame, turn_ratings: DataFrame | None) -> DataFrame:
     """`samples` with `<axis>_ratings` (array<int>, one per turn, null where a turn has no score)
-    and `<axis>_min` (the lowest score of the sample) for every axis; both null when the sample has
-    no rating on that axis, or when there is no `turn_ratings` table.
+    and `<axis>_min` (the lowest score of the sample, null unless every turn has a score) for every
+    axis; both null when the sample has no rating on that axis, or when there is no `turn_ratings`
+    table. Pass the ratings of the configured judge and prompt of each axis (`current_ratings`).
 
     Of several scores of one turn and axis (re-runs), the one of the largest `run_id` counts;
     failed judgements (`error` set, or no score) are ignored.
@@ -85,9 +89,13 @@ def rating_columns(samples: DataFrame, turn_ratings: DataFrame | None) -> DataFr
         unrated = F.coalesce(F.size(by_turn), F.lit(0)) == 0  # pivot gives an empty map to other axes' samples
         ratings.append(F.when(unrated, F.lit(None)).otherwise(aligned).alias(f"{axis}_ratings"))
     rated = samples.alias("s").join(scores.alias("r"), "sample_id", "left").select("s.*", *ratings)
-    return rated.select(
-        "*", *[F.array_min(F.filter(f"{a}_ratings", lambda x: x.isNotNull())).alias(f"{a}_min") for a in RATING_AXES]
-    )
+    return rated.select("*", *[minimum_if_every_turn_rated(f"{a}_ratings").alias(f"{a}_min") for a in RATING_AXES])
+
+
+def minimum_if_every_turn_rated(ratings: str):
+    """The lowest score of a per-turn array; null when a turn has no score (or there is no turn)."""
+    every_turn_rated = (F.size(ratings) > 0) & F.forall(ratings, lambda score: score.isNotNull())
+    return F.when(every_turn_rated, F.array_min(ratings))
 
 
 def kept_samples(silver: DataFrame, removed: DataFrame | None) -> DataFrame:

@@ -28,23 +28,41 @@ COLUMNS = ["sample_id", "subset", "images", "texts"]
 
 @dataclass(frozen=True)
 class GoldSource:
-    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture)."""
+    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages)."""
 
     uri: str
     version: int
     where: str | None = None
+    mixture: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.uri} @ version {self.version} (mixture {self.mixture or '-'}, where {self.where or 'true'})"
+
+
+# A process's share is a range of a salted hash of `sample_id`, not of `sample_id` itself: mixtures
+# down-sample by `sample_id` range (`etl.train.mixture.share_bound`), and ranks cut on the same
+# digits would see only the low ids that a mixture keeps. md5 is in Spark SQL and DataFusion alike.
+RANK_KEY = "substr(md5(concat('rank:', sample_id)), 1, 8)"
 
 
 def rank_bounds(rank: int, world: int) -> tuple[str | None, str | None]:
-    """This process's range of `sample_id` (hex of a sha256, so uniform): [low, high)."""
+    """This process's range of `RANK_KEY` (8 hex digits of a hash, so uniform): [low, high)."""
     bounds = [f"{(i * 16**8) // world:08x}" for i in range(world + 1)]
     return (bounds[rank] if rank > 0 else None, bounds[rank + 1] if rank < world - 1 else None)
 
 
 def rank_predicate(rank: int, world: int) -> str | None:
     low, high = rank_bounds(rank, world)
-    clauses = ([f"sample_id >= '{low}'"] if low else []) + ([f"sample_id < '{high}'"] if high else [])
+    clauses = ([f"{RANK_KEY} >= '{low}'"] if low else []) + ([f"{RANK_KEY} < '{high}'"] if high else [])
     return " AND ".join(clauses) or None
+
+
+def rank_of_row(world: int) -> str:
+    """SQL: the rank whose share holds the row (0 .. world-1)."""
+    if world == 1:
+        return "0"
+    cases = " ".join(f"WHEN {RANK_KEY} < '{rank_bounds(r, world)[1]}' THEN {r}" for r in range(world - 1))
+    return f"CASE {cases} ELSE {world - 1} END"
 
 
 def query(source: GoldSource, columns: list[str], extra: str | None = None) -> str:
@@ -101,14 +119,34 @@ def prefetched(items: Iterator, depth: int) -> Iterator:
         stop.set()
 
 
-def count_rows(source: GoldSource) -> int:
+def _scalar_query(source: GoldSource, sql: str):
+    import pyarrow as pa
     from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(source.uri, version=source.version)
-    import pyarrow as pa
+    return pa.RecordBatchReader.from_stream(QueryBuilder().register("gold", table).execute(sql)).read_all()
 
-    reader = QueryBuilder().register("gold", table).execute(query(source, ["count(*) AS n"]))
-    return int(pa.RecordBatchReader.from_stream(reader).read_all().column("n")[0].as_py())
+
+def count_rows(source: GoldSource) -> int:
+    return int(_scalar_query(source, query(source, ["count(*) AS n"])).column("n")[0].as_py())
+
+
+def rows_per_rank(source: GoldSource, world: int) -> list[int]:
+    """How many rows each of `world` processes reads (one scan, `world` numbers back)."""
+    found = _scalar_query(source, f"SELECT rank, count(*) AS n FROM ({query(source, [f'{rank_of_row(world)} AS rank'])}) "
+                                  "GROUP BY rank").to_pydict()
+    counts = dict(zip(found["rank"], found["n"]))
+    return [int(counts.get(rank, 0)) for rank in range(world)]
+
+
+def require_rows_on_every_rank(source: GoldSource, world: int) -> list[int]:
+    """The rows per rank; fails naming the mixture when a rank would have none (it would wait forever)."""
+    counts = rows_per_rank(source, world)
+    empty = [rank for rank, n in enumerate(counts) if n == 0]
+    if empty:
+        raise ValueError(f"ranks {empty} of {world} get no rows of {source}: {sum(counts)} rows are too few "
+                         f"for {world} processes; widen the mixture or use fewer processes")
+    return counts
 
 
 def shuffled(rows: Iterable[dict], buffer: int, seed: int) -> Iterator[dict]:

@@ -1,23 +1,39 @@
 """`finevision evaluate`: a trained model over `benchmark_items`, scored with each benchmark's
-metric and split into contaminated and clean items.
+lmms-eval metric (etl/train/metrics.py) and split into contaminated and clean items.
 
 An item is contaminated when `contamination_hits` links it to a training sample (an image copy or a
 copied text). Every score is reported three ways, side by side: all items, contaminated items, clean
-items; the gap between the last two is what contamination is worth on that benchmark. Results go to
-the MLflow run that trained the model (or a new run), with the per-item predictions as a table.
+items; the gap between the last two is what contamination is worth on that benchmark.
+
+Generation runs on the executors: a pandas function over the items (`mapInPandas`) loads the model
+once per Python worker (on the task's GPU when it has one) and answers `batch_size` items per
+`generate` call, left-padded. Predictions go to the Delta table `eval_predictions` and to the MLflow
+run that trained the model (or a new run) as a table; the scores are aggregated from that table.
+
+    items = evaluation_items(benchmark_items, hits, config)          # DataFrame -> DataFrame
+    predictions = items.mapInPandas(answer_items(spec), schema)       # on the executors
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import pandas as pd
 from pydantic import Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
-from etl.config import PROJECT_ROOT, ConfigError, PipelineConfig, Strict, _read_yaml
-from etl.train.metrics import METRICS
+from etl import tables
+from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, PipelineConfig, Strict, _read_yaml
+from etl.schema import EVAL_PREDICTIONS, require_columns
+from etl.train.metrics import METRIC_NAMES, MULTIPLE_CHOICE, MULTIPLE_CHOICE_PROMPT, options_in, score_item
 
 log = logging.getLogger("finevision")
 EVAL_CONFIG = PROJECT_ROOT / "conf" / "eval.yaml"
@@ -27,9 +43,14 @@ class EvalConfig(Strict):
     benchmarks: list[str] = Field(default_factory=list, description="empty = every benchmark in benchmark_items")
     metrics: dict[str, str] = Field(default_factory=dict, description="benchmark -> metric; default exact_match")
     default_metric: str = "exact_match"
+    post_prompts: dict[str, str] = Field(default_factory=dict, description="benchmark -> text after the question")
     max_new_tokens: int = Field(16, gt=0)
+    batch_size: int = Field(8, gt=0, description="items per generate call")
+    device: str = Field("auto", description="auto (the task's GPU, else CPU) | cpu | cuda")
+    partitions: int | None = Field(None, gt=0, description="spread the items over this many tasks; null = as read")
     limit: int | None = Field(None, gt=0, description="most clean items per benchmark (contaminated: all)")
     experiment: str = "finevision-evaluation"
+    predictions_table: str = "eval_predictions"
 
 
 def load_eval_config(path: str | Path | None = None, overrides: list[str] = ()) -> EvalConfig:
@@ -38,11 +59,173 @@ def load_eval_config(path: str | Path | None = None, overrides: list[str] = ()) 
     data = _read_yaml(Path(path) if path else EVAL_CONFIG)
     for assignment in overrides:
         apply_override(data, assignment)
-    config = EvalConfig.model_validate(data)
-    unknown = {m for m in [*config.metrics.values(), config.default_metric] if m not in METRICS}
+    return checked(EvalConfig.model_validate(data))
+
+
+def checked(config: EvalConfig) -> EvalConfig:
+    unknown = {m for m in [*config.metrics.values(), config.default_metric] if m not in METRIC_NAMES}
     if unknown:
-        raise ConfigError(f"eval metrics: unknown {sorted(unknown)}; known: {sorted(METRICS)}")
+        raise ConfigError(f"eval metrics: unknown {sorted(unknown)}; known: {list(METRIC_NAMES)}")
+    for name in [*config.benchmarks, *config.metrics, *config.post_prompts, config.predictions_table]:
+        if not IDENTIFIER.match(name):
+            raise ConfigError(f"eval config: {name!r} is not an identifier")
     return config
+
+
+def _literal_map(mapping: dict[str, str]):
+    return F.create_map(*[F.lit(x) for kv in sorted(mapping.items()) for x in kv]) if mapping else None
+
+
+def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> DataFrame:
+    """The items to answer: those with a reference answer, of the configured benchmarks, flagged
+    `contaminated`, at most `limit` clean ones per benchmark (by item_id), with their `metric`,
+    `question` (first user turn), `answer` (its reply) and `post_prompt`.
+
+    Contamination and the limit are worked out on ids; the image bytes are joined once, at the end,
+    against the broadcast ids kept (the benchmark side is bounded)."""
+    require_columns(items, ["benchmark", "item_id", "images", "texts"], "evaluation_items")
+    require_columns(hits, ["benchmark", "benchmark_item_id"], "evaluation_items")
+    answered = F.length(F.trim(F.coalesce(F.col("texts")[0]["assistant"], F.lit("")))) > 0
+    ids = items.filter(answered).select("benchmark", "item_id")
+    if config.benchmarks:
+        ids = ids.filter(F.col("benchmark").isin(*config.benchmarks))
+    dirty = hits.select("benchmark", F.col("benchmark_item_id").alias("item_id")).distinct()
+    ids = ids.join(dirty.withColumn("contaminated", F.lit(True)), ["benchmark", "item_id"], "left").select(
+        "benchmark", "item_id", F.coalesce("contaminated", F.lit(False)).alias("contaminated")
+    )
+    if config.limit:
+        rank = F.row_number().over(Window.partitionBy("benchmark", "contaminated").orderBy("item_id"))
+        ids = ids.withColumn("rank", rank).filter(F.col("contaminated") | (F.col("rank") <= config.limit)).drop("rank")
+    metrics, prompts = _literal_map(config.metrics), _literal_map(config.post_prompts)
+    metric = F.coalesce(metrics[F.col("benchmark")], F.lit(config.default_metric)) if metrics is not None else F.lit(
+        config.default_metric)
+    post_prompt = F.coalesce(prompts[F.col("benchmark")], F.lit("")) if prompts is not None else F.lit("")
+    return items.join(F.broadcast(ids), ["benchmark", "item_id"]).select(
+        "benchmark", "item_id", "contaminated", metric.alias("metric"), "images",
+        F.col("texts")[0]["user"].alias("question"), F.col("texts")[0]["assistant"].alias("answer"),
+        post_prompt.alias("post_prompt"),
+    )
+
+
+def prompt_of(question: str, post_prompt: str, metric: str) -> str:
+    """The question as asked: lmms-eval's post-prompt of the benchmark, and for a multiple-choice
+    item whose options are listed, the instruction to answer with the letter (once)."""
+    text = question + (post_prompt or "")
+    if metric == MULTIPLE_CHOICE and options_in(question) and MULTIPLE_CHOICE_PROMPT.strip() not in text:
+        text += MULTIPLE_CHOICE_PROMPT
+    return text
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker loads: a model folder on storage every node reads, or an MLflow model URI."""
+
+    model: str
+    tracking_uri: str
+    device: str = "auto"
+    max_new_tokens: int = 16
+    batch_size: int = 8
+
+
+_LOADED: dict[ModelSpec, tuple] = {}
+
+
+def is_mlflow_uri(model: str) -> bool:
+    return model.startswith(("runs:/", "models:/"))
+
+
+def load_model(model: str, tracking_uri: str | None = None):
+    """(model, processor) from a saved folder (checkpoint, `final`) or an MLflow model URI."""
+    from transformers import AutoProcessor, Idefics3ForConditionalGeneration
+
+    if is_mlflow_uri(model):
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(model))
+        return mlflow.pytorch.load_model(model), AutoProcessor.from_pretrained(str(local / "extra_files"))
+    return Idefics3ForConditionalGeneration.from_pretrained(model), AutoProcessor.from_pretrained(model)
+
+
+def loaded(spec: ModelSpec):
+    """The model of `spec`, once per Python worker, on the task's GPU when it has one."""
+    if spec not in _LOADED:
+        from udfs.sscd import pick_device
+
+        model, processor = load_model(spec.model, spec.tracking_uri)
+        device = pick_device(spec.device)
+        processor.tokenizer.padding_side = "left"  # batched generation continues every prompt at its end
+        _LOADED.clear()
+        _LOADED[spec] = (model.to(device).eval(), processor, device)
+    return _LOADED[spec]
+
+
+def generate(model, processor, device: str, prompts: list[str], images: list[list], max_new_tokens: int) -> list[str]:
+    """Greedy answers to chat prompts, one `generate` call for the batch; every item has images, or none has."""
+    import torch
+
+    from etl.train.model import END_OF_UTTERANCE
+
+    if images and images[0]:
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+    else:
+        inputs = processor.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    tokenizer = processor.tokenizer
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE))
+    answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+def answer_batch(spec: ModelSpec, batch: pd.DataFrame) -> pd.DataFrame:
+    """Predictions and scores for a batch of evaluation items (plain pandas, runs in a worker)."""
+    from PIL import Image
+
+    from etl.train.data import prompt_text
+
+    model, processor, device = loaded(spec)
+    prompts = [prompt_of(q, p, m) for q, p, m in zip(batch["question"], batch["post_prompt"], batch["metric"])]
+    pictures = [[Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
+                for images in batch["images"]]
+    predictions: list[str | None] = [None] * len(batch)
+    for with_images in (True, False):  # a generate call takes items with images or items without
+        chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images]
+        for start in range(0, len(chosen), spec.batch_size):
+            part = chosen[start:start + spec.batch_size]
+            chats = [prompt_text(prompts[i], len(pictures[i])) for i in part]
+            answers = generate(model, processor, device, chats, [pictures[i] for i in part] if with_images else [],
+                               spec.max_new_tokens)
+            for i, answer in zip(part, answers):
+                predictions[i] = answer
+    scored = [score_item(m, p, a, q) for m, p, a, q in zip(batch["metric"], predictions, batch["answer"], batch["question"])]
+    return pd.DataFrame({
+        "benchmark": batch["benchmark"], "item_id": batch["item_id"], "contaminated": batch["contaminated"],
+        "metric": batch["metric"], "prompt": prompts, "answer": batch["answer"], "prediction": predictions,
+        "choice": [choice for _, choice in scored], "score": [score for score, _ in scored],
+    })
+
+
+ANSWERED = ("benchmark", "item_id", "contaminated", "metric", "prompt", "answer", "prediction", "choice", "score")
+
+
+def answer_items(spec: ModelSpec):
+    """The `mapInPandas` function: every Arrow batch of items -> their predictions."""
+
+    def answer(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if len(batch):
+                yield answer_batch(spec, batch.reset_index(drop=True))
+
+    return answer
+
+
+def predicted(items: DataFrame, spec: ModelSpec, profile=None) -> DataFrame:
+    """`evaluation_items` answered and scored on the executors."""
+    schema = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in EVAL_PREDICTIONS if f.name in ANSWERED)
+    return items.mapInPandas(answer_items(spec), schema, profile=profile)
 
 
 @dataclass
@@ -60,135 +243,74 @@ class Score:
         return self.n_all - self.n_contaminated
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def split_scores(predictions: DataFrame) -> list[Score]:
+    """Per benchmark: the mean item score over all, contaminated and clean items (one row per benchmark)."""
+    rows = predictions.groupBy("benchmark", "metric").agg(
+        F.avg("score").alias("all"),
+        F.avg(F.when(F.col("contaminated"), F.col("score"))).alias("contaminated"),
+        F.avg(F.when(~F.col("contaminated"), F.col("score"))).alias("clean"),
+        F.count(F.lit(1)).alias("n_all"),
+        F.count(F.when(F.col("contaminated"), F.lit(1))).alias("n_contaminated"),
+    ).orderBy("benchmark").collect()
+    return [Score(r["benchmark"], r["metric"], r["all"], r["contaminated"], r["clean"], r["n_all"], r["n_contaminated"])
+            for r in rows]
 
 
-def split_scores(items: list[dict], metric_of: dict[str, str]) -> list[Score]:
-    """Per benchmark: the mean item score over all, contaminated and clean items."""
-    scores = []
-    for benchmark in sorted({i["benchmark"] for i in items}):
-        mine = [i for i in items if i["benchmark"] == benchmark]
-        dirty = [i["score"] for i in mine if i["contaminated"]]
-        clean = [i["score"] for i in mine if not i["contaminated"]]
-        scores.append(Score(benchmark, metric_of[benchmark], _mean(dirty + clean), _mean(dirty), _mean(clean),
-                            len(mine), len(dirty)))
-    return scores
-
-
-def _read(uri: str, sql: str, name: str):
-    import pyarrow as pa
-    from deltalake import DeltaTable, QueryBuilder
-
-    table = DeltaTable(uri)
-    reader = QueryBuilder().register(name, table).execute(sql)
-    return pa.RecordBatchReader.from_stream(reader).read_all(), table.version()
-
-
-def benchmark_items(pipeline: PipelineConfig, config: EvalConfig) -> tuple[list[dict], dict[str, int]]:
-    """Items with a reference answer, each flagged contaminated or not; and the versions read."""
-    from etl.config import IDENTIFIER
-    from etl.train.run import table_uri
-
-    for name in config.benchmarks:
-        if not IDENTIFIER.match(name):
-            raise ConfigError(f"eval benchmarks: {name!r} is not an identifier")
-    where = f" WHERE benchmark IN ({', '.join(repr(b) for b in config.benchmarks)})" if config.benchmarks else ""
-    items, items_version = _read(
-        table_uri("benchmark_items", pipeline), f"SELECT benchmark, item_id, images, texts FROM items{where}", "items"
-    )
-    hits_uri = table_uri("contamination_hits", pipeline)
-    try:
-        hits, hits_version = _read(hits_uri, "SELECT DISTINCT benchmark, benchmark_item_id FROM hits", "hits")
-        contaminated = set(zip(hits.column(0).to_pylist(), hits.column(1).to_pylist()))
-    except Exception as exc:  # noqa: BLE001 - deltalake raises several kinds for a missing table
-        raise ConfigError(f"evaluate needs contamination_hits ({hits_uri}): run decontaminate first ({exc})") from None
-    rows = []
-    for row in sorted(items.to_pylist(), key=lambda r: (r["benchmark"], r["item_id"])):
-        turns = row["texts"] or []
-        if not turns or not (turns[0]["assistant"] or "").strip():
-            continue  # test splits without answers cannot be scored
-        rows.append({**row, "contaminated": (row["benchmark"], row["item_id"]) in contaminated})
-    if config.limit:
-        kept, clean_seen = [], {}
-        for row in rows:
-            if not row["contaminated"]:
-                clean_seen[row["benchmark"]] = clean_seen.get(row["benchmark"], 0) + 1
-                if clean_seen[row["benchmark"]] > config.limit:
-                    continue
-            kept.append(row)
-        rows = kept
-    return rows, {"benchmark_items": items_version, "contamination_hits": hits_version}
-
-
-def load_model(model: str):
-    """(model, processor) from a saved folder (checkpoint, `final`) or an MLflow model URI."""
-    from transformers import AutoProcessor, Idefics3ForConditionalGeneration
-
-    if "://" in model or model.startswith("models:/") or model.startswith("runs:/"):
-        import mlflow
-
-        local = Path(mlflow.artifacts.download_artifacts(model))
-        return mlflow.pytorch.load_model(model), AutoProcessor.from_pretrained(str(local / "extra_files"))
-    return Idefics3ForConditionalGeneration.from_pretrained(model), AutoProcessor.from_pretrained(model)
-
-
-def predict(model, processor, item: dict, max_new_tokens: int) -> str:
-    import torch
-    from PIL import Image
-
-    from etl.train.data import prompt_text
-    from etl.train.model import END_OF_UTTERANCE
-
-    images = [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (item["images"] or [])]
-    prompt = prompt_text(item["texts"][0]["user"], len(images))
-    if images:
-        inputs = processor(text=[prompt], images=[images], return_tensors="pt")
-    else:
-        inputs = processor.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
-    end = processor.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end,
-                             pad_token_id=processor.tokenizer.pad_token_id)
-    text = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return text.strip()
-
-
-def evaluate(model_ref: str, pipeline: PipelineConfig, config: EvalConfig, run_id: str | None = None) -> list[Score]:
+def evaluate(model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark: SparkSession,
+             run_id: str | None = None) -> list[Score]:
+    """Answer, score, write `eval_predictions`, log to MLflow; returns the scores per benchmark."""
     import mlflow
 
-    items, versions = benchmark_items(pipeline, config)
-    if not items:
-        raise ConfigError("no benchmark item with a reference answer to evaluate on")
-    model, processor = load_model(model_ref)
-    model.eval()
-    metric_of = {b: config.metrics.get(b, config.default_metric) for b in {i["benchmark"] for i in items}}
-    for item in items:
-        item["prediction"] = predict(model, processor, item, config.max_new_tokens)
-        answer = item["texts"][0]["assistant"]
-        item["score"] = METRICS[metric_of[item["benchmark"]]](item["prediction"], [answer])
-    scores = split_scores(items, metric_of)
+    from etl.resources import stage_resource_profile
+    from etl.train.run import experiment_name
+
+    items_ref, hits_ref = tables.TableRef.of(pipeline, "benchmark_items"), tables.TableRef.of(pipeline, "contamination_hits")
+    versions = {"benchmark_items": tables.current_version(spark, items_ref),
+                "contamination_hits": tables.current_version(spark, hits_ref)}
+    if versions["benchmark_items"] is None:
+        raise ConfigError(f"evaluate needs benchmark_items ({items_ref}): run ingest first")
+    if versions["contamination_hits"] is None:
+        raise ConfigError(f"evaluate needs contamination_hits ({hits_ref}): run decontaminate first")
+    items = evaluation_items(tables.read(spark, items_ref, versions["benchmark_items"]),
+                             tables.read(spark, hits_ref, versions["contamination_hits"]), config)
+    if config.partitions:
+        items = items.repartition(config.partitions, "item_id")
+    spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.max_new_tokens, config.batch_size)
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
     if run_id is None:
-        mlflow.set_experiment(config.experiment)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else "evaluate"):
-        mlflow.log_params({f"eval.input.{k}": v for k, v in versions.items()} | {"eval.model": model_ref[:500]})
+        mlflow.set_experiment(experiment_name(config.experiment, pipeline.mlflow.tracking_uri))
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else "evaluate") as run:
+        eval_id = uuid.uuid4().hex
+        rows = predicted(items, spec, stage_resource_profile(spark, "evaluate")).select(
+            F.lit(eval_id).alias("eval_id"), F.lit(run.info.run_id).alias("mlflow_run_id"),
+            F.lit(model_ref).alias("model"), "*",
+        )
+        ref = tables.TableRef.of(pipeline, config.predictions_table)
+        config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        version = tables.append(spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()),
+                                EVAL_PREDICTIONS)
+        written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
+        scores = split_scores(written)
+        if not scores:
+            raise ConfigError("no benchmark item with a reference answer to evaluate on")
+        mlflow.log_params({f"eval.input.{k}": v for k, v in versions.items()}
+                          | {"eval.model": model_ref[:500], "eval.id": eval_id,
+                             f"eval.output.{config.predictions_table}": version})
         for s in scores:
             prefix = f"eval/{s.benchmark}/{s.metric}"
             values = {prefix: s.all, f"{prefix}.contaminated": s.contaminated, f"{prefix}.clean": s.clean}
             mlflow.log_metrics({k: v for k, v in values.items() if v is not None}
                                | {f"eval/{s.benchmark}/items": s.n_all, f"eval/{s.benchmark}/items.contaminated": s.n_contaminated})
-        mlflow.log_table({
-            "benchmark": [i["benchmark"] for i in items], "item_id": [i["item_id"] for i in items],
-            "contaminated": [i["contaminated"] for i in items], "question": [i["texts"][0]["user"] for i in items],
-            "answer": [i["texts"][0]["assistant"] for i in items], "prediction": [i["prediction"] for i in items],
-            "score": [i["score"] for i in items],
-        }, "eval/predictions.json")
+        # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
+        table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
+        mlflow.log_table(table, "eval/predictions.json")
     return scores
 
 
 def format_scores(scores: list[Score]) -> str:
-    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     lines = [f"{'benchmark':<18} {'metric':<17} {'all':>7} {'contaminated':>13} {'clean':>7}   items (contaminated)"]
     for s in scores:
         lines.append(f"{s.benchmark:<18} {s.metric:<17} {cell(s.all):>7} {cell(s.contaminated):>13} {cell(s.clean):>7}"

@@ -33,10 +33,18 @@ class StepMetrics:
     samples_per_s: float
 
 
-def epochs(rows_for_epoch: Callable[[int], Iterable[dict]], shuffle_buffer: int, seed: int) -> Iterator[dict]:
-    """The stream, repeated epoch after epoch, each shuffled with its own seed."""
+def epochs(
+    rows_for_epoch: Callable[[int], Iterable[dict]], shuffle_buffer: int, seed: int, share: str = "this process's share"
+) -> Iterator[dict]:
+    """The stream, repeated epoch after epoch, each shuffled with its own seed; an epoch without a
+    row is an error naming `share` (repeating it would loop forever)."""
     for epoch in itertools.count():
-        yield from data.shuffled(rows_for_epoch(epoch), shuffle_buffer, seed + epoch)
+        rows = 0
+        for row in data.shuffled(rows_for_epoch(epoch), shuffle_buffer, seed + epoch):
+            rows += 1
+            yield row
+        if rows == 0:
+            raise ValueError(f"no training rows in {share}")
 
 
 def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -63,6 +71,7 @@ def train_process(
     on_checkpoint: Callable[[int, Path], None] | None = None,
     rank: int = 0,
     world: int = 1,
+    share: str = "the training data",
 ) -> dict:
     """Train `model` for config.max_steps optimizer steps; returns the losses and what was seen."""
     from transformers import get_cosine_schedule_with_warmup
@@ -79,7 +88,7 @@ def train_process(
         optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps
     )
     stats = data.EncodeStats()
-    rows = epochs(rows_for_epoch, config.data.shuffle_buffer, config.seed + 1000 * rank)
+    rows = epochs(rows_for_epoch, config.data.shuffle_buffer, config.seed + 1000 * rank, share)
     sequences = data.packed(
         data.encoded(processor, rows, config.seq_len, config.images.max_images, stats), config.seq_len, config.packing
     )

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from etl.config import PipelineConfig, TokenizerConfig
+from etl.config import IDENTIFIER, PipelineConfig, TokenizerConfig
 from etl.runs import _flat_params
 from etl.tables import TableRef
 from etl.train import data
@@ -39,30 +39,44 @@ class TrainResult:
     world: int = 1
 
 
-def table_uri(table: str, pipeline: PipelineConfig) -> str:
-    """A table name under the lakehouse, or a path/URI as given. Training reads Delta by path."""
+def table_ref(table: str, pipeline: PipelineConfig) -> TableRef:
+    """`data.table` as a table: a path/URI as given, a name under the lakehouse (or the configured
+    catalog), or a catalog name `catalog.schema.table`."""
     if "/" in table or "://" in table:
-        return table
-    ref = TableRef.of(pipeline, table)
-    if ref.path is None:
-        raise ValueError(f"train reads Delta by storage path: set data.table to the location of {ref}")
-    return ref.path
+        return TableRef(name=table.rstrip("/").rsplit("/", 1)[-1], path=table)
+    parts = table.split(".")
+    if not all(IDENTIFIER.match(p) for p in parts) or len(parts) > 3:
+        raise ValueError(f"table {table!r} is neither a path nor a table name (name, schema.name, catalog.schema.name)")
+    if len(parts) == 1:
+        return TableRef.of(pipeline, table)
+    return TableRef(name=parts[-1], qualified_name=table)
 
 
-def resolve_source(config: TrainConfig, pipeline: PipelineConfig) -> tuple[data.GoldSource, int]:
+def table_uri(table: str, pipeline: PipelineConfig, spark=None) -> str:
+    """Where a table's Delta files are: training reads them with `deltalake`, on nodes without Spark.
+    A catalog table is resolved to its storage location through Spark (`DESCRIBE DETAIL`)."""
+    ref = table_ref(table, pipeline)
+    if ref.path is not None:
+        return ref.path
+    if spark is None:
+        raise ValueError(f"{ref} is a catalog table: its location is resolved through Spark (no session given)")
+    return spark.sql(f"DESCRIBE DETAIL {ref.sql}").select("location").first()["location"]
+
+
+def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> tuple[data.GoldSource, int]:
     """The pinned gold version, filtered by the mixture and `data.where`, and its row count."""
     from deltalake import DeltaTable
 
-    uri = table_uri(config.data.table, pipeline)
+    uri = table_uri(config.data.table, pipeline, spark)
     version = config.data.version if config.data.version is not None else DeltaTable(uri).version()
     predicates = [p for p in (
         mixture_predicate(load_mixture(config.data.mixture)) if config.data.mixture else None, config.data.where
     ) if p]
-    source = data.GoldSource(uri, version, " AND ".join(f"({p})" for p in predicates) or None)
+    source = data.GoldSource(uri, version, " AND ".join(f"({p})" for p in predicates) or None, config.data.mixture)
     return source, data.count_rows(source)
 
 
-def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig) -> dict[str, str]:
+def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig, spark=None) -> dict[str, str]:
     """Tags linking the training run to the curation run that wrote the pinned version."""
     from deltalake import DeltaTable, QueryBuilder
 
@@ -73,9 +87,8 @@ def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig) -> dict[
     if not run_id or not RUN_ID.match(run_id):
         return tags
     tags |= {"curation.run_id": run_id, "curation.stage": meta.get("stage", ""), "curation.git": meta.get("git", "")}
-    runs_uri = table_uri("pipeline_runs", pipeline)
     try:
-        runs = DeltaTable(runs_uri)
+        runs = DeltaTable(table_uri("pipeline_runs", pipeline, spark))
     except Exception:  # no run log next to this table (a copied table): the Delta metadata is enough
         return tags
     import pyarrow as pa
@@ -88,9 +101,13 @@ def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig) -> dict[
     return tags
 
 
-def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: str | None, run_id: str | None) -> dict:
-    """One training process (the whole run, or one TorchDistributor rank)."""
+def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: str, run_id: str,
+             mlflow_names: dict) -> dict:
+    """One training process (the whole run, or one TorchDistributor rank). Rank 0 logs the final
+    model to the MLflow run itself: with `local_mode: false` it runs on an executor, whose disk the
+    driver cannot read."""
     import os
+    import time
 
     import torch
 
@@ -107,14 +124,14 @@ def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: 
     processor = build_processor(config, tokenizer)
     model = build_model(config, processor)
     on_step = on_checkpoint = None
-    if rank == 0 and run_id:
+    if rank == 0:
         from mlflow import MlflowClient
         from mlflow.entities import Metric
 
         client = MlflowClient(tracking_uri)
 
         def on_step(m):
-            now = int(__import__("time").time() * 1000)
+            now = int(time.time() * 1000)
             values = {"train/loss": m.loss, "train/lr": m.lr, "train/tokens_per_s": m.tokens_per_s,
                       "train/images_per_s": m.images_per_s, "train/samples_per_s": m.samples_per_s}
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, m.step) for k, v in values.items()])
@@ -124,23 +141,57 @@ def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: 
                 client.log_artifacts(run_id, str(path), f"checkpoints/step-{step}")
 
     try:
-        return train_process(
-            config, processor, model, lambda epoch: data.delta_rows(gold, rank, world), on_step, on_checkpoint, rank, world
+        outcome = train_process(
+            config, processor, model, lambda epoch: data.delta_rows(gold, rank, world), on_step, on_checkpoint, rank,
+            world, f"rank {rank} of {world} of {gold}",
         )
+        if rank == 0:
+            outcome["model_uri"], outcome["registered_version"] = log_model(
+                model, processor, outcome["final"], run_id, tracking_uri, **mlflow_names
+            )
+        return outcome
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
+def on_databricks(tracking_uri: str) -> bool:
+    return tracking_uri == "databricks" or tracking_uri.startswith("databricks://")
+
+
+def experiment_name(name: str, tracking_uri: str) -> str:
+    """Databricks keeps experiments in the workspace tree: a bare name goes under /Shared."""
+    return f"/Shared/{name}" if on_databricks(tracking_uri) and not name.startswith("/") else name
+
+
+def mlflow_names(config: TrainConfig, pipeline: PipelineConfig) -> dict[str, str | None]:
+    """The experiment and registered model names where the tracking server wants them: on
+    Databricks an absolute workspace path and a Unity Catalog name `catalog.schema.model`."""
+    experiment = experiment_name(config.mlflow.experiment, pipeline.mlflow.tracking_uri)
+    model = config.mlflow.registered_model_name
+    if not on_databricks(pipeline.mlflow.tracking_uri):
+        return {"experiment": experiment, "registered_model_name": model, "registry_uri": None}
+    if model is not None and model.count(".") != 2:
+        if not pipeline.catalog:
+            raise ValueError(f"mlflow.registered_model_name {model!r}: Unity Catalog needs catalog.schema.model "
+                             "(or set the pipeline's catalog)")
+        model = f"{pipeline.catalog}.{model.replace('-', '_')}"
+    return {"experiment": experiment, "registered_model_name": model, "registry_uri": "databricks-uc"}
+
+
 def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainResult:
     import mlflow
 
-    source, rows = resolve_source(config, pipeline)
+    source, rows = resolve_source(config, pipeline, spark)
     if rows == 0:
-        raise ValueError(f"no gold rows to train on: {source.uri} @ {source.version} where {source.where}")
-    log.info("training on %s @ version %d: %d rows (where %s)", source.uri, source.version, rows, source.where)
+        raise ValueError(f"no gold rows to train on: {source}")
+    world = config.distributed.num_processes
+    if world > 1:
+        data.require_rows_on_every_rank(source, world)
+    log.info("training on %s: %d rows", source, rows)
+    names = mlflow_names(config, pipeline)
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
-    mlflow.set_experiment(config.mlflow.experiment)
+    mlflow.set_experiment(names["experiment"])
     if config.mlflow.system_metrics:
         mlflow.set_system_metrics_sampling_interval(config.mlflow.system_metrics_interval_s)
         mlflow.set_system_metrics_samples_before_logging(1)
@@ -148,27 +199,26 @@ def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainRes
         run_id = run.info.run_id
         mlflow.log_params(_flat_params(config) | {"data.resolved_version": source.version, "data.resolved_rows": rows,
                                                    "data.resolved_where": source.where or "", "image_seq_len": config.image_seq_len})
-        mlflow.set_tags(curation_lineage(source, pipeline) | {"command": "train", "train.config": config.name})
+        mlflow.set_tags(curation_lineage(source, pipeline, spark) | {"command": "train", "train.config": config.name})
         mlflow.log_input(_dataset_input(source, config), context="training",
                          tags={"mixture": config.data.mixture or "", "rows": str(rows)})
         args = (config.model_dump_json(), source.__dict__, pipeline.clean.tokenizer.model_dump_json(),
-                pipeline.mlflow.tracking_uri, run_id)
-        if config.distributed.num_processes > 1:
+                pipeline.mlflow.tracking_uri, run_id, {k: names[k] for k in ("registered_model_name", "registry_uri")})
+        if world > 1:
             from pyspark.ml.torch.distributor import TorchDistributor
 
             if spark is None:
                 raise ValueError("distributed training needs a Spark session (TorchDistributor)")
             outcome = TorchDistributor(
-                num_processes=config.distributed.num_processes, local_mode=config.distributed.local_mode,
-                use_gpu=config.distributed.use_gpu,
+                num_processes=world, local_mode=config.distributed.local_mode, use_gpu=config.distributed.use_gpu,
             ).run(_process, *args)
         else:
             outcome = _process(*args)
         mlflow.log_metrics({"train/samples_seen": outcome["samples"], "train/final_loss": outcome["losses"][-1],
                             "train/turns_cut": outcome["turns_cut"],
                             **{f"train/skipped.{k}": v for k, v in outcome["skipped"].items()}})
-        model_uri, registered = _log_model(config, outcome["final"])
-    return TrainResult(run_id, source, rows, outcome["losses"], outcome["final"], model_uri, registered, outcome["world"])
+    return TrainResult(run_id, source, rows, outcome["losses"], outcome["final"], outcome["model_uri"],
+                       outcome["registered_version"], outcome["world"])
 
 
 def _dataset_input(source: data.GoldSource, config: TrainConfig):
@@ -180,17 +230,46 @@ def _dataset_input(source: data.GoldSource, config: TrainConfig):
     return MetaDataset(DeltaDatasetSource(path=source.uri, delta_table_version=source.version), name=name, digest=digest)
 
 
-def _log_model(config: TrainConfig, final_dir: str) -> tuple[str, str | None]:
-    """The final model as an MLflow PyTorch model (processor files alongside), registered if named."""
+def model_example(processor) -> dict:
+    """A one-image chat prompt as the model's forward inputs (numpy): the input example and signature."""
+    from PIL import Image
+
+    from etl.train.data import prompt_text
+
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    inputs = processor(text=[prompt_text("What colour is the image?", 1)], images=[[image]], return_tensors="np")
+    return {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")}
+
+
+def model_signature(example: dict, vocab_size: int):
+    """Forward inputs -> logits, with the batch, sequence and tile dimensions left free."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(value.dtype, (-1, -1, *value.shape[2:]), name) for name, value in example.items()])
+    return ModelSignature(inputs, Schema([TensorSpec(np.dtype("float32"), (-1, -1, vocab_size), "logits")]))
+
+
+def log_model(model, processor, final_dir: str, run_id: str, tracking_uri: str, registered_model_name: str | None,
+              registry_uri: str | None) -> tuple[str, str | None]:
+    """The model as an MLflow PyTorch model of run `run_id` (processor files alongside), with a
+    signature and an input example (a one-image prompt), registered if named."""
     import mlflow
     import torch
-    from transformers import Idefics3ForConditionalGeneration
+    import transformers
 
-    model = Idefics3ForConditionalGeneration.from_pretrained(final_dir)
+    mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    example = model_example(processor)
     extra = [str(p) for p in Path(final_dir).iterdir() if p.is_file() and not p.name.endswith(".safetensors")]
     info = mlflow.pytorch.log_model(
-        model, name="model", registered_model_name=config.mlflow.registered_model_name, extra_files=extra,
+        model.to("cpu").eval(), name="model", run_id=run_id, registered_model_name=registered_model_name,
+        extra_files=extra, signature=model_signature(example, model.config.text_config.vocab_size),
+        input_example=example,
         serialization_format="pickle",  # pt2 would trace forward() with an example batch
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={__import__('transformers').__version__}"],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"],
     )
-    return info.model_uri, (str(info.registered_model_version) if config.mlflow.registered_model_name else None)
+    version = info.registered_model_version
+    return info.model_uri, (str(version) if registered_model_name and version is not None else None)
