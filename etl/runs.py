@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import SparkSession
 
+from pydantic import BaseModel
+
 from etl import tables
 from etl.config import PipelineConfig
 from etl.schema import PIPELINE_RUNS
@@ -157,7 +159,7 @@ class PipelineRun:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
-def _flat_params(config: PipelineConfig) -> dict[str, str]:
+def _flat_params(config: BaseModel) -> dict[str, str]:
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value) -> None:

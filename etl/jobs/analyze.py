@@ -61,7 +61,8 @@ def run(run: PipelineRun) -> None:
         )
         stats.unpersist()
 
-        counters = {"gui_subsets": gui["subsets"], "action_rows": gui["n"], "turns": total["turns"] if total else 0}
+        counters = {"gui_subsets": gui["subsets"] if gui else 0, "action_rows": gui["n"] if gui else 0,
+                    "turns": total["turns"] if total else 0}
         if extra["image_embeddings"] is not None:
             model = model_id(embedder_spec(run))
             embeddings = extra["image_embeddings"].filter(F.col("model_id") == model)

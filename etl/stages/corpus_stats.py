@@ -62,7 +62,7 @@ _TOKENS = StructType([StructField("question_tokens", LongType()), StructField("a
 def token_counter(tokenizer_json: str):
     """A pandas UDF: array<struct<user, assistant>> -> struct<question_tokens, answer_tokens> (SmolLM2)."""
 
-    @pandas_udf(_TOKENS)
+    @pandas_udf(_TOKENS)  # type: ignore[call-overload]  # stubs omit struct returns of a scalar UDF; Spark has them
     def tokens(texts: pd.Series) -> pd.DataFrame:
         tokenizer = load_tokenizer(tokenizer_json)
         questions, answers = [], []

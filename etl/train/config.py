@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, ValidationError
@@ -115,7 +116,7 @@ class TrainConfig(Strict):
         return side * side // (self.model.scale_factor**2)
 
 
-def load_train_config(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """`tiny` -> conf/train/tiny.yaml; a path is read as is. Overrides as `--set key=value`."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):

@@ -270,16 +270,16 @@ def collate(sequences: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, : len(s.labels)] = torch.tensor(s.labels)
         attention[row, : len(s.input_ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-    with_images = [s for s in sequences if s.pixel_values is not None]
+    with_images = [(row, s.pixel_values, s.pixel_attention_mask) for row, s in enumerate(sequences)
+                   if s.pixel_values is not None and s.pixel_attention_mask is not None]
     if with_images:
-        tiles = max(s.pixel_values.shape[0] for s in with_images)
-        shape = with_images[0].pixel_values.shape[1:]
-        pixels = torch.zeros((len(sequences), tiles, *shape), dtype=with_images[0].pixel_values.dtype)
+        tiles = max(values.shape[0] for _, values, _ in with_images)
+        shape = with_images[0][1].shape[1:]
+        pixels = torch.zeros((len(sequences), tiles, *shape), dtype=with_images[0][1].dtype)
         masks = torch.zeros((len(sequences), tiles, *shape[1:]), dtype=torch.bool)
-        for row, s in enumerate(sequences):
-            if s.pixel_values is not None:
-                pixels[row, : s.pixel_values.shape[0]] = s.pixel_values
-                masks[row, : s.pixel_values.shape[0]] = s.pixel_attention_mask.bool()
+        for row, values, mask in with_images:
+            pixels[row, : values.shape[0]] = values
+            masks[row, : values.shape[0]] = mask.bool()
         batch["pixel_values"], batch["pixel_attention_mask"] = pixels, masks
     batch["images"] = torch.tensor(sum(s.images for s in sequences))
     return batch

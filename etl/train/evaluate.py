@@ -22,7 +22,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 from pydantic import Field
@@ -53,7 +53,7 @@ class EvalConfig(Strict):
     predictions_table: str = "eval_predictions"
 
 
-def load_eval_config(path: str | Path | None = None, overrides: list[str] = ()) -> EvalConfig:
+def load_eval_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> EvalConfig:
     from etl.config import apply_override
 
     data = _read_yaml(Path(path) if path else EVAL_CONFIG)
@@ -190,7 +190,7 @@ def answer_batch(spec: ModelSpec, batch: pd.DataFrame) -> pd.DataFrame:
     prompts = [prompt_of(q, p, m) for q, p, m in zip(batch["question"], batch["post_prompt"], batch["metric"])]
     pictures = [[Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
                 for images in batch["images"]]
-    predictions: list[str | None] = [None] * len(batch)
+    predictions = [""] * len(batch)  # every item is answered by one of the two passes below
     for with_images in (True, False):  # a generate call takes items with images or items without
         chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images]
         for start in range(0, len(chosen), spec.batch_size):

@@ -48,7 +48,8 @@ def epochs(
 
 
 def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    projector, backbone = [], []
+    projector: list[torch.nn.Parameter] = []
+    backbone: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (projector if ".connector." in f".{name}" else backbone).append(param)
@@ -78,7 +79,7 @@ def train_process(
 
     device = device_for(config, int(os.environ.get("LOCAL_RANK", rank)))
     model.to(device).train()
-    wrapped = model
+    wrapped: torch.nn.Module = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
@@ -104,7 +105,8 @@ def train_process(
             tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = micro == config.grad_accum - 1 or world == 1
-            context = wrapped.no_sync() if not sync else _null()
+            ddp = isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+            context = wrapped.no_sync() if ddp and not sync else _null()  # type: ignore[operator]  # DDP method, typed as a Module attribute
             with context:
                 with autocast:
                     loss = wrapped(**batch).loss / config.grad_accum

@@ -65,7 +65,7 @@ def build_model(config: TrainConfig, processor) -> torch.nn.Module:
         scale_factor=m.scale_factor,
         image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
         tie_word_embeddings=m.text.tie_word_embeddings,
-        pad_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,  # type: ignore[call-arg]  # a PretrainedConfig kwarg, absent from the signature
     )
     model_config._attn_implementation = m.attn_implementation
     torch.manual_seed(config.seed)
@@ -109,6 +109,6 @@ def _load_text(model, lm) -> None:
 def _load_vision(model, folder: str) -> None:
     from transformers import SiglipVisionModel
 
-    vision = SiglipVisionModel.from_pretrained(folder).vision_model.state_dict()
+    vision = SiglipVisionModel.from_pretrained(folder).vision_model.state_dict()  # type: ignore[union-attr]  # a submodule, typed as Tensor | Module
     missing, unexpected = model.model.vision_model.load_state_dict(vision, strict=False)
     log.info("vision encoder from %s (missing %d, unexpected %d keys)", folder, len(missing), len(unexpected))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig, spark=No
 
 
 def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: str, run_id: str,
-             mlflow_names: dict) -> dict:
+             mlflow_names: dict) -> dict[str, Any]:
     """One training process (the whole run, or one TorchDistributor rank). Rank 0 logs the final
     model to the MLflow run itself: with `local_mode: false` it runs on an executor, whose disk the
     driver cannot read."""
@@ -212,6 +213,8 @@ def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainRes
             outcome = TorchDistributor(
                 num_processes=world, local_mode=config.distributed.local_mode, use_gpu=config.distributed.use_gpu,
             ).run(_process, *args)
+            if outcome is None:
+                raise RuntimeError("TorchDistributor returned no result from rank 0")
         else:
             outcome = _process(*args)
         mlflow.log_metrics({"train/samples_seen": outcome["samples"], "train/final_loss": outcome["losses"][-1],
@@ -227,7 +230,9 @@ def _dataset_input(source: data.GoldSource, config: TrainConfig):
 
     digest = hashlib.sha256(f"{source.uri}@{source.version}:{source.where}".encode()).hexdigest()[:16]
     name = f"{Path(source.uri).name}@v{source.version}" + (f"[{config.data.mixture}]" if config.data.mixture else "")
-    return MetaDataset(DeltaDatasetSource(path=source.uri, delta_table_version=source.version), name=name, digest=digest)
+    delta = DeltaDatasetSource(path=source.uri, delta_table_version=source.version)
+    # mlflow declares `profile` abstract on Dataset; MetaDataset is the concrete class it documents
+    return MetaDataset(delta, name=name, digest=digest)  # type: ignore[abstract]
 
 
 def model_example(processor) -> dict:
