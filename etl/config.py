@@ -135,6 +135,10 @@ class DedupConfig(Strict):
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which images are near-duplicates")
     buckets: int | None = Field(None, description="k-means buckets for the kNN self-join; null = by size")
     probes: int = Field(2, ge=1, description="buckets each vector joins")
+    max_buckets: int = Field(512, ge=1, description="most k-means buckets when buckets is null")
+    max_group_vectors: int = Field(
+        20_000, ge=2, description="most vectors one Python worker compares at once; larger buckets are split"
+    )
     policy: Literal["annotate", "keep-one"] = "annotate"
 
 

@@ -195,6 +195,26 @@ TURN_RATINGS = StructType(
     ]
 )
 
+# The work list of the last rate run: one row per sample with requests still to rate, with what the
+# judges read (images only where an image-axis judge is configured), partitioned by commit chunk.
+RATE_REQUEST = StructType(  # nullable: Delta has no NOT NULL inside arrays
+    [
+        StructField("turn_index", IntegerType()),
+        StructField("axis", StringType()),
+        StructField("judge_model", StringType()),
+        StructField("prompt_hash", StringType()),
+    ]
+)
+RATE_PENDING = StructType(
+    [
+        StructField("chunk", IntegerType(), nullable=False),
+        StructField("sample_id", StringType(), nullable=False),
+        StructField("requests", ArrayType(RATE_REQUEST)),
+        StructField("texts", ArrayType(TURN)),
+        StructField("images", ArrayType(BinaryType())),
+    ]
+)
+
 # Per subset (and `*` for all) and axis: how many turns the current judge scored 1..5.
 RATING_DISTRIBUTION = StructType(
     [

@@ -161,18 +161,30 @@ def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> Data
 
 
 def ensure_table(
-    spark: SparkSession, ref: TableRef, schema: StructType, constraints: dict[str, str] | None = None
+    spark: SparkSession,
+    ref: TableRef,
+    schema: StructType,
+    constraints: dict[str, str] | None = None,
+    partition_by: tuple[str, ...] = (),
 ) -> None:
-    """Create the table with its schema (and CHECK constraints) if it does not exist yet."""
-    retry_on_conflict(lambda: _create_table(spark, ref, schema, constraints), f"create {ref}")
+    """Create the table with its schema (CHECK constraints, partition columns) if it does not exist yet."""
+    retry_on_conflict(lambda: _create_table(spark, ref, schema, constraints, partition_by), f"create {ref}")
 
 
-def _create_table(spark: SparkSession, ref: TableRef, schema: StructType, constraints: dict[str, str] | None) -> None:
+def _create_table(
+    spark: SparkSession,
+    ref: TableRef,
+    schema: StructType,
+    constraints: dict[str, str] | None,
+    partition_by: tuple[str, ...],
+) -> None:
     if exists(spark, ref):
         return
     from delta.tables import DeltaTable
 
     builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
     builder = builder.tableName(ref.qualified_name) if ref.qualified_name else builder.location(ref.location)
     builder.execute()
     for name, expression in (constraints or {}).items():
@@ -237,10 +249,16 @@ def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, 
     return _written_version(spark, ref)
 
 
-def overwrite(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
-    """Replace the table's content (derived tables such as statistics); history keeps the old."""
-    ensure_table(spark, ref, schema)
+def overwrite(
+    spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType,
+    partition_by: tuple[str, ...] = (),
+) -> int:
+    """Replace the table's content (derived tables such as statistics); history keeps the old.
+    With `partition_by`, a read filtered on those columns opens only the matching files."""
+    ensure_table(spark, ref, schema, partition_by=partition_by)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
     writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
     writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
     return _written_version(spark, ref)

@@ -145,6 +145,47 @@ def test_threshold_is_inclusive_and_bad_embeddings_are_skipped(spark):
     assert rows(found, dedup.PAIRS.fieldNames()) == [("u", "v", float(np.float32(0.96)))]
 
 
+def test_pairs_across_two_parts_complete_the_pairs_within_each(planted):
+    ids, x, _ = planted
+    one_bucket = np.zeros((len(ids), 1), np.int32)
+    half = len(ids) // 2
+    within = [dedup.pairs_within_bucket(ids[part], x[part], one_bucket[part], 0, TAU)
+              for part in (slice(None, half), slice(half, None))]
+    a, b, s = dedup.pairs_across(ids[:half], x[:half], one_bucket[:half], ids[half:], x[half:], one_bucket[half:],
+                                 0, TAU, block_elements=3 * len(ids))
+    assert (a < b).all() and (s >= np.float32(TAU)).all()
+    found = [pair for part in within for pair in zip(part[0].tolist(), part[1].tolist())] + list(zip(a, b))
+    assert len(found) == len(set(found)) and set(found) == brute_force_pairs(ids, x, TAU)
+
+
+def test_split_buckets_find_the_planted_pairs_once(planted, planted_frame):
+    """Buckets of ~100 vectors cut into groups of at most 30: the same pairs as whole buckets."""
+    _, _, expected = planted
+    bucketed = dedup.bucketed_embeddings(planted_frame, n_buckets=8, probes=2, seed=3, max_train_vectors=300).cache()
+    groups = dedup.comparison_groups(bucketed, max_group_vectors=30).groupBy(*dedup.GROUP_KEYS).count()
+    largest_group = groups.agg({"count": "max"}).first()[0]
+    assert largest_group <= 30 < min(r.vectors for r in dedup.bucket_sizes(bucketed).collect())
+    found = pair_list(dedup.pairs_in_buckets(bucketed, TAU, max_group_vectors=30))
+    assert len(found) == len(set(found)) and set(found) == expected
+
+
+def test_a_skewed_bucket_is_split_and_its_duplicates_all_found(spark):
+    """70 near-identical blank images (every pair a near-duplicate) and 30 unrelated ones, all in one
+    bucket: no group passes the bound, and all 70 * 69 / 2 blank pairs are found once."""
+    rng = np.random.default_rng(5)
+    blank = unit(rng.standard_normal((1, DIM)))[0]
+    x = np.stack([at_cosine(rng, blank, 0.995) for _ in range(70)] + list(unit(rng.standard_normal((30, DIM)))))
+    ids = np.array([f"img{i:03d}" for i in rng.permutation(len(x))], dtype=object)
+    expected = brute_force_pairs(ids, x, TAU)
+    assert len(expected) >= 70 * 69 // 2
+    bucketed = dedup.bucketed_embeddings(embeddings_frame(spark, ids, x), n_buckets=1)
+    sizes = dedup.comparison_groups(bucketed, max_group_vectors=16).groupBy(*dedup.GROUP_KEYS).count().collect()
+    assert max(r["count"] for r in sizes) <= 16 and len(sizes) == 13 * 14 // 2  # 13 parts of 8 at most, each pair
+    frame = embeddings_frame(spark, ids, x)
+    found = pair_list(dedup.near_duplicate_pairs(frame, TAU, n_buckets=1, max_group_vectors=16))
+    assert len(found) == len(set(found)) and set(found) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # connected components and clusters
 

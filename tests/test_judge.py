@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import Row
 
 from etl.schema import SAMPLES, TURN_RATINGS
-from etl.stages.rate import AxisJudge, pending_requests, rate_turns, ratings_arrays, turn_requests
+from etl.stages.rate import AxisJudge, pending_requests, pending_work, rate_turns, ratings_arrays, turn_requests
 from tests.conftest import png_bytes
 from tests.judge_server import ScriptedJudge
 from udfs.judge import (
@@ -109,7 +109,8 @@ def test_endpoint_judge_through_spark(spark):
                       _endpoint(server.base_url, judge_model="scripted-vlm", vision=True)),
         ]
         requests = turn_requests(samples, assignments)
-        out = rate_turns(requests, samples, assignments, "run-1", max_text_chars=1000, partitions=2)
+        work = pending_work(samples, requests, assignments)
+        out = rate_turns(work, assignments, "run-1", max_text_chars=1000, partitions=2)
         assert out.schema == TURN_RATINGS
         rows = {(r["sample_id"], r["turn_index"], r["axis"]): r for r in out.collect()}
         attempts = dict(server.attempts)
@@ -139,7 +140,9 @@ def test_endpoint_judge_through_spark(spark):
 def test_image_axis_without_a_vlm_stays_null(spark):
     samples = _samples(spark, [("s1", "vqa", [png_bytes()], [("What colour?", "Red.")])])
     assignments = [AxisJudge("image_correspondence", JudgePrompt("image_correspondence", "{question}"), None)]
-    rows = rate_turns(turn_requests(samples, assignments), samples, assignments, "r", 100).collect()
+    work = pending_work(samples, turn_requests(samples, assignments), assignments)
+    assert work.first()["images"] is None  # no judge looks at the image: its bytes are not carried
+    rows = rate_turns(work, assignments, "r", 100).collect()
     assert [(r["score"], r["judge_model"], r["error"]) for r in rows] == [(None, "none", NO_VLM_JUDGE)]
 
 

@@ -136,3 +136,61 @@ def test_killed_run_resumes_without_duplicates(spark, make_config, tmp_path):
         assert n - asked_before.get(prompt, 0) == (0 if question in done else 1), question
     runs = tables.read(spark, tables.TableRef.of(config, "pipeline_runs")).filter("stage = 'rate'").collect()
     assert [json.dumps(r["status"]) for r in runs if r["run_id"] == resumed.run_id] == ['"succeeded"']
+
+
+def _hidden(table: Path) -> list[tuple[Path, Path]]:
+    """Rename the table's data files (not its log) so that any read of them fails."""
+    moved = []
+    for data in table.rglob("*.parquet"):
+        if "_delta_log" not in data.parts:
+            hidden = data.with_name(data.name + ".hidden")
+            data.rename(hidden)
+            moved.append((data, hidden))
+    return moved
+
+
+def test_chunks_read_their_work_list_not_silver(spark, make_config, monkeypatch):
+    """Silver is read while the work list is made; the chunks then rate with silver's files gone
+    (the old design re-joined silver in every chunk), text and image axes alike."""
+    settings = {
+        "mlflow__enabled": "false", "rate__max_turns_per_subset": "null", "rate__partitions": "1",
+        "rate__commit_rows": "6", "rate__axes": "[relevance, image_correspondence]",
+        "rate__text_judge": "qwen3_32b", "rate__image_judge": "qwen2_5_vl_32b",
+    }
+    colours = {f"s{i}": png_bytes(color=(40 * i, 20, 200 - 30 * i)) for i in range(3)}  # 12 requests: 2 chunks
+    chunks = []
+    real_rate_chunk = rate_job._rate_chunk
+
+    def rate_chunk_without_silver(run, report, rated):
+        moved = _hidden(Path(config.lakehouse) / "silver_samples")
+        assert moved
+        try:
+            real_rate_chunk(run, report, rated)  # the judges run and the chunk commits here
+        finally:
+            for data, hidden in moved:
+                hidden.rename(data)
+        chunks.append(report.output_versions["turn_ratings"])
+
+    with ScriptedJudge() as server:
+        for judge in ("qwen3_32b", "qwen2_5_vl_32b"):
+            settings[f"rate__judges__{judge}__base_url"] = server.base_url
+            settings[f"rate__judges__{judge}__max_retries"] = "0"
+        config = make_config(**settings)
+        write_silver(spark, config, [
+            (sid, "vqa", [image], [(f"[image] What is in picture {sid}?", "A colour."), (f"[good:2] {sid} again?", "Yes.")])
+            for sid, image in colours.items()
+        ])
+        monkeypatch.setattr(rate_job, "_rate_chunk", rate_chunk_without_silver)
+        run = PipelineRun(spark, config, "rate")
+        rate_job.run(run)
+        images_sent = dict(server.images)
+
+    assert len(chunks) >= 2
+    ratings = tables.read(spark, run.table("turn_ratings")).collect()
+    assert len(ratings) == 3 * 2 * 2 and run.reports[-1].rows_in == 12
+    image_axis = {(r["sample_id"], r["turn_index"]): r["score"] for r in ratings if r["axis"] == "image_correspondence"}
+    assert image_axis == {(sid, turn): score for sid in colours for turn, score in [(0, 5), (1, 2)]}
+    relevance = {(r["sample_id"], r["turn_index"]): r["score"] for r in ratings if r["axis"] == "relevance"}
+    assert relevance == {(sid, turn): score for sid in colours for turn, score in [(0, None), (1, 2)]}
+    for sid, image in colours.items():  # each sample's own image reached the VLM judge, intact
+        assert [sent for prompt, sent in images_sent.items() if f"picture {sid}?" in prompt] == [[image]]

@@ -12,6 +12,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.confs import session_conf
 from etl.runs import PipelineRun
 from etl.schema import QUARANTINE, SAMPLES
 from etl.stages.clean import CleanRules, clean_samples, silver_rows
@@ -20,6 +21,7 @@ from udfs.images import ImageRules
 from udfs.tokens import prepare_tokenizer
 
 log = logging.getLogger("finevision")
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 def rules_from(config) -> CleanRules:
@@ -40,35 +42,36 @@ def run(run: PipelineRun) -> None:
         # Incremental: skip samples already cleaned (in silver) or already rejected by this stage.
         for done in _already_cleaned(run, silver_ref, quarantine_ref):
             todo = todo.join(done, "sample_id", "left_anti")
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.clean.arrow_batch_rows))
         rules = rules_from(config)
         rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
-        cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
-                F.count("*").alias("n"),
-                F.sum("turns_dropped_empty").alias("empty"),
-                F.sum("turns_dropped_too_long").alias("too_long"),
-                F.sum("images_resized").alias("resized"),
-            ).collect()
-            report.rows_in = sum(r["n"] for r in summary)
-            report.rows_out = sum(r["n"] for r in summary if r["reason"] is None)
-            report.dropped = {r["reason"]: r["n"] for r in summary if r["reason"] is not None}
-            report.counters = {
-                "turns_dropped_empty": sum(r["empty"] or 0 for r in summary),
-                "turns_dropped_too_long": sum(r["too_long"] or 0 for r in summary),
-                "images_resized": sum(r["resized"] or 0 for r in summary if r["reason"] is None),
-            }
-            commit = run.commit("clean")
-            report.output_versions["silver_samples"] = tables.merge_insert(
-                spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
-            )
-            report.output_versions["quarantine"] = tables.merge_insert(
-                spark, quarantine_ref, quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
-                ["quarantine_id"], commit, QUARANTINE,
-            )
-        finally:
-            cleaned.unpersist()
+        # small Arrow batches for the image UDF, for this job only: later stages keep their own
+        with session_conf(spark, {ARROW_BATCH_ROWS: str(config.clean.arrow_batch_rows)}):
+            cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
+                    F.count("*").alias("n"),
+                    F.sum("turns_dropped_empty").alias("empty"),
+                    F.sum("turns_dropped_too_long").alias("too_long"),
+                    F.sum("images_resized").alias("resized"),
+                ).collect()
+                report.rows_in = sum(r["n"] for r in summary)
+                report.rows_out = sum(r["n"] for r in summary if r["reason"] is None)
+                report.dropped = {r["reason"]: r["n"] for r in summary if r["reason"] is not None}
+                report.counters = {
+                    "turns_dropped_empty": sum(r["empty"] or 0 for r in summary),
+                    "turns_dropped_too_long": sum(r["too_long"] or 0 for r in summary),
+                    "images_resized": sum(r["resized"] or 0 for r in summary if r["reason"] is None),
+                }
+                commit = run.commit("clean")
+                report.output_versions["silver_samples"] = tables.merge_insert(
+                    spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
+                )
+                report.output_versions["quarantine"] = tables.merge_insert(
+                    spark, quarantine_ref, quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
+                    ["quarantine_id"], commit, QUARANTINE,
+                )
+            finally:
+                cleaned.unpersist()
 
 
 def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):

@@ -22,7 +22,10 @@ def run(run: PipelineRun) -> None:
         silver = run.read_input(report, "silver_samples")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
         training = embeddings.join(image_occurrences(silver).select("image_id").distinct(), "image_id")
-        pairs = near_duplicate_pairs(training, settings.threshold, n_buckets=settings.buckets, probes=settings.probes)
+        pairs = near_duplicate_pairs(
+            training, settings.threshold, n_buckets=settings.buckets, probes=settings.probes,
+            max_buckets=settings.max_buckets, max_group_vectors=settings.max_group_vectors,
+        )
         clusters = near_duplicate_clusters(pairs).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             summary = clusters.agg(F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")).first()

@@ -9,13 +9,15 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.confs import session_conf
 from etl.resources import profile_task_cpus, stage_resource_profile
 from etl.runs import PipelineRun
 from etl.schema import IMAGE_EMBEDDINGS, QUARANTINE
-from etl.stages.embed import distinct_images, embed_images, images_without_embedding
+from etl.stages.embed import embed_images, images_to_embed
 from etl.stages.quarantine import quarantine_rows
 from udfs.sscd import EmbedderSpec, model_id
 
+ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 EMBEDDING_CONSTRAINTS = {"embedding_is_512_d": "size(embedding) = 512"}
 
 
@@ -39,36 +41,36 @@ def run(run: PipelineRun) -> None:
     spec = embedder_spec(run, profile_task_cpus(profile))
     model = model_id(spec)
     with run.stage("embed") as report:
-        images = distinct_images(run.read_input(report, "silver_samples")).unionByName(
-            distinct_images(run.read_input(report, "benchmark_items"))
-        ).dropDuplicates(["image_id"])
+        frames = [run.read_input(report, "silver_samples"), run.read_input(report, "benchmark_items")]
         target = run.table("image_embeddings")
         existing = tables.read(spark, target) if tables.exists(spark, target) else None
-        todo = images_without_embedding(images, existing, model)
-        spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(config.embed.arrow_batch_bytes))
-        embedded = embed_images(todo, spec, model, profile).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            counts = {r["ok"]: r["n"] for r in embedded.groupBy(F.col("embedding").isNotNull().alias("ok")).agg(F.count("*").alias("n")).collect()}
-            report.rows_in = sum(counts.values())
-            report.rows_out = counts.get(True, 0)
-            if counts.get(False):
-                report.dropped = {"undecodable_image": counts[False]}
-            commit = run.commit("embed")
-            report.output_versions["image_embeddings"] = tables.merge_insert(
-                spark, target, embedded.filter(F.col("embedding").isNotNull()), ["image_id", "model_id"], commit,
-                IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS,
-            )
-            if counts.get(False):
-                failed = embedded.filter(F.col("embedding").isNull()).select(
-                    F.lit("undecodable_image").alias("reject_reason"),
-                    F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
-                    F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
-                    F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"),
-                             F.lit(None).cast("long").alias("row")).alias("source_ref"),
-                    F.col("image_id").alias("raw"),
+        todo = images_to_embed(frames, existing, model)
+        with session_conf(spark, {ARROW_BATCH_BYTES: str(config.embed.arrow_batch_bytes)}):
+            embedded = embed_images(todo, spec, model, profile).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                decoded = embedded.groupBy(F.col("embedding").isNotNull().alias("ok")).agg(F.count("*").alias("n"))
+                counts = {r["ok"]: r["n"] for r in decoded.collect()}
+                report.rows_in = sum(counts.values())
+                report.rows_out = counts.get(True, 0)
+                if counts.get(False):
+                    report.dropped = {"undecodable_image": counts[False]}
+                commit = run.commit("embed")
+                report.output_versions["image_embeddings"] = tables.merge_insert(
+                    spark, target, embedded.filter(F.col("embedding").isNotNull()), ["image_id", "model_id"], commit,
+                    IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS,
                 )
-                report.output_versions["quarantine"] = tables.merge_insert(
-                    spark, run.table("quarantine"), quarantine_rows(failed, "embed", run.run_id), ["quarantine_id"], commit, QUARANTINE
-                )
-        finally:
-            embedded.unpersist()
+                if counts.get(False):
+                    failed = embedded.filter(F.col("embedding").isNull()).select(
+                        F.lit("undecodable_image").alias("reject_reason"),
+                        F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
+                        F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
+                        F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"),
+                                 F.lit(None).cast("long").alias("row")).alias("source_ref"),
+                        F.col("image_id").alias("raw"),
+                    )
+                    report.output_versions["quarantine"] = tables.merge_insert(
+                        spark, run.table("quarantine"), quarantine_rows(failed, "embed", run.run_id), ["quarantine_id"],
+                        commit, QUARANTINE,
+                    )
+            finally:
+                embedded.unpersist()

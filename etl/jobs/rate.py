@@ -2,9 +2,13 @@
 configured judges -> turn_ratings, rating_distribution.
 
 Resumable: only (sample, turn, axis, judge, prompt) combinations without a settled rating are
-sent to a judge, in chunks of `rate.commit_rows` that are each committed, so a killed run loses
-at most one chunk and the next run picks up the rest. Failed requests (timeouts, 429, 5xx) are
-recorded with their error and tried again by the next run.
+sent to a judge, in chunks of about `rate.commit_rows` that are each committed, so a killed run
+loses at most one chunk and the next run picks up the rest. Failed requests (timeouts, 429, 5xx)
+are recorded with their error and tried again by the next run.
+
+Silver is read a fixed number of times per run, however many chunks: the pending keys are computed
+once, their texts and images joined once into `rate_pending` (partitioned by chunk), and each chunk
+reads only its partition of that.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ import logging
 import math
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
 from etl.resources import profile_task_cpus, stage_resource_profile
 from etl.runs import PipelineRun
-from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS
+from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
 from etl.stages import rate as stage
 from udfs.judge import (
     IMAGE_AXES,
@@ -87,30 +91,48 @@ def run(run: PipelineRun) -> None:
         silver = run.read_input(report, "silver_samples")
         target = run.table("turn_ratings")
         existing = tables.read(spark, target) if tables.exists(spark, target) else None
+        # The pending keys, once per run (ids only), then the judges' inputs joined to them once and
+        # written by chunk: each chunk reads its own rows of rate_pending, never silver again.
         requests = stage.turn_requests(silver, assignments, settings.max_turns_per_subset)
-        todo = stage.pending_requests(requests, existing).persist(StorageLevel.MEMORY_AND_DISK)
+        requests = requests.persist(StorageLevel.MEMORY_AND_DISK)
+        chunks: list[DataFrame] = []
         try:
+            todo = stage.pending_requests(requests, existing)
             total, pending = requests.count(), todo.count()
             report.rows_in = pending
             report.counters = {"turn_axes": total, "already_rated": total - pending}
             n_chunks = max(1, math.ceil(pending / settings.commit_rows))
-            chunked = todo.withColumn("_chunk", F.pmod(F.xxhash64("sample_id", "turn_index", "axis"), F.lit(n_chunks)))
-            log.info("[rate] %d of %d (turn, axis) pairs to rate, in %d chunk(s)", pending, total, n_chunks)
-            for chunk in range(n_chunks if pending else 0):
-                part = chunked.filter(F.col("_chunk") == chunk).drop("_chunk")
-                tasks = settings.partitions or spark.sparkContext.defaultParallelism
-                rated = stage.rate_turns(part, silver, assignments, run.run_id, settings.max_text_chars, tasks, profile)
-                _rate_chunk(run, report, rated)
-                log.info("[rate] chunk %d/%d committed (turn_ratings version %s)", chunk + 1, n_chunks,
-                         report.output_versions.get("turn_ratings"))
+            log.info("[rate] %d of %d (turn, axis) pairs to rate, in about %d chunk(s)", pending, total, n_chunks)
+            if pending:
+                work = stage.pending_work(silver, todo, assignments, n_chunks)
+                chunks = _write_work(run, report, work)
         finally:
-            todo.unpersist()
+            requests.unpersist()
+        tasks = settings.partitions or spark.sparkContext.defaultParallelism
+        for number, rows in enumerate(chunks, 1):
+            rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
+            _rate_chunk(run, report, rated)
+            log.info("[rate] chunk %d/%d committed (turn_ratings version %s)", number, len(chunks),
+                     report.output_versions.get("turn_ratings"))
         if tables.exists(spark, target):
             ratings = tables.read(spark, target)
             distribution = stage.rating_distribution(silver, ratings, current_judges(assignments))
             report.output_versions["rating_distribution"] = tables.overwrite(
                 spark, run.table("rating_distribution"), distribution, run.commit("rate"), RATING_DISTRIBUTION
             )
+
+
+def _write_work(run: PipelineRun, report, work: DataFrame) -> list[DataFrame]:
+    """Write the run's work list partitioned by chunk (one file a chunk); return the rows of each
+    chunk that has some, each read by its partition, pinned to the version written."""
+    ref = run.table("rate_pending")
+    version = tables.overwrite(
+        run.spark, ref, work.repartition("chunk"), run.commit("rate"), RATE_PENDING, partition_by=("chunk",)
+    )
+    report.output_versions["rate_pending"] = version
+    written = tables.read(run.spark, ref, version)
+    chunks = sorted(row["chunk"] for row in written.select("chunk").distinct().collect())
+    return [written.filter(F.col("chunk") == chunk) for chunk in chunks]
 
 
 def _rate_chunk(run: PipelineRun, report, rated) -> None:

@@ -24,9 +24,10 @@ recall on a sample against `n_buckets = 1` before trusting a setting. More probe
 and cost: every vector is shuffled `probes` times and a bucket's work is quadratic in its size,
 so total work is about probes^2 n^2 / n_buckets. `n_buckets = 1` is the exact all-pairs join
 (quadratic; for small corpora and as the reference to measure recall against, as
-`udfs.knn.hit_recall` does for FAISS indexes). k-means buckets are uneven on real data; a bucket
-is held whole in one Python worker (about 2 KiB a vector), so choose `n_buckets` so that the
-largest bucket fits (`bucket_sizes` shows them). The output is quadratic in the size of a
+`udfs.knn.hit_recall` does for FAISS indexes). k-means buckets are uneven on real data (a
+thousand blank screenshots make one big bucket): a bucket of more than `max_group_vectors` is cut
+into parts compared pairwise, so no Python worker holds more than that many vectors (about 2 KiB
+each) at once (`bucket_sizes` shows the buckets). The output is quadratic in the size of a
 clique: thousands of near-identical images (blank frames, logos) give millions of pairs.
 """
 
@@ -37,7 +38,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -58,6 +59,7 @@ PAIRS = StructType(
         StructField("similarity", FloatType(), nullable=False),
     ]
 )
+GROUP_KEYS = ["bucket", "part_p", "part_q"]
 CLUSTER_COLUMNS = ["image_id", "cluster_id", "cluster_size", "representative"]
 REMOVAL_COLUMNS = ["sample_id", "subset", "reason", "detail"]
 NEAR_DUPLICATE = "near_duplicate"
@@ -66,6 +68,9 @@ EXACT_DUPLICATE = "exact_duplicate"
 TARGET_BUCKET_SIZE = 10_000  # vectors a bucket when n_buckets is not given
 MIN_TRAIN_PER_BUCKET = 39  # FAISS's minimum of k-means points a centroid
 BLOCK_ELEMENTS = 1 << 23  # similarities computed at once in a bucket (32 MiB of float32)
+TRAIN_VECTORS = 20_000  # k-means training sample when max_train_vectors is not given
+MAX_BUCKETS = 512  # k-means buckets at most when n_buckets is not given (dedup.max_buckets)
+MAX_GROUP_VECTORS = 20_000  # vectors one Python worker compares at once (dedup.max_group_vectors)
 
 _BUCKETED = StructType(
     [
@@ -81,9 +86,10 @@ _BUCKETED = StructType(
 # Near-duplicate pairs: numpy parts (tested without Spark)
 
 
-def default_n_buckets(n: int, max_train_vectors: int) -> int:
-    """About `TARGET_BUCKET_SIZE` vectors a bucket, with enough training points a centroid."""
-    return max(1, min(math.ceil(n / TARGET_BUCKET_SIZE), max_train_vectors // MIN_TRAIN_PER_BUCKET))
+def default_n_buckets(n: int, max_train_vectors: int, max_buckets: int = MAX_BUCKETS) -> int:
+    """About `TARGET_BUCKET_SIZE` vectors a bucket, at most `max_buckets`, with enough training
+    points a centroid."""
+    return max(1, min(math.ceil(n / TARGET_BUCKET_SIZE), max_buckets, max_train_vectors // MIN_TRAIN_PER_BUCKET))
 
 
 def train_bucket_centroids(sample: np.ndarray, n_buckets: int, seed: int = 0, niter: int = 20) -> np.ndarray:
@@ -147,9 +153,46 @@ def pairs_within_bucket(
     if not parts:
         return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
     a, b, s = (np.concatenate(column) for column in zip(*parts))
-    shared_earlier = (buckets[a][:, :, None] == buckets[b][:, None, :]) & (buckets[a][:, :, None] < bucket)
-    keep = ~shared_earlier.any(axis=(1, 2)) & (ids[a] != ids[b])
+    keep = _first_shared_bucket(buckets[a], buckets[b], bucket) & (ids[a] != ids[b])
     return ids[a][keep], ids[b][keep], s[keep].astype(np.float32)
+
+
+def pairs_across(
+    ids_a: np.ndarray,
+    vectors_a: np.ndarray,
+    buckets_a: np.ndarray,
+    ids_b: np.ndarray,
+    vectors_b: np.ndarray,
+    buckets_b: np.ndarray,
+    bucket: int,
+    threshold: float,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pairs_within_bucket` for pairs with one vector on each side (two parts of a split bucket):
+    (ids_lo, ids_hi, similarities), ids_lo < ids_hi, each pair once if the sides share no id."""
+    xa, xb = np.asarray(vectors_a, dtype=np.float32), np.asarray(vectors_b, dtype=np.float32)
+    tau = np.float32(threshold)
+    block = max(1, block_elements // max(len(ids_b), 1))
+    parts = []
+    for start in range(0, len(ids_a), block):
+        sims = xa[start : start + block] @ xb.T
+        rows, cols = np.nonzero(sims >= tau)
+        if len(rows):
+            parts.append((rows + start, cols, sims[rows, cols]))
+    if not parts:
+        return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
+    a, b, s = (np.concatenate(column) for column in zip(*parts))
+    keep = _first_shared_bucket(np.asarray(buckets_a)[a], np.asarray(buckets_b)[b], bucket) & (ids_a[a] != ids_b[b])
+    first, second = ids_a[a][keep], ids_b[b][keep]
+    ordered = first < second
+    return np.where(ordered, first, second), np.where(ordered, second, first), s[keep].astype(np.float32)
+
+
+def _first_shared_bucket(buckets_a: np.ndarray, buckets_b: np.ndarray, bucket: int) -> np.ndarray:
+    """[n] bool: whether `bucket` is the smallest bucket that row i of each side shares (so that a
+    pair found in several buckets is reported in one)."""
+    shared_earlier = (buckets_a[:, :, None] == buckets_b[:, None, :]) & (buckets_a[:, :, None] < bucket)
+    return ~shared_earlier.any(axis=(1, 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +261,8 @@ def bucketed_embeddings(
     n_buckets: int | None = None,
     probes: int = 2,
     seed: int = 0,
-    max_train_vectors: int = 20_000,
+    max_train_vectors: int | None = None,
+    max_buckets: int = MAX_BUCKETS,
 ) -> DataFrame:
     """(bucket, image_id, embedding, buckets) for the valid embeddings: see
     `near_duplicate_pairs`. One bucket (no sampling, no k-means) when `n_buckets` is 1 or the
@@ -228,11 +272,14 @@ def bucketed_embeddings(
         raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
+    if max_buckets < 1:
+        raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+    max_train_vectors = max_train_vectors or max(TRAIN_VECTORS, MIN_TRAIN_PER_BUCKET * max_buckets)
     valid = _valid_embeddings(embeddings)
     if n_buckets == 1:
         return _single_bucket(valid)
     n = valid.count()
-    n_buckets = n_buckets or default_n_buckets(n, max_train_vectors)
+    n_buckets = n_buckets or default_n_buckets(n, max_train_vectors, max_buckets)
     if n_buckets == 1 or n < 2 * n_buckets:
         return _single_bucket(valid)
     sample = training_sample(valid, n, max_train_vectors, seed)
@@ -249,7 +296,9 @@ def near_duplicate_pairs(
     n_buckets: int | None = None,
     probes: int = 2,
     seed: int = 0,
-    max_train_vectors: int = 20_000,
+    max_train_vectors: int | None = None,
+    max_buckets: int = MAX_BUCKETS,
+    max_group_vectors: int = MAX_GROUP_VECTORS,
 ) -> DataFrame:
     """(image_id_a, image_id_b, similarity) for every pair of images found with inner product
     >= threshold (inclusive), image_id_a < image_id_b, each pair once.
@@ -257,15 +306,17 @@ def near_duplicate_pairs(
     `embeddings`: (image_id, embedding) with one row per image_id and L2-normalised float
     embeddings (cosine = inner product); rows with a null or NaN embedding are skipped.
     Approximate (see the module docstring for recall): `n_buckets` k-means buckets (default:
-    about `TARGET_BUCKET_SIZE` vectors each, at most max_train_vectors / 39), trained on at most
-    `max_train_vectors` sampled vectors, each vector searched in its `probes` nearest buckets.
-    `n_buckets = 1`, or an input of fewer than 2 n_buckets vectors, compares all pairs exactly.
+    about `TARGET_BUCKET_SIZE` vectors each, at most `max_buckets`), trained on at most
+    `max_train_vectors` sampled vectors (default: 20,000, or 39 a bucket if more), each vector
+    searched in its `probes` nearest buckets. `n_buckets = 1`, or an input of fewer than
+    2 n_buckets vectors, compares all pairs exactly. A bucket of more than `max_group_vectors`
+    vectors is split (see `pairs_in_buckets`), so no Python worker holds more than that at once.
     The input is read up to three times (count, sample, join): cache it if it is expensive.
     `similarity` is float32, as computed.
     """
     _check_threshold(threshold)
-    bucketed = bucketed_embeddings(embeddings, n_buckets, probes, seed, max_train_vectors)
-    return pairs_in_buckets(bucketed, threshold)
+    bucketed = bucketed_embeddings(embeddings, n_buckets, probes, seed, max_train_vectors, max_buckets)
+    return pairs_in_buckets(bucketed, threshold, max_group_vectors)
 
 
 def _check_threshold(threshold: float) -> None:
@@ -273,26 +324,58 @@ def _check_threshold(threshold: float) -> None:
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
 
 
-def pairs_in_buckets(bucketed: DataFrame, threshold: float) -> DataFrame:
+def pairs_in_buckets(bucketed: DataFrame, threshold: float, max_group_vectors: int = MAX_GROUP_VECTORS) -> DataFrame:
     """(image_id_a, image_id_b, similarity) >= threshold within each bucket of a
-    `bucketed_embeddings` frame, each pair once (in the smallest bucket its images share)."""
+    `bucketed_embeddings` frame, each pair once (in the smallest bucket its images share).
+
+    A bucket is compared in `applyInPandas` groups of at most `max_group_vectors` vectors: a bucket
+    larger than that (skew: a thousand blank screenshots land in one bucket) is cut, in image_id
+    order, into parts of at most half of it, and each pair of parts (p, q), p <= q, is one group
+    comparing part p with part q, so every pair of the bucket is compared in exactly one group.
+    The cut ranks rows inside the JVM (a window per bucket, spilling if need be), not in Python;
+    the groups of a cut bucket run one after another in the task that holds the bucket.
+    """
     require_columns(bucketed, _BUCKETED.fieldNames(), "pairs_in_buckets")
     _check_threshold(threshold)
+    groups = comparison_groups(bucketed, max_group_vectors)
 
-    def bucket_pairs(frame: pd.DataFrame) -> pd.DataFrame:
-        if len(frame) < 2:
-            return pd.DataFrame({"image_id_a": pd.Series(dtype=object), "image_id_b": pd.Series(dtype=object),
-                                 "similarity": pd.Series(dtype=np.float32)})
-        a, b, s = pairs_within_bucket(
-            frame["image_id"].to_numpy(dtype=object),
-            np.stack(frame["embedding"].to_numpy()),
-            np.stack(frame["buckets"].to_numpy()),
-            int(frame["bucket"].iloc[0]),
-            threshold,
-        )
+    def group_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+        ids = frame["image_id"].to_numpy(dtype=object)
+        vectors, buckets = np.stack(frame["embedding"].to_numpy()), np.stack(frame["buckets"].to_numpy())
+        bucket_no, part_p, part_q = (int(frame[name].iloc[0]) for name in ("bucket", "part_p", "part_q"))
+        if part_p == part_q:
+            a, b, s = pairs_within_bucket(ids, vectors, buckets, bucket_no, threshold)
+        else:
+            p = frame["part"].to_numpy() == part_p
+            a, b, s = pairs_across(
+                ids[p], vectors[p], buckets[p], ids[~p], vectors[~p], buckets[~p], bucket_no, threshold
+            )
         return pd.DataFrame({"image_id_a": a, "image_id_b": b, "similarity": s})
 
-    return bucketed.select(*_BUCKETED.fieldNames()).groupBy("bucket").applyInPandas(bucket_pairs, PAIRS)
+    return groups.groupBy(*GROUP_KEYS).applyInPandas(group_pairs, PAIRS)
+
+
+def comparison_groups(bucketed: DataFrame, max_group_vectors: int = MAX_GROUP_VECTORS) -> DataFrame:
+    """The rows of `bucketed` keyed by the group that compares them (GROUP_KEYS: bucket, part_p,
+    part_q), plus their own `part`: see `pairs_in_buckets`. A row of a cut bucket is in as many
+    groups as its bucket has parts."""
+    if max_group_vectors < 2:
+        raise ValueError(f"max_group_vectors must be >= 2, got {max_group_vectors}")
+    part_size = max_group_vectors // 2
+    bucket = Window.partitionBy("bucket")
+    size = F.count(F.lit(1)).over(bucket)
+    rank = F.row_number().over(bucket.orderBy("image_id")) - 1
+    whole = size <= max_group_vectors  # a bucket that fits stays one group, as it always was
+    cut = bucketed.select(
+        *_BUCKETED.fieldNames(),
+        F.when(whole, 0).otherwise(F.floor(rank / part_size)).cast("int").alias("part"),
+        F.when(whole, 1).otherwise(F.ceil(size / part_size)).cast("int").alias("parts"),
+    )
+    other = F.explode(F.sequence(F.lit(0), F.col("parts") - 1)).alias("other")
+    return cut.select("*", other).select(
+        *_BUCKETED.fieldNames(), "part",
+        F.least("part", "other").alias("part_p"), F.greatest("part", "other").alias("part_q"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ stage's tasks can hold a GPU each while other stages use every core (see `etl/re
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import Iterator
 
 import numpy as np
@@ -21,19 +22,37 @@ from etl.schema import require_columns
 from udfs.sscd import EmbedderSpec, embed_bytes
 
 
-def distinct_images(frame: DataFrame) -> DataFrame:
-    """(image_id, bytes) of every distinct image in a frame with an `images` column."""
-    require_columns(frame, ["images"], "distinct_images")
-    image = F.explode("images").alias("image")
-    return frame.select(image).select("image.image_id", "image.bytes").dropDuplicates(["image_id"])
+def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model: str) -> DataFrame:
+    """(image_id, bytes) of every distinct image of `frames` (each with `sample_id` and `images`)
+    that has no embedding of `model` yet, each image once.
 
-
-def images_without_embedding(images: DataFrame, embeddings: DataFrame | None, model: str) -> DataFrame:
-    """The images that have no embedding of this model yet (what an incremental run embeds)."""
-    if embeddings is None:
-        return images
-    done = embeddings.filter(F.col("model_id") == model).select("image_id")
-    return images.join(done, "image_id", "left_anti")
+    Ids first, bytes last: the distinct and the anti-join against `embeddings` run on ids (image_id,
+    and where one copy of the image sits: frame, sample_id, position); then each pending image's
+    bytes are fetched from that one copy by a join on those ids, right before the model, so the bytes
+    cross the network at most once (not at all when the pending ids are small enough to broadcast).
+    """
+    copies = []
+    for number, frame in enumerate(frames):
+        require_columns(frame, ["sample_id", "images"], "images_to_embed")
+        copies.append(frame.select(
+            F.lit(number).alias("frame"), "sample_id", F.posexplode("images.image_id").alias("position", "image_id")
+        ))
+    one_copy = F.min(F.struct("frame", "sample_id", "position")).alias("copy")
+    occurrences = reduce(DataFrame.unionByName, copies).filter(F.col("image_id").isNotNull())
+    pending = occurrences.groupBy("image_id").agg(one_copy)
+    if embeddings is not None:
+        done = embeddings.filter(F.col("model_id") == model).select("image_id")
+        pending = pending.join(done, "image_id", "left_anti")
+    fetched = []
+    for number, frame in enumerate(frames):
+        wanted = pending.filter(F.col("copy.frame") == number).select(
+            "image_id", F.col("copy.sample_id").alias("sample_id"), F.col("copy.position").alias("position")
+        )
+        images = frame.select("sample_id", F.posexplode("images").alias("position", "image")).select(
+            "sample_id", "position", F.col("image.image_id").alias("image_id"), F.col("image.bytes").alias("bytes")
+        )
+        fetched.append(images.join(wanted, ["image_id", "sample_id", "position"]).select("image_id", "bytes"))
+    return reduce(DataFrame.unionByName, fetched)
 
 
 EMBEDDED = StructType([

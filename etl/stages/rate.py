@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType
 
-from etl.schema import RATING_DISTRIBUTION, TURN_RATINGS, require_columns
+from etl.schema import RATE_REQUEST, RATING_DISTRIBUTION, TURN_RATINGS, require_columns
 from udfs.judge import (
     AXES,
     IMAGE_AXES,
@@ -86,36 +86,58 @@ def pending_requests(requests: DataFrame, ratings: DataFrame | None) -> DataFram
     return requests.join(settled_ratings(ratings).select(*RATING_KEYS), RATING_KEYS, "left_anti")
 
 
+def pending_work(
+    samples: DataFrame, pending: DataFrame, assignments: list[AxisJudge], n_chunks: int = 1
+) -> DataFrame:
+    """Rows of `rate_pending`: per sample with pending requests, its requests, its texts and (only
+    when an image axis has a judge and the sample has a request on it) its image bytes; `chunk` is
+    a hash of sample_id modulo `n_chunks`, so all of a sample's requests are committed together.
+
+    The one place the judges' inputs are joined to the keys: the rate job writes this once per run,
+    partitioned by chunk, and each chunk then reads its own rows, not the samples again."""
+    require_columns(pending, RATING_KEYS, "pending_work")
+    require_columns(samples, ["sample_id", "texts", "images"], "pending_work")
+    request = F.struct(*(F.col(name) for name in RATE_REQUEST.fieldNames()))
+    requests = pending.groupBy("sample_id").agg(F.collect_list(request).alias("requests"))
+    images_judged = any(a.axis in IMAGE_AXES and a.judge is not None for a in assignments)
+    content = samples.select("sample_id", "texts", *(["images"] if images_judged else []))
+    if images_judged:
+        on_image_axis = F.exists("requests", lambda r: r["axis"].isin(*IMAGE_AXES))
+        images = F.when(on_image_axis, F.transform("images", lambda image: image["bytes"]))
+    else:
+        images = F.lit(None)
+    chunk = F.pmod(F.xxhash64("sample_id"), F.lit(n_chunks)).cast("int")
+    return requests.join(content, "sample_id").select(
+        chunk.alias("chunk"), "sample_id", "requests", "texts", images.cast(ArrayType(BinaryType())).alias("images")
+    )
+
+
 def rate_turns(
-    pending: DataFrame,
-    samples: DataFrame,
+    work: DataFrame,
     assignments: list[AxisJudge],
     run_id: str,
     max_text_chars: int,
     partitions: int | None = None,
     profile=None,
 ) -> DataFrame:
-    """Rows of `turn_ratings` for the pending requests, one each; the judges run in mapInPandas,
-    in `partitions` tasks when given (each task's Python worker loads a local model once), under
-    the stage's `ResourceProfile` when given (`etl.resources`: a GPU per task on GPU clusters)."""
-    require_columns(pending, RATING_KEYS, "rate_turns")
-    require_columns(samples, ["sample_id", "texts", "images"], "rate_turns")
-    texts = samples.select("sample_id", F.posexplode("texts").alias("turn_index", "turn")).select(
-        "sample_id", F.col("turn_index").cast("int").alias("turn_index"),
-        F.col("turn.user").alias("question"), F.col("turn.assistant").alias("answer"),
+    """Rows of `turn_ratings` for the requests of `pending_work` rows, one each; the judges run in
+    mapInPandas, in `partitions` tasks when given (each task's Python worker loads a local model
+    once), under the stage's `ResourceProfile` when given (`etl.resources`: a GPU per task on GPU
+    clusters). Each request reads its turn and images from its own row: no join."""
+    require_columns(work, ["sample_id", "requests", "texts", "images"], "rate_turns")
+    request = F.col("request")
+    turn = F.element_at("texts", request["turn_index"] + 1)
+    rows = work.select("sample_id", "texts", "images", F.explode("requests").alias("request")).select(
+        "sample_id", *(request[name].alias(name) for name in RATE_REQUEST.fieldNames()),
+        turn["user"].alias("question"), turn["assistant"].alias("answer"),
+        F.when(request["axis"].isin(*IMAGE_AXES), F.col("images")).alias("images"),
     )
-    rows = pending.join(texts, ["sample_id", "turn_index"])
-    is_image_axis = F.col("axis").isin(*IMAGE_AXES)
-    image_bytes = samples.select("sample_id", F.transform("images", lambda image: image["bytes"]).alias("images"))
-    with_images = rows.filter(is_image_axis).join(image_bytes, "sample_id", "left")
-    without = rows.filter(~is_image_axis).withColumn("images", F.lit(None).cast(ArrayType(BinaryType())))
     by_axis = {a.axis: a for a in assignments}
 
     def judge(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield _judge_batch(batch, by_axis, max_text_chars).assign(run_id=run_id)
 
-    rows = with_images.unionByName(without)
     if partitions:
         rows = rows.repartition(partitions)
     return rows.mapInPandas(judge, TURN_RATINGS, profile=profile)
