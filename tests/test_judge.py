@@ -9,7 +9,8 @@ import pytest
 from pyspark.sql import Row
 
 from etl.schema import SAMPLES, TURN_RATINGS
-from etl.stages.rate import AxisJudge, pending_requests, pending_work, rate_turns, ratings_arrays, turn_requests
+from etl.stages.export import rating_columns
+from etl.stages.rate import AxisJudge, current_ratings, pending_requests, pending_work, rate_turns, turn_requests
 from tests.conftest import png_bytes
 from tests.judge_server import ScriptedJudge
 from udfs.judge import (
@@ -181,7 +182,7 @@ def test_pending_requests_retries_failed_requests_only(spark):
     assert capped.count() == 2 and capped.collect() == turn_requests(samples, assignments, max_turns_per_subset=2).collect()
 
 
-def test_ratings_arrays_align_with_texts(spark):
+def test_rating_columns_align_with_texts_for_the_configured_judges(spark):
     samples = _samples(spark, [
         ("s1", "vqa", [], [("q0", "a0"), ("q1", "a1"), ("q2", "a2")]),
         ("s2", "vqa", [], [("q0", "a0")]),
@@ -197,15 +198,13 @@ def test_ratings_arrays_align_with_texts(spark):
         ("s3", 0, "visual_dependency", 2, "j", "q", None), ("s3", 1, "visual_dependency", 1, "j", "q", None),
     ])
     judges = {"formatting": ("j", "p"), "relevance": ("j", "p"), "visual_dependency": ("j", "q")}
-    got = {r["sample_id"]: r.asDict() for r in ratings_arrays(samples, ratings, judges).collect()}
+    got = {r["sample_id"]: r.asDict() for r in rating_columns(samples, current_ratings(ratings, judges)).collect()}
     assert got["s1"]["formatting_ratings"] == [5, 4, 3] and got["s1"]["formatting_min"] == 3
     assert got["s1"]["relevance_ratings"] == [2, None, 4] and got["s1"]["relevance_min"] is None
-    assert got["s1"]["image_correspondence_ratings"] == [None, None, None] and got["s1"]["image_correspondence_min"] is None
+    assert got["s1"]["image_correspondence_ratings"] is None and got["s1"]["image_correspondence_min"] is None
     assert got["s2"]["formatting_ratings"] == [4] and got["s2"]["formatting_min"] == 4
     assert got["s3"]["visual_dependency_ratings"] == [2, 1] and got["s3"]["visual_dependency_min"] == 1
-    assert got["s3"]["formatting_ratings"] == [None, None]
-    with pytest.raises(ValueError, match="several .judge_model, prompt_hash. score the same axis"):
-        ratings_arrays(samples, ratings)  # formatting has two judges: the caller must choose
+    assert got["s3"]["formatting_ratings"] is None  # no rating on that axis: null, not a list of nulls
 
 
 @pytest.mark.parametrize(

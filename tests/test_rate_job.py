@@ -20,7 +20,8 @@ from etl.config import PROJECT_ROOT
 from etl.jobs import rate as rate_job
 from etl.runs import PipelineRun
 from etl.schema import SAMPLES
-from etl.stages.rate import RATING_KEYS, ratings_arrays
+from etl.stages.export import rating_columns
+from etl.stages.rate import RATING_KEYS, current_ratings
 from tests.conftest import png_bytes
 from tests.judge_server import ScriptedJudge
 from udfs.judge import NO_VLM_JUDGE, load_prompts
@@ -71,8 +72,9 @@ def test_smollm2_rates_real_turns(spark, make_config):
         assert sum(shares) == pytest.approx(1.0, abs=1e-6)
 
     silver = tables.read(spark, run.table("silver_samples"))
-    arrays = {r["sample_id"]: r for r in ratings_arrays(silver, tables.read(spark, run.table("turn_ratings")),
-                                                        rate_job.current_judges(rate_job.axis_judges(config))).collect()}
+    judges = rate_job.current_judges(rate_job.axis_judges(config))
+    ratings = current_ratings(tables.read(spark, run.table("turn_ratings")), judges)
+    arrays = {r["sample_id"]: r for r in rating_columns(silver, ratings).collect()}
     scored = {(r["sample_id"], r["turn_index"]): r["score"] for r in text if r["axis"] == "relevance"}
     assert arrays["photo"]["relevance_ratings"] == [scored["photo", 0], scored["photo", 1]]
     assert arrays["sum"]["relevance_ratings"] == [scored["sum", 0]]

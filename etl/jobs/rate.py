@@ -77,7 +77,7 @@ def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJu
 
 
 def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, str]]:
-    """axis -> (judge_model, prompt_hash) of this configuration, what `ratings_arrays` selects."""
+    """axis -> (judge_model, prompt_hash) of this configuration, what the export and analytics select."""
     return {a.axis: (a.judge_model, a.prompt_hash) for a in assignments}
 
 
