@@ -157,9 +157,10 @@ def verified_hits(
     """contamination_hits rows of the `verified` method: the candidate `pairs` (from `image_pairs`)
     that the verifier accepts, each with its evidence.
 
-    The candidates are few (top k a training image), so they are broadcast to the samples and the
-    benchmark items to pick up both images' bytes and texts where they lie: silver is streamed once,
-    never shuffled. The verifier runs per Arrow batch of pairs on the executors (`udfs.verify`).
+    The candidates are few (top k a training image), so they are broadcast to the samples to pick up
+    the training images' bytes and texts where they lie (silver is streamed once, never shuffled),
+    and the benchmark images they name are broadcast to them. The verifier runs per Arrow batch of
+    pairs on the executors (`udfs.verify`).
     """
     require_columns(samples, ["sample_id", "images", "texts"], "verified_hits")
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "verified_hits")
@@ -185,13 +186,15 @@ def verified_hits(
         F.col("image.bytes").alias("bench_bytes"),
         "bench_text",
     )
-    with_train = candidates.join(train_side, ["sample_id", "image_id"]).dropDuplicates(
-        ["sample_id", "image_id", "benchmark", "benchmark_item_id", "bench_image_id"]
+    # Only the benchmark images that are candidates travel, broadcast (the benchmark side is bounded);
+    # the rows carrying training bytes are never shuffled. A pair repeated (an image twice in one
+    # sample) is verified twice and collapsed by the final grouping, which carries no bytes.
+    needed = pairs.select("benchmark", "benchmark_item_id", "bench_image_id").distinct()
+    bench_needed = bench_side.join(
+        F.broadcast(needed), ["benchmark", "benchmark_item_id", "bench_image_id"], "left_semi"
     )
-    joined = (
-        F.broadcast(with_train)
-        .join(bench_side, ["benchmark", "benchmark_item_id", "bench_image_id"])
-        .dropDuplicates(["sample_id", "image_id", "benchmark", "benchmark_item_id", "bench_image_id"])
+    joined = candidates.join(train_side, ["sample_id", "image_id"]).join(
+        F.broadcast(bench_needed), ["benchmark", "benchmark_item_id", "bench_image_id"]
     )
 
     def verify(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
