@@ -119,11 +119,21 @@ class EmbedConfig(Strict):
 
 
 class DecontaminateConfig(Strict):
+    method: Literal["threshold", "verified"] = Field(
+        "threshold", description="threshold: SSCD cosine >= threshold (FineVision); verified: candidates, then a verifier"
+    )
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
+    candidate_threshold: float = Field(0.5, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
+    candidate_k: int = Field(3, gt=0, description="verified: candidates kept per training image (most similar)")
+    verifier_rule: str | None = Field(
+        None, description="verified: the decision rule's YAML; null = the packaged conf/decontaminate/verifier.yaml"
+    )
     index: Literal["exact", "ivf", "hnsw"] = "exact"
     nprobe: int = Field(16, gt=0)
     k: int = Field(32, gt=0, description="neighbours per query for HNSW")
-    index_transport: Literal["broadcast", "file"] = Field("broadcast", description="file for multi-GB indexes")
+    index_transport: Literal["closure", "file"] = Field(
+        "closure", description="how executors get the FAISS index: in the UDF closure, or a file for multi-GB indexes"
+    )
     policy: Literal["flag", "remove"] = "flag"
     text_ngram: int = Field(13, ge=3, description="n-gram length of text-side decontamination")
     text_min_words: int | None = Field(

@@ -40,7 +40,7 @@ td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}
 .hit td.side{width:34%} .meta{font-size:90%;white-space:nowrap} .score{font-size:140%;font-weight:bold}
 .user{color:#036;margin:.2em 0} .assistant{color:#060;margin:.2em 0} .more,.muted{color:#888}
 img{max-width:240px;max-height:240px;display:block;margin-bottom:.3em}
-.text-hit{background:#f7f7ff} .counts td,.counts th{padding:.2em .6em}
+.text-hit{background:#f7f7ff} .evidence td,.evidence th{padding:.1em .4em;font-size:85%} .counts td,.counts th{padding:.2em .6em}
 .cluster{border:1px solid #ccc;margin:.8em 0;padding:.5em} .grid{display:flex;flex-wrap:wrap;gap:.5em}
 .cell{width:170px;font-size:80%;border:2px solid transparent;padding:2px} .cell img{max-width:160px;max-height:160px}
 .representative{border-color:#c60} .badge{color:#c60;font-weight:bold} code{font-size:90%}"""
@@ -121,6 +121,33 @@ def _page(title: str, body: str) -> str:
     )
 
 
+EVIDENCE_LABELS = {
+    "sscd_whole": "SSCD, whole images",
+    "sscd_views": "SSCD, best view pair",
+    "inliers": "ORB+RANSAC inliers",
+    "inlier_area": "area the inliers cover",
+    "aligned_ncc": "aligned correlation (median)",
+    "aligned_ncc_low": "aligned correlation (20th pct)",
+    "text_overlap": "text overlap",
+}
+
+
+def _evidence_html(evidence: dict | None) -> str:
+    """The verified method's evidence: each feature, then the rule's score against its decision."""
+    if not evidence:
+        return ""
+
+    def value(v) -> str:
+        return "&mdash;" if v is None else (f"{v:.0f}" if v > 1.5 else f"{v:.3f}")
+
+    rows = "".join(
+        f"<tr><td>{_e(label)}</td><td>{value(evidence.get(name))}</td></tr>" for name, label in EVIDENCE_LABELS.items()
+    )
+    verdict = (f'<tr><th>rule score</th><th>{value(evidence.get("score"))} '
+               f'(&ge; {value(evidence.get("decision"))})</th></tr>')
+    return f'<table class="evidence">{rows}{verdict}</table>'
+
+
 def _hit_row(hit: dict) -> str:
     training, benchmark = hit.get("train_turns"), hit.get("bench_turns")
     text_hit = hit["image_id"] is None
@@ -142,7 +169,7 @@ def _hit_row(hit: dict) -> str:
         right = bench_images + _turns_html(benchmark, hit.get("bench_turn_count"))
     threshold = "&mdash;" if hit["threshold"] is None else f'{hit["threshold"]:.3f}'
     meta = (
-        f'{score}<div>method <code>{_e(hit["method"])}</code></div><div>model <code>{_e(hit["model_id"])}</code></div>'
+        f'{score}{_evidence_html(hit.get("evidence"))}<div>method <code>{_e(hit["method"])}</code></div><div>model <code>{_e(hit["model_id"])}</code></div>'
         f"<div>threshold {threshold}</div><hr><div>subset <b>{_e(hit['subset'])}</b></div>"
         f'<div>sample <code>{_e(hit["sample_id"])}</code></div>'
         + (f'<div>image <code>{_e(hit["image_id"][:16])}&hellip;</code></div>' if not text_hit else "")

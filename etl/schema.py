@@ -116,6 +116,18 @@ IMAGE_EMBEDDINGS = StructType(
     ]
 )
 
+# What the `verified` decontamination method measured of a pair (udfs/verify.py's FEATURES) and
+# its rule's score and decision.
+EVIDENCE = StructType(
+    [
+        *(StructField(name, FloatType()) for name in (
+            "sscd_whole", "sscd_views", "inliers", "inlier_area", "aligned_ncc", "aligned_ncc_low", "text_overlap"
+        )),
+        StructField("score", FloatType()),
+        StructField("decision", FloatType()),
+    ]
+)
+
 CONTAMINATION_HITS = StructType(
     [
         StructField("image_id", StringType()),  # null for text hits
@@ -128,6 +140,7 @@ CONTAMINATION_HITS = StructType(
         StructField("threshold", FloatType()),
         StructField("method", StringType(), nullable=False),
         StructField("run_id", StringType()),
+        StructField("evidence", EVIDENCE),  # the verified method's features and score; null otherwise
     ]
 )
 

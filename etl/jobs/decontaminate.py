@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.config import CONF_DIR, ConfigError
 from etl.jobs.embed import embedder_spec
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, REMOVED_SAMPLES
@@ -17,17 +20,18 @@ from etl.sources.files import ArrowFiles
 from etl.stages import decontaminate as stage
 from udfs.knn import build_index, index_fingerprint, serialize_index
 from udfs.sscd import model_id
+from udfs.verify import VerifierRule
 
 log = logging.getLogger("finevision")
 HIT_KEYS = ["sample_id", "image_id", "benchmark", "benchmark_item_id", "method", "model_id", "threshold"]
 
 
 def index_source(run: PipelineRun, data: bytes) -> stage.IndexSource:
-    """Ship the serialised index: a broadcast, or a file under the lakehouse for huge indexes."""
+    """Ship the serialised index: inside the UDF's closure, or a file under the lakehouse for huge
+    indexes (no broadcast variable: Spark Connect has none)."""
     fingerprint = index_fingerprint(data)
-    if run.config.decontaminate.index_transport == "broadcast":
-        broadcast = run.spark.sparkContext.broadcast(data)
-        return stage.IndexSource(fingerprint, lambda: broadcast.value)
+    if run.config.decontaminate.index_transport == "closure":
+        return stage.IndexSource(fingerprint, lambda: data)
     from pyarrow import fs as pafs
 
     root = tables.TableRef.of(run.config, "_indexes").path or run.config.lakehouse
@@ -40,35 +44,75 @@ def index_source(run: PipelineRun, data: bytes) -> stage.IndexSource:
     return stage.IndexSource(fingerprint, lambda: ArrowFiles().read_bytes(path, size + 1))
 
 
+def verifier_rule(run: PipelineRun) -> VerifierRule:
+    """The verified method's decision rule, read on the driver (it travels to executors in the UDF)."""
+    path = run.config.decontaminate.verifier_rule
+    try:
+        return VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml" if path is None else path)
+    except ValueError as exc:
+        raise ConfigError(f"decontaminate.verifier_rule: {exc}") from None
+
+
+def vectors_from_arrow(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    """float32 [rows, dim] from an Arrow list column of equal-length vectors, without Python rows."""
+    values = table.column(column).combine_chunks()
+    if len(values) == 0:
+        return np.empty((0, 0), np.float32)
+    lengths = np.diff(values.offsets.to_numpy())
+    if values.null_count or (lengths != lengths[0]).any():
+        raise ValueError(f"{column}: every vector must be present and of one length")
+    return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), int(lengths[0]))
+
+
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.decontaminate
     model = model_id(embedder_spec(run))
-    method = f"sscd-faiss-{settings.index}"
+    method = f"sscd-faiss-{settings.index}" if settings.method == "threshold" else "sscd-verified"
     with run.stage("decontaminate") as report:
         silver = run.read_input(report, "silver_samples")
         items = run.read_input(report, "benchmark_items")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
         training, benchmark = stage.image_occurrences(silver), stage.benchmark_occurrences(items)
 
-        # The benchmark side is bounded (the evaluation sets), so it is gathered on the driver.
-        bench_rows = (
+        # The benchmark side is bounded (the evaluation sets), so it is gathered on the driver, as Arrow.
+        n, min_words = settings.text_ngram, settings.text_min_words or settings.text_ngram
+        bench_grams = stage.BenchmarkGrams.from_arrow(stage.benchmark_text_grams(items, n, min_words).toArrow())
+        hits = stage.text_hits(silver, bench_grams, n, min_words, run.run_id)
+        bench_table = (
             embeddings.join(benchmark.select("image_id").distinct(), "image_id")
-            .select("image_id", "embedding").orderBy("image_id").collect()
+            .select("image_id", "embedding")
+            .orderBy("image_id")
+            .toArrow()
         )
-        hits = stage.text_hits(silver, items, settings.text_ngram, settings.text_min_words or settings.text_ngram, run.run_id)
-        if bench_rows:
-            vectors = np.array([r["embedding"] for r in bench_rows], dtype=np.float32)
+        if bench_table.num_rows:
+            vectors = vectors_from_arrow(bench_table)
             index = build_index(vectors, kind=settings.index, nprobe=settings.nprobe)
-            log.info("[decontaminate] %s index over %d benchmark images", settings.index, len(bench_rows))
+            log.info("[decontaminate] %s index over %d benchmark images", settings.index, bench_table.num_rows)
             source = index_source(run, serialize_index(index))
             index_rows = spark.createDataFrame(
-                [(i, r["image_id"]) for i, r in enumerate(bench_rows)], "index_row long, bench_image_id string"
+                pd.DataFrame(
+                    {
+                        "index_row": np.arange(bench_table.num_rows, dtype=np.int64),
+                        "bench_image_id": bench_table.column("image_id").to_pylist(),
+                    }
+                ),
+                "index_row long, bench_image_id string",
             )
             train_embeddings = embeddings.join(training.select("image_id").distinct(), "image_id")
-            found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
-            image_hits = stage.image_hits(
-                found, index_rows, training, benchmark, model, settings.threshold, method, run.run_id
-            )
+            if settings.method == "threshold":
+                found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
+                image_hits = stage.image_hits(
+                    found, index_rows, training, benchmark, model, settings.threshold, method, run.run_id
+                )
+            else:
+                found = stage.search_training_images(
+                    train_embeddings, source, settings.candidate_threshold, settings.k, top_k=settings.candidate_k
+                )
+                pairs = stage.image_pairs(found, index_rows, training, benchmark)
+                spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(run.config.embed.arrow_batch_bytes))
+                image_hits = stage.verified_hits(
+                    pairs, silver, items, embedder_spec(run), verifier_rule(run), model, method, run.run_id
+                )
             hits = image_hits.unionByName(hits)
         else:
             log.warning("[decontaminate] no benchmark image has an embedding of %s: image side skipped", model)

@@ -1,0 +1,55 @@
+"""The review page shows the verified method's evidence beside each of its hits."""
+
+from __future__ import annotations
+
+import re
+
+from etl.review import render_contamination_page
+from tests.test_review import config_for
+
+
+def hit(method: str, evidence: dict | None) -> dict:
+    return {
+        "image_id": "cd" * 32,
+        "sample_id": f"s-{method}",
+        "subset": "train",
+        "benchmark": "toy",
+        "benchmark_item_id": "b2",
+        "similarity": 0.81,
+        "model_id": "sscd",
+        "threshold": 0.9,
+        "method": method,
+        "run_id": "r",
+        "evidence": evidence,
+        "train_turns": [],
+        "bench_turns": [],
+        "train_thumbs": [],
+        "bench_thumbs": [],
+        "bench_image_count": 0,
+    }
+
+
+def test_verified_hits_show_their_evidence_and_threshold_hits_none(tmp_path):
+    evidence = {
+        "sscd_whole": 0.81,
+        "sscd_views": 0.93,
+        "inliers": 412.0,
+        "inlier_area": 0.57,
+        "aligned_ncc": 0.998,
+        "aligned_ncc_low": 0.91,
+        "text_overlap": None,
+        "score": 0.9912,
+        "decision": 0.9,
+    }
+    counts = [{"benchmark": "toy", "method": "sscd-verified", "hits": 2, "samples": 2}]
+    page = render_contamination_page(
+        [hit("sscd-verified", evidence), hit("sscd-faiss-exact", None)],
+        counts,
+        {"contamination_hits": 1},
+        config_for(tmp_path),
+        10,
+    )
+    assert page.count('<table class="evidence">') == 1
+    table = re.search(r'<table class="evidence">(.*?)</table>', page).group(1)
+    assert "ORB+RANSAC inliers</td><td>412<" in table and "SSCD, best view pair</td><td>0.930<" in table
+    assert "text overlap</td><td>&mdash;<" in table and "0.991 (&ge; 0.900)" in table

@@ -1,0 +1,319 @@
+"""Verification of decontamination candidates, one (training image, benchmark image) pair at a time:
+the Spark-free batch functions of the `verified` method.
+
+A candidate pair comes from a FAISS search at a low SSCD similarity; the verifier measures evidence
+that the training image is an edited copy of the benchmark image, and a small documented rule
+(`VerifierRule`, a logistic regression whose weights live in `conf/decontaminate/verifier.yaml`)
+decides:
+
+- `sscd_whole`: SSCD cosine of the two whole images (what FineVision thresholds at 0.95).
+- `sscd_views`: the best SSCD cosine between views of the two images: the whole image and its
+  centre crops at `VIEW_SCALES` on each side, so that a crop of the benchmark image meets the
+  matching crop, and a padded copy meets the benchmark image through its own centre crop.
+- `inliers`, `inlier_area`: ORB keypoints matched with Lowe's ratio test, then a RANSAC homography
+  (OpenCV): the inlier count and the share of the benchmark image that the inliers' convex hull
+  covers. A copy agrees on one geometry over most of the image; a same-template chart agrees on
+  its axes and labels only.
+- `aligned_ncc`, `aligned_ncc_low`: normalised cross-correlation of the two images in grey levels,
+  after mapping the training image onto the benchmark image (through the homography when there is
+  one, else by resizing), block by block at the smaller image's resolution: the median and the
+  20th percentile over textured blocks. Invariant to brightness and contrast; the median is robust
+  to a text overlay, the low percentile sees the few blocks where a same-template image differs.
+- `text_overlap`: where both sides have text, the share of the benchmark text's word 3-grams found
+  in the training text (1.0 for a normalised exact match); 0 where either side has none.
+
+Images are decoded and embedded once per distinct image of a batch, so a batch of pairs costs
+O(images x views) model calls and O(pairs) ORB matchings.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from udfs.sscd import MAX_DECODE_PIXELS, RESIZE_FILTER, EmbedderSpec, get_embedder
+
+FEATURES = ("sscd_whole", "sscd_views", "inliers", "inlier_area", "aligned_ncc", "aligned_ncc_low", "text_overlap")
+VIEW_SCALES = (1.0, 0.85, 0.7)
+MATCH_SIDE = 512  # both images are resized so that their longer side is this long for ORB
+NCC_SIDE = 256  # the largest grid the aligned images are compared on
+NCC_BLOCKS = 8  # blocks per side for the block-wise correlation
+MIN_INLIERS = 8
+
+
+# ---- decoding and views ---------------------------------------------------------------------
+
+
+def decode_rgb(data: bytes | None) -> np.ndarray | None:
+    """RGB uint8 [h, w, 3], or None for missing or undecodable bytes."""
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_DECODE_PIXELS:
+                return None
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - an undecodable image has no evidence
+        return None
+
+
+def centre_crop(image: np.ndarray, scale: float) -> np.ndarray:
+    """The centred crop keeping `scale` of each side."""
+    if scale >= 1.0:
+        return image
+    height, width = image.shape[:2]
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    top, left = (height - h) // 2, (width - w) // 2
+    return image[top : top + h, left : left + w]
+
+
+def view_pixels(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [len(VIEW_SCALES), size, size, 3]: each view resized as the embed stage resizes."""
+    return np.stack(
+        [np.asarray(Image.fromarray(centre_crop(image, s)).resize((size, size), RESIZE_FILTER)) for s in VIEW_SCALES]
+    )
+
+
+# ---- geometric verification -----------------------------------------------------------------
+
+
+def _grey_at(image: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    scale = side / max(grey.shape)
+    return cv2.resize(
+        grey,
+        (max(8, round(grey.shape[1] * scale)), max(8, round(grey.shape[0] * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+    )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    inliers: int
+    inlier_area: float  # share of the benchmark image covered by the inliers' convex hull
+    homography: np.ndarray | None  # training (MATCH_SIDE grid) -> benchmark (MATCH_SIDE grid)
+
+
+def _orb(grey: np.ndarray):
+    import cv2
+
+    return cv2.ORB_create(nfeatures=1500, fastThreshold=10).detectAndCompute(grey, None)
+
+
+def geometric_match(train_grey: np.ndarray, bench_grey: np.ndarray, train_orb=None, bench_orb=None) -> Geometry:
+    """ORB matches (ratio test 0.8) and a RANSAC homography from the training to the benchmark image."""
+    import cv2
+
+    (train_points, train_desc) = train_orb or _orb(train_grey)
+    (bench_points, bench_desc) = bench_orb or _orb(bench_grey)
+    none = Geometry(0, 0.0, None)
+    if train_desc is None or bench_desc is None or len(train_desc) < 2 or len(bench_desc) < 2:
+        return none
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(train_desc, bench_desc, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < MIN_INLIERS:
+        return none
+    source = np.float32([train_points[m.queryIdx].pt for m in good])
+    target = np.float32([bench_points[m.trainIdx].pt for m in good])
+    homography, mask = cv2.findHomography(source, target, cv2.RANSAC, 5.0)
+    if homography is None or mask is None:
+        return none
+    inliers = mask.ravel().astype(bool)
+    if inliers.sum() < MIN_INLIERS or not _plausible(homography):
+        return none
+    hull = cv2.convexHull(target[inliers])
+    area = float(cv2.contourArea(hull)) / float(bench_grey.shape[0] * bench_grey.shape[1])
+    return Geometry(int(inliers.sum()), min(area, 1.0), homography)
+
+
+def _plausible(homography: np.ndarray) -> bool:
+    """A copy's homography keeps orientation and scales by a bounded factor (no fold, no collapse)."""
+    affine = homography[:2, :2] / homography[2, 2]
+    determinant = float(np.linalg.det(affine))
+    return 0.05 < determinant < 20 and float(np.abs(homography[2, :2]).max()) < 0.005
+
+
+# ---- photometric agreement ------------------------------------------------------------------
+
+
+def _block_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Correlation of a and b (float grids of one shape) in each of NCC_BLOCKS x NCC_BLOCKS blocks
+    that is covered: 0 where only one side has texture, none where both are flat (no evidence)."""
+    side = a.shape[0] // NCC_BLOCKS
+    scores = []
+    for i in range(NCC_BLOCKS):
+        for j in range(NCC_BLOCKS):
+            window = (slice(i * side, (i + 1) * side), slice(j * side, (j + 1) * side))
+            keep = valid[window]
+            if keep.mean() < 0.8:
+                continue
+            x, y = a[window][keep], b[window][keep]
+            flat_x, flat_y = x.std() < 2.0, y.std() < 2.0
+            if flat_x and flat_y:
+                continue
+            if flat_x or flat_y:  # content on one side only: the images disagree here
+                scores.append(0.0)
+                continue
+            x, y = x - x.mean(), y - y.mean()
+            scores.append(float((x * y).sum()) / math.sqrt(float((x * x).sum()) * float((y * y).sum())))
+    return np.array(scores, np.float64)
+
+
+def _summary(scores: np.ndarray) -> tuple[float, float]:
+    """(median, 20th percentile) of block correlations; (0, 0) under 4 textured blocks."""
+    if len(scores) < 4:
+        return 0.0, 0.0
+    return float(np.median(scores)), float(np.percentile(scores, 20))
+
+
+def aligned_ncc(train: np.ndarray, bench: np.ndarray, geometry: Geometry) -> tuple[float, float]:
+    """Block-wise correlation of the training image mapped onto the benchmark image, as (median,
+    20th percentile over blocks): the better of a plain resize and, when there is one, the
+    homography. Both sides are compared at the smaller image's resolution (at most NCC_SIDE), so a
+    downscaled copy is not penalised for the detail it lost."""
+    import cv2
+
+    side = int(min(NCC_SIDE, max(48, min(max(train.shape[:2]), max(bench.shape[:2])))))
+    side -= side % NCC_BLOCKS
+    grid = (side, side)
+
+    def prepared(grey: np.ndarray) -> np.ndarray:
+        small = cv2.resize(grey, grid, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(small, (3, 3), 0).astype(np.float32)
+
+    bench_grey, train_grey = _grey_at(bench, MATCH_SIDE), _grey_at(train, MATCH_SIDE)
+    target = prepared(bench_grey)
+    best = _summary(_block_correlations(prepared(train_grey), target, np.ones(grid, bool)))
+    if geometry.homography is not None:
+        height, width = bench_grey.shape
+        warped = cv2.warpPerspective(train_grey, geometry.homography, (width, height))
+        covered = cv2.warpPerspective(np.full(train_grey.shape, 255, np.uint8), geometry.homography, (width, height))
+        valid = cv2.resize(covered, grid, interpolation=cv2.INTER_AREA) >= 250
+        if valid.mean() >= 0.3:
+            best = max(best, _summary(_block_correlations(prepared(warped), target, valid)))
+    return best
+
+
+# ---- text -----------------------------------------------------------------------------------
+
+
+def text_overlap(train_text: str | None, bench_text: str | None) -> float:
+    """Share of the benchmark text's word 3-grams found in the training text (whole texts under 3
+    words must match exactly); 0 when either side has no text."""
+    from etl.stages.decontaminate import normalised_words
+
+    train_words, bench_words = normalised_words(train_text), normalised_words(bench_text)
+    if not train_words or not bench_words:
+        return 0.0
+    if len(bench_words) < 3:
+        return 1.0 if " ".join(bench_words) in " ".join(train_words) else 0.0
+    bench_grams = {tuple(bench_words[i : i + 3]) for i in range(len(bench_words) - 2)}
+    train_grams = {tuple(train_words[i : i + 3]) for i in range(len(train_words) - 2)}
+    return len(bench_grams & train_grams) / len(bench_grams)
+
+
+# ---- the batch function ---------------------------------------------------------------------
+
+
+def pair_features(
+    spec: EmbedderSpec,
+    train_images: Sequence[bytes | None],
+    bench_images: Sequence[bytes | None],
+    train_texts: Sequence[str | None] | None = None,
+    bench_texts: Sequence[str | None] | None = None,
+) -> dict[str, np.ndarray]:
+    """FEATURES for each pair (train_images[i], bench_images[i]) as float32 arrays; a pair with an
+    undecodable image gets NaN image features."""
+    pairs = len(train_images)
+    out = {name: np.full(pairs, np.nan, np.float32) for name in FEATURES}
+    decoded: dict[bytes, np.ndarray | None] = {}
+    for blob in [*train_images, *bench_images]:
+        if blob and blob not in decoded:
+            decoded[blob] = decode_rgb(blob)
+    images = [blob for blob, image in decoded.items() if image is not None]
+    views = _view_embeddings(spec, [decoded[blob] for blob in images])
+    view_of = dict(zip(images, views, strict=True))
+    greys = {blob: _grey_at(decoded[blob], MATCH_SIDE) for blob in images}
+    keypoints = {blob: _orb(greys[blob]) for blob in images}
+    for row, (train_blob, bench_blob) in enumerate(zip(train_images, bench_images, strict=True)):
+        if train_blob not in view_of or bench_blob not in view_of:
+            continue
+        cosines = view_of[train_blob] @ view_of[bench_blob].T  # [views, views], row 0 = whole image
+        out["sscd_whole"][row] = cosines[0, 0]
+        out["sscd_views"][row] = cosines.max()
+        geometry = geometric_match(greys[train_blob], greys[bench_blob], keypoints[train_blob], keypoints[bench_blob])
+        out["inliers"][row] = geometry.inliers
+        out["inlier_area"][row] = geometry.inlier_area
+        out["aligned_ncc"][row], out["aligned_ncc_low"][row] = aligned_ncc(
+            decoded[train_blob], decoded[bench_blob], geometry
+        )
+    for row in range(pairs):
+        train_text = train_texts[row] if train_texts is not None else None
+        bench_text = bench_texts[row] if bench_texts is not None else None
+        out["text_overlap"][row] = text_overlap(train_text, bench_text)
+    return out
+
+
+def _view_embeddings(spec: EmbedderSpec, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Per image, float32 [len(VIEW_SCALES), 512] unit rows."""
+    if not images:
+        return []
+    embedder = get_embedder(spec)
+    pixels = np.concatenate([view_pixels(image, spec.image_size) for image in images])
+    vectors = embedder.embed(pixels)
+    return list(vectors.reshape(len(images), len(VIEW_SCALES), -1))
+
+
+# ---- the decision rule ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifierRule:
+    """score = sigmoid(bias + sum(weight * transform(feature))); a pair is a hit when score >= decision.
+
+    `inliers` enters as log1p(inliers); the other features as they are (all in [0, 1] or so).
+    A NaN feature (an image that could not be decoded) makes the score 0.
+    """
+
+    weights: Mapping[str, float]
+    bias: float
+    decision: float
+
+    def __post_init__(self) -> None:
+        unknown = set(self.weights) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"verifier rule: unknown feature(s) {sorted(unknown)}; known: {list(FEATURES)}")
+        if not 0 < self.decision < 1:
+            raise ValueError(f"verifier rule: decision must be in (0, 1), not {self.decision}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> VerifierRule:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+            return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]))
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: not a verifier rule (weights, bias, decision): {exc}") from None
+
+    def design(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The rule's inputs: [pairs, len(weights)] in the order of `weights`."""
+        columns = []
+        for name in self.weights:
+            values = np.asarray(features[name], np.float64)
+            columns.append(np.log1p(values) if name == "inliers" else values)
+        return np.stack(columns, axis=1) if columns else np.empty((0, 0))
+
+    def score(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = self.design(features)
+        logits = self.bias + x @ np.array(list(self.weights.values()), np.float64)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        return np.where(np.isnan(scores), 0.0, scores).astype(np.float32)
