@@ -45,8 +45,12 @@ def rekeyed(name: str, frame: DataFrame, k: int) -> DataFrame:
     if name == "image_embeddings":
         return frame.withColumn("image_id", _suffix(F.col("image_id"), k))
     if name == "contamination_hits":
-        return frame.withColumn("sample_id", _suffix(F.col("sample_id"), k)).withColumn("image_id", _suffix(F.col("image_id"), k))
-    return frame.withColumn("image_id", _suffix(F.col("image_id"), k)).withColumn("cluster_id", _suffix(F.col("cluster_id"), k))
+        return frame.withColumn("sample_id", _suffix(F.col("sample_id"), k)).withColumn(
+            "image_id", _suffix(F.col("image_id"), k)
+        )
+    return frame.withColumn("image_id", _suffix(F.col("image_id"), k)).withColumn(
+        "cluster_id", _suffix(F.col("cluster_id"), k)
+    )
 
 
 def build_corpus(spark, source_config, target: Path, factor: int):
@@ -86,11 +90,15 @@ def main() -> None:
             for factor in args.factors:
                 seconds = time_analyze(spark, configs[factor])
                 best[factor] = min(best.get(factor, seconds), seconds)
-        samples = {f: tables.read(spark, tables.TableRef.of(configs[f], "silver_samples")).count() for f in args.factors}
+        samples = {
+            f: tables.read(spark, tables.TableRef.of(configs[f], "silver_samples")).count() for f in args.factors
+        }
     base = args.factors[0]
     print(f"{'size':>5} {'samples':>8} {'seconds':>8} {'size ratio':>10} {'time ratio':>10}")
     for factor in args.factors:
-        print(f"{factor:>4}x {samples[factor]:>8} {best[factor]:>8.1f} {factor / base:>10.1f} {best[factor] / best[base]:>10.2f}")
+        print(
+            f"{factor:>4}x {samples[factor]:>8} {best[factor]:>8.1f} {factor / base:>10.1f} {best[factor] / best[base]:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -68,9 +68,15 @@ def process_pool(images: list[bytes], workers: int) -> float:
 
 def spark_stage(spark, images: list[bytes], rules: CleanRules, partitions: int) -> float:
     rows = [
-        (hashlib.sha256(data).hexdigest()[:32], "bench", "General VQA", "bench",
-         [(data, None, hashlib.sha256(data).hexdigest(), None, None)], [("What is shown?", "A gradient.")],
-         ("bench", None, i))
+        (
+            hashlib.sha256(data).hexdigest()[:32],
+            "bench",
+            "General VQA",
+            "bench",
+            [(data, None, hashlib.sha256(data).hexdigest(), None, None)],
+            [("What is shown?", "A gradient.")],
+            ("bench", None, i),
+        )
         for i, data in enumerate(images)
     ]
     bronze = spark.createDataFrame(rows, SAMPLES).repartition(partitions).cache()
@@ -97,7 +103,9 @@ def main() -> None:
     print(f"plain PIL loop (1 process): {loop_rate:7.1f} images/s")
     print(f"same loop, {slots}-process pool:  {pool_rate:7.1f} images/s (this machine's parallel ceiling)")
     print(f"Spark clean stage:          {stage_rate:7.1f} images/s")
-    print(f"ratio stage / loop: {stage_rate / loop_rate:.2f}x (goal >= 1.5x); pool / loop: {pool_rate / loop_rate:.2f}x")
+    print(
+        f"ratio stage / loop: {stage_rate / loop_rate:.2f}x (goal >= 1.5x); pool / loop: {pool_rate / loop_rate:.2f}x"
+    )
     spark.stop()
 
 

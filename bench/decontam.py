@@ -102,7 +102,7 @@ def brute_force_hits(train: np.ndarray, bench: np.ndarray, tau: float, batch: in
         q, i = np.nonzero(sims >= tau32)
         parts.append((q.astype(np.int64) + start, i.astype(np.int64), sims[q, i]))
         del sims
-    return knn.Hits(*(np.concatenate(column) for column in zip(*parts)))
+    return knn.Hits(*(np.concatenate(column) for column in zip(*parts, strict=False)))
 
 
 def pair_keys(hits: knn.Hits, n_bench: int) -> np.ndarray:
@@ -122,18 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--tau", type=float, default=0.95)
     parser.add_argument("--batch", type=int, default=5_000, help="brute-force batch (FineVision: 5,000)")
-    parser.add_argument("--copy-rate", type=float, default=0.01, help="share of training rows that copy a benchmark row")
+    parser.add_argument(
+        "--copy-rate", type=float, default=0.01, help="share of training rows that copy a benchmark row"
+    )
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~2 sqrt(bench))")
     parser.add_argument("--nprobe", type=int, default=8, help="IVF lists scanned per query")
-    parser.add_argument("--ivf-scan", choices=["gemm", "faiss"], default="gemm",
-                        help="IVF list scan: one matrix product per list, or FAISS's range search")
+    parser.add_argument(
+        "--ivf-scan",
+        choices=["gemm", "faiss"],
+        default="gemm",
+        help="IVF list scan: one matrix product per list, or FAISS's range search",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     print(f"threads: faiss {faiss.omp_get_max_threads()}; faiss {faiss.__version__}, numpy {np.__version__}")
     (train, bench, planted), t_gen = timed(make_vectors, args.train, args.bench, args.dim, args.copy_rate, args.seed)
-    print(f"data: {args.train:,} training x {args.bench:,} benchmark vectors, {args.dim}-d, "
-          f"{len(planted):,} planted copies, tau {args.tau} (generated in {t_gen:.1f} s)")
+    print(
+        f"data: {args.train:,} training x {args.bench:,} benchmark vectors, {args.dim}-d, "
+        f"{len(planted):,} planted copies, tau {args.tau} (generated in {t_gen:.1f} s)"
+    )
 
     brute, t_brute = timed(brute_force_hits, train, bench, args.tau, args.batch)
     print(f"brute force numpy (batches of {args.batch:,}): {t_brute:8.2f} s, {len(brute.query_rows):,} hits")
@@ -143,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     t_exact = t_exact_build + t_exact_search
     brute_keys, exact_keys = pair_keys(brute, args.bench), pair_keys(exact, args.bench)
     identical = np.array_equal(brute_keys, exact_keys)
-    print(f"faiss exact (IndexFlatIP, range search): {t_exact:8.2f} s, {len(exact.query_rows):,} hits, "
-          f"identical to brute force: {identical}")
+    print(
+        f"faiss exact (IndexFlatIP, range search): {t_exact:8.2f} s, {len(exact.query_rows):,} hits, "
+        f"identical to brute force: {identical}"
+    )
     if not identical:
         only_brute = np.setdiff1d(brute_keys, exact_keys)
         only_faiss = np.setdiff1d(exact_keys, brute_keys)
@@ -160,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     t_ivf = t_ivf_build + t_ivf_search
     recall = knn.hit_recall(ivf, exact)
     false_hits = len(np.setdiff1d(pair_keys(ivf, args.bench), exact_keys))
-    print(f"faiss IVF (nlist {nlist}, nprobe {ivf_index.nprobe}, {args.ivf_scan} scan): build {t_ivf_build:.2f} s + search "
-          f"{t_ivf_search:.2f} s = {t_ivf:.2f} s, {len(ivf.query_rows):,} hits, {false_hits} not in exact")
+    print(
+        f"faiss IVF (nlist {nlist}, nprobe {ivf_index.nprobe}, {args.ivf_scan} scan): build {t_ivf_build:.2f} s + search "
+        f"{t_ivf_search:.2f} s = {t_ivf:.2f} s, {len(ivf.query_rows):,} hits, {false_hits} not in exact"
+    )
 
     speedup = t_brute / t_ivf
     print()
@@ -173,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and speedup >= 10
         print("targets (identical exact hits; IVF >= 10x at >= 0.999 recall):", "MET" if ok else "MISSED")
     else:  # brute force grows with train x bench, IVF about with train x sqrt(bench)
-        print("targets (identical exact hits; IVF >= 0.999 recall):", "MET" if ok else "MISSED",
-              "- the 10x speed-up target applies from 200k x 100k")
+        print(
+            "targets (identical exact hits; IVF >= 0.999 recall):",
+            "MET" if ok else "MISSED",
+            "- the 10x speed-up target applies from 200k x 100k",
+        )
     return 0 if ok else 1
 
 

@@ -110,7 +110,9 @@ def main() -> None:
     jpegs = make_images(args.images)
     blobs = jpegs * args.repeat
     print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}, torchvision {torchvision.__version__}")
-    print(f"{len(jpegs)} JPEGs (mostly 640x480, {sum(map(len, jpegs)) / len(jpegs) / 1024:.0f} KiB mean) x {args.repeat}")
+    print(
+        f"{len(jpegs)} JPEGs (mostly 640x480, {sum(map(len, jpegs)) / len(jpegs) / 1024:.0f} KiB mean) x {args.repeat}"
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         path = str(scripted_model(Path(folder)))
@@ -140,11 +142,15 @@ def main() -> None:
         vectors = sscd.embed_bytes(gpu_spec, jpegs[: args.batch])
 
     print(f"end to end, GPU decode (batch {args.batch}, fp16): {end_to_end:8.0f} images/s   target >= 3000")
-    print(f"end to end, PIL decode on 16 threads:          {pil_end_to_end:8.0f} images/s   ratio {end_to_end / pil_end_to_end:.2f}x")
+    print(
+        f"end to end, PIL decode on 16 threads:          {pil_end_to_end:8.0f} images/s   ratio {end_to_end / pil_end_to_end:.2f}x"
+    )
     print(f"model only (pixels on the GPU):               {model:8.0f} images/s")
     print(f"GPU decode + resize only:                     {decode:8.0f} images/s")
-    print(f"finite unit rows: {np.isfinite(vectors).all()}, norms {np.linalg.norm(vectors, axis=1).min():.4f}"
-          f"..{np.linalg.norm(vectors, axis=1).max():.4f}")
+    print(
+        f"finite unit rows: {np.isfinite(vectors).all()}, norms {np.linalg.norm(vectors, axis=1).min():.4f}"
+        f"..{np.linalg.norm(vectors, axis=1).max():.4f}"
+    )
 
     if args.onnx:
         sample = photo_jpegs()
@@ -152,8 +158,10 @@ def main() -> None:
         on_gpu = decode_and_resize_on_device(sample, 320, "cuda")[0].cpu().numpy()
         with_pil = sscd.decode_and_resize(sample, 320).pixels
         cosine = (onnx.embed(on_gpu) * onnx.embed(with_pil)).sum(axis=1)
-        print(f"real SSCD (int8 ONNX), nvJPEG vs PIL decode of the same {len(sample)} JPEGs: "
-              f"cosine min {cosine.min():.4f}, mean {cosine.mean():.4f}")
+        print(
+            f"real SSCD (int8 ONNX), nvJPEG vs PIL decode of the same {len(sample)} JPEGs: "
+            f"cosine min {cosine.min():.4f}, mean {cosine.mean():.4f}"
+        )
 
 
 if __name__ == "__main__":

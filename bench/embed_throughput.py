@@ -95,9 +95,13 @@ def main() -> None:
         preprocessed, with_decode = bare_ort(images, spec)
         ort_rate, ort_decode_rate = max(ort_rate, preprocessed), max(ort_decode_rate, with_decode)
     spark.stop()
-    print(f"images: {len(images)} ({sum(map(len, images)) / 1e6:.1f} MB of JPEG), model: {model_id(spec)}, "
-          f"best of {max(1, args.repeats)}")
-    print(f"task slots: {slots}, cores: {os.cpu_count()}, load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"images: {len(images)} ({sum(map(len, images)) / 1e6:.1f} MB of JPEG), model: {model_id(spec)}, "
+        f"best of {max(1, args.repeats)}"
+    )
+    print(
+        f"task slots: {slots}, cores: {os.cpu_count()}, load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     print(f"bare ORT, preprocessed (1 process): {ort_rate:7.1f} images/s")
     print(f"bare ORT + decode (1 process):      {ort_decode_rate:7.1f} images/s")
     print(f"Spark embed stage (with decode):    {stage_rate:7.1f} images/s")

@@ -27,7 +27,7 @@ def sample_turns(n: int) -> list[tuple[str, str]]:
     if photo_vqa.exists():
         for record in json.loads(photo_vqa.read_text()):
             conv = record["conversations"]
-            for q, a in zip(conv[0::2], conv[1::2]):
+            for q, a in zip(conv[0::2], conv[1::2], strict=False):
                 turns.append((q["value"].replace("<image>", "").strip(), a["value"]))
     colours, shapes = ["red", "green", "blue", "yellow"], ["circle", "square", "triangle", "star"]
     i = 0
@@ -49,7 +49,9 @@ def main() -> None:
     spec = judge_spec(config.rate.judges["smollm2_135m"], args.threads)
     prompts = load_prompts(PROJECT_ROOT / config.rate.prompts_dir, TEXT_AXES)
     turns = sample_turns(args.turns)
-    requests = [JudgeRequest(prompts[axis].render(q, a, config.rate.max_text_chars)) for q, a in turns for axis in TEXT_AXES]
+    requests = [
+        JudgeRequest(prompts[axis].render(q, a, config.rate.max_text_chars)) for q, a in turns for axis in TEXT_AXES
+    ]
 
     start = time.perf_counter()
     backend = TransformersBackend(spec)
@@ -64,11 +66,13 @@ def main() -> None:
     batched = backend.rate(requests)
     batch_s = time.perf_counter() - start
 
-    same = sum(a.score == b.score and a.error == b.error for a, b in zip(looped, batched))
+    same = sum(a.score == b.score and a.error == b.error for a, b in zip(looped, batched, strict=False))
     scored = sum(v.score is not None for v in batched)
     print(f"judge {spec.judge_model} on {backend.device}, {args.threads} thread(s), model load {load_s:.1f}s")
-    print(f"{len(turns)} turns x {len(TEXT_AXES)} text axes = {len(requests)} prompts; {scored} scored, "
-          f"{len(requests) - scored} unparsable")
+    print(
+        f"{len(turns)} turns x {len(TEXT_AXES)} text axes = {len(requests)} prompts; {scored} scored, "
+        f"{len(requests) - scored} unparsable"
+    )
     print(f"plain loop, one turn at a time : {len(turns) / loop_s:7.2f} turns/s  ({loop_s:.1f}s)")
     print(f"batched (batch_size {args.batch_size:>3})      : {len(turns) / batch_s:7.2f} turns/s  ({batch_s:.1f}s)")
     print(f"speed-up: {loop_s / batch_s:.2f}x (goal 2x); same verdict for {same}/{len(requests)} prompts")

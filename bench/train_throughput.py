@@ -47,13 +47,22 @@ def synthetic_gold(path: str, rows: int, seed: int = 0) -> None:
         pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
-        records.append({
-            "images": [{"bytes": buffer.getvalue(), "path": None}],
-            "texts": [{"user": f"What is in picture {i}?", "assistant": f"A noisy picture number {i} of {w}x{h} pixels."}],
-            "source": "bench", **{f"{a}_ratings": None for a in GOLD_RATING_AXES}, **{f"{a}_min": None for a in GOLD_RATING_AXES},
-            "sample_id": hashlib.sha256(str(i).encode()).hexdigest()[:32], "subset": "bench", "category": "General VQA",
-            "contaminated": False, "dup_cluster_id": None,
-        })
+        records.append(
+            {
+                "images": [{"bytes": buffer.getvalue(), "path": None}],
+                "texts": [
+                    {"user": f"What is in picture {i}?", "assistant": f"A noisy picture number {i} of {w}x{h} pixels."}
+                ],
+                "source": "bench",
+                **{f"{a}_ratings": None for a in GOLD_RATING_AXES},
+                **{f"{a}_min": None for a in GOLD_RATING_AXES},
+                "sample_id": hashlib.sha256(str(i).encode()).hexdigest()[:32],
+                "subset": "bench",
+                "category": "General VQA",
+                "contaminated": False,
+                "dup_cluster_id": None,
+            }
+        )
     write_deltalake(path, pa.Table.from_pylist(records, schema=RELEASE_ARROW), mode="overwrite")
 
 
@@ -80,7 +89,9 @@ def main() -> None:
         from deltalake import DeltaTable
 
         source = data.GoldSource(str(Path(path).resolve()) if "://" not in path else path, DeltaTable(path).version())
-        config = load_train_config(args.config, [f"output_dir={tmp}/out", f"max_steps={args.steps}", "checkpoint_every=0"])
+        config = load_train_config(
+            args.config, [f"output_dir={tmp}/out", f"max_steps={args.steps}", "checkpoint_every=0"]
+        )
         processor = build_processor(config, load_config().clean.tokenizer)
         memory = list(data.delta_rows(source))  # read once, before timing
         started = time.perf_counter()
@@ -90,8 +101,10 @@ def main() -> None:
             rates["delta"].append(measure(config, processor, lambda epoch: data.delta_rows(source)))
         from_memory, from_delta = statistics.mean(rates["memory"]), statistics.mean(rates["delta"])
         elapsed = time.perf_counter() - started
-    print(f"gold rows {len(memory)}, {args.rounds} x {args.steps} steps per variant of {config.name} "
-          f"(batch {config.batch_size} x accum {config.grad_accum}, seq {config.seq_len}), {elapsed:.0f} s in all")
+    print(
+        f"gold rows {len(memory)}, {args.rounds} x {args.steps} steps per variant of {config.name} "
+        f"(batch {config.batch_size} x accum {config.grad_accum}, seq {config.seq_len}), {elapsed:.0f} s in all"
+    )
     print(f"from memory: {from_memory:8.1f} samples/s")
     print(f"from Delta:  {from_delta:8.1f} samples/s")
     print(f"ratio Delta / memory: {from_delta / from_memory:.2f} (goal >= 0.8)")

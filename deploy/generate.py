@@ -118,9 +118,7 @@ def databricks_task(stage, with_depends_on: bool) -> str:
 
 
 def jobs_yml() -> str:
-    text = JOBS_HEADER.format(
-        gpu=" and ".join(GPU_STAGES), stages=", ".join(stage.name for stage in STAGES)
-    )
+    text = JOBS_HEADER.format(gpu=" and ".join(GPU_STAGES), stages=", ".join(stage.name for stage in STAGES))
     text += "".join(databricks_task(stage, with_depends_on=True) for stage in STAGES)
     for stage in STAGES:
         cluster = "gpu" if stage.name in GPU_STAGES else "cpu"

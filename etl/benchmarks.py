@@ -82,8 +82,15 @@ class BenchmarkUnit(Strict):
         return value
 
     @field_validator(
-        "split", "config", "data_files", "image_field", "question_field", "context_field", "answer_field",
-        "answer_key", "id_field",
+        "split",
+        "config",
+        "data_files",
+        "image_field",
+        "question_field",
+        "context_field",
+        "answer_field",
+        "answer_key",
+        "id_field",
     )
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
@@ -116,8 +123,11 @@ class BenchmarkUnit(Strict):
     def fields(self) -> dict[str, str]:
         """Logical field -> column, as a source spec's `fields`."""
         named = {
-            "image": self.image_field, "question": self.question_field, "context": self.context_field,
-            "answer": self.answer_field, "id": self.id_field,
+            "image": self.image_field,
+            "question": self.question_field,
+            "context": self.context_field,
+            "answer": self.answer_field,
+            "id": self.id_field,
             "options": self.options_field if isinstance(self.options_field, str) else None,
         }
         return {key: column for key, column in named.items() if column is not None}

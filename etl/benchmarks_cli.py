@@ -11,7 +11,7 @@ Hub cannot be reached it says which folder layout to copy the files into instead
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -25,7 +25,7 @@ benchmarks_app = typer.Typer(
 CatalogueOption = Annotated[
     str, typer.Option("--catalogue", help="conf/benchmarks/<name>.yaml or a catalogue YAML path")
 ]
-UnitOption = Annotated[Optional[list[str]], typer.Option("--unit", help="only these units (repeatable)")]
+UnitOption = Annotated[list[str] | None, typer.Option("--unit", help="only these units (repeatable)")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -65,14 +65,20 @@ def pull(
     for chosen in units:
         try:
             snapshot_download(
-                chosen.hub_id, repo_type="dataset", allow_patterns=[chosen.files_glob],
-                local_dir=out / chosen.hub_id, etag_timeout=timeout,
+                chosen.hub_id,
+                repo_type="dataset",
+                allow_patterns=[chosen.files_glob],
+                local_dir=out / chosen.hub_id,
+                etag_timeout=timeout,
             )
         except LocalEntryNotFoundError as exc:  # offline, or the Hub cannot be reached: no use trying the rest
             missing = [u for u in units if not unit_files(u, root)]
             cause = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-            typer.echo(f"error: the Hugging Face Hub cannot be reached ({cause}); "
-                       f"{len(units) - len(missing)} of {len(units)} unit(s) are present under {root}", err=True)
+            typer.echo(
+                f"error: the Hugging Face Hub cannot be reached ({cause}); "
+                f"{len(units) - len(missing)} of {len(units)} unit(s) are present under {root}",
+                err=True,
+            )
             typer.echo(layout_help(missing, root), err=True)
             raise typer.Exit(2) from None
         except (HfHubHTTPError, OSError) as exc:
@@ -85,8 +91,10 @@ def pull(
         typer.echo(f"{chosen.name}: {len(files)} file(s) in {out / chosen.hub_id}")
     if failed:
         _fail(f"{len(failed)} unit(s) not downloaded: " + "; ".join(failed))
-    typer.echo(f"{len(units)} unit(s) under {root}; next: finevision benchmarks specs --catalogue {catalogue} "
-               f"--location {root} --out SPECS_DIR")
+    typer.echo(
+        f"{len(units)} unit(s) under {root}; next: finevision benchmarks specs --catalogue {catalogue} "
+        f"--location {root} --out SPECS_DIR"
+    )
 
 
 @benchmarks_app.command("specs")
@@ -102,14 +110,15 @@ def specs(
         written = write_specs(loaded, location, out, unit)
     except ConfigError as exc:
         _fail(str(exc))
-    typer.echo(f"wrote {len(written)} source spec(s) to {out}; ingest them with: "
-               f"finevision --set sources_dir={out} ingest")
+    typer.echo(
+        f"wrote {len(written)} source spec(s) to {out}; ingest them with: finevision --set sources_dir={out} ingest"
+    )
 
 
 @benchmarks_app.command("list")
 def list_units(
     catalogue: CatalogueOption,
-    location: Annotated[Optional[str], typer.Option(help="also say which units have files under this folder")] = None,
+    location: Annotated[str | None, typer.Option(help="also say which units have files under this folder")] = None,
     unit: UnitOption = None,
 ) -> None:
     """Units, their Hub ids, image/question/answer columns and (with --location) whether they are present."""

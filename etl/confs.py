@@ -9,8 +9,8 @@ A job that sets a conf for its UDFs and leaves it set changes every later stage 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from pyspark.sql import SparkSession
 

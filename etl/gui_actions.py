@@ -294,7 +294,9 @@ class Frame:
         if self.units == "pixels":
             for size in (self.width, self.height):
                 if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-                    raise ActionError("bad_screen", f"pixel coordinates need a positive screen size, got {self.width}x{self.height}")
+                    raise ActionError(
+                        "bad_screen", f"pixel coordinates need a positive screen size, got {self.width}x{self.height}"
+                    )
 
     def fraction(self, value: Any, axis: str, what: str) -> float:
         """One coordinate as a fraction of the screen along `axis` ('x' or 'y')."""
@@ -345,7 +347,11 @@ def _literal(node: ast.AST, depth: int = 0) -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = node.operand
-        if isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float)) and type(operand.value) is not bool:
+        if (
+            isinstance(operand, ast.Constant)
+            and isinstance(operand.value, (int, float))
+            and type(operand.value) is not bool
+        ):
             return -operand.value if isinstance(node.op, ast.USub) else operand.value
     if isinstance(node, (ast.List, ast.Tuple)) and depth < 2:
         return [_literal(element, depth + 1) for element in node.elts]
@@ -462,7 +468,18 @@ def _button(value: Any, call: str) -> str:
 # logging parameters (interval, duration, tween, logScreenshot, _pause) are accepted and ignored.
 
 
-def _pg_click(s: _Step, x=None, y=None, clicks=1, interval=None, button="left", duration=None, tween=None, logScreenshot=None, _pause=None):
+def _pg_click(
+    s: _Step,
+    x=None,
+    y=None,
+    clicks=1,
+    interval=None,
+    button="left",
+    duration=None,
+    tween=None,
+    logScreenshot=None,
+    _pause=None,
+):
     point = s.at(x, y, "click")
     kinds = {("left", 1): "click", ("left", 2): "double_click", ("right", 1): "right_click"}
     kind = kinds.get((_button(button, "click"), clicks)) if type(clicks) is int else None
@@ -471,13 +488,17 @@ def _pg_click(s: _Step, x=None, y=None, clicks=1, interval=None, button="left", 
     return [_xy(kind, point)]
 
 
-def _pg_double_click(s: _Step, x=None, y=None, interval=None, button="left", duration=None, tween=None, logScreenshot=None, _pause=None):
+def _pg_double_click(
+    s: _Step, x=None, y=None, interval=None, button="left", duration=None, tween=None, logScreenshot=None, _pause=None
+):
     if _button(button, "doubleClick") != "left":
         raise ActionError("unsupported_action", f"doubleClick with button={button!r}")
     return [_xy("double_click", s.at(x, y, "doubleClick"))]
 
 
-def _pg_right_click(s: _Step, x=None, y=None, interval=None, duration=None, tween=None, logScreenshot=None, _pause=None):
+def _pg_right_click(
+    s: _Step, x=None, y=None, interval=None, duration=None, tween=None, logScreenshot=None, _pause=None
+):
     return [_xy("right_click", s.at(x, y, "rightClick"))]
 
 
@@ -503,7 +524,17 @@ def _pg_press(s: _Step, keys, presses=1, interval=None, logScreenshot=None, _pau
     return [Action.of("press", keys=[key]) for _ in range(presses) for key in sequence]
 
 
-def _pg_drag_to(s: _Step, x=None, y=None, duration=None, tween=None, button="left", logScreenshot=None, _pause=None, mouseDownUp=True):
+def _pg_drag_to(
+    s: _Step,
+    x=None,
+    y=None,
+    duration=None,
+    tween=None,
+    button="left",
+    logScreenshot=None,
+    _pause=None,
+    mouseDownUp=True,
+):
     if _button(button, "dragTo") != "left" or mouseDownUp is not True:
         raise ActionError("unsupported_action", f"dragTo with button={button!r}, mouseDownUp={mouseDownUp!r}")
     start = s.position

@@ -13,8 +13,14 @@ import sys
 
 # The CLI's global options (etl/cli.py `main`) and whether each takes a value.
 GLOBAL_OPTIONS = {
-    "--config": True, "-c": True, "--set": True, "--lakehouse": True, "--profile": True,
-    "--dry-run": False, "--verbose": False, "-v": False,
+    "--config": True,
+    "-c": True,
+    "--set": True,
+    "--lakehouse": True,
+    "--profile": True,
+    "--dry-run": False,
+    "--verbose": False,
+    "-v": False,
 }
 
 

@@ -35,8 +35,11 @@ def notebook_context(spark=None) -> NotebookContext:
     from etl.views import register_views
 
     overrides = []
-    for variable, key in [("FINEVISION_LAKEHOUSE", "lakehouse"), ("FINEVISION_CATALOG", "catalog"),
-                          ("FINEVISION_MLFLOW_URI", "mlflow.tracking_uri")]:
+    for variable, key in [
+        ("FINEVISION_LAKEHOUSE", "lakehouse"),
+        ("FINEVISION_CATALOG", "catalog"),
+        ("FINEVISION_MLFLOW_URI", "mlflow.tracking_uri"),
+    ]:
         if os.environ.get(variable):
             overrides.append(f"{key}={os.environ[variable]}")
     config = load_config(overrides=overrides)
@@ -51,7 +54,7 @@ def databricks_to_notebook(source: str) -> nbformat.NotebookNode:
     if not source.startswith(HEADER):
         raise ValueError("not a Databricks source notebook: the first line must be '# Databricks notebook source'")
     cells = []
-    for chunk in source[len(HEADER):].split(COMMAND_SEPARATOR):
+    for chunk in source[len(HEADER) :].split(COMMAND_SEPARATOR):
         chunk = chunk.strip("\n")
         if not chunk:
             continue

@@ -27,7 +27,7 @@ def _thumbnail(data: bytes, size: int = 256) -> str:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="JPEG", quality=80)
         return f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="thumbnail">'
-    except Exception as exc:  # the page must render whatever the image is
+    except Exception as exc:  # noqa: BLE001 - the page must render whatever the image is
         return f"<em>unreadable image: {html.escape(str(exc))}</em>"
 
 
@@ -54,14 +54,15 @@ def write_preview(config: PipelineConfig, spec: SourceSpec, n: int, out: Path) -
             continue
         images = "".join(_thumbnail(data) for data, _ in record.images)
         turns = "".join(
-            f'<p class="user">Q: {html.escape(u)}</p><p class="assistant">A: {html.escape(a)}</p>' for u, a in record.texts
+            f'<p class="user">Q: {html.escape(u)}</p><p class="assistant">A: {html.escape(a)}</p>'
+            for u, a in record.texts
         )
         cards.append(f'<div class="card">{images}{turns}<small>{where}</small></div>')
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>preview {html.escape(spec.name)}</title>
 <style>body{{font-family:sans-serif;margin:1em}} .card{{border:1px solid #ccc;padding:.5em;margin:.5em;display:inline-block;
 vertical-align:top;width:300px}} .rejected{{background:#fee}} .user{{color:#036}} .assistant{{color:#060}} img{{max-width:280px}}</style>
 </head><body><h1>{html.escape(spec.name)}: {html.escape(spec.format)} -> subset {html.escape(spec.subset)} ({html.escape(spec.category)})</h1>
-<p>{len(cards)} record(s) as the ingest stage converts them.</p>{''.join(cards)}</body></html>"""
+<p>{len(cards)} record(s) as the ingest stage converts them.</p>{"".join(cards)}</body></html>"""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out

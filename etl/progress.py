@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 POLL_S = 0.5
 
@@ -30,7 +30,7 @@ def status_tracker(spark):
     """Spark's status tracker, or None where there is none (Spark Connect has no SparkContext)."""
     try:
         return spark.sparkContext.statusTracker()
-    except Exception:  # Connect raises its own error types for any SparkContext access
+    except Exception:  # noqa: BLE001 - Connect raises its own error types for any SparkContext access
         return None
 
 
@@ -70,7 +70,7 @@ def spark_progress(spark, label: str, enabled: bool | None = None) -> Iterator[N
             while not stop.wait(POLL_S):
                 try:
                     done, total, jobs = task_counts(tracker)
-                except Exception:  # the session went away under us: stop showing progress
+                except Exception:  # noqa: BLE001 - the session went away under us: stop showing progress
                     return
                 description = f"{label} ({jobs} Spark job{'s' if jobs != 1 else ''} running)" if jobs else label
                 progress.update(bar, completed=done, total=total or None, description=description)

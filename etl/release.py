@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,7 +64,9 @@ HF_FEATURES = {
 }
 SHARD_SCHEMA = RELEASE_ARROW.with_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
 _WRITTEN = "subset string, file string, rows long, bytes long"
-_WRITTEN_ARROW = pa.schema([("subset", pa.string()), ("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())])
+_WRITTEN_ARROW = pa.schema(
+    [("subset", pa.string()), ("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())]
+)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -220,20 +222,31 @@ def dataset_card(
     for subset, parts in sorted(files.items()):
         size = sum(s.bytes for s in parts)
         configs.append({"config_name": subset, "data_files": [{"split": "train", "path": f"{subset}/train-*"}]})
-        infos.append({
-            "config_name": subset, "features": features,
-            "splits": [{"name": "train", "num_bytes": size, "num_examples": sum(s.rows for s in parts)}],
-            "download_size": size, "dataset_size": size,
-        })
+        infos.append(
+            {
+                "config_name": subset,
+                "features": features,
+                "splits": [{"name": "train", "num_bytes": size, "num_examples": sum(s.rows for s in parts)}],
+                "download_size": size,
+                "dataset_size": size,
+            }
+        )
     total = sum(s["samples"] for s in stats)
     contaminated = sum(s["contaminated_samples"] for s in stats)
     header = {
-        "pretty_name": name, "task_categories": ["image-text-to-text"],
-        "size_categories": [_size_category(total)], "configs": configs, "dataset_info": infos,
+        "pretty_name": name,
+        "task_categories": ["image-text-to-text"],
+        "size_categories": [_size_category(total)],
+        "configs": configs,
+        "dataset_info": infos,
     }
     lines = [
-        "---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
-        f"# {name}", "",
+        "---",
+        yaml.safe_dump(header, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
         "Vision-language training data curated by the FineVision ETL (Spark + Delta Lake), in the layout of",
         "[FineVision](https://huggingface.co/datasets/HuggingFaceM4/FineVision): one config per subset, split `train`.",
         "",
@@ -268,8 +281,12 @@ def dataset_card(
     ]
     rated = [s for s in stats if any(s[f"mean_{a}_min"] is not None for a in GOLD_RATING_AXES)]
     if rated:
-        lines += ["Mean of the per-sample minimum rating:", "",
-                  "| subset | " + " | ".join(GOLD_RATING_AXES) + " |", "|---|" + "---:|" * len(GOLD_RATING_AXES)]
+        lines += [
+            "Mean of the per-sample minimum rating:",
+            "",
+            "| subset | " + " | ".join(GOLD_RATING_AXES) + " |",
+            "|---|" + "---:|" * len(GOLD_RATING_AXES),
+        ]
         for s in rated:
             cells = [f"{s[f'mean_{a}_min']:.2f}" if s[f"mean_{a}_min"] is not None else "-" for a in GOLD_RATING_AXES]
             lines.append(f"| {s['subset']} | " + " | ".join(cells) + " |")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -30,12 +30,23 @@ from etl.views import FINEVISION_RATING_SHARES
 
 # FineVision's published category shares, % of samples / % of answer tokens.
 FINEVISION_CATEGORY_SHARES = {
-    "Captioning & Knowledge": (8.0, 3.9), "Chart & Table": (9.1, 6.3), "General VQA": (10.6, 6.9),
-    "Grounding & Counting": (9.5, 23.7), "Mathematics": (2.3, 0.6), "Naive OCR": (14.3, 6.3),
-    "OCR QA": (10.0, 32.4), "Science": (1.6, 0.4), "Text-only": (34.6, 19.6),
+    "Captioning & Knowledge": (8.0, 3.9),
+    "Chart & Table": (9.1, 6.3),
+    "General VQA": (10.6, 6.9),
+    "Grounding & Counting": (9.5, 23.7),
+    "Mathematics": (2.3, 0.6),
+    "Naive OCR": (14.3, 6.3),
+    "OCR QA": (10.0, 32.4),
+    "Science": (1.6, 0.4),
+    "Text-only": (34.6, 19.6),
 }
-FINEVISION_TOTALS = {"samples": 24_322_193, "images": 17_372_293, "turns": 88_928_343,
-                     "question_tokens": 3_170_000_000, "answer_tokens": 9_460_000_000}
+FINEVISION_TOTALS = {
+    "samples": 24_322_193,
+    "images": 17_372_293,
+    "turns": 88_928_343,
+    "question_tokens": 3_170_000_000,
+    "answer_tokens": 9_460_000_000,
+}
 CONTAMINATION_FRAME = "review_contamination.html"
 DUPLICATES_FRAME = "review_duplicates.html"
 REVIEW_LIMIT = 50
@@ -82,8 +93,14 @@ def _num(value, digits: int = 2) -> str:
 # ---- charts (inline SVG) ---------------------------------------------------------------------
 
 
-def bar_chart(rows: list[tuple[str, list[float]]], series: list[tuple[str, str]], unit: str = "%",
-              scale: float = 100.0, width: int = 760, reference: list[tuple[str, float]] | None = None) -> str:
+def bar_chart(
+    rows: list[tuple[str, list[float]]],
+    series: list[tuple[str, str]],
+    unit: str = "%",
+    scale: float = 100.0,
+    width: int = 760,
+    reference: list[tuple[str, float]] | None = None,
+) -> str:
     """Horizontal grouped bars: rows of (label, [value per series]); series of (name, colour)."""
     label_w, bar_h, gap = 210, 13, 8
     group_h = bar_h * len(series) + gap
@@ -148,19 +165,32 @@ def _categories(data: ReportData) -> str:
     for category in CATEGORIES:
         c = ours.get(category, {})
         fv = FINEVISION_CATEGORY_SHARES[category]
-        rows.append((category, [c.get("sample_share") or 0.0, fv[0] / 100, c.get("answer_token_share") or 0.0, fv[1] / 100]))
-    series = [("samples (this corpus)", OURS), ("samples (FineVision)", THEIRS),
-              ("answer tokens (this corpus)", "#7fa7d6"), ("answer tokens (FineVision)", "#f0cc88")]
+        rows.append(
+            (category, [c.get("sample_share") or 0.0, fv[0] / 100, c.get("answer_token_share") or 0.0, fv[1] / 100])
+        )
+    series = [
+        ("samples (this corpus)", OURS),
+        ("samples (FineVision)", THEIRS),
+        ("answer tokens (this corpus)", "#7fa7d6"),
+        ("answer tokens (FineVision)", "#f0cc88"),
+    ]
     return '<h2 id="categories">Category shares</h2>' + bar_chart(rows, series)
 
 
 # (header, column, css class, formatter); the longest-side column is built from three columns
 _SUBSET_COLUMNS: list[tuple[str, str | None, str, Callable[[Any], str]]] = [
-    ("subset", "name", "l", _e), ("category", "category", "l", _e), ("samples", "samples", "", _int),
-    ("images", "images", "", _int), ("turns", "turns", "", _int), ("question tokens", "question_tokens", "", _int),
-    ("answer tokens", "answer_tokens", "", _int), ("% samples", "sample_share", "", _pct),
-    ("images / sample", "images_per_sample", "", _num), ("longest side p10 / p50 / p90", None, "", _e),
-    ("exact dup.", "exact_duplicate_share", "", _pct), ("near dup.", "near_duplicate_share", "", _pct),
+    ("subset", "name", "l", _e),
+    ("category", "category", "l", _e),
+    ("samples", "samples", "", _int),
+    ("images", "images", "", _int),
+    ("turns", "turns", "", _int),
+    ("question tokens", "question_tokens", "", _int),
+    ("answer tokens", "answer_tokens", "", _int),
+    ("% samples", "sample_share", "", _pct),
+    ("images / sample", "images_per_sample", "", _num),
+    ("longest side p10 / p50 / p90", None, "", _e),
+    ("exact dup.", "exact_duplicate_share", "", _pct),
+    ("near dup.", "near_duplicate_share", "", _pct),
     ("contam. samples", "contaminated_sample_rate", "", lambda v: _pct(v, 2)),
     ("contam. images", "contaminated_image_rate", "", lambda v: _pct(v, 2)),
     *[(axis.replace("_", " "), f"rating_{axis}", "", _num) for axis in RATING_AXES],
@@ -205,7 +235,10 @@ def _ratings(data: ReportData) -> str:
     charts = []
     for axis in RATING_AXES:
         turns = sum(r["turns"] for r in data.ratings if r["axis"] == axis)
-        rows = [(f"score {s}", [shares.get((axis, s), 0.0), FINEVISION_RATING_SHARES[axis][s - 1] / 100]) for s in range(1, 6)]
+        rows = [
+            (f"score {s}", [shares.get((axis, s), 0.0), FINEVISION_RATING_SHARES[axis][s - 1] / 100])
+            for s in range(1, 6)
+        ]
         charts.append(
             f'<h3>{_e(axis.replace("_", " "))} <span class="muted">({turns:,} rated turns)</span></h3>'
             + bar_chart(rows, [("this corpus", OURS), ("FineVision", THEIRS)], width=560)
@@ -217,12 +250,14 @@ def _diversity(data: ReportData) -> str:
     title = '<h2 id="diversity">Diversity</h2>'
     if not data.diversity:
         return title + '<p class="muted">No diversity_metrics yet (needs image_embeddings).</p>'
-    rows = [(f"{d['name']} ({d['images']} img)", [d["diversity_score"]]) for d in data.diversity if d["level"] == "subset"]
+    rows = [
+        (f"{d['name']} ({d['images']} img)", [d["diversity_score"]]) for d in data.diversity if d["level"] == "subset"
+    ]
     rows += [(f"all ({d['images']} img)", [d["diversity_score"]]) for d in data.diversity if d["level"] == "total"]
     reference = [("FineVision", PUBLISHED["FineVision"][2]), ("Cauldron", PUBLISHED["The Cauldron"][2])]
     table = "".join(
         f'<tr><td class="l">{_e(d["level"])}</td><td class="l">{_e(d["name"])}</td><td>{_int(d["images"])}</td>'
-        f'<td>{_num(d["effective_rank"])}</td><td>{_num(d["participation_ratio"])}</td><td>{_num(d["diversity_score"], 3)}</td></tr>'
+        f"<td>{_num(d['effective_rank'])}</td><td>{_num(d['participation_ratio'])}</td><td>{_num(d['diversity_score'], 3)}</td></tr>"
         for d in data.diversity
     )
     published = "".join(
@@ -230,7 +265,8 @@ def _diversity(data: ReportData) -> str:
         for name, (er, pr, score) in PUBLISHED.items()
     )
     return (
-        title + "<p>diversity = sqrt(effective rank / 512 &middot; participation ratio / 512) of the SSCD embeddings' covariance; "
+        title
+        + "<p>diversity = sqrt(effective rank / 512 &middot; participation ratio / 512) of the SSCD embeddings' covariance; "
         "small subsets cannot reach a high rank (at most images &minus; 1).</p>"
         + bar_chart(rows, [("diversity score", OURS)], unit="", scale=1.0, reference=reference)
         + '<table><tr><th class="l">level</th><th class="l">name</th><th>images</th><th>effective rank</th>'
@@ -239,7 +275,9 @@ def _diversity(data: ReportData) -> str:
 
 
 def _lineage(data: ReportData) -> str:
-    versions = "".join(f'<tr><td class="l"><code>{_e(n)}</code></td><td>{v}</td></tr>' for n, v in sorted(data.versions.items()))
+    versions = "".join(
+        f'<tr><td class="l"><code>{_e(n)}</code></td><td>{v}</td></tr>' for n, v in sorted(data.versions.items())
+    )
     run = data.analyze_run
     if run:
         run_html = (
@@ -260,22 +298,43 @@ def _lineage(data: ReportData) -> str:
 
 def render_report(data: ReportData) -> str:
     sections = [
-        _headline(data), _categories(data), _subset_table(data),
-        _frame_section("contamination", "Contamination pairs", data.frames.get("contamination"),
-                       "Not available: contamination_hits, silver_samples or benchmark_items is not written yet."),
-        _frame_section("duplicates", "Near-duplicate clusters", data.frames.get("duplicates"),
-                       "Not available: near_duplicate_clusters or silver_samples is not written yet."),
-        _ratings(data), _diversity(data), _lineage(data),
+        _headline(data),
+        _categories(data),
+        _subset_table(data),
+        _frame_section(
+            "contamination",
+            "Contamination pairs",
+            data.frames.get("contamination"),
+            "Not available: contamination_hits, silver_samples or benchmark_items is not written yet.",
+        ),
+        _frame_section(
+            "duplicates",
+            "Near-duplicate clusters",
+            data.frames.get("duplicates"),
+            "Not available: near_duplicate_clusters or silver_samples is not written yet.",
+        ),
+        _ratings(data),
+        _diversity(data),
+        _lineage(data),
     ]
     nav = " &middot; ".join(
-        f'<a href="#{a}">{t}</a>' for a, t in [("headline", "headline"), ("categories", "categories"), ("subsets", "subsets"),
-                                              ("contamination", "contamination"), ("duplicates", "duplicates"),
-                                              ("ratings", "ratings"), ("diversity", "diversity"), ("lineage", "lineage")]
+        f'<a href="#{a}">{t}</a>'
+        for a, t in [
+            ("headline", "headline"),
+            ("categories", "categories"),
+            ("subsets", "subsets"),
+            ("contamination", "contamination"),
+            ("duplicates", "duplicates"),
+            ("ratings", "ratings"),
+            ("diversity", "diversity"),
+            ("lineage", "lineage"),
+        ]
     )
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>FineVision ETL report</title>'
         f"<style>{STYLE}</style></head><body><h1>FineVision ETL report</h1><p>{nav}</p>"
-        + "".join(sections) + "</body></html>"
+        + "".join(sections)
+        + "</body></html>"
     )
 
 
@@ -295,14 +354,20 @@ def collect_report_data(spark: SparkSession, config: PipelineConfig) -> ReportDa
     versions: dict[str, int] = {}
     stats = _read(spark, config, "subset_stats", versions)
     if stats is None:
-        raise ValueError(f"table subset_stats ({tables.TableRef.of(config, 'subset_stats')}) does not exist; run `finevision analyze` first")
+        raise ValueError(
+            f"table subset_stats ({tables.TableRef.of(config, 'subset_stats')}) does not exist; run `finevision analyze` first"
+        )
     rows = [r.asDict() for r in stats.collect()]
     diversity = _read(spark, config, "diversity_metrics", versions)
     ratings = _read(spark, config, "turn_ratings", versions)
     runs = _read(spark, config, "pipeline_runs", versions)
     analyze = None
     if runs is not None:
-        last = runs.filter((F.col("stage") == "analyze") & (F.col("status") == "succeeded")).orderBy(F.desc("ended_at")).first()
+        last = (
+            runs.filter((F.col("stage") == "analyze") & (F.col("status") == "succeeded"))
+            .orderBy(F.desc("ended_at"))
+            .first()
+        )
         analyze = last.asDict(recursive=True) if last else None
     return ReportData(
         totals=next((r for r in rows if r["level"] == "total"), {}),
@@ -321,8 +386,12 @@ def write_report(spark: SparkSession, config: PipelineConfig, out_dir: Path) -> 
     data = collect_report_data(spark, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     reviews: list[tuple[str, tuple[str, ...], str, Callable[..., Any]]] = [
-        ("contamination", ("contamination_hits", "silver_samples", "benchmark_items"), CONTAMINATION_FRAME,
-         write_contamination_review),
+        (
+            "contamination",
+            ("contamination_hits", "silver_samples", "benchmark_items"),
+            CONTAMINATION_FRAME,
+            write_contamination_review,
+        ),
         ("duplicates", ("near_duplicate_clusters", "silver_samples"), DUPLICATES_FRAME, write_duplicate_review),
     ]
     for section, needs, file, writer in reviews:

@@ -60,7 +60,12 @@ def stage_resources(spark: SparkSession, stage: str) -> StageResources:
             raise ConfigError(f"{PREFIX}.{stage}.{key}: must be > 0, got {raw!r}")
         return value
 
-    return StageResources(number("task.cpus", int), number("task.gpus", float), number("executor.cores", int), number("executor.gpus", int))
+    return StageResources(
+        number("task.cpus", int),
+        number("task.gpus", float),
+        number("executor.cores", int),
+        number("executor.gpus", int),
+    )
 
 
 def executor_gpus(spark: SparkSession) -> float:
@@ -76,7 +81,9 @@ class Requests:
     executor: dict[str, float]
 
 
-def stage_requests(wanted: StageResources, master: str, executor_gpus: float, dynamic: bool, default_task_cpus: int) -> Requests | None:
+def stage_requests(
+    wanted: StageResources, master: str, executor_gpus: float, dynamic: bool, default_task_cpus: int
+) -> Requests | None:
     """The requests a stage's profile carries on this cluster, or None where Spark cannot
     schedule per stage (plain function, so the rules are tested without a cluster)."""
     if wanted.is_empty() or not master.startswith(SUPPORTED_MASTERS):
@@ -100,16 +107,22 @@ def stage_resource_profile(spark: SparkSession, stage: str):
     wanted = stage_resources(spark, stage)
     conf = spark.sparkContext.getConf()
     requests = stage_requests(
-        wanted, spark.sparkContext.master or "", executor_gpus(spark),
+        wanted,
+        spark.sparkContext.master or "",
+        executor_gpus(spark),
         (conf.get("spark.dynamicAllocation.enabled") or "false").lower() == "true",
         int(conf.get("spark.task.cpus") or "1"),
     )
     if requests is None:
         if not wanted.is_empty():
-            log.info("stage %s: master %s cannot schedule per stage; default resources", stage, spark.sparkContext.master)
+            log.info(
+                "stage %s: master %s cannot schedule per stage; default resources", stage, spark.sparkContext.master
+            )
         return None
     if wanted.task_gpus and "gpu" not in requests.task:
-        log.warning("stage %s asks for %s GPU(s) per task but executors have none: running on CPU", stage, wanted.task_gpus)
+        log.warning(
+            "stage %s asks for %s GPU(s) per task but executors have none: running on CPU", stage, wanted.task_gpus
+        )
     task = TaskResourceRequests().cpus(int(requests.task["cpus"]))
     if "gpu" in requests.task:
         task = task.resource("gpu", requests.task["gpu"])

@@ -143,8 +143,9 @@ def _evidence_html(evidence: dict | None) -> str:
     rows = "".join(
         f"<tr><td>{_e(label)}</td><td>{value(evidence.get(name))}</td></tr>" for name, label in EVIDENCE_LABELS.items()
     )
-    verdict = (f'<tr><th>rule score</th><th>{value(evidence.get("score"))} '
-               f'(&ge; {value(evidence.get("decision"))})</th></tr>')
+    verdict = (
+        f"<tr><th>rule score</th><th>{value(evidence.get('score'))} (&ge; {value(evidence.get('decision'))})</th></tr>"
+    )
     return f'<table class="evidence">{rows}{verdict}</table>'
 
 
@@ -154,7 +155,7 @@ def _hit_row(hit: dict) -> str:
     if text_hit:
         score = (
             f'<div class="score">{hit["similarity"]:.3f}</div>'
-            f'<div>overlap: {hit["similarity"]:.0%} of the benchmark text\'s n-grams found in the sample</div>'
+            f"<div>overlap: {hit['similarity']:.0%} of the benchmark text's n-grams found in the sample</div>"
         )
         left = _turns_html(training, hit.get("train_turn_count"))
         right = _turns_html(benchmark, hit.get("bench_turn_count"))
@@ -167,13 +168,13 @@ def _hit_row(hit: dict) -> str:
             bench_images += f'<p class="more">(+{more} more image(s))</p>'
         left = train_images + _turns_html(training, hit.get("train_turn_count"))
         right = bench_images + _turns_html(benchmark, hit.get("bench_turn_count"))
-    threshold = "&mdash;" if hit["threshold"] is None else f'{hit["threshold"]:.3f}'
+    threshold = "&mdash;" if hit["threshold"] is None else f"{hit['threshold']:.3f}"
     meta = (
-        f'{score}{_evidence_html(hit.get("evidence"))}<div>method <code>{_e(hit["method"])}</code></div><div>model <code>{_e(hit["model_id"])}</code></div>'
+        f"{score}{_evidence_html(hit.get('evidence'))}<div>method <code>{_e(hit['method'])}</code></div><div>model <code>{_e(hit['model_id'])}</code></div>"
         f"<div>threshold {threshold}</div><hr><div>subset <b>{_e(hit['subset'])}</b></div>"
-        f'<div>sample <code>{_e(hit["sample_id"])}</code></div>'
-        + (f'<div>image <code>{_e(hit["image_id"][:16])}&hellip;</code></div>' if not text_hit else "")
-        + f'<hr><div>benchmark <b>{_e(hit["benchmark"])}</b></div><div>item <code>{_e(hit["benchmark_item_id"])}</code></div>'
+        f"<div>sample <code>{_e(hit['sample_id'])}</code></div>"
+        + (f"<div>image <code>{_e(hit['image_id'][:16])}&hellip;</code></div>" if not text_hit else "")
+        + f"<hr><div>benchmark <b>{_e(hit['benchmark'])}</b></div><div>item <code>{_e(hit['benchmark_item_id'])}</code></div>"
         f'<div class="muted">run {_e(hit["run_id"])}</div>'
     )
     kind = "text-hit" if text_hit else "image-hit"
@@ -210,7 +211,9 @@ def _cluster_html(cluster: dict, images: list[dict]) -> str:
     for image in images:
         representative = bool(image["representative"])
         thumbnail = image.get("thumb") or '<em class="muted">image not in silver_samples</em>'
-        holders = "<br>".join(f"{_e(h['subset'])} <code>{_e(h['sample_id'])}</code>" for h in image.get("held_by") or [])
+        holders = "<br>".join(
+            f"{_e(h['subset'])} <code>{_e(h['sample_id'])}</code>" for h in image.get("held_by") or []
+        )
         more = (image.get("holders") or 0) - len(image.get("held_by") or [])
         if more > 0:
             holders += f'<br><span class="more">(+{more} more sample(s))</span>'
@@ -223,7 +226,7 @@ def _cluster_html(cluster: dict, images: list[dict]) -> str:
     subsets = ", ".join(_e(s) for s in cluster.get("subsets") or [])
     return (
         f'<div class="cluster"><h2>cluster <code>{_e(cluster["cluster_id"][:16])}&hellip;</code>: '
-        f'{cluster["cluster_size"]} images{shown}</h2>'
+        f"{cluster['cluster_size']} images{shown}</h2>"
         f"<p>held by {cluster.get('samples') or 0} sample(s) in subset(s): {subsets or '&mdash;'}</p>"
         f'<div class="grid">{"".join(cells)}</div></div>'
     )
@@ -286,7 +289,13 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
     ]
     if not counts:
         return _write(out, render_contamination_page([], counts, inputs.versions, config, limit))
-    order = [F.desc_nulls_last("similarity"), "benchmark", "benchmark_item_id", "sample_id", F.asc_nulls_first("image_id")]
+    order = [
+        F.desc_nulls_last("similarity"),
+        "benchmark",
+        "benchmark_item_id",
+        "sample_id",
+        F.asc_nulls_first("image_id"),
+    ]
     top = hits.orderBy(*order).limit(limit).localCheckpoint()  # one pinned set of rows for both joins
     train = silver.join(F.broadcast(top.select("sample_id").distinct()), "sample_id").select(
         "sample_id",
@@ -313,17 +322,25 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
     own_image = F.filter(F.coalesce("train_images", F.array()), lambda i: i["image_id"] == F.col("image_id"))
     rows = joined.select(
         *hits.columns,
-        "train_turns", "train_turn_count", "bench_turns", "bench_turn_count",
+        "train_turns",
+        "train_turn_count",
+        "bench_turns",
+        "bench_turn_count",
         # Text hits slice no image: Spark evaluates a Python UDF on every row, even under CASE WHEN.
         thumbs(F.transform(F.slice(own_image, 1, shown(1)), lambda i: i["bytes"])).alias("train_thumbs"),
-        thumbs(F.transform(F.slice(bench_images, 1, shown(BENCH_IMAGES_SHOWN)), lambda i: i["bytes"])).alias("bench_thumbs"),
+        thumbs(F.transform(F.slice(bench_images, 1, shown(BENCH_IMAGES_SHOWN)), lambda i: i["bytes"])).alias(
+            "bench_thumbs"
+        ),
         F.size(bench_images).alias("bench_image_count"),
     ).collect()
     collected = [r.asDict(recursive=True) for r in rows]
     collected.sort(
         key=lambda h: (
             -(h["similarity"] if h["similarity"] is not None else float("-inf")),
-            h["benchmark"], h["benchmark_item_id"], h["sample_id"], h["image_id"] or "",
+            h["benchmark"],
+            h["benchmark_item_id"],
+            h["sample_id"],
+            h["image_id"] or "",
         )
     )
     return _write(out, render_contamination_page(collected, counts, inputs.versions, config, limit))
@@ -345,10 +362,15 @@ def write_duplicate_review(
         return _write(out, render_duplicate_page([], [], totals, inputs.versions, config))
 
     top = (
-        clusters.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("cluster_size"))
-        .orderBy(F.desc("cluster_size"), "cluster_id").limit(max_clusters).localCheckpoint()
+        clusters.groupBy("cluster_id")
+        .agg(F.count(F.lit(1)).alias("cluster_size"))
+        .orderBy(F.desc("cluster_size"), "cluster_id")
+        .limit(max_clusters)
+        .localCheckpoint()
     )
-    members = clusters.select("image_id", "cluster_id", "representative").join(F.broadcast(top.select("cluster_id")), "cluster_id")
+    members = clusters.select("image_id", "cluster_id", "representative").join(
+        F.broadcast(top.select("cluster_id")), "cluster_id"
+    )
     rank = F.row_number().over(
         Window.partitionBy("cluster_id").orderBy(F.desc_nulls_last("representative"), "image_id")
     )
@@ -371,8 +393,10 @@ def write_duplicate_review(
         F.slice(F.sort_array(F.collect_set(F.struct("subset", "sample_id"))), 1, HOLDERS_SHOWN).alias("held_by"),
     )
     thumbs = _thumbnails(GRID_THUMBNAIL_SIZE)
-    pictures = shown.select("image_id", "bytes").dropDuplicates(["image_id"]).select(
-        "image_id", thumbs(F.array("bytes"))[0].alias("thumb")
+    pictures = (
+        shown.select("image_id", "bytes")
+        .dropDuplicates(["image_id"])
+        .select("image_id", thumbs(F.array("bytes"))[0].alias("thumb"))
     )
     image_rows = [
         r.asDict(recursive=True)

@@ -10,12 +10,11 @@ import logging
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-
-from pyspark.accumulators import AccumulatorParam
-from pyspark.sql import SparkSession
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
+from pyspark.accumulators import AccumulatorParam
+from pyspark.sql import SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
@@ -40,7 +39,7 @@ class StageReport:
     @property
     def seconds(self) -> float:
         """Run time so far, or in all once the stage has ended."""
-        return ((self.ended_at or datetime.now(timezone.utc)) - self.started_at).total_seconds()
+        return ((self.ended_at or datetime.now(UTC)) - self.started_at).total_seconds()
 
 
 class CounterParam(AccumulatorParam):
@@ -76,7 +75,9 @@ class PipelineRun:
         run = mlflow.start_run(run_name=f"{self.command}-{self.run_id}")
         self.mlflow_run_id = run.info.run_id
         mlflow.set_tags({"finevision.run_id": self.run_id, "git_revision": self.git_revision, "command": self.command})
-        mlflow.log_params({"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)})
+        mlflow.log_params(
+            {"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)}
+        )
 
     def commit(self, stage: str) -> tables.Commit:
         return tables.Commit(self.run_id, stage, self.config_hash, self.git_revision)
@@ -96,7 +97,7 @@ class PipelineRun:
     @contextmanager
     def stage(self, name: str):
         """Time a stage and record its report, also when it fails."""
-        report = StageReport(stage=name, started_at=datetime.now(timezone.utc))
+        report = StageReport(stage=name, started_at=datetime.now(UTC))
         self.spark.sparkContext.setJobGroup(f"{self.run_id}-{name}", f"finevision {name} (run {self.run_id})")
         log.info("[%s] started", name)
         try:
@@ -106,7 +107,7 @@ class PipelineRun:
             report.status = "failed"
             raise
         finally:
-            report.ended_at = datetime.now(timezone.utc)
+            report.ended_at = datetime.now(UTC)
             self.reports.append(report)
             try:
                 self._record(report)
@@ -115,8 +116,13 @@ class PipelineRun:
                     raise
                 log.exception("[%s] could not record the failed stage in pipeline_runs/MLflow", name)
             log.info(
-                "[%s] %s in %.1fs: %d in, %d out, dropped %s", name, report.status, report.seconds,
-                report.rows_in, report.rows_out, report.dropped or "{}",
+                "[%s] %s in %.1fs: %d in, %d out, dropped %s",
+                name,
+                report.status,
+                report.seconds,
+                report.rows_in,
+                report.rows_out,
+                report.dropped or "{}",
             )
 
     def _record(self, report: StageReport) -> None:

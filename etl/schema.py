@@ -120,9 +120,18 @@ IMAGE_EMBEDDINGS = StructType(
 # its rule's score and decision.
 EVIDENCE = StructType(
     [
-        *(StructField(name, FloatType()) for name in (
-            "sscd_whole", "sscd_views", "inliers", "inlier_area", "aligned_ncc", "aligned_ncc_low", "text_overlap"
-        )),
+        *(
+            StructField(name, FloatType())
+            for name in (
+                "sscd_whole",
+                "sscd_views",
+                "inliers",
+                "inlier_area",
+                "aligned_ncc",
+                "aligned_ncc_low",
+                "text_overlap",
+            )
+        ),
         StructField("score", FloatType()),
         StructField("decision", FloatType()),
     ]
@@ -191,6 +200,7 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs columns {missing}; the input has {df.columns}")
+
 
 # One judge score per (turn, axis, judge, prompt); score and expected_score are null with `error`
 # when the judge did not give one (see udfs/judge.py).

@@ -41,7 +41,9 @@ def table_summary(spark: SparkSession, config: PipelineConfig) -> str:
     quarantine = tables.TableRef.of(config, "quarantine")
     if tables.exists(spark, quarantine):
         lines.append("quarantine by stage and reason:")
-        for row in tables.read(spark, quarantine).groupBy("stage", "reason").count().orderBy("stage", "reason").collect():
+        for row in (
+            tables.read(spark, quarantine).groupBy("stage", "reason").count().orderBy("stage", "reason").collect()
+        ):
             lines.append(f"  {row['stage']:<8} {row['reason']:<22} {row['count']:>6}")
     actions = tables.TableRef.of(config, "action_stats")
     if tables.exists(spark, actions):

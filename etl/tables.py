@@ -30,9 +30,14 @@ CONFLICT_RETRIES = 6
 # Delta's optimistic-concurrency failures: another writer committed first (by class, as delta-spark
 # names them on classic sessions, or by error class, as any client reports them).
 CONFLICT_NAMES = {
-    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
-    "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
-    "ProtocolChangedException", "DeltaConcurrentModificationException",
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "ConcurrentWriteException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DeltaConcurrentModificationException",
 }
 CONFLICT_ERROR_CLASSES = ("DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
 
@@ -47,7 +52,7 @@ def is_write_conflict(error: BaseException) -> bool:
     return condition.startswith(CONFLICT_ERROR_CLASSES)
 
 
-def retry_on_conflict(write: Callable[[], T], what: str) -> T:
+def retry_on_conflict[T](write: Callable[[], T], what: str) -> T:
     """Run an idempotent Delta write, again after a growing random pause when another writer
     committed first (e.g. decontaminate and dedup both merging into removed_samples at once)."""
     for attempt in range(CONFLICT_RETRIES + 1):
@@ -69,7 +74,7 @@ class TableRef:
     qualified_name: str | None = None
 
     @classmethod
-    def of(cls, config: PipelineConfig, name: str) -> "TableRef":
+    def of(cls, config: PipelineConfig, name: str) -> TableRef:
         if not IDENTIFIER.match(name):
             raise ValueError(f"table name {name!r} is not an identifier")
         if config.catalog:
@@ -128,7 +133,9 @@ def git_revision() -> str:
 def _delta(spark: SparkSession, ref: TableRef):
     from delta.tables import DeltaTable
 
-    return DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.location)
+    return (
+        DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.location)
+    )
 
 
 def exists(spark: SparkSession, ref: TableRef) -> bool:
@@ -250,7 +257,11 @@ def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, 
 
 
 def overwrite(
-    spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType,
+    spark: SparkSession,
+    ref: TableRef,
+    rows: DataFrame,
+    commit: Commit,
+    schema: StructType,
     partition_by: tuple[str, ...] = (),
 ) -> int:
     """Replace the table's content (derived tables such as statistics); history keeps the old.

@@ -51,44 +51,71 @@ class View:
 
 
 VIEWS = (
-    View("v_subset_stats", ("subset_stats",),
-         "SELECT * FROM {subset_stats} WHERE level = 'subset'",
-         "FineVision's per-subset table: samples, images, turns, tokens, duplicates, contamination, ratings"),
-    View("v_category_stats", ("subset_stats",),
-         "SELECT * FROM {subset_stats} WHERE level IN ('category', 'total')",
-         "the same figures per category and in total (name '*')"),
-    View("v_diversity", ("diversity_metrics",),
-         "SELECT * FROM {diversity_metrics}",
-         "effective rank, participation ratio and diversity score per subset, category and overall"),
-    View("v_contamination_by_benchmark", ("contamination_hits",),
-         "SELECT benchmark, method, count(*) AS hits, count(DISTINCT sample_id) AS samples, "
-         "count(DISTINCT image_id) AS images, count(DISTINCT subset) AS subsets, max(similarity) AS max_similarity "
-         "FROM {contamination_hits} GROUP BY benchmark, method",
-         "hits, contaminated samples and images per benchmark and method"),
-    View("v_contamination_pairs", ("contamination_hits",),
-         "SELECT subset, benchmark, count(DISTINCT sample_id) AS samples, count(*) AS hits "
-         "FROM {contamination_hits} GROUP BY subset, benchmark",
-         "which training subset overlaps which benchmark"),
-    View("v_rating_distribution", ("turn_ratings",),
-         "SELECT r.axis, r.score, r.turns, r.share, CAST(fv.finevision_share AS DOUBLE) AS finevision_share FROM ("
-         "SELECT axis, score, count(*) AS turns, count(*) / sum(count(*)) OVER (PARTITION BY axis) AS share "
-         "FROM {turn_ratings} WHERE score IS NOT NULL GROUP BY axis, score) r "
-         "LEFT JOIN " + _published_ratings_sql() + " ON r.axis = fv.axis AND r.score = fv.score",
-         "share of rated turns per axis and score, next to FineVision's published shares"),
-    View("v_duplicate_clusters", ("near_duplicate_clusters", "silver_samples"),
-         "SELECT c.cluster_id, first(c.cluster_size) AS cluster_size, count(DISTINCT o.sample_id) AS samples, "
-         "sort_array(collect_set(o.subset)) AS subsets FROM {near_duplicate_clusters} c JOIN "
-         "(SELECT sample_id, subset, explode(images.image_id) AS image_id FROM {silver_samples}) o "
-         "ON c.image_id = o.image_id GROUP BY c.cluster_id",
-         "near-duplicate clusters with the samples and subsets that hold them"),
-    View("v_quarantine_reasons", ("quarantine",),
-         "SELECT stage, reason, subset, count(*) AS records FROM {quarantine} GROUP BY stage, reason, subset",
-         "rejected records by stage, reason and subset"),
-    View("v_training_candidates", ("silver_samples",),
-         "SELECT s.sample_id, s.subset, s.category, size(s.images) AS images, size(s.texts) AS turns, "
-         "r.sample_id IS NOT NULL AS removed FROM {silver_samples} s "
-         "LEFT JOIN (SELECT DISTINCT sample_id FROM {removed_samples_or_empty}) r ON s.sample_id = r.sample_id",
-         "every silver sample with its counts and whether a policy removed it"),
+    View(
+        "v_subset_stats",
+        ("subset_stats",),
+        "SELECT * FROM {subset_stats} WHERE level = 'subset'",
+        "FineVision's per-subset table: samples, images, turns, tokens, duplicates, contamination, ratings",
+    ),
+    View(
+        "v_category_stats",
+        ("subset_stats",),
+        "SELECT * FROM {subset_stats} WHERE level IN ('category', 'total')",
+        "the same figures per category and in total (name '*')",
+    ),
+    View(
+        "v_diversity",
+        ("diversity_metrics",),
+        "SELECT * FROM {diversity_metrics}",
+        "effective rank, participation ratio and diversity score per subset, category and overall",
+    ),
+    View(
+        "v_contamination_by_benchmark",
+        ("contamination_hits",),
+        "SELECT benchmark, method, count(*) AS hits, count(DISTINCT sample_id) AS samples, "
+        "count(DISTINCT image_id) AS images, count(DISTINCT subset) AS subsets, max(similarity) AS max_similarity "
+        "FROM {contamination_hits} GROUP BY benchmark, method",
+        "hits, contaminated samples and images per benchmark and method",
+    ),
+    View(
+        "v_contamination_pairs",
+        ("contamination_hits",),
+        "SELECT subset, benchmark, count(DISTINCT sample_id) AS samples, count(*) AS hits "
+        "FROM {contamination_hits} GROUP BY subset, benchmark",
+        "which training subset overlaps which benchmark",
+    ),
+    View(
+        "v_rating_distribution",
+        ("turn_ratings",),
+        "SELECT r.axis, r.score, r.turns, r.share, CAST(fv.finevision_share AS DOUBLE) AS finevision_share FROM ("
+        "SELECT axis, score, count(*) AS turns, count(*) / sum(count(*)) OVER (PARTITION BY axis) AS share "
+        "FROM {turn_ratings} WHERE score IS NOT NULL GROUP BY axis, score) r "
+        "LEFT JOIN " + _published_ratings_sql() + " ON r.axis = fv.axis AND r.score = fv.score",
+        "share of rated turns per axis and score, next to FineVision's published shares",
+    ),
+    View(
+        "v_duplicate_clusters",
+        ("near_duplicate_clusters", "silver_samples"),
+        "SELECT c.cluster_id, first(c.cluster_size) AS cluster_size, count(DISTINCT o.sample_id) AS samples, "
+        "sort_array(collect_set(o.subset)) AS subsets FROM {near_duplicate_clusters} c JOIN "
+        "(SELECT sample_id, subset, explode(images.image_id) AS image_id FROM {silver_samples}) o "
+        "ON c.image_id = o.image_id GROUP BY c.cluster_id",
+        "near-duplicate clusters with the samples and subsets that hold them",
+    ),
+    View(
+        "v_quarantine_reasons",
+        ("quarantine",),
+        "SELECT stage, reason, subset, count(*) AS records FROM {quarantine} GROUP BY stage, reason, subset",
+        "rejected records by stage, reason and subset",
+    ),
+    View(
+        "v_training_candidates",
+        ("silver_samples",),
+        "SELECT s.sample_id, s.subset, s.category, size(s.images) AS images, size(s.texts) AS turns, "
+        "r.sample_id IS NOT NULL AS removed FROM {silver_samples} s "
+        "LEFT JOIN (SELECT DISTINCT sample_id FROM {removed_samples_or_empty}) r ON s.sample_id = r.sample_id",
+        "every silver sample with its counts and whether a policy removed it",
+    ),
 )
 
 _REMOVED_EMPTY = "(SELECT CAST(NULL AS STRING) AS sample_id WHERE false)"

@@ -103,7 +103,12 @@ def bomb_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -119,30 +124,69 @@ def dirty_corpus(tmp_path):
     (img / "bomb.png").write_bytes(bomb_png(30000, 30000))
     data = tmp_path / "data"
     conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
-    (data / "llava.json").write_text(json.dumps([
-        {"id": "1", "image": "a.png", "conversations": conv("Colour?", "Red.")},
-        {"id": "2", "image": "big.jpg", "conversations": conv("Size?", "Wide.")},
-        {"id": "3", "image": "cut.jpg", "conversations": conv("Broken?", "Yes.")},
-        {"id": "4", "image": "bomb.png", "conversations": conv("Huge?", "Yes.")},
-        {"id": "5", "image": "missing.png", "conversations": conv("Where?", "Nowhere.")},
-        {"id": "6", "image": "b.png", "conversations": conv("Long?", " ".join(["word"] * 9000))},
-        {"id": "7", "image": "b.png", "conversations": conv("Colour?", "Green.") + conv("  ", "empty question")},
-    ]))
-    (data / "chat.jsonl").write_text("\n".join([
-        json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}),
-        "{broken json",
-        json.dumps({"messages": [{"role": "user", "content": "3*3?"}, {"role": "assistant", "content": "9"}]}),
-    ]) + "\n")
-    (data / "bench.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"qid": "q1", "image": "a.png", "question": "Colour?", "answer": "red"},
-        {"qid": "q2", "image": "b.png", "question": "Colour?", "answer": "green"},
-    ]) + "\n")
+    (data / "llava.json").write_text(
+        json.dumps(
+            [
+                {"id": "1", "image": "a.png", "conversations": conv("Colour?", "Red.")},
+                {"id": "2", "image": "big.jpg", "conversations": conv("Size?", "Wide.")},
+                {"id": "3", "image": "cut.jpg", "conversations": conv("Broken?", "Yes.")},
+                {"id": "4", "image": "bomb.png", "conversations": conv("Huge?", "Yes.")},
+                {"id": "5", "image": "missing.png", "conversations": conv("Where?", "Nowhere.")},
+                {"id": "6", "image": "b.png", "conversations": conv("Long?", " ".join(["word"] * 9000))},
+                {
+                    "id": "7",
+                    "image": "b.png",
+                    "conversations": conv("Colour?", "Green.") + conv("  ", "empty question"),
+                },
+            ]
+        )
+    )
+    (data / "chat.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}),
+                "{broken json",
+                json.dumps({"messages": [{"role": "user", "content": "3*3?"}, {"role": "assistant", "content": "9"}]}),
+            ]
+        )
+        + "\n"
+    )
+    (data / "bench.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"qid": "q1", "image": "a.png", "question": "Colour?", "answer": "red"},
+                {"qid": "q2", "image": "b.png", "question": "Colour?", "answer": "green"},
+            ]
+        )
+        + "\n"
+    )
     specs = [
-        {"name": "photos", "format": "llava_json", "location": "llava.json", "image_root": "img",
-         "subset": "photos", "category": "Captioning & Knowledge"},
-        {"name": "maths", "format": "sharegpt_jsonl", "location": "chat.jsonl", "subset": "maths", "category": "Mathematics"},
-        {"name": "bench", "format": "vqa_jsonl", "location": "bench.jsonl", "image_root": "img", "subset": "bench",
-         "category": "General VQA", "benchmark": "toy_bench", "fields": {"id": "qid"}},
+        {
+            "name": "photos",
+            "format": "llava_json",
+            "location": "llava.json",
+            "image_root": "img",
+            "subset": "photos",
+            "category": "Captioning & Knowledge",
+        },
+        {
+            "name": "maths",
+            "format": "sharegpt_jsonl",
+            "location": "chat.jsonl",
+            "subset": "maths",
+            "category": "Mathematics",
+        },
+        {
+            "name": "bench",
+            "format": "vqa_jsonl",
+            "location": "bench.jsonl",
+            "image_root": "img",
+            "subset": "bench",
+            "category": "General VQA",
+            "benchmark": "toy_bench",
+            "fields": {"id": "qid"},
+        },
     ]
     for spec in specs:
         (sources / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
@@ -150,7 +194,15 @@ def dirty_corpus(tmp_path):
 
 
 SAMPLE_CORPUS_SOURCES = [
-    "easyvqa", "easyvqa_test", "charts", "chartqa_local", "photos", "photo_vqa", "arithmetic", "gui_desktop", "gui_mobile",
+    "easyvqa",
+    "easyvqa_test",
+    "charts",
+    "chartqa_local",
+    "photos",
+    "photo_vqa",
+    "arithmetic",
+    "gui_desktop",
+    "gui_mobile",
 ]
 
 
@@ -166,10 +218,14 @@ def sample_lakehouse(spark, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("corpus")
     build_samples(root / "data" / "samples")
-    config = load_config(overrides=[
-        f"lakehouse={root / 'lake'}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"data_root={root / 'data'}",
-        f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
-    ])
+    config = load_config(
+        overrides=[
+            f"lakehouse={root / 'lake'}",
+            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            f"data_root={root / 'data'}",
+            f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
+        ]
+    )
     run = PipelineRun(spark, config, "corpus-test")
     try:
         for stage in STAGES:

@@ -69,7 +69,7 @@ class ScriptedJudge:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "ScriptedJudge":
+    def __enter__(self) -> ScriptedJudge:
         self.thread.start()
         return self
 

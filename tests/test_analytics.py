@@ -32,8 +32,15 @@ def _image(name: str, size: tuple[int, int]) -> dict:
 
 
 def _sample(sample_id, subset, category, images, turns):
-    return {"sample_id": sample_id, "subset": subset, "category": category, "source": subset, "images": images,
-            "texts": [{"user": u, "assistant": a} for u, a in turns], "source_ref": None}
+    return {
+        "sample_id": sample_id,
+        "subset": subset,
+        "category": category,
+        "source": subset,
+        "images": images,
+        "texts": [{"user": u, "assistant": a} for u, a in turns],
+        "source_ref": None,
+    }
 
 
 @pytest.fixture
@@ -43,7 +50,13 @@ def tiny_lakehouse(spark, make_config):
     config = make_config(mlflow__enabled="false")
     img1, img2, img3 = _image("img1", (100, 50)), _image("img2", (300, 200)), _image("img3", (40, 40))
     silver = [
-        _sample("s1", "alpha", "General VQA", [img1], [("What colour is it?", "Red."), ("And the shape?", "A square with round corners.")]),
+        _sample(
+            "s1",
+            "alpha",
+            "General VQA",
+            [img1],
+            [("What colour is it?", "Red."), ("And the shape?", "A square with round corners.")],
+        ),
         _sample("s2", "alpha", "General VQA", [img1], [("Colour?", "Red, clearly.")]),
         _sample("s3", "beta", "Chart & Table", [img2, img3], [("Which bar is highest?", "The second one.")]),
         _sample("s4", "gamma", "Text-only", [], [("2+2?", "4")]),
@@ -52,10 +65,17 @@ def tiny_lakehouse(spark, make_config):
     ref = lambda name: tables.TableRef.of(config, name)  # noqa: E731
     tables.overwrite(spark, ref("silver_samples"), spark.createDataFrame(silver, SAMPLES), commit, SAMPLES)
     hit = [("img2", "s3", "beta", "bench", "item9", 0.99, "m", 0.95, "sscd-faiss-exact", "r")]
-    tables.overwrite(spark, ref("contamination_hits"), spark.createDataFrame(hit, CONTAMINATION_HITS), commit, CONTAMINATION_HITS)
+    tables.overwrite(
+        spark, ref("contamination_hits"), spark.createDataFrame(hit, CONTAMINATION_HITS), commit, CONTAMINATION_HITS
+    )
     cluster = [("img2", "img2", 2, True), ("img3", "img2", 2, False)]
-    tables.overwrite(spark, ref("near_duplicate_clusters"), spark.createDataFrame(cluster, NEAR_DUPLICATE_CLUSTERS), commit,
-                     NEAR_DUPLICATE_CLUSTERS)
+    tables.overwrite(
+        spark,
+        ref("near_duplicate_clusters"),
+        spark.createDataFrame(cluster, NEAR_DUPLICATE_CLUSTERS),
+        commit,
+        NEAR_DUPLICATE_CLUSTERS,
+    )
     from etl.jobs.rate import axis_judges, current_judges
 
     judge = current_judges(axis_judges(config))  # axis -> the configured (judge_model, prompt_hash)
@@ -95,15 +115,24 @@ def test_subset_stats_per_subset_category_and_total(spark, tiny_lakehouse):
     analyze.run(run)
     stats = {r["name"]: r for r in tables.read(spark, run.table("subset_stats")).collect()}
     assert {n: stats[n]["level"] for n in stats} == {
-        "alpha": "subset", "beta": "subset", "gamma": "subset",
-        "General VQA": "category", "Chart & Table": "category", "Text-only": "category", "*": "total",
+        "alpha": "subset",
+        "beta": "subset",
+        "gamma": "subset",
+        "General VQA": "category",
+        "Chart & Table": "category",
+        "Text-only": "category",
+        "*": "total",
     }
     alpha, beta, gamma, total = stats["alpha"], stats["beta"], stats["gamma"], stats["*"]
     assert (alpha["samples"], alpha["images"], alpha["turns"]) == (2, 2, 3)
     assert (beta["samples"], beta["images"], beta["turns"]) == (1, 2, 1)
     assert (total["samples"], total["images"], total["turns"]) == (4, 4, 5)
     assert alpha["sample_share"] == 0.5 and alpha["images_per_sample"] == 1.0 and gamma["images_per_sample"] == 0.0
-    assert alpha["exact_duplicate_share"] == 1.0 and beta["exact_duplicate_share"] == 0.0 and total["exact_duplicate_share"] == 0.5
+    assert (
+        alpha["exact_duplicate_share"] == 1.0
+        and beta["exact_duplicate_share"] == 0.0
+        and total["exact_duplicate_share"] == 0.5
+    )
     assert beta["near_duplicate_share"] == 1.0 and alpha["near_duplicate_share"] == 0.0
     assert beta["contaminated_sample_rate"] == 1.0 and beta["contaminated_image_rate"] == 0.5
     assert total["contaminated_sample_rate"] == 0.25 and total["contaminated_image_rate"] == pytest.approx(1 / 3)
@@ -124,7 +153,9 @@ def test_subset_stats_per_subset_category_and_total(spark, tiny_lakehouse):
 
     registered, skipped = register_views(spark, config)
     assert "v_rating_distribution" in registered and "v_diversity" in skipped  # no embeddings: no diversity
-    formatting = {r["score"]: r for r in spark.sql("SELECT * FROM v_rating_distribution WHERE axis = 'formatting'").collect()}
+    formatting = {
+        r["score"]: r for r in spark.sql("SELECT * FROM v_rating_distribution WHERE axis = 'formatting'").collect()
+    }
     assert {s: r["turns"] for s, r in formatting.items()} == {2: 1, 4: 1, 5: 1}
     assert formatting[4]["share"] == pytest.approx(1 / 3) and formatting[4]["finevision_share"] == pytest.approx(0.775)
     history = spark.sql(f"DESCRIBE HISTORY {run.table('subset_stats').sql}").first()
@@ -162,7 +193,10 @@ def test_views_agree_with_the_tables(spark, sample_lakehouse):
     hits = tables.read(spark, tables.TableRef.of(config, "contamination_hits")).count()
     assert spark.sql("SELECT sum(hits) FROM v_contamination_by_benchmark").first()[0] == hits > 0
     clusters = tables.read(spark, tables.TableRef.of(config, "near_duplicate_clusters"))
-    assert spark.sql("SELECT count(*) FROM v_duplicate_clusters").first()[0] == clusters.select("cluster_id").distinct().count()
+    assert (
+        spark.sql("SELECT count(*) FROM v_duplicate_clusters").first()[0]
+        == clusters.select("cluster_id").distinct().count()
+    )
     ratings = tables.read(spark, tables.TableRef.of(config, "turn_ratings")).filter(F.col("score").isNotNull())
     assert spark.sql("SELECT coalesce(sum(turns), 0) FROM v_rating_distribution").first()[0] == ratings.count()
     total = spark.sql("SELECT * FROM v_diversity WHERE level = 'total'").first()
@@ -195,7 +229,9 @@ def test_report_as_a_person_sees_it(spark, sample_lakehouse, chromium, tmp_path)
     page.locator("#contamination").scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "contamination.png"))
 
-    links = page.evaluate("Array.from(document.querySelectorAll('a[href], iframe[src]')).map(e => e.getAttribute('href') || e.getAttribute('src'))")
+    links = page.evaluate(
+        "Array.from(document.querySelectorAll('a[href], iframe[src]')).map(e => e.getAttribute('href') || e.getAttribute('src'))"
+    )
     assert links
     for link in links:
         assert not link.startswith(("http:", "https:", "//")), f"the report must work offline: {link}"
@@ -213,7 +249,9 @@ def test_notebooks_run_against_the_lakehouse(sample_lakehouse):
     from etl.notebooks import databricks_to_notebook
 
     run, _, root = sample_lakehouse
-    env = dict(os.environ, FINEVISION_LAKEHOUSE=run.config.lakehouse, FINEVISION_MLFLOW_URI=run.config.mlflow.tracking_uri)
+    env = dict(
+        os.environ, FINEVISION_LAKEHOUSE=run.config.lakehouse, FINEVISION_MLFLOW_URI=run.config.mlflow.tracking_uri
+    )
     project = Path(__file__).resolve().parents[1]
     notebooks = sorted((project / "notebooks").glob("*.py"))
     assert len(notebooks) == 4
@@ -226,7 +264,9 @@ def test_notebooks_run_against_the_lakehouse(sample_lakehouse):
             NotebookClient(notebook, km=kernel, timeout=600).execute()  # raises on any failing cell
             outputs[path.stem] = "".join(
                 str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
-                for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+                for cell in notebook.cells
+                if cell.cell_type == "code"
+                for o in cell.outputs
             )
     finally:
         kernel.shutdown_kernel(now=True)

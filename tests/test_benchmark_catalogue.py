@@ -50,59 +50,118 @@ SCHEMAS: dict[str, Schema] = {
     "lmms-lab/ai2d": Schema(options="list", answer_kind="index_string"),
     "lmms-lab/ai2d-no-mask": Schema(options="list", answer_kind="index_string"),
     "lmms-lab/ChartQA": Schema(extra={"type": pa.string()}),
-    "lmms-lab/COCO-Caption": Schema(question=None, answer_kind="strings", id="question_id",
-                                    extra={"question": pa.string(), "id": pa.int64(), "file_name": pa.string()}),
-    "lmms-lab/COCO-Caption2017": Schema(question=None, answer_kind="strings", id="question_id",
-                                        extra={"question": pa.string(), "id": pa.int64()}),
+    "lmms-lab/COCO-Caption": Schema(
+        question=None,
+        answer_kind="strings",
+        id="question_id",
+        extra={"question": pa.string(), "id": pa.int64(), "file_name": pa.string()},
+    ),
+    "lmms-lab/COCO-Caption2017": Schema(
+        question=None, answer_kind="strings", id="question_id", extra={"question": pa.string(), "id": pa.int64()}
+    ),
     "lmms-lab/continous-benchmark": Schema(id="question_id"),
-    "lmms-lab/continous-benchmark/bbc_news": Schema(id="question_id", options="list",
-                                                    extra={"rationale": pa.string(), "text_content": pa.string()}),
+    "lmms-lab/continous-benchmark/bbc_news": Schema(
+        id="question_id", options="list", extra={"rationale": pa.string(), "text_content": pa.string()}
+    ),
     "lmms-lab/DC100_EN": Schema(images="nullable"),
-    "lmms-lab/DocVQA": Schema(answer="answers", answer_kind="strings", id="questionId",
-                              extra={"docId": pa.int64(), "question_types": pa.list_(pa.string())}),
+    "lmms-lab/DocVQA": Schema(
+        answer="answers",
+        answer_kind="strings",
+        id="questionId",
+        extra={"docId": pa.int64(), "question_types": pa.list_(pa.string())},
+    ),
     "lmms-lab/Egothink": Schema(id="id"),
     "lmms-lab/Ferret-Bench": Schema(answer="gpt_answer", id="question_id", id_type=pa.int64()),
-    "lmms-lab/flickr30k": Schema(question=None, answer="caption", answer_kind="strings", id="img_id",
-                                 extra={"sentids": pa.list_(pa.string()), "filename": pa.string()}),
+    "lmms-lab/flickr30k": Schema(
+        question=None,
+        answer="caption",
+        answer_kind="strings",
+        id="img_id",
+        extra={"sentids": pa.list_(pa.string()), "filename": pa.string()},
+    ),
     "lmms-lab/GQA": Schema(question=None, answer=None, id="id"),
-    "lmms-lab/LiveBench": Schema(image="images", images="list", id="id", id_type=pa.int64(),
-                                 extra={"subtask": pa.string(), "criteria": pa.string()}),
+    "lmms-lab/LiveBench": Schema(
+        image="images",
+        images="list",
+        id="id",
+        id_type=pa.int64(),
+        extra={"subtask": pa.string(), "criteria": pa.string()},
+    ),
     "lmms-lab/LLaVA-Bench-Wilder": Schema(question="Question", answer="gpt4v_answer", id="question_id"),
-    "lmms-lab/LLaVA-NeXT-Interleave-Bench": Schema(image="image_0", images="numbered:0-5", id="sample_id",
-                                                   extra={"question_type": pa.string(), "sub_task": pa.string()}),
+    "lmms-lab/LLaVA-NeXT-Interleave-Bench": Schema(
+        image="image_0",
+        images="numbered:0-5",
+        id="sample_id",
+        extra={"question_type": pa.string(), "sub_task": pa.string()},
+    ),
     "lmms-lab/LLaVA-NeXT-Interleave-Bench/multi_view_in_domain": Schema(
-        image="image_0", images="numbered:0-5", question=None, id="sample_id", extra={"conversations": pa.string()}),
+        image="image_0", images="numbered:0-5", question=None, id="sample_id", extra={"conversations": pa.string()}
+    ),
     "lmms-lab/MIA-Bench": Schema(question="instruction", answer=None, extra={"components": pa.list_(pa.string())}),
-    "lmms-lab/MMBench_EN": Schema(context="hint", options="columns", option_columns=["A", "B", "C", "D"],
-                                  answer_kind="letter", id="index", id_type=pa.int64(),
-                                  extra={"category": pa.string()}),
+    "lmms-lab/MMBench_EN": Schema(
+        context="hint",
+        options="columns",
+        option_columns=["A", "B", "C", "D"],
+        answer_kind="letter",
+        id="index",
+        id_type=pa.int64(),
+        extra={"category": pa.string()},
+    ),
     "lmms-lab/MME": Schema(id="question_id", extra={"category": pa.string()}),
     "lmms-lab/MMT-Benchmark": Schema(options="columns", option_columns=LETTERS, answer_kind="letter"),
     "lmms-lab/MMT_MI-Benchmark": Schema(images="list", options="columns", option_columns=LETTERS, answer_kind="letter"),
-    "lmms-lab/MMMU": Schema(image="image_1", images="numbered:1-7", options="text", answer_kind="letter", id="id",
-                            extra={"question_type": pa.string(), "explanation": pa.string()}),
+    "lmms-lab/MMMU": Schema(
+        image="image_1",
+        images="numbered:1-7",
+        options="text",
+        answer_kind="letter",
+        id="id",
+        extra={"question_type": pa.string(), "explanation": pa.string()},
+    ),
     "lmms-lab/MMVet": Schema(id="question_id", extra={"capability": pa.list_(pa.string())}),
-    "lmms-lab/NoCaps": Schema(question=None, answer="annotations_captions", answer_kind="strings", id="image_id",
-                              extra={"image_file_name": pa.string(), "image_height": pa.int32()}),
+    "lmms-lab/NoCaps": Schema(
+        question=None,
+        answer="annotations_captions",
+        answer_kind="strings",
+        id="image_id",
+        extra={"image_file_name": pa.string(), "image_height": pa.int32()},
+    ),
     "lmms-lab/OCRBench-v2": Schema(answer="answers", answer_kind="strings", extra={"type": pa.string()}),
     "lmms-lab/POPE": Schema(id="question_id", extra={"category": pa.string()}),
     "lmms-lab/RealWorldQA": QA,
     "lmms-lab/RefCOCO": Schema(answer_kind="strings", id="question_id", extra={"bbox": pa.list_(pa.float64())}),
-    "lmms-lab/ScienceQA": Schema(images="nullable", context="hint", options="list", options_column="choices",
-                                 answer_kind="index_int",
-                                 extra={"lecture": pa.string(), "subject": pa.string()}),
-    "lmms-lab/SEED-Bench": Schema(images="list", options="columns", answer_kind="letter", id="question_id",
-                                  option_columns=["choice_a", "choice_b", "choice_c", "choice_d"]),
-    "lmms-lab/SEED-Bench-2": Schema(images="list", options="columns", answer_kind="letter", id="question_id",
-                                    option_columns=["choice_a", "choice_b", "choice_c", "choice_d"]),
+    "lmms-lab/ScienceQA": Schema(
+        images="nullable",
+        context="hint",
+        options="list",
+        options_column="choices",
+        answer_kind="index_int",
+        extra={"lecture": pa.string(), "subject": pa.string()},
+    ),
+    "lmms-lab/SEED-Bench": Schema(
+        images="list",
+        options="columns",
+        answer_kind="letter",
+        id="question_id",
+        option_columns=["choice_a", "choice_b", "choice_c", "choice_d"],
+    ),
+    "lmms-lab/SEED-Bench-2": Schema(
+        images="list",
+        options="columns",
+        answer_kind="letter",
+        id="question_id",
+        option_columns=["choice_a", "choice_b", "choice_c", "choice_d"],
+    ),
     "lmms-lab/ST-VQA": Schema(answer=None, id="question_id", id_type=pa.int64()),
     "lmms-lab/TextCaps": Schema(question=None, answer="caption_str", id="image_id"),
-    "lmms-lab/textvqa": Schema(answer="answers", answer_kind="strings", id="question_id",
-                               extra={"ocr_tokens": pa.list_(pa.string())}),
+    "lmms-lab/textvqa": Schema(
+        answer="answers", answer_kind="strings", id="question_id", extra={"ocr_tokens": pa.list_(pa.string())}
+    ),
     "lmms-lab/VisualWebBench": Schema(question=None, id="id", extra={"task_type": pa.string()}),
     "lmms-lab/VisualWebBench/action_ground": Schema(question="instruction", answer_kind="index_int", id="id"),
-    "lmms-lab/VisualWebBench/action_prediction": Schema(question=None, options="list", answer_kind="index_int",
-                                                        id="id"),
+    "lmms-lab/VisualWebBench/action_prediction": Schema(
+        question=None, options="list", answer_kind="index_int", id="id"
+    ),
     "lmms-lab/VisualWebBench/element_ground": Schema(question="elem_desc", answer_kind="index_int", id="id"),
     "lmms-lab/VisualWebBench/webqa": Schema(answer_kind="strings", id="id"),
     "lmms-lab/VizWiz-Caps": Schema(question=None, answer=None),
@@ -138,11 +197,17 @@ def answer_cell(kind: str, full: bool):
     if not full:
         return {"index_int": None, "strings": [], "structs": None}.get(kind, "")
     return {
-        "string": "green", "index_string": "1", "index_int": 1, "letter": "B", "letter_inline": "B",
+        "string": "green",
+        "index_string": "1",
+        "index_int": 1,
+        "letter": "B",
+        "letter_inline": "B",
         "strings": ["green", "green", "light green"],
-        "structs": [{"answer": "green", "answer_confidence": "yes", "answer_id": 1},
-                    {"answer": "green", "answer_confidence": "maybe", "answer_id": 2},
-                    {"answer": "light green", "answer_confidence": "yes", "answer_id": 3}],
+        "structs": [
+            {"answer": "green", "answer_confidence": "yes", "answer_id": 1},
+            {"answer": "green", "answer_confidence": "maybe", "answer_id": 2},
+            {"answer": "light green", "answer_confidence": "yes", "answer_id": 3},
+        ],
     }[kind]
 
 
@@ -249,7 +314,11 @@ def test_every_unit_has_a_fixture_schema_naming_the_catalogues_columns(catalogue
     for unit in catalogue.units:
         schema = schema_of(unit)
         assert (schema.question, schema.answer, schema.id, schema.context) == (
-            unit.question_field, unit.answer_field, unit.id_field, unit.context_field), unit.name
+            unit.question_field,
+            unit.answer_field,
+            unit.id_field,
+            unit.context_field,
+        ), unit.name
         options = schema.option_columns if schema.options == "columns" else schema.options and schema.options_column
         assert options == unit.options_field, unit.name
         assert unit.checked.strip(), f"{unit.name}: no record of where its columns were checked"
@@ -269,8 +338,9 @@ def test_all_68_units_ingest_into_benchmark_items(spark, make_config, tmp_path, 
             expected[(unit.name, row)] = want
 
     specs = tmp_path / "specs"
-    result = CliRunner().invoke(app, ["benchmarks", "specs", "--catalogue", "lmms_eval", "--location", str(hub),
-                                      "--out", str(specs)])
+    result = CliRunner().invoke(
+        app, ["benchmarks", "specs", "--catalogue", "lmms_eval", "--location", str(hub), "--out", str(specs)]
+    )
     assert result.exit_code == 0, result.output
     assert len(list(specs.glob("*.yaml"))) == 68
 
@@ -282,8 +352,11 @@ def test_all_68_units_ingest_into_benchmark_items(spark, make_config, tmp_path, 
     assert report.dropped == {} and report.rows_in == report.rows_out == 136
     assert report.counters == {"mmmu.answers_not_an_option": 1}
 
-    items = tables.read(spark, run.table("benchmark_items")).select(
-        "benchmark", "item_id", "images", "texts", "source_ref").collect()
+    items = (
+        tables.read(spark, run.table("benchmark_items"))
+        .select("benchmark", "item_id", "images", "texts", "source_ref")
+        .collect()
+    )
     assert len(items) == 136
     seen = set()
     for item in items:

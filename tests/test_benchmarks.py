@@ -25,31 +25,75 @@ BENCHMARKS = PROJECT_ROOT / "conf" / "benchmarks"
 
 # The 38 lmms-lab datasets of the reference's "66 benchmark units", written out by hand.
 REFERENCE_DATASETS = {
-    "lmms-lab/ai2d", "lmms-lab/ai2d-no-mask", "lmms-lab/ChartQA", "lmms-lab/COCO-Caption",
-    "lmms-lab/COCO-Caption2017", "lmms-lab/continous-benchmark", "lmms-lab/DC100_EN", "lmms-lab/DocVQA",
-    "lmms-lab/Egothink", "lmms-lab/Ferret-Bench", "lmms-lab/flickr30k", "lmms-lab/GQA", "lmms-lab/LiveBench",
-    "lmms-lab/LLaVA-Bench-Wilder", "lmms-lab/LLaVA-NeXT-Interleave-Bench", "lmms-lab/MIA-Bench",
-    "lmms-lab/MMBench_EN", "lmms-lab/MME", "lmms-lab/MMT-Benchmark", "lmms-lab/MMT_MI-Benchmark", "lmms-lab/MMMU",
-    "lmms-lab/MMVet", "lmms-lab/NoCaps", "lmms-lab/OCRBench-v2", "lmms-lab/POPE", "lmms-lab/RealWorldQA",
-    "lmms-lab/RefCOCO", "lmms-lab/ScienceQA", "lmms-lab/SEED-Bench", "lmms-lab/SEED-Bench-2", "lmms-lab/ST-VQA",
-    "lmms-lab/TextCaps", "lmms-lab/textvqa", "lmms-lab/VisualWebBench", "lmms-lab/VizWiz-Caps",
-    "lmms-lab/VizWiz-VQA", "lmms-lab/VQAv2", "lmms-lab/vstar-bench",
+    "lmms-lab/ai2d",
+    "lmms-lab/ai2d-no-mask",
+    "lmms-lab/ChartQA",
+    "lmms-lab/COCO-Caption",
+    "lmms-lab/COCO-Caption2017",
+    "lmms-lab/continous-benchmark",
+    "lmms-lab/DC100_EN",
+    "lmms-lab/DocVQA",
+    "lmms-lab/Egothink",
+    "lmms-lab/Ferret-Bench",
+    "lmms-lab/flickr30k",
+    "lmms-lab/GQA",
+    "lmms-lab/LiveBench",
+    "lmms-lab/LLaVA-Bench-Wilder",
+    "lmms-lab/LLaVA-NeXT-Interleave-Bench",
+    "lmms-lab/MIA-Bench",
+    "lmms-lab/MMBench_EN",
+    "lmms-lab/MME",
+    "lmms-lab/MMT-Benchmark",
+    "lmms-lab/MMT_MI-Benchmark",
+    "lmms-lab/MMMU",
+    "lmms-lab/MMVet",
+    "lmms-lab/NoCaps",
+    "lmms-lab/OCRBench-v2",
+    "lmms-lab/POPE",
+    "lmms-lab/RealWorldQA",
+    "lmms-lab/RefCOCO",
+    "lmms-lab/ScienceQA",
+    "lmms-lab/SEED-Bench",
+    "lmms-lab/SEED-Bench-2",
+    "lmms-lab/ST-VQA",
+    "lmms-lab/TextCaps",
+    "lmms-lab/textvqa",
+    "lmms-lab/VisualWebBench",
+    "lmms-lab/VizWiz-Caps",
+    "lmms-lab/VizWiz-VQA",
+    "lmms-lab/VQAv2",
+    "lmms-lab/vstar-bench",
 }
 # Configs per dataset, as the reference expands them (datasets not listed have none).
 REFERENCE_CONFIGS = {
     "lmms-lab/continous-benchmark": {"ESPN", "arxiv", "bbc_news", "wiki_articles"},
     "lmms-lab/DocVQA": {"DocVQA", "InfographicVQA"},
     "lmms-lab/Egothink": {
-        "Activity", "Forecasting", "Localization_location", "Localization_spatial", "Object_affordance",
-        "Object_attribute", "Object_existence", "Planning_assistance", "Planning_navigation",
-        "Reasoning_comparing", "Reasoning_counting", "Reasoning_situated",
+        "Activity",
+        "Forecasting",
+        "Localization_location",
+        "Localization_spatial",
+        "Object_affordance",
+        "Object_attribute",
+        "Object_existence",
+        "Planning_assistance",
+        "Planning_navigation",
+        "Reasoning_comparing",
+        "Reasoning_counting",
+        "Reasoning_situated",
     },
     "lmms-lab/GQA": {"test_all_images"},
     "lmms-lab/LiveBench": {"2024-05", "2024-06", "2024-07", "2024-08", "2024-09"},
     "lmms-lab/LLaVA-NeXT-Interleave-Bench": {"in_domain", "multi_view_in_domain", "out_of_domain"},
     "lmms-lab/ScienceQA": {"ScienceQA-FULL", "ScienceQA-IMG"},
     "lmms-lab/VisualWebBench": {
-        "action_ground", "action_prediction", "element_ground", "element_ocr", "heading_ocr", "web_caption", "webqa",
+        "action_ground",
+        "action_prediction",
+        "element_ground",
+        "element_ocr",
+        "heading_ocr",
+        "web_caption",
+        "webqa",
     },
 }
 EXTRAS = {"Lin-Chen/MMStar": "val", "echo840/OCRBench": "test"}  # MMStar's only split is `val`
@@ -150,7 +194,10 @@ def test_to_source_spec_refuses_a_unit_without_images(lmms_eval):
         ("units:\n  - {name: a, hub_id: x/y, splitt: test}\n", "units.0.splitt: Extra inputs are not permitted"),
         ("units:\n  - {name: bad name, hub_id: x/y}\n", "units.0.name: Value error"),
         ("units:\n  - {name: a, hub_id: nohub}\n", "units.0.hub_id: Value error"),
-        ("units:\n  - {name: a, hub_id: x/y}\n  - {name: a, hub_id: x/z}\n", "units: Value error, duplicate unit name 'a'"),
+        (
+            "units:\n  - {name: a, hub_id: x/y}\n  - {name: a, hub_id: x/z}\n",
+            "units: Value error, duplicate unit name 'a'",
+        ),
         ("units:\n  - {name: a, hub_id: x/y, images: many}\n", "units.0.images: Input should be"),
         ("units:\n  - {name: a, hub_id: x/y, data_files: ../up/*.parquet}\n", "units.0.data_files: Value error"),
         ("units:\n  - {name: a, hub_id: x/y, options_field: [A, A]}\n", "units.0.options_field: Value error"),
@@ -168,11 +215,18 @@ def test_bad_catalogue_is_one_line_naming_the_key(tmp_path, text, key):
     assert key in message and "\n" not in message and str(path) in message
 
 
-
 def _benchmark_records(tmp_path, table: pa.Table, fields: dict, **options):
     pq.write_table(table, tmp_path / "t.parquet")
-    spec = SourceSpec(name="u", format="hf_parquet", location=str(tmp_path / "t.parquet"), subset="u",
-                      category="General VQA", benchmark="u", fields=fields, options={"layout": "benchmark", **options})
+    spec = SourceSpec(
+        name="u",
+        format="hf_parquet",
+        location=str(tmp_path / "t.parquet"),
+        subset="u",
+        category="General VQA",
+        benchmark="u",
+        fields=fields,
+        options={"layout": "benchmark", **options},
+    )
     ctx = ReadContext(spec, ArrowFiles(), IngestConfig())
     records = [r for shard in plan_shards(spec, spec.location) for r in read_hf_parquet(ctx, shard)]
     return records, ctx.stats
@@ -180,16 +234,22 @@ def _benchmark_records(tmp_path, table: pa.Table, fields: dict, **options):
 
 def test_benchmark_layout_appends_options_and_resolves_answers(tmp_path):
     image = {"bytes": png_bytes(), "path": None}
-    table = pa.table({
-        "image_1": [image, image, image],
-        "image_2": [image, None, None],  # an unused numbered column is null
-        "question": ["Which colour?", "Which shape?", "Which size?"],
-        "options": ["['red', 'green']", "['circle', 'square']", "[]"],  # MMMU's list written as text
-        "answer": ["B", "?", None],
-    })
+    table = pa.table(
+        {
+            "image_1": [image, image, image],
+            "image_2": [image, None, None],  # an unused numbered column is null
+            "question": ["Which colour?", "Which shape?", "Which size?"],
+            "options": ["['red', 'green']", "['circle', 'square']", "[]"],  # MMMU's list written as text
+            "answer": ["B", "?", None],
+        }
+    )
     records, stats = _benchmark_records(
-        tmp_path, table, {"image": "image_1", "question": "question", "options": "options", "answer": "answer"},
-        images="numbered", answer_format="letter")
+        tmp_path,
+        table,
+        {"image": "image_1", "question": "question", "options": "options", "answer": "answer"},
+        images="numbered",
+        answer_format="letter",
+    )
     assert [len(r.images) for r in records] == [2, 1, 1]
     assert [r.texts for r in records] == [
         [("Which colour?\nA. red\nB. green", "green")],
@@ -202,16 +262,30 @@ def test_benchmark_layout_appends_options_and_resolves_answers(tmp_path):
 def test_benchmark_layout_keeps_every_distinct_reference_and_quarantines_a_missing_column(tmp_path):
     image = {"bytes": png_bytes(), "path": None}
     answers = pa.list_(pa.struct([("answer", pa.string()), ("answer_id", pa.int64())]))
-    table = pa.table({
-        "image": pa.array([image, None], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        "answers": pa.array([[{"answer": "two", "answer_id": 1}, {"answer": "two", "answer_id": 2},
-                              {"answer": "2", "answer_id": 3}], None], answers),
-        "question_id": [7, 8],
-    })
-    records, _ = _benchmark_records(tmp_path, table, {"image": "image", "answer": "answers", "id": "question_id"},
-                                    answer_key="answer")
+    table = pa.table(
+        {
+            "image": pa.array([image, None], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            "answers": pa.array(
+                [
+                    [
+                        {"answer": "two", "answer_id": 1},
+                        {"answer": "two", "answer_id": 2},
+                        {"answer": "2", "answer_id": 3},
+                    ],
+                    None,
+                ],
+                answers,
+            ),
+            "question_id": [7, 8],
+        }
+    )
+    records, _ = _benchmark_records(
+        tmp_path, table, {"image": "image", "answer": "answers", "id": "question_id"}, answer_key="answer"
+    )
     assert [(len(r.images), r.texts, r.item_id) for r in records] == [
-        (1, [("", "two"), ("", "2")], "7"), (0, [("", "")], "8")]
+        (1, [("", "two"), ("", "2")], "7"),
+        (0, [("", "")], "8"),
+    ]
     records, _ = _benchmark_records(tmp_path, table, {"image": "image", "question": "question"})
     assert {(str(r.reason), r.detail) for r in records} == {("missing_field", "missing field 'question'")}
 
@@ -247,10 +321,31 @@ def test_specs_writes_68_specs_offline_and_list_says_what_is_present(tmp_path, m
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
 def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
     """The real huggingface_hub client, offline or against a closed port: no network wait."""
-    command = [sys.executable, "-m", "etl.cli", "benchmarks", "pull", "--catalogue", "lmms_eval",
-               "--out", str(tmp_path / "b"), "--unit", "ai2d", "--unit", "mmstar", "--timeout", "2"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
-                          env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    command = [
+        sys.executable,
+        "-m",
+        "etl.cli",
+        "benchmarks",
+        "pull",
+        "--catalogue",
+        "lmms_eval",
+        "--out",
+        str(tmp_path / "b"),
+        "--unit",
+        "ai2d",
+        "--unit",
+        "mmstar",
+        "--timeout",
+        "2",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env},
+    )
     assert done.returncode == 2, done.stderr
     assert "the Hugging Face Hub cannot be reached" in done.stderr and "0 of 2 unit(s) are present" in done.stderr
     assert f"{tmp_path}/b/lmms-lab/ai2d/data/test-*.parquet" in done.stderr
@@ -259,7 +354,13 @@ def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
     for relative in ("lmms-lab/ai2d/data/test-00000-of-00001.parquet", "Lin-Chen/MMStar/mmstar.parquet"):
         (tmp_path / "b" / relative).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"x": [1]}), tmp_path / "b" / relative)
-    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
-                           env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env})
+    again = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env},
+    )
     assert again.returncode == 0, again.stderr
     assert "ai2d: 1 file(s)" in again.stdout and "mmstar: 1 file(s)" in again.stdout

@@ -10,9 +10,9 @@ from PIL import Image
 
 from etl.config import TokenizerConfig
 from etl.stages.clean import CleanRules, clean_sample
+from tests.conftest import bomb_png, jpeg_bytes, png_bytes
 from udfs.images import ImageRejected, ImageRules, clean_image, target_size
 from udfs.tokens import count_tokens, load_tokenizer, normalise_text, prepare_tokenizer
-from tests.conftest import bomb_png, jpeg_bytes, png_bytes
 
 
 @pytest.mark.parametrize(
@@ -74,15 +74,23 @@ def test_smollm2_tokenizer_has_its_vocabulary(tokenizer_json):
 
 
 def _row(images, texts):
-    return {"sample_id": "s", "subset": "t", "category": "General VQA", "source": "t",
-            "images": [{"bytes": b, "path": "p", "image_id": "old", "width": None, "height": None} for b in images],
-            "texts": [{"user": u, "assistant": a} for u, a in texts], "source_ref": {"file": "f", "member": None, "row": 0}}
+    return {
+        "sample_id": "s",
+        "subset": "t",
+        "category": "General VQA",
+        "source": "t",
+        "images": [{"bytes": b, "path": "p", "image_id": "old", "width": None, "height": None} for b in images],
+        "texts": [{"user": u, "assistant": a} for u, a in texts],
+        "source_ref": {"file": "f", "member": None, "row": 0},
+    }
 
 
 def test_clean_sample_drops_long_and_empty_turns_and_keeps_the_rest(tokenizer_json):
     rules = CleanRules(ImageRules(), max_turn_tokens=8192, tokenizer_json=tokenizer_json)
     long_answer = " ".join(["word"] * 9000)  # one token per " word": 9,000 > 8,192
-    row = _row([png_bytes((50, 40))], [("What is it?", "A  red\tbox."), ("Tell me", long_answer), ("", "orphan"), ("q", "  ")])
+    row = _row(
+        [png_bytes((50, 40))], [("What is it?", "A  red\tbox."), ("Tell me", long_answer), ("", "orphan"), ("q", "  ")]
+    )
     out = clean_sample(row, rules)
     assert out["reject_reason"] is None
     assert out["texts"] == [{"user": "What is it?", "assistant": "A red box."}]
@@ -102,4 +110,6 @@ def test_clean_sample_with_a_corrupt_image_is_rejected_and_a_resized_image_gets_
     assert bad["reject_reason"] == "corrupt_image" and "image 1" in bad["reject_detail"]
     resized = clean_sample(_row([png_bytes((200, 100))], [("q", "a")]), rules)
     image = resized["images"][0]
-    assert (image["width"], image["height"]) == (64, 32) and image["image_id"] != "old" and resized["images_resized"] == 1
+    assert (
+        (image["width"], image["height"]) == (64, 32) and image["image_id"] != "old" and resized["images_resized"] == 1
+    )

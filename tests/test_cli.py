@@ -15,8 +15,16 @@ runner = CliRunner()
 
 
 def _base(tmp_path, corpus):
-    return ["--lakehouse", str(tmp_path / "lake"), "--set", f"data_root={corpus['data']}",
-            "--set", f"sources_dir={corpus['sources']}", "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db"]
+    return [
+        "--lakehouse",
+        str(tmp_path / "lake"),
+        "--set",
+        f"data_root={corpus['data']}",
+        "--set",
+        f"sources_dir={corpus['sources']}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+    ]
 
 
 def test_bad_override_exits_2_with_one_line_naming_the_key(tmp_path):
@@ -42,7 +50,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(spark, tmp_path, dirty_corpu
 
 def test_preview_writes_an_html_page_with_converted_and_rejected_records(tmp_path, dirty_corpus):
     out = tmp_path / "p.html"
-    result = runner.invoke(app, [*_base(tmp_path, dirty_corpus), "preview", "--source", "photos", "-n", "5", "--out", str(out)])
+    result = runner.invoke(
+        app, [*_base(tmp_path, dirty_corpus), "preview", "--source", "photos", "-n", "5", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert page.count('class="card"') == 4 and page.count('class="card rejected"') == 1
@@ -73,9 +83,15 @@ def small_lakehouse(spark, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     lake = tmp_path / "lakehouse"
-    schemas = {"quarantine": QUARANTINE, "subset_stats": SUBSET_STATS, "diversity_metrics": DIVERSITY_METRICS,
-               "contamination_hits": CONTAMINATION_HITS, "turn_ratings": TURN_RATINGS,
-               "near_duplicate_clusters": NEAR_DUPLICATE_CLUSTERS, "silver_samples": SAMPLES}
+    schemas = {
+        "quarantine": QUARANTINE,
+        "subset_stats": SUBSET_STATS,
+        "diversity_metrics": DIVERSITY_METRICS,
+        "contamination_hits": CONTAMINATION_HITS,
+        "turn_ratings": TURN_RATINGS,
+        "near_duplicate_clusters": NEAR_DUPLICATE_CLUSTERS,
+        "silver_samples": SAMPLES,
+    }
     for name, schema in schemas.items():
         spark.createDataFrame([], schema).write.format("delta").mode("append").save(str(lake / name))
     for version in range(1, 4):  # `VERSION AS OF 3` needs four commits
@@ -97,8 +113,18 @@ def test_every_sql_example_of_the_readme_runs_as_written(spark, small_lakehouse)
 
 
 def test_a_failing_query_is_one_line_that_says_what_to_do(spark, tmp_path, capfd):
-    result = runner.invoke(app, ["--lakehouse", str(tmp_path / "empty"), "--set", "mlflow.enabled=false",
-                                 "views", "--query", "SELECT name FROM v_subset_stats"])
+    result = runner.invoke(
+        app,
+        [
+            "--lakehouse",
+            str(tmp_path / "empty"),
+            "--set",
+            "mlflow.enabled=false",
+            "views",
+            "--query",
+            "SELECT name FROM v_subset_stats",
+        ],
+    )
     captured = capfd.readouterr()
     everything = result.output + captured.out + captured.err
     assert result.exit_code == 2

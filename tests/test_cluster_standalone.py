@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 # uv as the Makefile finds it: on the PATH, else the copy `make` installs into .tools/
 UV = shutil.which("uv") or next(
-    (str(p) for p in (PROJECT_ROOT / ".tools" / "bin" / "uv", Path.home() / ".local" / "bin" / "uv") if p.exists()), "uv"
+    (str(p) for p in (PROJECT_ROOT / ".tools" / "bin" / "uv", Path.home() / ".local" / "bin" / "uv") if p.exists()),
+    "uv",
 )
 SOURCES = ["charts", "chartqa_local", "photos", "photo_vqa", "gui_mobile"]
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
@@ -49,7 +50,9 @@ def _free_port() -> int:
 def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -60,8 +63,24 @@ def wheel_venv(tmp_path_factory) -> Path:
     _run([UV, "build", "--wheel", "--out-dir", root / "dist", PROJECT_ROOT], cwd=PROJECT_ROOT)
     wheel = next((root / "dist").glob("finevision_etl-*.whl"))
     requirements = root / "requirements.txt"
-    _run([UV, "export", "--frozen", "--no-dev", "--extra", "spark", "--extra", "local-models", "--no-emit-project",
-          "--no-hashes", "-q", "-o", requirements], cwd=PROJECT_ROOT)
+    _run(
+        [
+            UV,
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--extra",
+            "spark",
+            "--extra",
+            "local-models",
+            "--no-emit-project",
+            "--no-hashes",
+            "-q",
+            "-o",
+            requirements,
+        ],
+        cwd=PROJECT_ROOT,
+    )
     venv = root / "venv"
     _run([UV, "venv", "-q", venv, "--python", sys.executable])
     # --no-deps: the exported lock is the complete, resolved set (as `uv sync` installs it).
@@ -87,24 +106,60 @@ class LoopbackCluster:
 
     def _start(self, name: str, args: list) -> None:
         log = open(self.root / f"{name}.log", "w")
-        env = {**os.environ, "SPARK_HOME": str(self.spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
-        self.processes.append(subprocess.Popen(
-            [str(self.spark_home / "bin" / "spark-class"), *map(str, args)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        ))
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(self.spark_home),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_NO_DAEMONIZE": "1",
+        }
+        self.processes.append(
+            subprocess.Popen(
+                [str(self.spark_home / "bin" / "spark-class"), *map(str, args)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        )
 
     def start(self) -> None:
-        self._start("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", self.port,
-                               "--webui-port", _free_port()])
+        self._start(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.port,
+                "--webui-port",
+                _free_port(),
+            ],
+        )
         self._wait_for("master.log", "I have been elected leader")
         for i in range(self.workers):
             properties = self.root / f"worker{i}.properties"
             properties.write_text(
                 f"spark.worker.resource.gpu.amount 1\nspark.worker.resource.gpu.discoveryScript {self.gpu_script}\n"
             )
-            self._start(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                                       "--cores", 1, "--memory", "3g", "--webui-port", _free_port(),
-                                       "--work-dir", self.work_dir(i), "--properties-file", properties])
+            self._start(
+                f"worker{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    self.url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    1,
+                    "--memory",
+                    "3g",
+                    "--webui-port",
+                    _free_port(),
+                    "--work-dir",
+                    self.work_dir(i),
+                    "--properties-file",
+                    properties,
+                ],
+            )
         for i in range(self.workers):
             self._wait_for(f"worker{i}.log", "Successfully registered with master")
 
@@ -166,39 +221,90 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV")}
     env |= {"SPARK_HOME": str(cluster.spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "PATH": f"{bin_dir}:{env['PATH']}"}
     # The console script, with the configuration packaged in the wheel (no conf/ in this folder).
-    assert "would build the sample corpus" in _run([bin_dir / "finevision", "--dry-run", "samples"], cwd=root, env=env).stdout
+    assert (
+        "would build the sample corpus"
+        in _run([bin_dir / "finevision", "--dry-run", "samples"], cwd=root, env=env).stdout
+    )
     # The corpus and its source specs, both generated by the wheel's own code.
-    _run([python, "-m", "etl.samples.build", root / "data" / "samples", "--sources-dir", root / "sources"], cwd=root, env=env)
+    _run(
+        [python, "-m", "etl.samples.build", root / "data" / "samples", "--sources-dir", root / "sources"],
+        cwd=root,
+        env=env,
+    )
     config = root / "cluster.yaml"
-    config.write_text(yaml.safe_dump({
-        "lakehouse": str(root / "lake"),
-        "data_root": str(root / "data"),
-        "sources_dir": str(root / "sources"),
-        "sources": SOURCES,
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "cluster-test"},
-        "clean": {"tokenizer": {"cache_dir": str(root / "tokenizer")}},
-        "rate": {"max_turns_per_subset": 1},  # the CPU judge on 1-core workers: keep the stage short
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "lakehouse": str(root / "lake"),
+                "data_root": str(root / "data"),
+                "sources_dir": str(root / "sources"),
+                "sources": SOURCES,
+                "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "cluster-test"},
+                "clean": {"tokenizer": {"cache_dir": str(root / "tokenizer")}},
+                "rate": {"max_turns_per_subset": 1},  # the CPU judge on 1-core workers: keep the stage short
+            }
+        )
+    )
     events = root / "events"
     events.mkdir()
     submit = [
-        bin_dir / "spark-submit", "--master", cluster.url, "--deploy-mode", "client",
-        "--packages", DELTA_PACKAGE, "--conf", f"spark.jars.ivy={PROJECT_ROOT / '.ivy'}",
-        "--driver-memory", "2g", "--executor-memory", "2g",
-        "--conf", "spark.executor.cores=1", "--conf", f"spark.cores.max={WORKERS}",
-        "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
-        "--conf", "spark.executor.resource.gpu.amount=1",
-        "--conf", f"spark.executor.resource.gpu.discoveryScript={cluster.gpu_script}",
-        "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir=file://{events}",
-        "--conf", "spark.eventLog.rolling.enabled=false", "--conf", "spark.eventLog.compress=false",
-        "--conf", "spark.ui.enabled=false",
+        bin_dir / "spark-submit",
+        "--master",
+        cluster.url,
+        "--deploy-mode",
+        "client",
+        "--packages",
+        DELTA_PACKAGE,
+        "--conf",
+        f"spark.jars.ivy={PROJECT_ROOT / '.ivy'}",
+        "--driver-memory",
+        "2g",
+        "--executor-memory",
+        "2g",
+        "--conf",
+        "spark.executor.cores=1",
+        "--conf",
+        f"spark.cores.max={WORKERS}",
+        "--conf",
+        f"spark.pyspark.python={python}",
+        "--conf",
+        f"spark.pyspark.driver.python={python}",
+        "--conf",
+        "spark.executor.resource.gpu.amount=1",
+        "--conf",
+        f"spark.executor.resource.gpu.discoveryScript={cluster.gpu_script}",
+        "--conf",
+        "spark.eventLog.enabled=true",
+        "--conf",
+        f"spark.eventLog.dir=file://{events}",
+        "--conf",
+        "spark.eventLog.rolling.enabled=false",
+        "--conf",
+        "spark.eventLog.compress=false",
+        "--conf",
+        "spark.ui.enabled=false",
         # sized for a sample corpus on a 2-core machine (Delta's default of 50 is for big tables)
-        "--conf", "spark.databricks.delta.snapshotPartitions=2", "--conf", "spark.default.parallelism=4",
-        root / "entrypoint.py", "run", "--config", config, "--profile", "standalone",
+        "--conf",
+        "spark.databricks.delta.snapshotPartitions=2",
+        "--conf",
+        "spark.default.parallelism=4",
+        root / "entrypoint.py",
+        "run",
+        "--config",
+        config,
+        "--profile",
+        "standalone",
     ]
     started = time.monotonic()
-    process = subprocess.Popen([str(c) for c in submit], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=root, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [str(c) for c in submit],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=SUBMIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -232,22 +338,42 @@ def test_submitted_pipeline_writes_the_delta_tables_the_manifest_expects(submitt
     for subset in (s for s in SOURCES if s in expected):
         assert silver.get(subset, 0) == expected[subset]["silver"], subset
 
-    found = {(h["image_id"], h["benchmark"], h["benchmark_item_id"]) for h in _delta_rows(lake / "contamination_hits")
-             if h["method"] == "sscd-faiss-exact"}
-    must_find = {(c["training"]["image_sha256"], c["benchmark"], c["item_id"]) for c in manifest["contamination"]
-                 if c["must_find"] and c["training"]["subset"] in SOURCES and c["benchmark"] in SOURCES}
+    found = {
+        (h["image_id"], h["benchmark"], h["benchmark_item_id"])
+        for h in _delta_rows(lake / "contamination_hits")
+        if h["method"] == "sscd-faiss-exact"
+    }
+    must_find = {
+        (c["training"]["image_sha256"], c["benchmark"], c["item_id"])
+        for c in manifest["contamination"]
+        if c["must_find"] and c["training"]["subset"] in SOURCES and c["benchmark"] in SOURCES
+    }
     assert must_find and must_find <= found
 
     cluster_of = {r["image_id"]: r["cluster_id"] for r in _delta_rows(lake / "near_duplicate_clusters")}
-    pairs = [(p["a"]["image_sha256"], p["b"]["image_sha256"]) for p in manifest["near_duplicates"]
-             if p["must_find"] and p["a"]["subset"] in SOURCES and p["b"]["subset"] in SOURCES]
+    pairs = [
+        (p["a"]["image_sha256"], p["b"]["image_sha256"])
+        for p in manifest["near_duplicates"]
+        if p["must_find"] and p["a"]["subset"] in SOURCES and p["b"]["subset"] in SOURCES
+    ]
     assert pairs and all(a in cluster_of and cluster_of[a] == cluster_of.get(b) for a, b in pairs)
 
     embedded = {r["image_id"] for r in _delta_rows(lake / "image_embeddings")}
-    assert {h[0] for h in found} <= embedded and all(len(r["embedding"]) == 512 for r in _delta_rows(lake / "image_embeddings")[:5])
+    assert {h[0] for h in found} <= embedded and all(
+        len(r["embedding"]) == 512 for r in _delta_rows(lake / "image_embeddings")[:5]
+    )
     assert {r["subset"] for r in _delta_rows(lake / "action_stats")} == {"gui_mobile"}
     runs = [r for r in _delta_rows(lake / "pipeline_runs")]
-    assert {r["stage"] for r in runs} == {"ingest", "clean", "embed", "decontaminate", "dedup", "rate", "export", "analyze"}
+    assert {r["stage"] for r in runs} == {
+        "ingest",
+        "clean",
+        "embed",
+        "decontaminate",
+        "dedup",
+        "rate",
+        "export",
+        "analyze",
+    }
     assert all(r["status"] == "succeeded" for r in runs)
 
 
@@ -275,14 +401,24 @@ def test_executors_on_both_workers_ran_tasks(cluster, submitted):
 def test_embed_stage_ran_under_a_gpu_resource_profile(submitted):
     _, _, events = submitted
     gpu_profiles = {
-        e["Resource Profile Id"] for e in events
-        if e["Event"] == "SparkListenerResourceProfileAdded" and e["Task Resource Requests"].get("gpu", {}).get("Amount") == 1.0
+        e["Resource Profile Id"]
+        for e in events
+        if e["Event"] == "SparkListenerResourceProfileAdded"
+        and e["Task Resource Requests"].get("gpu", {}).get("Amount") == 1.0
     }
     assert gpu_profiles, "no resource profile asked for a GPU per task"
-    gpu_stages = {e["Stage Info"]["Stage ID"] for e in events
-                  if e["Event"] == "SparkListenerStageSubmitted" and e["Stage Info"]["Resource Profile Id"] in gpu_profiles}
-    gpu_tasks = [e for e in events if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] in gpu_stages
-                 and e["Task End Reason"]["Reason"] == "Success"]
+    gpu_stages = {
+        e["Stage Info"]["Stage ID"]
+        for e in events
+        if e["Event"] == "SparkListenerStageSubmitted" and e["Stage Info"]["Resource Profile Id"] in gpu_profiles
+    }
+    gpu_tasks = [
+        e
+        for e in events
+        if e["Event"] == "SparkListenerTaskEnd"
+        and e["Stage ID"] in gpu_stages
+        and e["Task End Reason"]["Reason"] == "Success"
+    ]
     assert gpu_tasks, "no task ran under the GPU profile"
     executors = [e["Executor Info"] for e in events if e["Event"] == "SparkListenerExecutorAdded"]
     assert executors and all(info["Resources"]["gpu"]["addresses"] == ["0"] for info in executors)

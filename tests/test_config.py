@@ -58,7 +58,9 @@ def test_table_refs_are_paths_or_catalog_names_and_names_are_validated(tmp_path)
     for bad in ("silver samples", "x; DROP TABLE y", "a.b", "`x`"):
         with pytest.raises(ValueError):
             TableRef.of(path_config, bad)
-    assert TableRef.of(PipelineConfig(lakehouse="s3://bucket/lake/"), "quarantine").path == "s3://bucket/lake/quarantine"
+    assert (
+        TableRef.of(PipelineConfig(lakehouse="s3://bucket/lake/"), "quarantine").path == "s3://bucket/lake/quarantine"
+    )
 
 
 def test_apply_override_refuses_to_descend_into_a_scalar():

@@ -23,16 +23,24 @@ def test_session_conf_restores_set_and_unset_keys_also_on_error(spark):
     with pytest.raises(ZeroDivisionError):
         with session_conf(spark, {ARROW_ROWS: "7", UNSET_KEY: "x"}):
             assert (spark.conf.get(ARROW_ROWS), spark.conf.get(UNSET_KEY)) == ("7", "x")
-            1 / 0
+            raise ZeroDivisionError("the job failed")
     assert spark.conf.get(ARROW_ROWS) == "1234" and spark.conf.get(UNSET_KEY, None) is None
     spark.conf.unset(ARROW_ROWS)
 
 
 def _bronze(spark, config) -> None:
     frame = spark.createDataFrame(
-        [Row(sample_id="s1", subset="photos", category="General VQA", source="photos",
-             images=[{"bytes": png_bytes(), "path": None, "image_id": "img-1", "width": 32, "height": 24}],
-             texts=[{"user": "What colour?", "assistant": "Red."}], source_ref=None)],
+        [
+            Row(
+                sample_id="s1",
+                subset="photos",
+                category="General VQA",
+                source="photos",
+                images=[{"bytes": png_bytes(), "path": None, "image_id": "img-1", "width": 32, "height": 24}],
+                texts=[{"user": "What colour?", "assistant": "Red."}],
+                source_ref=None,
+            )
+        ],
         SAMPLES,
     )
     ref = tables.TableRef.of(config, "bronze_samples")

@@ -28,7 +28,9 @@ def encode(image: Image.Image, fmt="PNG", **kw) -> bytes:
     return buffer.getvalue()
 
 
-LONG_QUESTION = "According to the chart, which of the four regions recorded the highest rainfall during the month of July in 2019?"
+LONG_QUESTION = (
+    "According to the chart, which of the four regions recorded the highest rainfall during the month of July in 2019?"
+)
 
 
 @pytest.fixture
@@ -54,14 +56,43 @@ def contaminated_corpus(tmp_path):
     ]
     (data / "bench.jsonl").write_text("\n".join(json.dumps(r) for r in bench) + "\n")
     (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in train) + "\n")
-    (data / "chat.jsonl").write_text(json.dumps({"messages": [
-        {"role": "user", "content": LONG_QUESTION.upper().replace(",", " ;")}, {"role": "assistant", "content": "The east."}]}) + "\n")
+    (data / "chat.jsonl").write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": LONG_QUESTION.upper().replace(",", " ;")},
+                    {"role": "assistant", "content": "The east."},
+                ]
+            }
+        )
+        + "\n"
+    )
     specs = [
-        {"name": "bench", "format": "vqa_jsonl", "location": "bench.jsonl", "image_root": "img", "subset": "bench",
-         "category": "General VQA", "benchmark": "toy", "fields": {"id": "qid"}},
-        {"name": "train", "format": "vqa_jsonl", "location": "train.jsonl", "image_root": "img", "subset": "train",
-         "category": "General VQA"},
-        {"name": "chat", "format": "sharegpt_jsonl", "location": "chat.jsonl", "subset": "chat", "category": "Text-only"},
+        {
+            "name": "bench",
+            "format": "vqa_jsonl",
+            "location": "bench.jsonl",
+            "image_root": "img",
+            "subset": "bench",
+            "category": "General VQA",
+            "benchmark": "toy",
+            "fields": {"id": "qid"},
+        },
+        {
+            "name": "train",
+            "format": "vqa_jsonl",
+            "location": "train.jsonl",
+            "image_root": "img",
+            "subset": "train",
+            "category": "General VQA",
+        },
+        {
+            "name": "chat",
+            "format": "sharegpt_jsonl",
+            "location": "chat.jsonl",
+            "subset": "chat",
+            "category": "Text-only",
+        },
     ]
     for spec in specs:
         (sources / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
@@ -69,8 +100,11 @@ def contaminated_corpus(tmp_path):
 
 
 def test_decontamination_finds_the_copy_and_the_copied_question_only(spark, make_config, contaminated_corpus):
-    config = make_config(contaminated_corpus["sources"], contaminated_corpus["data"],
-                         **{"mlflow__enabled": "false", "decontaminate__policy": "remove"})
+    config = make_config(
+        contaminated_corpus["sources"],
+        contaminated_corpus["data"],
+        **{"mlflow__enabled": "false", "decontaminate__policy": "remove"},
+    )
     run = PipelineRun(spark, config, "test")
     for job in (ingest, clean, embed, decontaminate):
         job.run(run)
@@ -94,7 +128,9 @@ def test_decontamination_finds_the_copy_and_the_copied_question_only(spark, make
     assert rates["chat"]["sample_rate"] == pytest.approx(1.0) and rates["*"]["contaminated_samples"] == 2
 
     removed = tables.read(spark, run.table("removed_samples")).collect()
-    assert sorted(r["subset"] for r in removed) == ["chat", "train"] and all(r["reason"] == "contaminated" for r in removed)
+    assert sorted(r["subset"] for r in removed) == ["chat", "train"] and all(
+        r["reason"] == "contaminated" for r in removed
+    )
 
     # re-running embeds nothing new and adds no hit
     again = PipelineRun(spark, config, "again")

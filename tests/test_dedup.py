@@ -59,7 +59,7 @@ def brute_force_pairs(ids: np.ndarray, x: np.ndarray, tau: float) -> set[tuple[s
     sims = x.astype(np.float64) @ x.astype(np.float64).T
     assert not (np.abs(sims - tau) < 1e-4).any(), "data too close to tau to compare float32 with float64"
     rows, cols = np.nonzero(np.triu(sims >= tau, k=1))
-    return {tuple(sorted((ids[r], ids[c]))) for r, c in zip(rows, cols)}
+    return {tuple(sorted((ids[r], ids[c]))) for r, c in zip(rows, cols, strict=False)}
 
 
 def embeddings_frame(spark, ids, x):
@@ -92,8 +92,8 @@ def test_pairs_within_bucket_blockwise_matches_brute_force(planted):
     ids, x, _ = planted
     one_bucket = np.zeros((len(ids), 1), np.int32)
     a, b, s = dedup.pairs_within_bucket(ids, x, one_bucket, 0, TAU, block_elements=3 * len(ids))
-    assert set(zip(a.tolist(), b.tolist())) == brute_force_pairs(ids, x, TAU)
-    assert len(a) == len(set(zip(a, b))) and (a < b).all() and (s >= np.float32(TAU)).all()
+    assert set(zip(a.tolist(), b.tolist(), strict=False)) == brute_force_pairs(ids, x, TAU)
+    assert len(a) == len(set(zip(a, b, strict=False))) and (a < b).all() and (s >= np.float32(TAU)).all()
 
 
 def test_pair_is_reported_only_in_the_smallest_shared_bucket():
@@ -149,12 +149,25 @@ def test_pairs_across_two_parts_complete_the_pairs_within_each(planted):
     ids, x, _ = planted
     one_bucket = np.zeros((len(ids), 1), np.int32)
     half = len(ids) // 2
-    within = [dedup.pairs_within_bucket(ids[part], x[part], one_bucket[part], 0, TAU)
-              for part in (slice(None, half), slice(half, None))]
-    a, b, s = dedup.pairs_across(ids[:half], x[:half], one_bucket[:half], ids[half:], x[half:], one_bucket[half:],
-                                 0, TAU, block_elements=3 * len(ids))
+    within = [
+        dedup.pairs_within_bucket(ids[part], x[part], one_bucket[part], 0, TAU)
+        for part in (slice(None, half), slice(half, None))
+    ]
+    a, b, s = dedup.pairs_across(
+        ids[:half],
+        x[:half],
+        one_bucket[:half],
+        ids[half:],
+        x[half:],
+        one_bucket[half:],
+        0,
+        TAU,
+        block_elements=3 * len(ids),
+    )
     assert (a < b).all() and (s >= np.float32(TAU)).all()
-    found = [pair for part in within for pair in zip(part[0].tolist(), part[1].tolist())] + list(zip(a, b))
+    found = [pair for part in within for pair in zip(part[0].tolist(), part[1].tolist(), strict=False)] + list(
+        zip(a, b, strict=False)
+    )
     assert len(found) == len(set(found)) and set(found) == brute_force_pairs(ids, x, TAU)
 
 
@@ -192,13 +205,22 @@ def test_a_skewed_bucket_is_split_and_its_duplicates_all_found(spark):
 
 def test_connected_components_on_a_known_graph(spark):
     chain = ["c05", "c03", "c08", "c01", "c10", "c00", "c07", "c02", "c11", "c04", "c09", "c06"]
-    edges = list(zip(chain, chain[1:]))
+    edges = list(zip(chain, chain[1:], strict=False))
     edges += [("p2", "p1"), ("p1", "p2"), ("p1", "p2")]  # isolated pair, repeated both ways
     edges += [("t3", "t1"), ("t1", "t2"), ("t2", "t3")]  # triangle
     edges += [("s9", "s9"), ("z1", "a9")]  # self loop; pair whose smallest id is the dst
     frame = spark.createDataFrame(edges, "src string, dst string")
-    expected = {**{c: "c00" for c in chain}, "p1": "p1", "p2": "p1", "t1": "t1", "t2": "t1", "t3": "t1",
-                "s9": "s9", "z1": "a9", "a9": "a9"}
+    expected = {
+        **{c: "c00" for c in chain},
+        "p1": "p1",
+        "p2": "p1",
+        "t1": "t1",
+        "t2": "t1",
+        "t3": "t1",
+        "s9": "s9",
+        "z1": "a9",
+        "a9": "a9",
+    }
     assert rows(dedup.connected_components(frame), ["node", "component"]) == sorted(expected.items())
     with pytest.raises(RuntimeError, match="did not converge in 1 iterations"):
         dedup.connected_components(frame, max_iterations=1)
@@ -209,8 +231,16 @@ def test_near_duplicate_clusters_and_representatives(spark):
         [("b", "c", 0.97), ("a", "c", 0.99), ("d", "e", 0.96), ("x", "y", 0.98), ("w", "y", 0.95)],
         dedup.PAIRS,
     )
-    expected = [("a", "a", 3, True), ("b", "a", 3, False), ("c", "a", 3, False), ("d", "d", 2, True),
-                ("e", "d", 2, False), ("w", "w", 3, True), ("x", "w", 3, False), ("y", "w", 3, False)]
+    expected = [
+        ("a", "a", 3, True),
+        ("b", "a", 3, False),
+        ("c", "a", 3, False),
+        ("d", "d", 2, True),
+        ("e", "d", 2, False),
+        ("w", "w", 3, True),
+        ("x", "w", 3, False),
+        ("y", "w", 3, False),
+    ]
     assert rows(dedup.near_duplicate_clusters(pairs), dedup.CLUSTER_COLUMNS) == expected
 
 
@@ -242,8 +272,13 @@ def test_exact_duplicate_images(silver):
 
 def test_keep_one_removals(spark, silver):
     clusters = spark.createDataFrame(
-        [("y1", "y1", 3, True), ("y2", "y1", 3, False), ("y3", "y1", 3, False), ("w1", "w1", 2, True),
-         ("w2", "w1", 2, False)],
+        [
+            ("y1", "y1", 3, True),
+            ("y2", "y1", 3, False),
+            ("y3", "y1", 3, False),
+            ("w1", "w1", 2, True),
+            ("w2", "w1", 2, False),
+        ],
         "image_id string, cluster_id string, cluster_size long, representative boolean",
     )
     exact = "image x1 in 4 samples: kept sample s1"

@@ -28,13 +28,58 @@ EMR = PROJECT_ROOT / "deploy" / "emr"
 GPU_STAGES = {"embed", "rate"}
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
 # Top-level keys of databricks.yml and keys of a target, as the bundle schema defines them.
-BUNDLE_KEYS = {"bundle", "include", "artifacts", "variables", "targets", "resources", "workspace", "sync",
-               "permissions", "run_as", "presets", "experimental", "scripts", "python"}
-TARGET_KEYS = {"mode", "default", "workspace", "variables", "resources", "artifacts", "bundle", "cluster_id",
-               "compute_id", "git", "permissions", "presets", "run_as", "sync"}
-TASK_KEYS = {"task_key", "depends_on", "job_cluster_key", "python_wheel_task", "libraries", "timeout_seconds",
-             "max_retries", "min_retry_interval_millis", "retry_on_timeout", "email_notifications", "run_if"}
-BUILTIN_REFERENCES = {"bundle.name", "bundle.target", "workspace.file_path", "workspace.root_path", "workspace.current_user.userName"}
+BUNDLE_KEYS = {
+    "bundle",
+    "include",
+    "artifacts",
+    "variables",
+    "targets",
+    "resources",
+    "workspace",
+    "sync",
+    "permissions",
+    "run_as",
+    "presets",
+    "experimental",
+    "scripts",
+    "python",
+}
+TARGET_KEYS = {
+    "mode",
+    "default",
+    "workspace",
+    "variables",
+    "resources",
+    "artifacts",
+    "bundle",
+    "cluster_id",
+    "compute_id",
+    "git",
+    "permissions",
+    "presets",
+    "run_as",
+    "sync",
+}
+TASK_KEYS = {
+    "task_key",
+    "depends_on",
+    "job_cluster_key",
+    "python_wheel_task",
+    "libraries",
+    "timeout_seconds",
+    "max_retries",
+    "min_retry_interval_millis",
+    "retry_on_timeout",
+    "email_notifications",
+    "run_if",
+}
+BUILTIN_REFERENCES = {
+    "bundle.name",
+    "bundle.target",
+    "workspace.file_path",
+    "workspace.root_path",
+    "workspace.current_user.userName",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +106,11 @@ def _references(node) -> set[str]:
 def _substitute(text: str, root: dict, target: str) -> str:
     variables = {name: spec.get("default") for name, spec in root["variables"].items()}
     variables |= root["targets"][target].get("variables", {})
-    known = {"bundle.name": root["bundle"]["name"], "bundle.target": target, "workspace.file_path": "/Workspace/bundle/files"}
+    known = {
+        "bundle.name": root["bundle"]["name"],
+        "bundle.target": target,
+        "workspace.file_path": "/Workspace/bundle/files",
+    }
     return REFERENCE.sub(lambda m: str(variables[m[1][4:]] if m[1].startswith("var.") else known[m[1]]), text)
 
 
@@ -131,7 +180,9 @@ def test_bundle_gpu_stages_run_on_the_gpu_cluster_and_the_rest_on_cpu(bundle):
     for job in resources["jobs"].values():
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for cluster in clusters.values():
-            assert {"spark_version", "node_type_id"} <= set(cluster) and ("num_workers" in cluster or "autoscale" in cluster)
+            assert {"spark_version", "node_type_id"} <= set(cluster) and (
+                "num_workers" in cluster or "autoscale" in cluster
+            )
         for task in job["tasks"]:
             cluster = clusters[task["job_cluster_key"]]
             runtime = _substitute(cluster["spark_version"], root, "prod")
@@ -149,7 +200,10 @@ def test_bundle_task_parameters_load_into_a_valid_config(bundle, target):
             assert options["command"] == task["task_key"]
             load_profile(options["profile"])
             config = load_config(options["config"], options["sets"])
-            assert config.catalog == f"{root['variables']['catalog']['default']}.{_substitute('${var.schema}', root, target)}"
+            assert (
+                config.catalog
+                == f"{root['variables']['catalog']['default']}.{_substitute('${var.schema}', root, target)}"
+            )
             assert config.data_root.startswith("/Volumes/")
 
 
@@ -168,7 +222,7 @@ def _parse_cli_args(args: list[str], local_dir) -> dict:
     if options["config"]:
         for prefix in ("/Workspace/bundle/files/", ""):  # bundle files are synced from the bundle folder
             if options["config"].startswith(prefix):
-                options["config"] = local_dir / options["config"][len(prefix):]
+                options["config"] = local_dir / options["config"][len(prefix) :]
                 break
     return options
 
@@ -184,9 +238,9 @@ def _emr_submissions():
 
 def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
     seen = set()
-    for name, args in _emr_submissions():
+    for _name, args in _emr_submissions():
         entry = next(i for i, a in enumerate(args) if a.endswith("/entrypoint.py"))
-        submit, cli = args[:entry], args[entry + 1:]
+        submit, cli = args[:entry], args[entry + 1 :]
         confs = dict(submit[i + 1].split("=", 1) for i, a in enumerate(submit) if a == "--conf")
         assert confs["spark.archives"].split(",")[0].endswith(".tar.gz#environment")
         python_keys = [k for k in confs if k.endswith("PYSPARK_PYTHON")]
@@ -209,12 +263,20 @@ def test_emr_serverless_runs_only_cpu_stages_and_the_gpu_fleet_schedules_gpus():
     }
     configurations = {c["Classification"]: c for c in json.loads((EMR / "configurations-gpu.json").read_text())}
     assert configurations["yarn-site"]["Properties"]["yarn.resource-types"] == "yarn.io/gpu"
-    assert "DominantResourceCalculator" in configurations["capacity-scheduler"]["Properties"]["yarn.scheduler.capacity.resource-calculator"]
+    assert (
+        "DominantResourceCalculator"
+        in configurations["capacity-scheduler"]["Properties"]["yarn.scheduler.capacity.resource-calculator"]
+    )
     spark_defaults = configurations["spark-defaults"]["Properties"]
-    assert float(spark_defaults["spark.executor.resource.gpu.amount"]) >= 1 and spark_defaults["spark.executor.resource.gpu.discoveryScript"]
+    assert (
+        float(spark_defaults["spark.executor.resource.gpu.amount"]) >= 1
+        and spark_defaults["spark.executor.resource.gpu.discoveryScript"]
+    )
     fleets = json.loads((EMR / "instance-fleets-gpu.json").read_text())
     core = next(f for f in fleets if f["InstanceFleetType"] == "CORE")
-    assert all(t["InstanceType"].startswith(("g4dn", "g5", "g6", "p3", "p4", "p5")) for t in core["InstanceTypeConfigs"])
+    assert all(
+        t["InstanceType"].startswith(("g4dn", "g5", "g6", "p3", "p4", "p5")) for t in core["InstanceTypeConfigs"]
+    )
 
 
 def test_deploy_files_are_generated_from_the_current_stages():

@@ -49,7 +49,9 @@ def test_distributed_metrics_isotropic_and_low_rank_groups(spark):
         "level string, name string, image_id string, embedding array<float>",
     )
     iso = spark.range(3000, numPartitions=3).select(  # isotropic Gaussian, generated on the executors
-        F.lit("subset").alias("level"), F.lit("iso").alias("name"), F.col("id").cast("string").alias("image_id"),
+        F.lit("subset").alias("level"),
+        F.lit("iso").alias("name"),
+        F.col("id").cast("string").alias("image_id"),
         F.array(*[F.randn(seed=d) for d in range(512)]).cast("array<float>").alias("embedding"),
     )
     got = {r["name"]: r for r in diversity_metrics(spark, iso.unionByName(low_rows).repartition(3), "m").collect()}

@@ -27,24 +27,58 @@ def _images(*datas):
 
 @pytest.fixture
 def frames(spark):
-    silver = spark.createDataFrame([
-        Row(sample_id="s1", subset="a", category="c", source="a", images=_images(RED, GREEN), texts=[], source_ref=None),
-        Row(sample_id="s2", subset="a", category="c", source="a", images=_images(RED, RED), texts=[], source_ref=None),  # one image twice
-        Row(sample_id="s3", subset="b", category="c", source="b", images=[], texts=[], source_ref=None),  # no image
-        Row(sample_id="s4", subset="b", category="c", source="b", images=_images(GREY), texts=[], source_ref=None),
-    ], SAMPLES)
-    benchmark = spark.createDataFrame([  # one image also in silver, one only here
-        Row(benchmark="toy", item_id="q1", sample_id="b1", subset="toy", category="c", source="toy",
-            images=_images(GREEN, BLUE), texts=[], source_ref=None),
-    ], BENCHMARK_ITEMS)
+    silver = spark.createDataFrame(
+        [
+            Row(
+                sample_id="s1",
+                subset="a",
+                category="c",
+                source="a",
+                images=_images(RED, GREEN),
+                texts=[],
+                source_ref=None,
+            ),
+            Row(
+                sample_id="s2",
+                subset="a",
+                category="c",
+                source="a",
+                images=_images(RED, RED),
+                texts=[],
+                source_ref=None,
+            ),  # one image twice
+            Row(sample_id="s3", subset="b", category="c", source="b", images=[], texts=[], source_ref=None),  # no image
+            Row(sample_id="s4", subset="b", category="c", source="b", images=_images(GREY), texts=[], source_ref=None),
+        ],
+        SAMPLES,
+    )
+    benchmark = spark.createDataFrame(
+        [  # one image also in silver, one only here
+            Row(
+                benchmark="toy",
+                item_id="q1",
+                sample_id="b1",
+                subset="toy",
+                category="c",
+                source="toy",
+                images=_images(GREEN, BLUE),
+                texts=[],
+                source_ref=None,
+            ),
+        ],
+        BENCHMARK_ITEMS,
+    )
     return [silver, benchmark]
 
 
 def test_every_distinct_image_without_an_embedding_comes_once_with_its_bytes(spark, frames):
-    embedded = spark.createDataFrame([  # GREY is embedded by this model, BLUE only by another one
-        Row(image_id=image_id(GREY), model_id="sscd", embedding=[0.0] * 512),
-        Row(image_id=image_id(BLUE), model_id="other", embedding=[0.0] * 512),
-    ], IMAGE_EMBEDDINGS)
+    embedded = spark.createDataFrame(
+        [  # GREY is embedded by this model, BLUE only by another one
+            Row(image_id=image_id(GREY), model_id="sscd", embedding=[0.0] * 512),
+            Row(image_id=image_id(BLUE), model_id="other", embedding=[0.0] * 512),
+        ],
+        IMAGE_EMBEDDINGS,
+    )
     got = sorted((r["image_id"], bytes(r["bytes"])) for r in images_to_embed(frames, embedded, "sscd").collect())
     assert got == sorted((image_id(d), d) for d in [RED, GREEN, BLUE])
     first_run = sorted(r["image_id"] for r in images_to_embed(frames, None, "sscd").collect())
@@ -64,11 +98,15 @@ def _carries_bytes(node) -> bool:
 
 
 def test_bytes_are_shuffled_once_right_before_the_model(spark, frames):
-    embedded = spark.createDataFrame([Row(image_id=image_id(GREY), model_id="sscd", embedding=[0.0] * 512)], IMAGE_EMBEDDINGS)
+    embedded = spark.createDataFrame(
+        [Row(image_id=image_id(GREY), model_id="sscd", embedding=[0.0] * 512)], IMAGE_EMBEDDINGS
+    )
     spec = EmbedderSpec()
     # no broadcasts and no adaptive re-planning: every join is a shuffle join, so every exchange shows in the plan
     with session_conf(spark, {"spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.enabled": "false"}):
-        plan = embed_images(images_to_embed(frames, embedded, "sscd"), spec, "sscd")._jdf.queryExecution().executedPlan()
+        plan = (
+            embed_images(images_to_embed(frames, embedded, "sscd"), spec, "sscd")._jdf.queryExecution().executedPlan()
+        )
     model = [n for n in _plan_nodes(plan) if n.nodeName() == "MapInPandas"]
     assert len(model) == 1
     exchanges = [n for n in _plan_nodes(model[0]) if "Exchange" in n.nodeName()]

@@ -34,8 +34,15 @@ def _image(color):
 
 
 def _sample(sid, subset, images, turns):
-    return {"sample_id": sid, "subset": subset, "category": "General VQA", "source": subset, "images": images,
-            "texts": [{"user": q, "assistant": a} for q, a in turns], "source_ref": None}
+    return {
+        "sample_id": sid,
+        "subset": subset,
+        "category": "General VQA",
+        "source": subset,
+        "images": images,
+        "texts": [{"user": q, "assistant": a} for q, a in turns],
+        "source_ref": None,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,37 +54,80 @@ def exported(spark, tmp_path_factory):
     red, green, blue, grey = _image((255, 0, 0)), _image((0, 255, 0)), _image((0, 0, 255)), _image((90, 90, 90))
     silver = [
         _sample("s1", "alpha", [red], [("What colour?", "Red."), ("Sure?", "Yes.")]),
-        _sample("s2", "alpha", [red, green], [("Colours?", "Red and green.")]),   # shares red with s1
-        _sample("s3", "alpha", [blue], [("Colour?", "Blue.")]),                   # near-duplicate of grey
+        _sample("s2", "alpha", [red, green], [("Colours?", "Red and green.")]),  # shares red with s1
+        _sample("s3", "alpha", [blue], [("Colour?", "Blue.")]),  # near-duplicate of grey
         _sample("s4", "beta", [grey], [("Shade?", "Grey.")]),
-        _sample("s5", "beta", [], [("2+2?", "4")]),                               # text-only
+        _sample("s5", "beta", [], [("2+2?", "4")]),  # text-only
         _sample("s6", "beta", [green], [("Removed?", "Yes.")]),
     ]
     run = PipelineRun(spark, config, "export-test")
     commit = run.commit("fixture")
-    write = lambda name, rows, schema: tables.append(spark, run.table(name), spark.createDataFrame(rows, schema), commit, schema)  # noqa: E731
+
+    def write(name, rows, schema):
+        tables.append(spark, run.table(name), spark.createDataFrame(rows, schema), commit, schema)
+
     write("silver_samples", silver, SAMPLES)
-    write("contamination_hits", [
-        {"image_id": blue["image_id"], "sample_id": "s3", "subset": "alpha", "benchmark": "b", "benchmark_item_id": "i1",
-         "similarity": 0.99, "model_id": "m", "threshold": 0.95, "method": "sscd-faiss-exact", "run_id": "r"},
-        {"image_id": None, "sample_id": "s5", "subset": "beta", "benchmark": "b", "benchmark_item_id": "i2",
-         "similarity": 1.0, "model_id": "m", "threshold": 0.95, "method": "text-ngram", "run_id": "r"},
-    ], CONTAMINATION_HITS)
+    write(
+        "contamination_hits",
+        [
+            {
+                "image_id": blue["image_id"],
+                "sample_id": "s3",
+                "subset": "alpha",
+                "benchmark": "b",
+                "benchmark_item_id": "i1",
+                "similarity": 0.99,
+                "model_id": "m",
+                "threshold": 0.95,
+                "method": "sscd-faiss-exact",
+                "run_id": "r",
+            },
+            {
+                "image_id": None,
+                "sample_id": "s5",
+                "subset": "beta",
+                "benchmark": "b",
+                "benchmark_item_id": "i2",
+                "similarity": 1.0,
+                "model_id": "m",
+                "threshold": 0.95,
+                "method": "text-ngram",
+                "run_id": "r",
+            },
+        ],
+        CONTAMINATION_HITS,
+    )
     cluster = min(blue["image_id"], grey["image_id"])
-    write("near_duplicate_clusters", [
-        {"image_id": blue["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": True},
-        {"image_id": grey["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": False},
-    ], NEAR_DUPLICATE_CLUSTERS)
-    write("removed_samples", [{"sample_id": "s6", "subset": "beta", "stage": "dedup", "reason": "near_duplicate",
-                               "detail": "", "run_id": "r"}], REMOVED_SAMPLES)
+    write(
+        "near_duplicate_clusters",
+        [
+            {"image_id": blue["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": True},
+            {"image_id": grey["image_id"], "cluster_id": cluster, "cluster_size": 2, "representative": False},
+        ],
+        NEAR_DUPLICATE_CLUSTERS,
+    )
+    write(
+        "removed_samples",
+        [
+            {
+                "sample_id": "s6",
+                "subset": "beta",
+                "stage": "dedup",
+                "reason": "near_duplicate",
+                "detail": "",
+                "run_id": "r",
+            }
+        ],
+        REMOVED_SAMPLES,
+    )
     from etl.jobs.rate import axis_judges, current_judges
 
     judge = current_judges(axis_judges(run.config))  # axis -> the configured (judge_model, prompt_hash)
     configured = [
         ("s1", 0, "relevance", 5, 4.8, None, "run1"),
         ("s1", 1, "relevance", 2, 2.1, None, "run1"),
-        ("s1", 1, "relevance", 3, 3.0, None, "run2"),    # a re-run: the later run counts
-        ("s1", 0, "formatting", 4, 4.0, None, "run1"),   # turn 1 not rated on formatting
+        ("s1", 1, "relevance", 3, 3.0, None, "run2"),  # a re-run: the later run counts
+        ("s1", 0, "formatting", 4, 4.0, None, "run1"),  # turn 1 not rated on formatting
         ("s2", 0, "relevance", None, None, "timeout", "run1"),  # failed judgement
         ("s4", 0, "visual_dependency", 1, 1.2, None, "run1"),
     ]
@@ -145,9 +195,19 @@ def test_release_loads_with_datasets_and_matches_gold_row_for_row(exported):
     for sid, row in loaded.items():
         want = gold[sid]
         assert [im.size for im in row["images"]] == [Image.open(io.BytesIO(i["bytes"])).size for i in want["images"]]
-        assert [im.tobytes() for im in row["images"]] == [Image.open(io.BytesIO(i["bytes"])).tobytes() for i in want["images"]]
+        assert [im.tobytes() for im in row["images"]] == [
+            Image.open(io.BytesIO(i["bytes"])).tobytes() for i in want["images"]
+        ]
         assert row["texts"] == [t.asDict() for t in want["texts"]]
-        for column in ("source", "subset", "category", "contaminated", "dup_cluster_id", "relevance_ratings", "relevance_min"):
+        for column in (
+            "source",
+            "subset",
+            "category",
+            "contaminated",
+            "dup_cluster_id",
+            "relevance_ratings",
+            "relevance_min",
+        ):
             assert row[column] == want[column], (sid, column)
     card = (Path(folder) / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])

@@ -57,7 +57,7 @@ def reason_of(raw, **kwargs) -> str:
         ("pyautogui.rightClick(x=600, y=450)", PX_800, [A("right_click", x=0.75, y=0.75)]),
         ("pyautogui.moveTo(80, 60, duration=0.25)", PX_800, [A("move_mouse", x=0.1, y=0.1)]),
         ("pyautogui.write('hello world', interval=0.05)", PX_800, [A("type", text="hello world")]),
-        ("pyautogui.typewrite(message=\"it's\")", PX_800, [A("type", text="it's")]),
+        ('pyautogui.typewrite(message="it\'s")', PX_800, [A("type", text="it's")]),
         ("pyautogui.hotkey('ctrl', 'shift', 't')", PX_800, [A("press", keys=["ctrl", "shift", "t"])]),
         ("pyautogui.press('enter')", PX_800, [A("press", keys=["enter"])]),
         ("pyautogui.press(['tab', 'tab'])", PX_800, [A("press", keys=["tab"]), A("press", keys=["tab"])]),
@@ -65,7 +65,11 @@ def reason_of(raw, **kwargs) -> str:
         ("pyautogui.scroll(page=-0.5)", PX_800, [A("scroll", direction="up", amount=50)]),
         ("pyautogui.scroll(page=1.2)", PX_800, [A("scroll", direction="down", amount=120)]),
         ("pyautogui.scroll(-3)", PX_800, [A("scroll", direction="down", amount=3)]),
-        ("pyautogui.scroll(5, x=400, y=300)", PX_800, [A("move_mouse", x=0.5, y=0.5), A("scroll", direction="up", amount=5)]),
+        (
+            "pyautogui.scroll(5, x=400, y=300)",
+            PX_800,
+            [A("move_mouse", x=0.5, y=0.5), A("scroll", direction="up", amount=5)],
+        ),
         ("pyautogui.hscroll(page=-1)", PX_800, [A("scroll", direction="left", amount=100)]),
         ("pyautogui.hscroll(2)", PX_800, [A("scroll", direction="right", amount=2)]),
         ("pyautogui.sleep(2)", PX_800, [A("wait", seconds=2.0)]),
@@ -139,9 +143,21 @@ def test_arguments_are_never_evaluated(capsys):
     [
         # AndroidControl (pixels of a 1080x2400 phone)
         ({"action_type": "click", "x": 540, "y": 1200}, PX_PHONE, [A("click", x=0.5, y=0.5)]),
-        ({"action_type": "long_press", "x": 270, "y": 600, "extra": "ignored"}, PX_PHONE, [A("long_press", x=0.25, y=0.25)]),
-        ({"action_type": "scroll", "direction": "down"}, PX_PHONE, [A("swipe", from_coord=[0.5, 0.8], to_coord=[0.5, 0.2])]),
-        ({"action_type": "scroll", "direction": "left"}, PX_PHONE, [A("swipe", from_coord=[0.2, 0.5], to_coord=[0.8, 0.5])]),
+        (
+            {"action_type": "long_press", "x": 270, "y": 600, "extra": "ignored"},
+            PX_PHONE,
+            [A("long_press", x=0.25, y=0.25)],
+        ),
+        (
+            {"action_type": "scroll", "direction": "down"},
+            PX_PHONE,
+            [A("swipe", from_coord=[0.5, 0.8], to_coord=[0.5, 0.2])],
+        ),
+        (
+            {"action_type": "scroll", "direction": "left"},
+            PX_PHONE,
+            [A("swipe", from_coord=[0.2, 0.5], to_coord=[0.8, 0.5])],
+        ),
         ({"action_type": "input_text", "text": "coffee near me"}, PX_PHONE, [A("type", text="coffee near me")]),
         ({"action_type": "open_app", "app_name": "Google Maps"}, PX_PHONE, [A("open_app", app_name="Google Maps")]),
         ({"action_type": "navigate_home"}, PX_PHONE, [A("navigate_home")]),
@@ -155,8 +171,16 @@ def test_arguments_are_never_evaluated(capsys):
         ({"action_type": "answer", "text": "It is 5 pm"}, GRID, [A("final_answer", answer="It is 5 pm")]),
         ({"action_type": "status", "goal_status": "infeasible"}, GRID, [A("final_answer", answer="infeasible")]),
         # AITW: points are [y, x] fractions
-        ({"action_type": "DUAL_POINT", "touch_point": [0.8, 0.25], "lift_point": [0.81, 0.25]}, FRACTION, [A("click", x=0.25, y=0.8)]),
-        ({"action_type": "DUAL_POINT", "touch_point": [0.8, 0.5], "lift_point": [0.2, 0.5]}, FRACTION, [A("swipe", from_coord=[0.5, 0.8], to_coord=[0.5, 0.2])]),
+        (
+            {"action_type": "DUAL_POINT", "touch_point": [0.8, 0.25], "lift_point": [0.81, 0.25]},
+            FRACTION,
+            [A("click", x=0.25, y=0.8)],
+        ),
+        (
+            {"action_type": "DUAL_POINT", "touch_point": [0.8, 0.5], "lift_point": [0.2, 0.5]},
+            FRACTION,
+            [A("swipe", from_coord=[0.5, 0.8], to_coord=[0.5, 0.2])],
+        ),
         ({"action_type": "TYPE", "typed_text": "weather"}, FRACTION, [A("type", text="weather")]),
         ({"action_type": "PRESS_HOME"}, FRACTION, [A("navigate_home")]),
         ({"action_type": "PRESS_BACK"}, FRACTION, [A("navigate_back")]),
@@ -173,7 +197,10 @@ def test_mobile_json(raw, frame, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("mobile.swipe(from_coord=[0.5, 0.9], to_coord=[0.5, 0.3])", [A("swipe", from_coord=[0.5, 0.9], to_coord=[0.5, 0.3])]),
+        (
+            "mobile.swipe(from_coord=[0.5, 0.9], to_coord=[0.5, 0.3])",
+            [A("swipe", from_coord=[0.5, 0.9], to_coord=[0.5, 0.3])],
+        ),
         ("mobile.long_press(x=0.8, y=0.9)", [A("long_press", x=0.8, y=0.9)]),
         ("mobile.home()", [A("navigate_home")]),
         ("mobile.back()", [A("navigate_back")]),
@@ -183,7 +210,10 @@ def test_mobile_json(raw, frame, expected):
         ("answer('Tomorrow at 9')", [A("final_answer", answer="Tomorrow at 9")]),
         ("swipe(direction='left')", [A("swipe", from_coord=[0.8, 0.5], to_coord=[0.2, 0.5])]),
         ("tap(0.25, 0.75)", [A("click", x=0.25, y=0.75)]),
-        ("pyautogui.click(x=0.3, y=0.5)\npyautogui.write(message='hi')", [A("click", x=0.3, y=0.5), A("type", text="hi")]),
+        (
+            "pyautogui.click(x=0.3, y=0.5)\npyautogui.write(message='hi')",
+            [A("click", x=0.3, y=0.5), A("type", text="hi")],
+        ),
     ],
 )
 def test_mobile_calls_aguvis_style(text, expected):
@@ -220,7 +250,11 @@ def test_mobile_errors(raw, reason):
     "raw, bbox, expected",
     [
         ({"operation": "CLICK", "value": "", "bbox": [350, 280, 100, 40]}, "xywh", [A("click", x=0.5, y=0.5)]),
-        ({"operation": "TYPE", "value": "paris", "bbox": [350, 280, 100, 40]}, "xywh", [A("click", x=0.5, y=0.5), A("type", text="paris")]),
+        (
+            {"operation": "TYPE", "value": "paris", "bbox": [350, 280, 100, 40]},
+            "xywh",
+            [A("click", x=0.5, y=0.5), A("type", text="paris")],
+        ),
         (
             {"operation": {"op": "SELECT", "original_op": "SELECT", "value": "Economy"}, "bbox": "40,90,200,20"},
             "xywh",
@@ -236,8 +270,12 @@ def test_web_actions_use_the_element_centre(raw, bbox, expected):
 
 
 def test_web_boxes_in_grid_and_fraction_units():
-    assert parse_step({"operation": "CLICK", "bbox": [400, 200, 200, 100]}, dialect="web", frame=GRID) == [A("click", x=0.5, y=0.25)]
-    assert parse_step({"operation": "CLICK", "bbox": [0.1, 0.2, 0.3, 0.4]}, dialect="web", frame=FRACTION, bbox="xyxy") == [A("click", x=0.2, y=0.3)]
+    assert parse_step({"operation": "CLICK", "bbox": [400, 200, 200, 100]}, dialect="web", frame=GRID) == [
+        A("click", x=0.5, y=0.25)
+    ]
+    assert parse_step(
+        {"operation": "CLICK", "bbox": [0.1, 0.2, 0.3, 0.4]}, dialect="web", frame=FRACTION, bbox="xyxy"
+    ) == [A("click", x=0.2, y=0.3)]
 
 
 @pytest.mark.parametrize(
@@ -307,7 +345,13 @@ def test_coordinate_units(frame, x, y, expected):
 
 @pytest.mark.parametrize(
     "frame, x, y",
-    [(Frame("pixels", 1000, 500), 1001, 10), (Frame("pixels", 1000, 500), 10, 501), (GRID, 1001, 0), (GRID, -1, 0), (FRACTION, 1.0001, 0.5)],
+    [
+        (Frame("pixels", 1000, 500), 1001, 10),
+        (Frame("pixels", 1000, 500), 10, 501),
+        (GRID, 1001, 0),
+        (GRID, -1, 0),
+        (FRACTION, 1.0001, 0.5),
+    ],
 )
 def test_coordinates_outside_the_screen_are_out_of_range(frame, x, y):
     with pytest.raises(ActionError) as caught:
@@ -330,13 +374,19 @@ def test_unknown_units_and_dialects_are_refused():
 
 def test_render_fixed_text():
     assert render(A("click", x=0.5124, y=0.3)) == "click(x=0.512, y=0.3)"
-    assert render(A("drag", from_coord=(0.1, 0.2), to_coord=[0.3, 0.4])) == "drag(from_coord=[0.1, 0.2], to_coord=[0.3, 0.4])"
+    assert (
+        render(A("drag", from_coord=(0.1, 0.2), to_coord=[0.3, 0.4]))
+        == "drag(from_coord=[0.1, 0.2], to_coord=[0.3, 0.4])"
+    )
     assert render(A("press", keys=["ctrl", "c"])) == "press(keys=['ctrl', 'c'])"
-    assert render(A("type", text="it's \"here\"\n")) == "type(text='it\\'s \"here\"\\n')"
+    assert render(A("type", text='it\'s "here"\n')) == "type(text='it\\'s \"here\"\\n')"
     assert render(A("scroll", direction="down", amount=120)) == "scroll(direction='down', amount=120)"
     assert render(A("wait", seconds=2)) == "wait(seconds=2.0)"
     assert render(A("navigate_home")) == "navigate_home()"
-    assert render_step([A("open_app", app_name="Maps"), A("final_answer", answer="")]) == "open_app(app_name='Maps')\nfinal_answer(answer='')"
+    assert (
+        render_step([A("open_app", app_name="Maps"), A("final_answer", answer="")])
+        == "open_app(app_name='Maps')\nfinal_answer(answer='')"
+    )
 
 
 ALL_FUNCTIONS = [
@@ -430,8 +480,27 @@ DIALECT_NAMES = {
     "mobile": [("mobile.", n) for n in MOBILE_CALLS] + [("pyautogui.", "click"), ("", "pinch")],
     "unified": [("", n) for n in SIGNATURES] + [("pyautogui.", "click"), ("", "select")],
 }
-KEYWORDS = ["x", "y", "clicks", "button", "page", "presses", "keys", "message", "text", "direction", "amount",
-            "seconds", "from_coord", "to_coord", "app_name", "status", "goal_status", "answer", "mouseDownUp"]
+KEYWORDS = [
+    "x",
+    "y",
+    "clicks",
+    "button",
+    "page",
+    "presses",
+    "keys",
+    "message",
+    "text",
+    "direction",
+    "amount",
+    "seconds",
+    "from_coord",
+    "to_coord",
+    "app_name",
+    "status",
+    "goal_status",
+    "answer",
+    "mouseDownUp",
+]
 PLAUSIBLE = (
     st.floats(-0.1, 1.1)
     | st.integers(-3, 5)
@@ -452,7 +521,9 @@ def call_texts(draw, dialect: str) -> str:
     for _ in range(draw(st.integers(1, 2))):
         prefix, name = draw(st.sampled_from(DIALECT_NAMES[dialect]))
         args = [repr(v) for v in draw(st.lists(LITERALS, max_size=2))]
-        args += [f"{k}={v!r}" for k, v in draw(st.dictionaries(st.sampled_from(KEYWORDS), LITERALS, max_size=2)).items()]
+        args += [
+            f"{k}={v!r}" for k, v in draw(st.dictionaries(st.sampled_from(KEYWORDS), LITERALS, max_size=2)).items()
+        ]
         calls.append(f"{prefix}{name}({', '.join(args)})")
     return draw(st.sampled_from(["\n", "; "])).join(calls)
 
@@ -465,12 +536,29 @@ JSON_VALUES = st.recursive(
 ACTION_OBJECTS = st.fixed_dictionaries(
     {},
     optional={
-        "action_type": st.sampled_from(["click", "tap", "scroll", "swipe", "DUAL_POINT", "TYPE", "status", "wait", 4, 6, 99, "x"]) | JSON_VALUES,
-        "operation": st.sampled_from(["CLICK", "TYPE", "SELECT", "HOVER"]) | st.fixed_dictionaries({"op": JSON_VALUES, "value": JSON_VALUES}) | JSON_VALUES,
-        "x": PLAUSIBLE | JSON_VALUES, "y": PLAUSIBLE | JSON_VALUES, "direction": PLAUSIBLE | JSON_VALUES, "text": JSON_VALUES, "value": JSON_VALUES,
-        "bbox": st.lists(st.integers(-100, 2000) | st.floats(), min_size=3, max_size=5) | st.text(max_size=20) | JSON_VALUES,
-        "touch_point": JSON_VALUES, "lift_point": JSON_VALUES, "from_coord": JSON_VALUES, "to_coord": JSON_VALUES,
-        "typed_text": JSON_VALUES, "goal_status": JSON_VALUES, "seconds": JSON_VALUES, "app_name": JSON_VALUES,
+        "action_type": st.sampled_from(
+            ["click", "tap", "scroll", "swipe", "DUAL_POINT", "TYPE", "status", "wait", 4, 6, 99, "x"]
+        )
+        | JSON_VALUES,
+        "operation": st.sampled_from(["CLICK", "TYPE", "SELECT", "HOVER"])
+        | st.fixed_dictionaries({"op": JSON_VALUES, "value": JSON_VALUES})
+        | JSON_VALUES,
+        "x": PLAUSIBLE | JSON_VALUES,
+        "y": PLAUSIBLE | JSON_VALUES,
+        "direction": PLAUSIBLE | JSON_VALUES,
+        "text": JSON_VALUES,
+        "value": JSON_VALUES,
+        "bbox": st.lists(st.integers(-100, 2000) | st.floats(), min_size=3, max_size=5)
+        | st.text(max_size=20)
+        | JSON_VALUES,
+        "touch_point": JSON_VALUES,
+        "lift_point": JSON_VALUES,
+        "from_coord": JSON_VALUES,
+        "to_coord": JSON_VALUES,
+        "typed_text": JSON_VALUES,
+        "goal_status": JSON_VALUES,
+        "seconds": JSON_VALUES,
+        "app_name": JSON_VALUES,
     },
 )
 FRAMES = st.sampled_from([PX_800, GRID, FRACTION])
@@ -499,7 +587,11 @@ def test_arbitrary_strings_raise_only_action_error(text, dialect, frame):
 
 
 @FUZZ
-@given(text=st.text(alphabet="()[]{},.=;:'\"\n\\ -+0123456789eEjxyclickpyautogumobe_#*", max_size=300), dialect=DIALECT, frame=FRAMES)
+@given(
+    text=st.text(alphabet="()[]{},.=;:'\"\n\\ -+0123456789eEjxyclickpyautogumobe_#*", max_size=300),
+    dialect=DIALECT,
+    frame=FRAMES,
+)
 def test_arbitrary_code_like_strings_raise_only_action_error(text, dialect, frame):
     _converts_or_raises_action_error(text, dialect, frame)
 
@@ -511,7 +603,12 @@ def test_arbitrary_calls_raise_only_action_error(data, dialect, frame):
 
 
 @FUZZ
-@given(obj=ACTION_OBJECTS | JSON_VALUES, dialect=st.sampled_from(["mobile", "web"]), frame=FRAMES, bbox=st.sampled_from(["xywh", "xyxy"]))
+@given(
+    obj=ACTION_OBJECTS | JSON_VALUES,
+    dialect=st.sampled_from(["mobile", "web"]),
+    frame=FRAMES,
+    bbox=st.sampled_from(["xywh", "xyxy"]),
+)
 def test_arbitrary_json_objects_raise_only_action_error(obj, dialect, frame, bbox):
     _converts_or_raises_action_error(obj, dialect, frame, bbox)
     _converts_or_raises_action_error(json.dumps(obj), dialect, frame, bbox)

@@ -72,7 +72,11 @@ def test_pyautogui_trajectory_becomes_one_sample(tmp_path, shots):
     records, ctx = read(tmp_path, [DESKTOP], **PYAUTOGUI)
     assert len(records) == 1 and isinstance(records[0], RawSample)
     sample = records[0]
-    assert sample.images == [(shots["s/0.png"], "s/0.png"), (shots["s/1.png"], "s/1.png"), (shots["s/2.png"], "s/2.png")]
+    assert sample.images == [
+        (shots["s/0.png"], "s/0.png"),
+        (shots["s/1.png"], "s/1.png"),
+        (shots["s/2.png"], "s/2.png"),
+    ]
     assert sample.texts == [
         ("Rename the file to 'budget' and save it.", "click(x=0.5, y=0.25)\ntype(text='budget')"),
         (NEXT_STEP_PROMPT, "press(keys=['ctrl', 's'])"),
@@ -88,7 +92,10 @@ def test_mobile_web_and_unified_dialects(tmp_path, shots):
         "steps": [
             {"screenshot": "s/0.png", "action": {"action_type": "open_app", "app_name": "Clock"}},
             {"screenshot": "s/1.png", "action": '{"action_type": "click", "x": 250, "y": 750}'},
-            {"screenshot": "s/1.png", "action": {"action_type": "DUAL_POINT", "touch_point": [900, 500], "lift_point": [100, 500]}},
+            {
+                "screenshot": "s/1.png",
+                "action": {"action_type": "DUAL_POINT", "touch_point": [900, 500], "lift_point": [100, 500]},
+            },
             {"screenshot": "s/2.png", "action": "mobile.back()"},
         ],
     }
@@ -104,7 +111,9 @@ def test_mobile_web_and_unified_dialects(tmp_path, shots):
     web = {
         "instruction": "Search flights to Paris",
         "screen": {"width": 800, "height": 600},
-        "steps": [{"screenshot": "s/0.png", "action": {"operation": "TYPE", "value": "Paris", "bbox": [300, 100, 200, 50]}}],
+        "steps": [
+            {"screenshot": "s/0.png", "action": {"operation": "TYPE", "value": "Paris", "bbox": [300, 100, 200, 50]}}
+        ],
     }
     [sample], _ = read(tmp_path, [web], dialect="web", coordinates="pixels", bbox="xywh")
     assert sample.texts == [("Search flights to Paris", "click(x=0.5, y=0.208)\ntype(text='Paris')")]
@@ -143,7 +152,11 @@ def test_keep_policy_drops_only_bad_steps_and_counts_them(tmp_path, shots):
     [sample], ctx = read(tmp_path, [line], **PYAUTOGUI, unsupported="keep")
     assert sample.texts == [("Rename the file to 'budget' and save it.", "press(keys=['enter'])")]
     assert sample.images == [(shots["s/1.png"], "s/1.png")]
-    assert ctx.stats == {"unsupported_action": 2, "unsupported_action.unsupported_action": 1, "unsupported_action.out_of_range": 1}
+    assert ctx.stats == {
+        "unsupported_action": 2,
+        "unsupported_action.unsupported_action": 1,
+        "unsupported_action.out_of_range": 1,
+    }
 
 
 def test_keep_policy_with_nothing_left_is_quarantined(tmp_path, shots):
@@ -245,7 +258,9 @@ def test_synthetic_gui_subset_goes_through_the_adapter(tmp_path):
     assert Image.open(io.BytesIO(first_web.images[0][0])).size == (800, 600)
     assert Image.open(io.BytesIO(mobile[0].images[0][0])).size == (360, 640)
     assert first_web.texts[0][1].startswith("click(") and "\ntype(text=" in first_web.texts[0][1]
-    totals = sum((action_counts(r.texts) for rs, _ in results.values() for r in rs if isinstance(r, RawSample)), Counter())
+    totals = sum(
+        (action_counts(r.texts) for rs, _ in results.values() for r in rs if isinstance(r, RawSample)), Counter()
+    )
     assert {"click", "type", "open_app", "swipe", "final_answer", "navigate_back"} <= set(totals)
     assert "unparsed" not in totals
 

@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.config import IngestConfig, SourceSpec
-from etl.sources import split_shard
-from etl.sources import splits
+from etl.sources import split_shard, splits
 from etl.sources.base import ReadContext, Rejected, Shard
 from etl.sources.files import ArrowFiles
 from etl.sources.records import iter_json_records
@@ -57,7 +56,7 @@ def test_json_array_shards_hold_every_element_once_in_order(
     out, shards = read_all(str(path), "llava_json", shard_bytes)
     assert out == list(enumerate(records))
     assert [s.start for s in shards] == sorted({s.start for s in shards})
-    assert all(a.end == b.start for a, b in zip(shards, shards[1:])) and shards[-1].end is None
+    assert all(a.end == b.start for a, b in zip(shards, shards[1:], strict=False)) and shards[-1].end is None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -46,11 +46,11 @@ def corpus():
 
 def brute_force_pairs(queries: np.ndarray, base: np.ndarray, tau: float) -> set[tuple[int, int]]:
     sims = queries.astype(np.float64) @ base.astype(np.float64).T
-    return set(zip(*(axis.tolist() for axis in np.nonzero(sims >= tau))))
+    return set(zip(*(axis.tolist() for axis in np.nonzero(sims >= tau)), strict=False))
 
 
 def pairs(hits: knn.Hits) -> set[tuple[int, int]]:
-    return set(zip(hits.query_rows.tolist(), hits.index_rows.tolist()))
+    return set(zip(hits.query_rows.tolist(), hits.index_rows.tolist(), strict=False))
 
 
 def test_exact_index_finds_exactly_the_brute_force_hits(corpus):
@@ -95,7 +95,7 @@ def test_serialize_round_trip_gives_identical_results(corpus, kind):
     assert restored.ntotal == len(bench)
     before = knn.search_threshold_arrays(index, train, 0.9)
     after = knn.search_threshold_arrays(restored, train, 0.9)
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -141,7 +141,9 @@ def test_threshold_is_inclusive(kind):
         expected = {(int(q), 0) for q in np.flatnonzero(sims >= tau32)}
         assert expected and pairs(knn.search_threshold_arrays(index, queries, tau)) == expected
     just_above = float(np.nextafter(np.float32(0.75), np.float32(2)))
-    assert pairs(knn.search_threshold_arrays(index, queries, just_above)) == {(int(q), 0) for q in np.flatnonzero(sims >= just_above)}
+    assert pairs(knn.search_threshold_arrays(index, queries, just_above)) == {
+        (int(q), 0) for q in np.flatnonzero(sims >= just_above)
+    }
 
 
 def test_range_search_is_not_truncated_at_k_but_knn_is():

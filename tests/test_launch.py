@@ -18,12 +18,18 @@ from udfs.tokens import count_tokens, load_tokenizer, prepare_tokenizer, tokeniz
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["embed", "--config", "c.yaml", "--profile", "emr", "--set", "a=1"],
-         ["--config", "c.yaml", "--profile", "emr", "--set", "a=1", "embed"]),
-        (["run", "--stage", "embed", "--profile=emr", "--dry-run", "-v"],
-         ["--profile=emr", "--dry-run", "-v", "run", "--stage", "embed"]),
-        (["--profile", "local", "ingest", "--source", "photos", "-c", "p.yaml"],
-         ["--profile", "local", "-c", "p.yaml", "ingest", "--source", "photos"]),
+        (
+            ["embed", "--config", "c.yaml", "--profile", "emr", "--set", "a=1"],
+            ["--config", "c.yaml", "--profile", "emr", "--set", "a=1", "embed"],
+        ),
+        (
+            ["run", "--stage", "embed", "--profile=emr", "--dry-run", "-v"],
+            ["--profile=emr", "--dry-run", "-v", "run", "--stage", "embed"],
+        ),
+        (
+            ["--profile", "local", "ingest", "--source", "photos", "-c", "p.yaml"],
+            ["--profile", "local", "-c", "p.yaml", "ingest", "--source", "photos"],
+        ),
         (["review", "duplicates", "--limit", "5"], ["review", "duplicates", "--limit", "5"]),
     ],
 )
@@ -89,7 +95,13 @@ def test_executors_open_the_tokenizer_the_job_shipped(spark):
             yield pd.DataFrame({"n": count_tokens(tokenizer, batch["text"].tolist())})
 
     texts = ["a chart of monthly rainfall", "how many red squares are there?"]
-    got = [r["n"] for r in spark.createDataFrame([(t,) for t in texts], "text string").coalesce(1).mapInPandas(count, "n long").collect()]
+    got = [
+        r["n"]
+        for r in spark.createDataFrame([(t,) for t in texts], "text string")
+        .coalesce(1)
+        .mapInPandas(count, "n long")
+        .collect()
+    ]
     assert got == count_tokens(load_tokenizer(path), texts)
 
 
@@ -103,7 +115,9 @@ def test_stage_requests_ask_for_gpus_only_where_executors_have_them():
     assert on_gpus.task == {"cpus": 2, "gpu": 1} and on_gpus.executor == {}
     on_cpus = stage_requests(gpu_task, "yarn", 0, True, 1)  # a CPU cluster: run on CPU, never wait for a GPU
     assert on_cpus.task == {"cpus": 1} and on_cpus.executor == {}
-    mixed = stage_requests(StageResources(task_cpus=4, task_gpus=0.5, executor_cores=8, executor_gpus=1), "yarn", 0, True, 1)
+    mixed = stage_requests(
+        StageResources(task_cpus=4, task_gpus=0.5, executor_cores=8, executor_gpus=1), "yarn", 0, True, 1
+    )
     assert mixed.task == {"cpus": 4, "gpu": 0.5} and mixed.executor == {"cores": 8, "gpu": 1}
     static = stage_requests(StageResources(task_gpus=1, executor_gpus=1), "k8s://api", 1, False, 1)
     assert static.executor == {}  # without dynamic allocation the default executors are reused

@@ -36,8 +36,16 @@ def test_ingest_and_clean_conserve_every_record_and_are_idempotent(spark, make_c
     bronze, silver = count(spark, config, "bronze_samples"), count(spark, config, "silver_samples")
     quarantined = count(spark, config, "quarantine", "stage = 'clean'")
     assert clean_report.rows_in == bronze == silver + quarantined
-    reasons = {r["reason"]: r["count"] for r in tables.read(spark, run.table("quarantine")).groupBy("reason").count().collect()}
-    assert reasons == {"missing_image": 1, "invalid_json": 1, "corrupt_image": 1, "decompression_bomb": 1, "no_turns_left": 1}
+    reasons = {
+        r["reason"]: r["count"] for r in tables.read(spark, run.table("quarantine")).groupBy("reason").count().collect()
+    }
+    assert reasons == {
+        "missing_image": 1,
+        "invalid_json": 1,
+        "corrupt_image": 1,
+        "decompression_bomb": 1,
+        "no_turns_left": 1,
+    }
     assert clean_report.counters == {"turns_dropped_empty": 1, "turns_dropped_too_long": 1, "images_resized": 1}
 
     silver_rows = tables.read(spark, run.table("silver_samples"))

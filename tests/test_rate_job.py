@@ -29,11 +29,21 @@ from udfs.judge import NO_VLM_JUDGE, load_prompts
 
 def write_silver(spark, config, rows) -> None:
     frame = spark.createDataFrame(
-        [Row(sample_id=sid, subset=subset, category="General VQA", source=subset,
-             images=[{"bytes": b, "path": None, "image_id": f"img-{sid}-{i}", "width": 32, "height": 24}
-                     for i, b in enumerate(images)],
-             texts=[{"user": q, "assistant": a} for q, a in turns], source_ref=None)
-         for sid, subset, images, turns in rows],
+        [
+            Row(
+                sample_id=sid,
+                subset=subset,
+                category="General VQA",
+                source=subset,
+                images=[
+                    {"bytes": b, "path": None, "image_id": f"img-{sid}-{i}", "width": 32, "height": 24}
+                    for i, b in enumerate(images)
+                ],
+                texts=[{"user": q, "assistant": a} for q, a in turns],
+                source_ref=None,
+            )
+            for sid, subset, images, turns in rows
+        ],
         SAMPLES,
     )
     ref = tables.TableRef.of(config, "silver_samples")
@@ -42,11 +52,22 @@ def write_silver(spark, config, rows) -> None:
 
 def test_smollm2_rates_real_turns(spark, make_config):
     config = make_config(**{"mlflow__enabled": "false", "rate__max_turns_per_subset": "null", "rate__partitions": "1"})
-    write_silver(spark, config, [
-        ("photo", "photos", [png_bytes()], [("What colour is the car?", "The car is red."),
-                                            ("How many dogs are in the picture?", "The weather in Paris is nice today.")]),
-        ("sum", "arithmetic", [], [("What is 12 + 30?", "12 + 30 = 42.")]),
-    ])
+    write_silver(
+        spark,
+        config,
+        [
+            (
+                "photo",
+                "photos",
+                [png_bytes()],
+                [
+                    ("What colour is the car?", "The car is red."),
+                    ("How many dogs are in the picture?", "The weather in Paris is nice today."),
+                ],
+            ),
+            ("sum", "arithmetic", [], [("What is 12 + 30?", "12 + 30 = 42.")]),
+        ],
+    )
     run = PipelineRun(spark, config, "rate")
     rate_job.run(run)
     report = run.reports[-1]
@@ -80,7 +101,6 @@ def test_smollm2_rates_real_turns(spark, make_config):
     assert arrays["sum"]["relevance_ratings"] == [scored["sum", 0]]
 
 
-
 def _merges_committed(table: Path) -> int:
     """MERGE commits in the table's Delta log (creating the table and its constraint come first)."""
     log = table / "_delta_log"
@@ -91,20 +111,30 @@ def _merges_committed(table: Path) -> int:
 def test_killed_run_resumes_without_duplicates(spark, make_config, tmp_path):
     turns = 12
     settings = {
-        "mlflow__enabled": "false", "rate__max_turns_per_subset": "null", "rate__partitions": "1",
-        "rate__commit_rows": "3", "rate__axes": "[relevance]", "rate__text_judge": "qwen3_32b",
-        "rate__judges__qwen3_32b__max_retries": "0", "rate__judges__qwen3_32b__max_concurrency": "1",
+        "mlflow__enabled": "false",
+        "rate__max_turns_per_subset": "null",
+        "rate__partitions": "1",
+        "rate__commit_rows": "3",
+        "rate__axes": "[relevance]",
+        "rate__text_judge": "qwen3_32b",
+        "rate__judges__qwen3_32b__max_retries": "0",
+        "rate__judges__qwen3_32b__max_concurrency": "1",
     }
     with ScriptedJudge(slow_s=0.3) as server:
         settings["rate__judges__qwen3_32b__base_url"] = server.base_url
         config = make_config(**settings)
-        write_silver(spark, config, [(f"s{i:02d}", "vqa", [], [(f"[slow] question {i}?", f"answer {i}")]) for i in range(turns)])
+        write_silver(
+            spark, config, [(f"s{i:02d}", "vqa", [], [(f"[slow] question {i}?", f"answer {i}")]) for i in range(turns)]
+        )
         sets = [arg for key, value in settings.items() for arg in ("--set", f"{key.replace('__', '.')}={value}")]
         table = Path(config.lakehouse) / "turn_ratings"
         log_file = (tmp_path / "rate.log").open("w")
         process = subprocess.Popen(
             [sys.executable, "-m", "etl.cli", "--lakehouse", config.lakehouse, *sets, "rate"],
-            cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=PROJECT_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env=os.environ | {"PYSPARK_PYTHON": sys.executable},
         )
         try:
@@ -155,9 +185,13 @@ def test_chunks_read_their_work_list_not_silver(spark, make_config, monkeypatch)
     """Silver is read while the work list is made; the chunks then rate with silver's files gone
     (the old design re-joined silver in every chunk), text and image axes alike."""
     settings = {
-        "mlflow__enabled": "false", "rate__max_turns_per_subset": "null", "rate__partitions": "1",
-        "rate__commit_rows": "6", "rate__axes": "[relevance, image_correspondence]",
-        "rate__text_judge": "qwen3_32b", "rate__image_judge": "qwen2_5_vl_32b",
+        "mlflow__enabled": "false",
+        "rate__max_turns_per_subset": "null",
+        "rate__partitions": "1",
+        "rate__commit_rows": "6",
+        "rate__axes": "[relevance, image_correspondence]",
+        "rate__text_judge": "qwen3_32b",
+        "rate__image_judge": "qwen2_5_vl_32b",
     }
     colours = {f"s{i}": png_bytes(color=(40 * i, 20, 200 - 30 * i)) for i in range(3)}  # 12 requests: 2 chunks
     chunks = []
@@ -178,10 +212,19 @@ def test_chunks_read_their_work_list_not_silver(spark, make_config, monkeypatch)
             settings[f"rate__judges__{judge}__base_url"] = server.base_url
             settings[f"rate__judges__{judge}__max_retries"] = "0"
         config = make_config(**settings)
-        write_silver(spark, config, [
-            (sid, "vqa", [image], [(f"[image] What is in picture {sid}?", "A colour."), (f"[good:2] {sid} again?", "Yes.")])
-            for sid, image in colours.items()
-        ])
+        write_silver(
+            spark,
+            config,
+            [
+                (
+                    sid,
+                    "vqa",
+                    [image],
+                    [(f"[image] What is in picture {sid}?", "A colour."), (f"[good:2] {sid} again?", "Yes.")],
+                )
+                for sid, image in colours.items()
+            ],
+        )
         monkeypatch.setattr(rate_job, "_rate_chunk", rate_chunk_without_silver)
         run = PipelineRun(spark, config, "rate")
         rate_job.run(run)

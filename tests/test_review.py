@@ -18,14 +18,17 @@ from etl.runs import PipelineRun
 from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
 from tests.test_decontaminate import LONG_QUESTION, contaminated_corpus, encode, photo
 
+
 def config_for(root, sources=None, data=None):
-    return load_config(overrides=[
-        f"lakehouse={root / 'lakehouse'}",
-        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "mlflow.enabled=false",
-        f"data_root={data or root}",
-        f"sources_dir={sources or root / 'sources'}",
-    ])
+    return load_config(
+        overrides=[
+            f"lakehouse={root / 'lakehouse'}",
+            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+            "mlflow.enabled=false",
+            f"data_root={data or root}",
+            f"sources_dir={sources or root / 'sources'}",
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +40,28 @@ def lakehouse(spark, tmp_path_factory):
     slide = photo("immunohistochemistry")
     (corpus["data"] / "img" / "slide.png").write_bytes(encode(slide))
     (corpus["data"] / "img" / "slide_copy.jpg").write_bytes(encode(slide, "JPEG", quality=85))
-    (corpus["data"] / "dups.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"image": "slide.png", "question": "What stain is this?", "answer": "Yes."},
-        {"image": "slide_copy.jpg", "question": "What stain is this?", "answer": "A brown one."},
-    ]) + "\n")
-    (corpus["sources"] / "dups.yaml").write_text(yaml.safe_dump(
-        {"name": "dups", "format": "vqa_jsonl", "location": "dups.jsonl", "image_root": "img", "subset": "dups",
-         "category": "General VQA"}
-    ))
+    (corpus["data"] / "dups.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"image": "slide.png", "question": "What stain is this?", "answer": "Yes."},
+                {"image": "slide_copy.jpg", "question": "What stain is this?", "answer": "A brown one."},
+            ]
+        )
+        + "\n"
+    )
+    (corpus["sources"] / "dups.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "dups",
+                "format": "vqa_jsonl",
+                "location": "dups.jsonl",
+                "image_root": "img",
+                "subset": "dups",
+                "category": "General VQA",
+            }
+        )
+    )
     config = config_for(root, corpus["sources"], corpus["data"])
     run = PipelineRun(spark, config, "test")
     for job in (ingest, clean, embed, decontaminate, dedup):
@@ -120,8 +137,11 @@ def test_missing_and_empty_tables(spark, tmp_path):
     with pytest.raises(ValueError, match=r"near_duplicate_clusters .*finevision dedup"):
         write_duplicate_review(spark, config, tmp_path / "d.html")
 
-    for name, schema in [("contamination_hits", CONTAMINATION_HITS), ("near_duplicate_clusters", NEAR_DUPLICATE_CLUSTERS),
-                         ("benchmark_items", BENCHMARK_ITEMS)]:
+    for name, schema in [
+        ("contamination_hits", CONTAMINATION_HITS),
+        ("near_duplicate_clusters", NEAR_DUPLICATE_CLUSTERS),
+        ("benchmark_items", BENCHMARK_ITEMS),
+    ]:
         tables.ensure_table(spark, tables.TableRef.of(config, name), schema)
     with pytest.raises(ValueError, match=r"silver_samples .*finevision clean"):
         write_contamination_review(spark, config, tmp_path / "c.html")
@@ -133,12 +153,22 @@ def test_missing_and_empty_tables(spark, tmp_path):
 def test_page_escapes_every_text(tmp_path):
     evil = '<script>alert("x")</script> & <img src=https://example.com/x.png>'
     hit = {
-        "image_id": "ab" * 32, "sample_id": "s<1>", "subset": "sub&set", "benchmark": "<b>bench</b>",
-        "benchmark_item_id": "i\"1", "similarity": 0.97123, "model_id": "m<odel>", "threshold": 0.95,
-        "method": "sscd-faiss-exact", "run_id": "r1",
-        "train_turns": [{"user": evil, "assistant": "x" * 1000}], "train_turn_count": 5,
-        "bench_turns": [{"user": evil, "assistant": None}], "bench_turn_count": 1,
-        "train_thumbs": ['<img src="data:image/jpeg;base64,AAAA" alt="thumbnail">'], "bench_thumbs": [],
+        "image_id": "ab" * 32,
+        "sample_id": "s<1>",
+        "subset": "sub&set",
+        "benchmark": "<b>bench</b>",
+        "benchmark_item_id": 'i"1',
+        "similarity": 0.97123,
+        "model_id": "m<odel>",
+        "threshold": 0.95,
+        "method": "sscd-faiss-exact",
+        "run_id": "r1",
+        "train_turns": [{"user": evil, "assistant": "x" * 1000}],
+        "train_turn_count": 5,
+        "bench_turns": [{"user": evil, "assistant": None}],
+        "bench_turn_count": 1,
+        "train_thumbs": ['<img src="data:image/jpeg;base64,AAAA" alt="thumbnail">'],
+        "bench_thumbs": [],
         "bench_image_count": 0,
     }
     counts = [{"benchmark": "<b>bench</b>", "method": "sscd-faiss-exact", "hits": 1, "samples": 1}]

@@ -16,7 +16,10 @@ from tests.conftest import SAMPLE_CORPUS_SOURCES as SOURCES
 def test_every_subset_lands_where_the_manifest_says(spark, corpus_run):
     run, manifest = corpus_run
     expected = manifest["expected"]["default_config"]
-    silver = {r["subset"]: r["count"] for r in tables.read(spark, run.table("silver_samples")).groupBy("subset").count().collect()}
+    silver = {
+        r["subset"]: r["count"]
+        for r in tables.read(spark, run.table("silver_samples")).groupBy("subset").count().collect()
+    }
     quarantine = tables.read(spark, run.table("quarantine")).groupBy("subset", "stage", "reason").count().collect()
     for subset in [s for s in SOURCES if s in expected]:
         assert silver.get(subset, 0) == expected[subset]["silver"], subset
@@ -30,7 +33,9 @@ def test_decontamination_finds_the_injected_copies_and_nothing_unrelated(spark, 
     run, manifest = corpus_run
     hits = tables.read(spark, run.table("contamination_hits")).filter(F.col("method") == "sscd-faiss-exact").collect()
     found = {(h["image_id"], h["benchmark"], h["benchmark_item_id"]) for h in hits}
-    injected = {(c["training"]["image_sha256"], c["benchmark"], c["item_id"]): c["must_find"] for c in manifest["contamination"]}
+    injected = {
+        (c["training"]["image_sha256"], c["benchmark"], c["item_id"]): c["must_find"] for c in manifest["contamination"]
+    }
     must_find = {key for key, required in injected.items() if required}
     assert must_find and must_find <= found
     assert found <= set(injected), f"unrelated images flagged: {found - set(injected)}"
@@ -40,20 +45,32 @@ def test_decontamination_finds_the_injected_copies_and_nothing_unrelated(spark, 
 
 def test_near_duplicates_across_subsets_share_a_cluster(spark, corpus_run):
     run, manifest = corpus_run
-    cluster_of = {r["image_id"]: r["cluster_id"] for r in tables.read(spark, run.table("near_duplicate_clusters")).collect()}
+    cluster_of = {
+        r["image_id"]: r["cluster_id"] for r in tables.read(spark, run.table("near_duplicate_clusters")).collect()
+    }
     pairs = [(p["a"]["image_sha256"], p["b"]["image_sha256"]) for p in manifest["near_duplicates"] if p["must_find"]]
     assert pairs
     for a, b in pairs:
         assert a in cluster_of and cluster_of[a] == cluster_of.get(b), (a, b)
-    sizes = tables.read(spark, run.table("near_duplicate_clusters")).groupBy("cluster_id").agg(
-        F.count("*").alias("n"), F.sum(F.col("representative").cast("int")).alias("reps"), F.first("cluster_size").alias("size")
-    ).collect()
+    sizes = (
+        tables.read(spark, run.table("near_duplicate_clusters"))
+        .groupBy("cluster_id")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(F.col("representative").cast("int")).alias("reps"),
+            F.first("cluster_size").alias("size"),
+        )
+        .collect()
+    )
     assert all(r["reps"] == 1 and r["n"] == r["size"] for r in sizes)
 
 
 def test_pipeline_runs_record_every_stage_with_pinned_inputs(spark, corpus_run):
     run, _ = corpus_run
-    rows = {r["stage"]: r for r in tables.read(spark, run.table("pipeline_runs")).filter(F.col("run_id") == run.run_id).collect()}
+    rows = {
+        r["stage"]: r
+        for r in tables.read(spark, run.table("pipeline_runs")).filter(F.col("run_id") == run.run_id).collect()
+    }
     assert list(rows) and set(rows) == {s.name for s in STAGES}
     assert all(r["status"] == "succeeded" for r in rows.values())
     assert rows["embed"]["input_versions"]["silver_samples"] == rows["clean"]["output_versions"]["silver_samples"]

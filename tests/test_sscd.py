@@ -78,7 +78,7 @@ def test_onnx_outputs_are_512d_unit_float32(onnx_embeddings):
 def test_resized_jpeg_copy_scores_at_least_0_9_with_its_original(onnx_embeddings):
     originals, copies = onnx_embeddings["originals"].astype(np.float64), onnx_embeddings["copies"].astype(np.float64)
     cosine = np.einsum("ij,ij->i", originals, copies)
-    assert cosine.min() >= 0.9, dict(zip(PHOTOS, cosine.round(3)))
+    assert cosine.min() >= 0.9, dict(zip(PHOTOS, cosine.round(3), strict=False))
 
 
 def test_unrelated_photographs_score_below_0_5(onnx_embeddings):
@@ -168,6 +168,7 @@ def test_embedder_is_loaded_once_per_worker():
 # ---------------------------------------------------------------------------------------------
 # TorchScript backend
 
+
 class GeM(torch.nn.Module):
     def __init__(self, p: float = 3.0) -> None:
         super().__init__()
@@ -222,7 +223,10 @@ def test_torchscript_matches_eager_model_on_numpy_preprocessing(tiny_model_path,
     # Independent reference: PIL decode + resize, ImageNet normalisation written out in numpy,
     # the eager (unscripted) module on that NCHW tensor.
     pixels = np.stack(
-        [np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((96, 96), Image.Resampling.BILINEAR)) for b in blobs[:3]]
+        [
+            np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((96, 96), Image.Resampling.BILINEAR))
+            for b in blobs[:3]
+        ]
     )
     x = (pixels.astype(np.float32) / 255.0 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
         [0.229, 0.224, 0.225], np.float32

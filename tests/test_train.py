@@ -27,10 +27,20 @@ def _write_gold(path, rows: list[dict]) -> str:
 
     turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([("sample_id", pa.string()), ("subset", pa.string()), ("contaminated", pa.bool_()),
-                        ("relevance_min", pa.int32()), ("images", pa.list_(image)), ("texts", pa.list_(turn))])
-    full = [{"contaminated": False, "relevance_min": None, "images": [], "texts": [{"user": "q", "assistant": "a"}]}
-            | row for row in rows]
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("subset", pa.string()),
+            ("contaminated", pa.bool_()),
+            ("relevance_min", pa.int32()),
+            ("images", pa.list_(image)),
+            ("texts", pa.list_(turn)),
+        ]
+    )
+    full = [
+        {"contaminated": False, "relevance_min": None, "images": [], "texts": [{"user": "q", "assistant": "a"}]} | row
+        for row in rows
+    ]
     write_deltalake(str(path), pa.Table.from_pylist(full, schema))
     return str(path)
 
@@ -39,15 +49,18 @@ def _write_gold(path, rows: list[dict]) -> str:
 def downsampled_gold(tmp_path_factory):
     """16,000 samples in four subsets, sample_ids as the pipeline makes them (sha256 hex)."""
     subsets = ("alpha", "beta", "gamma", "delta")
-    rows = [{"sample_id": hashlib.sha256(f"s{i}".encode()).hexdigest(), "subset": subsets[i % 4]} for i in range(16_000)]
+    rows = [
+        {"sample_id": hashlib.sha256(f"s{i}".encode()).hexdigest(), "subset": subsets[i % 4]} for i in range(16_000)
+    ]
     return _write_gold(tmp_path_factory.mktemp("gold") / "gold_samples", rows)
 
 
 def test_every_rank_gets_rows_under_a_downsampled_mixture(downsampled_gold):
     from etl.train.loop import epochs
 
-    spec = MixtureSpec(name="small", subsets={"alpha": 0.5, "beta": 0.25, "gamma": 0.75, "delta": 0.1},
-                       include_contaminated=True)
+    spec = MixtureSpec(
+        name="small", subsets={"alpha": 0.5, "beta": 0.25, "gamma": 0.75, "delta": 0.1}, include_contaminated=True
+    )
     source = data.GoldSource(downsampled_gold, 0, mixture_predicate(spec))
     total = data.count_rows(source)
     assert 0.35 * 16_000 < total < 0.45 * 16_000  # the mixture keeps about 1.6 of the 4 subsets
@@ -92,9 +105,14 @@ def small_gold(tmp_path_factory):
     rows = []
     for i in range(24):
         name = list(colours)[i % 3]
-        rows.append({"sample_id": hashlib.sha256(f"c{i}".encode()).hexdigest(), "subset": "colours",
-                     "images": [{"bytes": png_bytes((24 + i, 20), colours[name]), "path": None}],
-                     "texts": [{"user": "What colour is it?", "assistant": name}]})
+        rows.append(
+            {
+                "sample_id": hashlib.sha256(f"c{i}".encode()).hexdigest(),
+                "subset": "colours",
+                "images": [{"bytes": png_bytes((24 + i, 20), colours[name]), "path": None}],
+                "texts": [{"user": "What colour is it?", "assistant": name}],
+            }
+        )
     root = tmp_path_factory.mktemp("small")
     return _write_gold(root / "gold_samples", rows), root
 
@@ -107,11 +125,24 @@ def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_g
 
     gold, _ = small_gold
     monkeypatch.chdir(tmp_path)
-    pipeline = load_config(overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
-    config = load_train_config("tiny", [f"data.table={gold}", "output_dir=models/remote", "max_steps=1",
-                                        "checkpoint_every=0", "batch_size=1", "grad_accum=1",
-                                        "distributed.num_processes=2", "distributed.local_mode=false",
-                                        "mlflow.registered_model_name=tiny-remote", "mlflow.system_metrics=false"])
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
+    config = load_train_config(
+        "tiny",
+        [
+            f"data.table={gold}",
+            "output_dir=models/remote",
+            "max_steps=1",
+            "checkpoint_every=0",
+            "batch_size=1",
+            "grad_accum=1",
+            "distributed.num_processes=2",
+            "distributed.local_mode=false",
+            "mlflow.registered_model_name=tiny-remote",
+            "mlflow.system_metrics=false",
+        ],
+    )
     result = train(config, pipeline, spark)
     assert result.world == 2 and not (tmp_path / "models" / "remote" / "final").exists()  # not on the driver's disk
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
@@ -127,15 +158,26 @@ def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_g
 def setting(corpus_run, tmp_path_factory):
     run, _ = corpus_run
     root = tmp_path_factory.mktemp("train")
-    pipeline = load_config(overrides=[f"lakehouse={run.config.lakehouse}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
+    pipeline = load_config(
+        overrides=[f"lakehouse={run.config.lakehouse}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
+    )
     return run, pipeline, root
 
 
 @pytest.fixture(scope="module")
 def trained(setting):
     run, pipeline, root = setting
-    config = load_train_config("tiny", [f"output_dir={root / 'tiny'}", "max_steps=8", "checkpoint_every=4",
-                                        "batch_size=2", "warmup_ratio=0.25", "mlflow.system_metrics_interval_s=0.5"])
+    config = load_train_config(
+        "tiny",
+        [
+            f"output_dir={root / 'tiny'}",
+            "max_steps=8",
+            "checkpoint_every=4",
+            "batch_size=2",
+            "warmup_ratio=0.25",
+            "mlflow.system_metrics_interval_s=0.5",
+        ],
+    )
     return train(config, pipeline)
 
 
@@ -143,7 +185,9 @@ def test_gold_of_the_corpus_flags_exactly_the_samples_with_hits(spark, corpus_ru
     run, _ = corpus_run
     gold = tables.read(spark, run.table("gold_samples"))
     silver = tables.read(spark, run.table("silver_samples"))
-    hit_samples = {r["sample_id"] for r in tables.read(spark, run.table("contamination_hits")).select("sample_id").collect()}
+    hit_samples = {
+        r["sample_id"] for r in tables.read(spark, run.table("contamination_hits")).select("sample_id").collect()
+    }
     flagged = {r["sample_id"] for r in gold.filter("contaminated").select("sample_id").collect()}
     assert hit_samples and flagged == hit_samples
     assert gold.count() == silver.count()  # policies flag and annotate: nothing removed
@@ -191,11 +235,21 @@ def test_evaluation_reports_overall_contaminated_and_clean_scores(spark, setting
     from mlflow import MlflowClient
 
     run, pipeline, _ = setting
-    scores = evaluate(trained.model_uri, pipeline, EvalConfig(limit=6, max_new_tokens=4,
-                      metrics={"chartqa_local": "relaxed_accuracy"}), spark, run_id=trained.mlflow_run_id)
+    scores = evaluate(
+        trained.model_uri,
+        pipeline,
+        EvalConfig(limit=6, max_new_tokens=4, metrics={"chartqa_local": "relaxed_accuracy"}),
+        spark,
+        run_id=trained.mlflow_run_id,
+    )
     by_name = {s.benchmark: s for s in scores}
     assert set(by_name) == {"easyvqa_test", "chartqa_local"}
-    hits = tables.read(spark, run.table("contamination_hits")).select("benchmark", "benchmark_item_id").distinct().collect()
+    hits = (
+        tables.read(spark, run.table("contamination_hits"))
+        .select("benchmark", "benchmark_item_id")
+        .distinct()
+        .collect()
+    )
     for name, score in by_name.items():
         assert score.n_contaminated == len({h["benchmark_item_id"] for h in hits if h["benchmark"] == name}) > 0
         assert score.n_clean == 6
@@ -224,9 +278,18 @@ def test_metrics_follow_the_lmms_eval_definitions():
 
 def test_multiple_choice_is_scored_by_the_chosen_option():
     question = "Which one is red?\nA. an apple\nB. the sky\nC. grass\nAnswer with the option's letter from the given choices directly."
-    for prediction, chosen in [("A", "A"), ("(A) an apple", "A"), ("The answer is A", "A"), ("an apple", "A"),
-                               ("B", "B"), ("the sky or an apple", None), ("none of these", None)]:
-        assert score_item("option_accuracy", prediction, "an apple", question) == (float(chosen == "A"), chosen), prediction
+    for prediction, chosen in [
+        ("A", "A"),
+        ("(A) an apple", "A"),
+        ("The answer is A", "A"),
+        ("an apple", "A"),
+        ("B", "B"),
+        ("the sky or an apple", None),
+        ("none of these", None),
+    ]:
+        assert score_item("option_accuracy", prediction, "an apple", question) == (float(chosen == "A"), chosen), (
+            prediction
+        )
     assert score_item("option_accuracy", "C.", "C", question) == (1.0, "C")  # the reference given as a letter
     assert score_item("option_accuracy", "it is 42", "42", "How many?") == (1.0, None)  # open question: contained
 
@@ -244,9 +307,9 @@ def test_batched_generation_answers_as_one_item_at_a_time():
     images = [[Image.new("RGB", (20 + 9 * i, 30), (60 * i, 90, 200))] for i in range(3)]
     images[1].append(Image.new("RGB", (50, 20), (0, 0, 0)))  # two images: more tiles than the others
     questions = ["What colour?", "A much longer question about both of the pictures?", "Hi"]
-    prompts = [data.prompt_text(q, len(i)) for q, i in zip(questions, images)]
+    prompts = [data.prompt_text(q, len(i)) for q, i in zip(questions, images, strict=False)]
     batched = generate(model, processor, "cpu", prompts, images, 6)
-    assert batched == [generate(model, processor, "cpu", [p], [i], 6)[0] for p, i in zip(prompts, images)]
+    assert batched == [generate(model, processor, "cpu", [p], [i], 6)[0] for p, i in zip(prompts, images, strict=False)]
 
 
 def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, tmp_path):
@@ -258,7 +321,9 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
     from etl.train.model import build_model, build_processor
     from tests.conftest import png_bytes
 
-    pipeline = load_config(overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
     config = load_train_config("tiny")
     processor = build_processor(config, pipeline.clean.tokenizer)
     model_dir = tmp_path / "model"
@@ -266,34 +331,70 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
     processor.save_pretrained(model_dir)
 
     def item(benchmark, item_id, question, answer, image=True):
-        images = [{"bytes": png_bytes((30, 20)), "path": None, "image_id": item_id, "width": 30, "height": 20}] if image else []
-        return {"benchmark": benchmark, "item_id": item_id, "sample_id": item_id, "subset": benchmark, "category": "General VQA",
-                "source": benchmark, "images": images, "texts": [{"user": question, "assistant": answer}], "source_ref": None}
+        images = (
+            [{"bytes": png_bytes((30, 20)), "path": None, "image_id": item_id, "width": 30, "height": 20}]
+            if image
+            else []
+        )
+        return {
+            "benchmark": benchmark,
+            "item_id": item_id,
+            "sample_id": item_id,
+            "subset": benchmark,
+            "category": "General VQA",
+            "source": benchmark,
+            "images": images,
+            "texts": [{"user": question, "assistant": answer}],
+            "source_ref": None,
+        }
 
     mc = "Which is red?\nA. apple\nB. sky"
     items = [item("colours", f"c{i}", "What colour?", "red") for i in range(4)] + [
-        item("colours", "c9", "What colour?", ""),            # no reference answer: not scored
-        item("quiz", "q1", mc, "apple", image=False),           # multiple choice, the answer as the option's text
-        item("quiz", "q2", mc, "B", image=False),               # multiple choice, the answer as a letter
+        item("colours", "c9", "What colour?", ""),  # no reference answer: not scored
+        item("quiz", "q1", mc, "apple", image=False),  # multiple choice, the answer as the option's text
+        item("quiz", "q2", mc, "B", image=False),  # multiple choice, the answer as a letter
     ]
     hits = [(None, "s", "colours", "colours", "c3", 1.0, "m", 1.0, "text-ngram", "r")]
     commit = tables.Commit("test", "test", "0", "0")
-    tables.overwrite(spark, tables.TableRef.of(pipeline, "benchmark_items"), spark.createDataFrame(items, BENCHMARK_ITEMS),
-                     commit, BENCHMARK_ITEMS)
-    tables.overwrite(spark, tables.TableRef.of(pipeline, "contamination_hits"),
-                     spark.createDataFrame(hits, CONTAMINATION_HITS), commit, CONTAMINATION_HITS)
+    tables.overwrite(
+        spark,
+        tables.TableRef.of(pipeline, "benchmark_items"),
+        spark.createDataFrame(items, BENCHMARK_ITEMS),
+        commit,
+        BENCHMARK_ITEMS,
+    )
+    tables.overwrite(
+        spark,
+        tables.TableRef.of(pipeline, "contamination_hits"),
+        spark.createDataFrame(hits, CONTAMINATION_HITS),
+        commit,
+        CONTAMINATION_HITS,
+    )
 
     eval_config = EvalConfig(limit=2, max_new_tokens=3, batch_size=2, metrics={"quiz": "option_accuracy"})
     scores = {s.benchmark: s for s in evaluate(str(model_dir), pipeline, eval_config, spark)}
     assert not evaluation._LOADED  # the model was loaded by the executors' Python workers, never here
 
     predictions = tables.read(spark, tables.TableRef.of(pipeline, "eval_predictions")).toPandas()
-    assert sorted(predictions["item_id"]) == ["c0", "c1", "c3", "q1", "q2"]  # 2 clean colours (limit) + the contaminated one
-    assert predictions.set_index("item_id")["contaminated"].to_dict() == {"c0": False, "c1": False, "c3": True,
-                                                                           "q1": False, "q2": False}
+    assert sorted(predictions["item_id"]) == [
+        "c0",
+        "c1",
+        "c3",
+        "q1",
+        "q2",
+    ]  # 2 clean colours (limit) + the contaminated one
+    assert predictions.set_index("item_id")["contaminated"].to_dict() == {
+        "c0": False,
+        "c1": False,
+        "c3": True,
+        "q1": False,
+        "q2": False,
+    }
     quiz = predictions[predictions["benchmark"] == "quiz"]
-    assert all(p.startswith(mc) and p.endswith("Answer with the option's letter from the given choices directly.")
-               for p in quiz["prompt"])
+    assert all(
+        p.startswith(mc) and p.endswith("Answer with the option's letter from the given choices directly.")
+        for p in quiz["prompt"]
+    )
     assert all(isinstance(p, str) for p in predictions["prediction"]) and set(predictions["score"]) <= {0.0, 1.0}
     for name, score in scores.items():
         mine = predictions[predictions["benchmark"] == name]
@@ -303,10 +404,15 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
     assert scores["quiz"].contaminated is None and scores["colours"].contaminated is not None
 
     run = MlflowClient(pipeline.mlflow.tracking_uri).get_run(predictions["mlflow_run_id"][0])
-    assert {"eval/colours/exact_match.clean", "eval/colours/exact_match.contaminated",
-            "eval/quiz/option_accuracy"} <= set(run.data.metrics)
+    assert {
+        "eval/colours/exact_match.clean",
+        "eval/colours/exact_match.contaminated",
+        "eval/quiz/option_accuracy",
+    } <= set(run.data.metrics)
     assert run.data.params["eval.output.eval_predictions"] == "1"  # the version written (0 created the table)
-    logged = MlflowClient(pipeline.mlflow.tracking_uri).download_artifacts(run.info.run_id, "eval/predictions.json", str(tmp_path))
+    logged = MlflowClient(pipeline.mlflow.tracking_uri).download_artifacts(
+        run.info.run_id, "eval/predictions.json", str(tmp_path)
+    )
     assert len(pd.read_json(logged, orient="split")) == 5
 
 
@@ -314,18 +420,23 @@ def test_mixture_predicate_selects_the_same_rows_in_spark_and_in_the_training_re
     run, _ = corpus_run
     ref = run.table("gold_samples")
     version = tables.current_version(spark, ref)
-    spec = MixtureSpec(name="m", subsets={"easyvqa": 1.0, "charts": 0.5}, min_ratings={"relevance": 3},
-                       include_contaminated=False)
+    spec = MixtureSpec(
+        name="m", subsets={"easyvqa": 1.0, "charts": 0.5}, min_ratings={"relevance": 3}, include_contaminated=False
+    )
     where = mixture_predicate(spec)
     rows = tables.read(spark, ref, version).select("sample_id", "subset", "contaminated", "relevance_min").collect()
     expected = {
-        r["sample_id"] for r in rows
-        if not r["contaminated"] and (r["relevance_min"] is None or r["relevance_min"] >= 3)
+        r["sample_id"]
+        for r in rows
+        if not r["contaminated"]
+        and (r["relevance_min"] is None or r["relevance_min"] >= 3)
         and (r["subset"] == "easyvqa" or (r["subset"] == "charts" and int(r["sample_id"][:8], 16) < 16**8 // 2))
     }
     charts = sum(1 for r in rows if r["subset"] == "charts" and not r["contaminated"])
     assert 0 < len([s for s in expected if s in {r["sample_id"] for r in rows if r["subset"] == "charts"}]) < charts
-    assert {r["sample_id"] for r in tables.read(spark, ref, version).filter(where).select("sample_id").collect()} == expected
+    assert {
+        r["sample_id"] for r in tables.read(spark, ref, version).filter(where).select("sample_id").collect()
+    } == expected
     source = data.GoldSource(ref.path, version, where)
     assert data.count_rows(source) == len(expected)
     assert {r["sample_id"] for r in data.delta_rows(source)} == expected
@@ -343,9 +454,19 @@ def test_rank_shares_partition_the_rows_of_the_training_reader(spark, corpus_run
 
 def test_torch_distributor_trains_with_two_cpu_processes(spark, setting):
     run, pipeline, root = setting
-    config = load_train_config("tiny", [f"output_dir={root / 'ddp'}", "max_steps=2", "checkpoint_every=0",
-                                        "batch_size=1", "grad_accum=1", "distributed.num_processes=2",
-                                        "mlflow.registered_model_name=null", "mlflow.system_metrics=false"])
+    config = load_train_config(
+        "tiny",
+        [
+            f"output_dir={root / 'ddp'}",
+            "max_steps=2",
+            "checkpoint_every=0",
+            "batch_size=1",
+            "grad_accum=1",
+            "distributed.num_processes=2",
+            "mlflow.registered_model_name=null",
+            "mlflow.system_metrics=false",
+        ],
+    )
     result = train(config, pipeline, spark)
     assert result.world == 2
     assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
@@ -357,7 +478,9 @@ def test_every_training_config_validates_with_its_tile_tokens():
     configs = {p.stem: load_train_config(p.stem) for p in TRAIN_CONF_DIR.glob("*.yaml")}
     assert set(configs) >= {"tiny", "smolvlm_256m", "nanovlm_460m"}
     assert configs["tiny"].image_seq_len == 4
-    assert configs["smolvlm_256m"].image_seq_len == configs["nanovlm_460m"].image_seq_len == 64  # reference: 64 per tile
+    assert (
+        configs["smolvlm_256m"].image_seq_len == configs["nanovlm_460m"].image_seq_len == 64
+    )  # reference: 64 per tile
     assert configs["smolvlm_256m"].model.init == "smollm2"
 
 
@@ -366,11 +489,17 @@ def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
 
     config = load_train_config("tiny")
     local = mlflow_names(config, load_config())
-    assert local == {"experiment": "finevision-training", "registered_model_name": "finevision-tiny", "registry_uri": None}
+    assert local == {
+        "experiment": "finevision-training",
+        "registered_model_name": "finevision-tiny",
+        "registry_uri": None,
+    }
     databricks = load_config(overrides=["mlflow.tracking_uri=databricks", "catalog=main.finevision"])
-    assert mlflow_names(config, databricks) == {"experiment": "/Shared/finevision-training",
-                                                "registered_model_name": "main.finevision.finevision_tiny",
-                                                "registry_uri": "databricks-uc"}
+    assert mlflow_names(config, databricks) == {
+        "experiment": "/Shared/finevision-training",
+        "registered_model_name": "main.finevision.finevision_tiny",
+        "registry_uri": "databricks-uc",
+    }
     with pytest.raises(ValueError, match="Unity Catalog needs catalog.schema.model"):
         mlflow_names(config, load_config(overrides=["mlflow.tracking_uri=databricks"]))
     assert table_ref("main.gold.samples", databricks).qualified_name == "main.gold.samples"

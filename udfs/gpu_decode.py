@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,7 @@ def is_decodable_jpeg(data: bytes | None) -> bool:
         return False
 
 
-def resize_batch(images: "torch.Tensor", size: int) -> "torch.Tensor":
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 NCHW (one shape) -> uint8 NHWC [n, size, size, 3], bilinear with antialiasing."""
     import torch
 
@@ -54,7 +55,7 @@ def resize_batch(images: "torch.Tensor", size: int) -> "torch.Tensor":
 
 def decode_and_resize_on_device(
     blobs: Sequence[bytes | None], size: int, device: str
-) -> tuple["torch.Tensor", np.ndarray]:
+) -> tuple[torch.Tensor, np.ndarray]:
     """Encoded images -> (uint8 NHWC [n, size, size, 3] on `device`, failed bool [n]).
 
     Failed rows are zeros, as in `udfs.sscd.decode_and_resize`. Never raises for a bad image.
@@ -73,8 +74,8 @@ def decode_and_resize_on_device(
             decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad image fails the batched call: retry one by one
             decoded = [_decode_one(data, device) for data in encoded]
-        by_shape: dict[tuple[int, ...], list[tuple[int, "torch.Tensor"]]] = {}
-        for row, image in zip(jpeg_rows, decoded):
+        by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+        for row, image in zip(jpeg_rows, decoded, strict=False):
             if image is None:
                 cpu_rows.append(row)
             else:
@@ -92,7 +93,7 @@ def decode_and_resize_on_device(
     return pixels, failed
 
 
-def _decode_one(encoded: "torch.Tensor", device: str) -> "torch.Tensor | None":
+def _decode_one(encoded: torch.Tensor, device: str) -> torch.Tensor | None:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:

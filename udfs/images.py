@@ -58,7 +58,8 @@ def clean_image(data: bytes, rules: ImageRules) -> CleanedImage:
             width, height = image.size
             if width * height > rules.max_pixels:
                 raise ImageRejected(
-                    "decompression_bomb", f"header declares {width}x{height} = {width * height} pixels, limit {rules.max_pixels}"
+                    "decompression_bomb",
+                    f"header declares {width}x{height} = {width * height} pixels, limit {rules.max_pixels}",
                 )
             image.load()
             source_format = image.format
@@ -66,7 +67,11 @@ def clean_image(data: bytes, rules: ImageRules) -> CleanedImage:
             needs_mode = image.mode not in KEEP_MODES
             if new_size == (width, height) and not needs_mode:
                 return CleanedImage(data, width, height, changed=False)
-            out = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB") if needs_mode else image
+            out = (
+                image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+                if needs_mode
+                else image
+            )
             if new_size != (width, height):
                 out = out.resize(new_size, Image.Resampling.LANCZOS)
             buffer = io.BytesIO()

@@ -29,11 +29,12 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Mapping, Protocol, Sequence
+from typing import Literal, Protocol
 
 AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 IMAGE_AXES = frozenset({"image_correspondence"})
@@ -95,7 +96,9 @@ def load_prompts(directory: str | Path, axes: Sequence[str] = AXES) -> dict[str,
         needed = {"question", "answer"} if axis in ANSWER_AXES else {"question"}
         missing = needed - set(_PLACEHOLDER.findall(template))
         if missing:
-            raise ValueError(f"{path}: the {axis} prompt needs the placeholders {sorted('{' + m + '}' for m in missing)}")
+            raise ValueError(
+                f"{path}: the {axis} prompt needs the placeholders {sorted('{' + m + '}' for m in missing)}"
+            )
         prompts[axis] = JudgePrompt(axis, template)
     return prompts
 
@@ -232,7 +235,9 @@ class OpenAIChatBackend:
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
             if not key:
-                raise RuntimeError(f"judge {spec.judge_model}: environment variable {spec.api_key_env} is not set on this worker")
+                raise RuntimeError(
+                    f"judge {spec.judge_model}: environment variable {spec.api_key_env} is not set on this worker"
+                )
             headers["Authorization"] = f"Bearer {key}"
         self.extra = json.loads(spec.extra_body)
         limits = httpx.Limits(max_connections=spec.max_concurrency, max_keepalive_connections=spec.max_concurrency)
@@ -246,7 +251,9 @@ class OpenAIChatBackend:
 
     def payload(self, request: JudgeRequest) -> dict:
         if request.images:
-            content: str | list = [{"type": "image_url", "image_url": {"url": image_data_url(b)}} for b in request.images]
+            content: str | list = [
+                {"type": "image_url", "image_url": {"url": image_data_url(b)}} for b in request.images
+            ]
             content.append({"type": "text", "text": request.prompt})
         else:
             content = request.prompt
@@ -381,12 +388,14 @@ class TransformersBackend:
             texts[i] = self._chat(request)
             lengths[i] = len(self.tokenizer(texts[i], add_special_tokens=False).input_ids)
             if lengths[i] > self.spec.max_prompt_tokens:
-                verdicts[i] = Verdict(None, None, f"prompt of {lengths[i]} tokens exceeds max_prompt_tokens {self.spec.max_prompt_tokens}")
+                verdicts[i] = Verdict(
+                    None, None, f"prompt of {lengths[i]} tokens exceeds max_prompt_tokens {self.spec.max_prompt_tokens}"
+                )
                 del texts[i]
         order = sorted(texts, key=lambda i: lengths[i])  # similar lengths per batch: little padding
         for start in range(0, len(order), self.spec.batch_size):
             batch = order[start : start + self.spec.batch_size]
-            for i, verdict in zip(batch, self._generate([texts[i] for i in batch])):
+            for i, verdict in zip(batch, self._generate([texts[i] for i in batch]), strict=False):
                 verdicts[i] = verdict
         return verdicts  # type: ignore[return-value]
 
@@ -395,8 +404,15 @@ class TransformersBackend:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(
-                **encoded, max_new_tokens=self.spec.max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, output_scores=True, return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
+                **encoded,
+                max_new_tokens=self.spec.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.tokenizer.pad_token_id,
             )
         generated = out.sequences[:, encoded.input_ids.shape[1] :].cpu()
         # log-probabilities of the five digits (each summed over its token variants) at every step
@@ -411,7 +427,9 @@ class TransformersBackend:
             if score is not None:
                 position = next((k for k, t in enumerate(generated[row].tolist()) if t in id_to_digit), None)
                 if position is not None:
-                    expected = digit_expectation(dict(zip(DIGITS, digit_lp[row, position].exp().tolist())))
+                    expected = digit_expectation(
+                        dict(zip(DIGITS, digit_lp[row, position].exp().tolist(), strict=False))
+                    )
             verdicts.append(Verdict(score, expected, error))
         return verdicts
 

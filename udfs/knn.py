@@ -26,7 +26,8 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from typing import Callable, Iterable, Literal, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Literal, NamedTuple
 
 import faiss
 import numpy as np
@@ -44,7 +45,7 @@ class Hits(NamedTuple):
     similarities: np.ndarray  # float32
 
     def as_list(self) -> list[tuple[int, int, float]]:
-        return list(zip(self.query_rows.tolist(), self.index_rows.tolist(), self.similarities.tolist()))
+        return list(zip(self.query_rows.tolist(), self.index_rows.tolist(), self.similarities.tolist(), strict=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def _ivf_gemm_search(
                 parts.append((rows[q], ids[j], sims[q, j]))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    rows, ids, sims = (np.concatenate(column) for column in zip(*parts))
+    rows, ids, sims = (np.concatenate(column) for column in zip(*parts, strict=False))
     return rows, ids, sims
 
 
@@ -314,7 +315,7 @@ def search_threshold_arrays(
     if not parts:
         empty = np.empty(0, np.int64)
         return Hits(empty, empty.copy(), np.empty(0, np.float32))
-    rows, ids, sims = (np.concatenate(column) for column in zip(*parts))
+    rows, ids, sims = (np.concatenate(column) for column in zip(*parts, strict=False))
     order = np.lexsort((ids, rows))
     return Hits(rows[order], ids[order], sims[order])
 
@@ -328,7 +329,7 @@ def search_threshold(
 
 def _pair_set(hits: Hits | Iterable[tuple]) -> set[tuple[int, int]]:
     if isinstance(hits, Hits):
-        return set(zip(hits.query_rows.tolist(), hits.index_rows.tolist()))
+        return set(zip(hits.query_rows.tolist(), hits.index_rows.tolist(), strict=False))
     return {(int(h[0]), int(h[1])) for h in hits}
 
 

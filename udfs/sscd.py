@@ -28,10 +28,11 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -368,7 +369,7 @@ class TorchScriptEmbedder:
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
-    def preprocess(self, images: "torch.Tensor") -> "torch.Tensor":
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC tensor (any device) -> normalised float32 NCHW on the model's device."""
         import torch
 
@@ -377,7 +378,7 @@ class TorchScriptEmbedder:
         # NHWC permuted to NCHW already has channels-last strides; CPU uses the standard layout.
         return x.contiguous(memory_format=torch.channels_last if self.on_gpu else torch.contiguous_format)
 
-    def embed_tensor(self, images: "torch.Tensor") -> "torch.Tensor":
+    def embed_tensor(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC tensor (e.g. decoded on the GPU) -> float32 [n, 512] unit rows, on device."""
         import torch
 

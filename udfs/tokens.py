@@ -76,7 +76,7 @@ def tokenizer_file(tokenizer_json: str) -> str:
         from pyspark import SparkFiles
 
         shipped = Path(SparkFiles.get(Path(tokenizer_json).name))
-    except Exception:  # not inside a Spark worker: nothing was shipped
+    except Exception:  # noqa: BLE001 - not inside a Spark worker: nothing was shipped
         shipped = None
     if shipped is None or not shipped.exists():
         raise FileNotFoundError(f"tokenizer {tokenizer_json} not found here, and no copy was shipped with the job")

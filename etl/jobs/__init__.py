@@ -3,8 +3,8 @@ writes through `etl.tables`, reporting counts to the run log. `STAGES` is the pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ STAGES = (
         ("contamination_hits", "contamination_rates", "removed_samples"),
         "decontaminate",
     ),
-    StageJob(
-        "dedup", ("silver_samples", "image_embeddings"), ("near_duplicate_clusters", "removed_samples"), "dedup"
-    ),
+    StageJob("dedup", ("silver_samples", "image_embeddings"), ("near_duplicate_clusters", "removed_samples"), "dedup"),
     StageJob("rate", ("silver_samples",), ("turn_ratings", "rating_distribution"), "rate"),
     StageJob(
         "export",

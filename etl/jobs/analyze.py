@@ -52,8 +52,11 @@ def run(run: PipelineRun) -> None:
         actions.unpersist()
 
         stats = subset_stats(
-            silver, ship_to_executors(spark, rules_from(run.config).tokenizer_json),  # nodes without the driver's disk
-            hits=extra["contamination_hits"], clusters=extra["near_duplicate_clusters"], ratings=extra["turn_ratings"],
+            silver,
+            ship_to_executors(spark, rules_from(run.config).tokenizer_json),  # nodes without the driver's disk
+            hits=extra["contamination_hits"],
+            clusters=extra["near_duplicate_clusters"],
+            ratings=extra["turn_ratings"],
         ).persist(StorageLevel.MEMORY_AND_DISK)
         total = stats.filter("level = 'total'").first()
         report.output_versions["subset_stats"] = tables.overwrite(
@@ -61,8 +64,11 @@ def run(run: PipelineRun) -> None:
         )
         stats.unpersist()
 
-        counters = {"gui_subsets": gui["subsets"] if gui else 0, "action_rows": gui["n"] if gui else 0,
-                    "turns": total["turns"] if total else 0}
+        counters = {
+            "gui_subsets": gui["subsets"] if gui else 0,
+            "action_rows": gui["n"] if gui else 0,
+            "turns": total["turns"] if total else 0,
+        }
         if extra["image_embeddings"] is not None:
             model = model_id(embedder_spec(run))
             embeddings = extra["image_embeddings"].filter(F.col("model_id") == model)

@@ -48,12 +48,16 @@ def run(run: PipelineRun) -> None:
         with session_conf(spark, {ARROW_BATCH_ROWS: str(config.clean.arrow_batch_rows)}):
             cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                summary = cleaned.groupBy(F.col("reject_reason").alias("reason")).agg(
-                    F.count("*").alias("n"),
-                    F.sum("turns_dropped_empty").alias("empty"),
-                    F.sum("turns_dropped_too_long").alias("too_long"),
-                    F.sum("images_resized").alias("resized"),
-                ).collect()
+                summary = (
+                    cleaned.groupBy(F.col("reject_reason").alias("reason"))
+                    .agg(
+                        F.count("*").alias("n"),
+                        F.sum("turns_dropped_empty").alias("empty"),
+                        F.sum("turns_dropped_too_long").alias("too_long"),
+                        F.sum("images_resized").alias("resized"),
+                    )
+                    .collect()
+                )
                 report.rows_in = sum(r["n"] for r in summary)
                 report.rows_out = sum(r["n"] for r in summary if r["reason"] is None)
                 report.dropped = {r["reason"]: r["n"] for r in summary if r["reason"] is not None}
@@ -67,8 +71,12 @@ def run(run: PipelineRun) -> None:
                     spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
                 )
                 report.output_versions["quarantine"] = tables.merge_insert(
-                    spark, quarantine_ref, quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
-                    ["quarantine_id"], commit, QUARANTINE,
+                    spark,
+                    quarantine_ref,
+                    quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
+                    ["quarantine_id"],
+                    commit,
+                    QUARANTINE,
                 )
             finally:
                 cleaned.unpersist()

@@ -23,12 +23,18 @@ def run(run: PipelineRun) -> None:
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
         training = embeddings.join(image_occurrences(silver).select("image_id").distinct(), "image_id")
         pairs = near_duplicate_pairs(
-            training, settings.threshold, n_buckets=settings.buckets, probes=settings.probes,
-            max_buckets=settings.max_buckets, max_group_vectors=settings.max_group_vectors,
+            training,
+            settings.threshold,
+            n_buckets=settings.buckets,
+            probes=settings.probes,
+            max_buckets=settings.max_buckets,
+            max_group_vectors=settings.max_group_vectors,
         )
         clusters = near_duplicate_clusters(pairs).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            summary = clusters.agg(F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")).first()
+            summary = clusters.agg(
+                F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")
+            ).first()
             report.rows_in = silver.count()
             report.rows_out = report.rows_in
             report.counters = {
@@ -41,10 +47,21 @@ def run(run: PipelineRun) -> None:
                 spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
             )
             if settings.policy == "keep-one":
-                removed = keep_one_removals(silver, clusters).select(
-                    "sample_id", "subset", F.lit("dedup").alias("stage"), "reason", "detail", F.lit(run.run_id).alias("run_id")
-                ).persist()
-                report.dropped = {r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+                removed = (
+                    keep_one_removals(silver, clusters)
+                    .select(
+                        "sample_id",
+                        "subset",
+                        F.lit("dedup").alias("stage"),
+                        "reason",
+                        "detail",
+                        F.lit(run.run_id).alias("run_id"),
+                    )
+                    .persist()
+                )
+                report.dropped = {
+                    r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
+                }
                 report.rows_out = report.rows_in - sum(report.dropped.values())
                 report.output_versions["removed_samples"] = tables.merge_insert(
                     spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES

@@ -56,21 +56,34 @@ def run(run: PipelineRun) -> None:
                     report.dropped = {"undecodable_image": counts[False]}
                 commit = run.commit("embed")
                 report.output_versions["image_embeddings"] = tables.merge_insert(
-                    spark, target, embedded.filter(F.col("embedding").isNotNull()), ["image_id", "model_id"], commit,
-                    IMAGE_EMBEDDINGS, EMBEDDING_CONSTRAINTS,
+                    spark,
+                    target,
+                    embedded.filter(F.col("embedding").isNotNull()),
+                    ["image_id", "model_id"],
+                    commit,
+                    IMAGE_EMBEDDINGS,
+                    EMBEDDING_CONSTRAINTS,
                 )
                 if counts.get(False):
                     failed = embedded.filter(F.col("embedding").isNull()).select(
                         F.lit("undecodable_image").alias("reject_reason"),
                         F.concat(F.lit(f"{model} could not decode image "), F.col("image_id")).alias("reject_detail"),
-                        F.lit(None).cast("string").alias("subset"), F.lit(None).cast("string").alias("sample_id"),
-                        F.struct(F.lit("image_embeddings").alias("file"), F.col("image_id").alias("member"),
-                                 F.lit(None).cast("long").alias("row")).alias("source_ref"),
+                        F.lit(None).cast("string").alias("subset"),
+                        F.lit(None).cast("string").alias("sample_id"),
+                        F.struct(
+                            F.lit("image_embeddings").alias("file"),
+                            F.col("image_id").alias("member"),
+                            F.lit(None).cast("long").alias("row"),
+                        ).alias("source_ref"),
                         F.col("image_id").alias("raw"),
                     )
                     report.output_versions["quarantine"] = tables.merge_insert(
-                        spark, run.table("quarantine"), quarantine_rows(failed, "embed", run.run_id), ["quarantine_id"],
-                        commit, QUARANTINE,
+                        spark,
+                        run.table("quarantine"),
+                        quarantine_rows(failed, "embed", run.run_id),
+                        ["quarantine_id"],
+                        commit,
+                        QUARANTINE,
                     )
             finally:
                 embedded.unpersist()

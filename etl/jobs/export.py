@@ -67,7 +67,9 @@ def run(run: PipelineRun) -> None:
         shards = release.write_shards(pinned, folder, settings.shard_rows, report.rows_out)
         stats = release.subset_statistics(pinned)
         provenance = {
-            "curation run": run.run_id, "mlflow run": run.mlflow_run_id or "-", "config hash": run.config_hash,
+            "curation run": run.run_id,
+            "mlflow run": run.mlflow_run_id or "-",
+            "config hash": run.config_hash,
             "git revision": run.git_revision,
             **{f"input {name}": f"version {v}" for name, v in report.input_versions.items()},
         }
@@ -75,4 +77,6 @@ def run(run: PipelineRun) -> None:
         path = release.write_card(folder, card)
         report.counters["release_shards"] = len(shards)
         report.counters["contaminated_samples"] = sum(s["contaminated_samples"] for s in stats)
-        log.info("[export] gold_samples version %d; release of %d shards in %s (card %s)", version, len(shards), folder, path)
+        log.info(
+            "[export] gold_samples version %d; release of %d shards in %s (card %s)", version, len(shards), folder, path
+        )

@@ -37,8 +37,16 @@ def plan_tasks(config: PipelineConfig, specs: list[SourceSpec]) -> list[dict]:
         log.info("[ingest] %s: %d shard(s) of %s from %s", spec.name, len(shards), spec.format, location)
         for shard in shards:
             tasks.append(
-                {"spec": spec.model_dump_json(), "path": shard.path, "part": shard.part, "start": shard.start,
-                 "end": shard.end, "first_row": shard.first_row, "image_root": image_root, "data_root": data_root}
+                {
+                    "spec": spec.model_dump_json(),
+                    "path": shard.path,
+                    "part": shard.part,
+                    "start": shard.start,
+                    "end": shard.end,
+                    "first_row": shard.first_row,
+                    "image_root": image_root,
+                    "data_root": data_root,
+                }
             )
     return tasks
 
@@ -62,7 +70,7 @@ def shard_tasks(spark, tasks: list[dict], config: PipelineConfig) -> list[dict]:
     The split reads each such file once on an executor; the driver receives only the ranges, a few
     per `shard_bytes` of input."""
     is_candidate = [splittable(SourceSpec.model_validate_json(t["spec"])) and t["part"] is None for t in tasks]
-    candidates = [t for t, yes in zip(tasks, is_candidate) if yes]
+    candidates = [t for t, yes in zip(tasks, is_candidate, strict=False) if yes]
     if not candidates:
         return tasks
     split = [row.asDict() for row in ingest.split_tasks(task_frame(spark, candidates), config.ingest).collect()]
@@ -70,7 +78,7 @@ def shard_tasks(spark, tasks: list[dict], config: PipelineConfig) -> list[dict]:
     for path, n in sorted(ranges.items()):
         if n > 1:
             log.info("[ingest] %s: %d byte ranges of about %d bytes", path, n, config.ingest.shard_bytes)
-    kept = [t for t, yes in zip(tasks, is_candidate) if not yes]
+    kept = [t for t, yes in zip(tasks, is_candidate, strict=False) if not yes]
     return kept + sorted(split, key=lambda t: (t["path"], t["start"]))
 
 
@@ -91,7 +99,9 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
                 (r["reason"], r["is_benchmark"]): r["n"]
                 for r in parsed.groupBy(
                     F.col("reject_reason").alias("reason"), F.col("benchmark").isNotNull().alias("is_benchmark")
-                ).agg(F.count("*").alias("n")).collect()
+                )
+                .agg(F.count("*").alias("n"))
+                .collect()
             }
             report.rows_in = sum(counts.values())
             report.rows_out = sum(n for (reason, _), n in counts.items() if reason is None)
@@ -104,7 +114,8 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
                 "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),
                 "quarantine": (
                     quarantine_rows(rejected_rows(parsed), "ingest", run.run_id),
-                    ["quarantine_id"], QUARANTINE,
+                    ["quarantine_id"],
+                    QUARANTINE,
                 ),
             }
             for name, (rows, keys, schema) in write.items():

@@ -50,12 +50,24 @@ def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
     if config.backend == "transformers" and model_path is None:
         model_path = prepare_gguf_model(config.gguf_package, config.gguf_file, str(_absolute(config.cache_dir)))
     return JudgeSpec(
-        backend=config.backend, judge_model=config.model, vision=config.vision, base_url=config.base_url,
-        api_key_env=config.api_key_env, max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
-        max_retries=config.max_retries, backoff_s=config.backoff_s, max_tokens=config.max_tokens,
-        logprobs=config.logprobs, extra_body=json.dumps(config.extra_body, sort_keys=True), model_path=model_path,
-        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens,
-        device=config.device, threads=task_cpus,  # one model thread per task slot: tasks do not oversubscribe
+        backend=config.backend,
+        judge_model=config.model,
+        vision=config.vision,
+        base_url=config.base_url,
+        api_key_env=config.api_key_env,
+        max_concurrency=config.max_concurrency,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        backoff_s=config.backoff_s,
+        max_tokens=config.max_tokens,
+        logprobs=config.logprobs,
+        extra_body=json.dumps(config.extra_body, sort_keys=True),
+        model_path=model_path,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        max_prompt_tokens=config.max_prompt_tokens,
+        device=config.device,
+        threads=task_cpus,  # one model thread per task slot: tasks do not oversubscribe
     )
 
 
@@ -112,8 +124,12 @@ def run(run: PipelineRun) -> None:
         for number, rows in enumerate(chunks, 1):
             rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
             _rate_chunk(run, report, rated)
-            log.info("[rate] chunk %d/%d committed (turn_ratings version %s)", number, len(chunks),
-                     report.output_versions.get("turn_ratings"))
+            log.info(
+                "[rate] chunk %d/%d committed (turn_ratings version %s)",
+                number,
+                len(chunks),
+                report.output_versions.get("turn_ratings"),
+            )
         if tables.exists(spark, target):
             ratings = tables.read(spark, target)
             distribution = stage.rating_distribution(silver, ratings, current_judges(assignments))
@@ -152,8 +168,14 @@ def _rate_chunk(run: PipelineRun, report, rated) -> None:
             else:
                 report.counters[f"null.{row['kind']}"] = report.counters.get(f"null.{row['kind']}", 0) + row["n"]
         report.output_versions["turn_ratings"] = tables.merge_insert(
-            run.spark, run.table("turn_ratings"), rated, stage.RATING_KEYS, run.commit("rate"), TURN_RATINGS,
-            RATING_CONSTRAINTS, replace_when=REPLACE_FAILED,
+            run.spark,
+            run.table("turn_ratings"),
+            rated,
+            stage.RATING_KEYS,
+            run.commit("rate"),
+            TURN_RATINGS,
+            RATING_CONSTRAINTS,
+            replace_when=REPLACE_FAILED,
         )
     finally:
         rated.unpersist()

@@ -27,14 +27,16 @@ OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "×": lambda a, b: a * 
 
 
 def specs(prefix: str) -> list[dict[str, Any]]:
-    return [{
-        "name": "arithmetic",
-        "format": "sharegpt_jsonl",
-        "location": f"{prefix}/arithmetic/dialogues.jsonl",
-        "subset": "arithmetic",
-        "category": "Text-only",
-        "fields": {"id": "id"},
-    }]
+    return [
+        {
+            "name": "arithmetic",
+            "format": "sharegpt_jsonl",
+            "location": f"{prefix}/arithmetic/dialogues.jsonl",
+            "subset": "arithmetic",
+            "category": "Text-only",
+            "fields": {"id": "id"},
+        }
+    ]
 
 
 def first_question(rng: np.random.Generator) -> tuple[str, str, int]:
@@ -47,15 +49,20 @@ def first_question(rng: np.random.Generator) -> tuple[str, str, int]:
     op = list(OPS)[kind]
     a, b = int(rng.integers(10, 500)), int(rng.integers(2, 100 if op == "×" else 500))
     result = OPS[op](a, b)
-    phrasing = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Can you work out {a} {op} {b}?"][int(rng.integers(3))]
+    phrasing = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Can you work out {a} {op} {b}?"][
+        int(rng.integers(3))
+    ]
     return phrasing.format(a=a, op=op, b=b), f"{a} {op} {b} = {result}.", result
 
 
 def follow_up(rng: np.random.Generator, value: int) -> tuple[str, str, int]:
     op = list(OPS)[int(rng.integers(3))]
     k = int(rng.integers(2, 20))
-    question = {"+": f"Now add {k} to the result.", "-": f"Now subtract {k} from the result.",
-                "×": f"Now multiply the result by {k}."}[op]
+    question = {
+        "+": f"Now add {k} to the result.",
+        "-": f"Now subtract {k} from the result.",
+        "×": f"Now multiply the result by {k}.",
+    }[op]
     result = OPS[op](value, k)
     return question, f"{value} {op} {k} = {result}.", result
 
@@ -100,18 +107,33 @@ def build(corpus: Corpus) -> None:
         if draw < 0.2:
             records.append({"form": "sharegpt", "turns": turns})
         else:
-            records.append({"form": "messages", "turns": turns,
-                            "system": SYSTEMS[int(rng.integers(2))] if draw > 0.75 else None})
+            records.append(
+                {"form": "messages", "turns": turns, "system": SYSTEMS[int(rng.integers(2))] if draw > 0.75 else None}
+            )
     with_long = dialogue(rng, min_turns=2)
     with_long.insert(1, long_turn(rng))
     special = [
         {"form": "messages", "turns": with_long, "system": SYSTEMS[0], "long_turn": 1},
         {"form": "messages", "turns": [long_turn(rng)], "system": None, "broken": "no_turns_left"},
-        {"form": "raw", "line": '{"id": "arith-broken-000", "messages": [{"role": "user", "content": "What is 2 + 2?"}, '
-                                '{"role": "assistant", "content": "2 + 2 = 4."}', "broken": "invalid_json"},
-        {"form": "raw", "line": json_line({"id": "arith-broken-001", "messages": [
-            {"role": "user", "content": 42}, {"role": "assistant", "content": "42 is a number, not a question."}]}),
-         "broken": "wrong_type"},
+        {
+            "form": "raw",
+            "line": '{"id": "arith-broken-000", "messages": [{"role": "user", "content": "What is 2 + 2?"}, '
+            '{"role": "assistant", "content": "2 + 2 = 4."}',
+            "broken": "invalid_json",
+        },
+        {
+            "form": "raw",
+            "line": json_line(
+                {
+                    "id": "arith-broken-001",
+                    "messages": [
+                        {"role": "user", "content": 42},
+                        {"role": "assistant", "content": "42 is a number, not a question."},
+                    ],
+                }
+            ),
+            "broken": "wrong_type",
+        },
     ]
     records = insert_at_random(rng, records, special)
 
@@ -129,16 +151,34 @@ def build(corpus: Corpus) -> None:
         where = ref(corpus, "arithmetic", "arithmetic/dialogues.jsonl", row=row, key=ref_key)
         if "long_turn" in record:
             words = len(record["turns"][record["long_turn"]][0].split())
-            corpus.dropped_turns.append({"reason": "too_many_tokens", **where, "turn_index": record["long_turn"],
-                                         "words": words, "turns": len(record["turns"]),
-                                         "turns_left": len(record["turns"]) - 1})
+            corpus.dropped_turns.append(
+                {
+                    "reason": "too_many_tokens",
+                    **where,
+                    "turn_index": record["long_turn"],
+                    "words": words,
+                    "turns": len(record["turns"]),
+                    "turns_left": len(record["turns"]) - 1,
+                }
+            )
         broken = record.get("broken")
         if broken == "no_turns_left":
-            corpus.broken.append({"reason": broken, "stage": "clean", **where, "words": len(record["turns"][0][0].split()),
-                                  "detail": "its only turn has ~12k words (> 8,192 SmolLM2 tokens) and is dropped"})
+            corpus.broken.append(
+                {
+                    "reason": broken,
+                    "stage": "clean",
+                    **where,
+                    "words": len(record["turns"][0][0].split()),
+                    "detail": "its only turn has ~12k words (> 8,192 SmolLM2 tokens) and is dropped",
+                }
+            )
         elif broken == "invalid_json":
-            corpus.broken.append({"reason": broken, "stage": "ingest", **where, "detail": "line cut before its closing ]}"})
+            corpus.broken.append(
+                {"reason": broken, "stage": "ingest", **where, "detail": "line cut before its closing ]}"}
+            )
         elif broken == "wrong_type":
-            corpus.broken.append({"reason": broken, "stage": "ingest", **where, "detail": "a message's content is the number 42"})
+            corpus.broken.append(
+                {"reason": broken, "stage": "ingest", **where, "detail": "a message's content is the number 42"}
+            )
     corpus.write_jsonl("arithmetic/dialogues.jsonl", lines)
     corpus.record(spec, "arithmetic", records=len(lines), samples=len(lines), images=0)

@@ -36,7 +36,6 @@ import yaml
 
 from etl.samples import arithmetic, charts, counting, documents, easyvqa, photos
 from etl.samples.corpus import IMAGE_EXTENSIONS, TEST_MAX_IMAGE_BYTES, Corpus
-
 from etl.samples.gui import write_gui_subset
 
 MANIFEST = "manifest.json"
@@ -75,8 +74,9 @@ def build_samples(out_dir: Path, scale: int = 1, seed: int = 0, sources_dir: Pat
     for module in MODULES:
         module.build(corpus)
         specs += [(f"etl/samples/{module.__name__.rsplit('.', 1)[1]}.py", spec) for spec in module.specs(corpus.prefix)]
-    gui_specs = write_gui_subset(building / "gui", n_trajectories=GUI_TRAJECTORIES * scale, seed=seed,
-                                 location_prefix=corpus.loc("gui"))
+    gui_specs = write_gui_subset(
+        building / "gui", n_trajectories=GUI_TRAJECTORIES * scale, seed=seed, location_prefix=corpus.loc("gui")
+    )
     specs += [("etl/samples/gui.py", spec) for spec in gui_specs]
     _record_gui(corpus, gui_specs)
 
@@ -104,9 +104,14 @@ def _record_gui(corpus: Corpus, gui_specs: list[dict[str, Any]]) -> None:
         location = spec["location"].removeprefix(f"{corpus.prefix}/")
         lines = (corpus.root / location).read_text().splitlines()
         corpus.subsets[spec["subset"]] = {
-            "source": spec["name"], "format": spec["format"], "category": spec["category"],
-            "location": spec["location"], "data_files": [spec["location"]], "records": len(lines),
-            "samples": len(lines), "ground_truth": "see etl/samples/gui.py",
+            "source": spec["name"],
+            "format": spec["format"],
+            "category": spec["category"],
+            "location": spec["location"],
+            "data_files": [spec["location"]],
+            "records": len(lines),
+            "samples": len(lines),
+            "ground_truth": "see etl/samples/gui.py",
         }
 
 
@@ -120,9 +125,13 @@ def _expected(corpus: Corpus, default_config: bool) -> dict[str, dict[str, Any]]
         ingest = Counter(b["reason"] for b in broken if b["stage"] == "ingest")
         clean = Counter(b["reason"] for b in broken if b["stage"] == "clean")
         bronze = info["samples"] - sum(ingest.values())
-        expected[subset] = {"samples": info["samples"], "ingest_quarantine": dict(sorted(ingest.items())),
-                            "bronze": bronze, "clean_quarantine": dict(sorted(clean.items())),
-                            "silver": bronze - sum(clean.values())}
+        expected[subset] = {
+            "samples": info["samples"],
+            "ingest_quarantine": dict(sorted(ingest.items())),
+            "bronze": bronze,
+            "clean_quarantine": dict(sorted(clean.items())),
+            "silver": bronze - sum(clean.values()),
+        }
     return expected
 
 

@@ -44,13 +44,33 @@ TURN_STRUCT = pa.struct([("user", pa.string()), ("assistant", pa.string())])
 
 # (title, noun for one category, categories, unit)
 TRAIN_THEMES = [
-    ("Fruit sold at the market stall", "fruit", ["Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums"], "kg"),
-    ("Books borrowed by genre", "genre", ["Fantasy", "History", "Mystery", "Poetry", "Romance", "Science", "Travel"], "loans"),
-    ("Energy use by appliance", "appliance", ["Dryer", "Fridge", "Heater", "Kettle", "Oven", "Television", "Washer"], "kWh"),
+    (
+        "Fruit sold at the market stall",
+        "fruit",
+        ["Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums"],
+        "kg",
+    ),
+    (
+        "Books borrowed by genre",
+        "genre",
+        ["Fantasy", "History", "Mystery", "Poetry", "Romance", "Science", "Travel"],
+        "loans",
+    ),
+    (
+        "Energy use by appliance",
+        "appliance",
+        ["Dryer", "Fridge", "Heater", "Kettle", "Oven", "Television", "Washer"],
+        "kWh",
+    ),
     ("Visitors per museum wing", "wing", ["Egyptian", "Modern", "Natural", "Roman", "Textiles", "Asian"], "visitors"),
     ("Bike trips by station", "station", ["Harbour", "Market", "Park", "Station", "University", "Zoo"], "trips"),
 ]
-TRAIN_METRICS = [("Average rainfall", "mm"), ("Café revenue", "k$"), ("Website signups", "signups"), ("Solar output", "MWh")]
+TRAIN_METRICS = [
+    ("Average rainfall", "mm"),
+    ("Café revenue", "k$"),
+    ("Website signups", "signups"),
+    ("Solar output", "MWh"),
+]
 BENCH_THEMES = [
     ("Medals won by country", "country", ["Brazil", "Canada", "Japan", "Kenya", "Norway", "Spain"], "medals"),
     ("Goals scored per team", "team", ["Falcons", "Lions", "Otters", "Rovers", "Tigers", "Wolves"], "goals"),
@@ -110,20 +130,30 @@ def make_chart(rng: np.random.Generator, themes: list, metrics: list, kind: str 
         qa = [
             (f"In which year was the {title.lower()} highest?", best),
             (f"What was the {title.lower()} in {labels[year]}?", f"{values[year]} {unit}"),
-            (f"Did the {title.lower()} increase or decrease between {labels[a]} and {labels[b]}?",
-             "It increased." if values[b] > values[a] else "It decreased."),
+            (
+                f"Did the {title.lower()} increase or decrease between {labels[a]} and {labels[b]}?",
+                "It increased." if values[b] > values[a] else "It decreased.",
+            ),
             ("How many years does the chart cover?", str(len(labels))),
         ]
-        return {"kind": kind, "title": title, "unit": unit, "labels": labels, "values": values, "color": color, "qa": qa}
+        return {
+            "kind": kind,
+            "title": title,
+            "unit": unit,
+            "labels": labels,
+            "values": values,
+            "color": color,
+            "qa": qa,
+        }
     title, noun, pool, unit = themes[int(rng.integers(len(themes)))]
     n = int(rng.integers(3, 6)) if kind == "pie" else int(rng.integers(3, min(8, len(pool)) + 1))
     labels = sorted(rng.choice(pool, size=n, replace=False).tolist())
     if kind == "pie":
         cuts = sorted(rng.choice(np.arange(5, 96), size=n - 1, replace=False).tolist())
-        values = [b - a for a, b in zip([0, *cuts], [*cuts, 100])]
+        values = [b - a for a, b in zip([0, *cuts], [*cuts, 100], strict=False)]
         while len(set(values)) < n or min(values) < 4:
             cuts = sorted(rng.choice(np.arange(5, 96), size=n - 1, replace=False).tolist())
-            values = [b - a for a, b in zip([0, *cuts], [*cuts, 100])]
+            values = [b - a for a, b in zip([0, *cuts], [*cuts, 100], strict=False)]
         pick = int(rng.integers(n))
         qa = [
             (f"What percentage does {labels[pick]} account for?", f"{values[pick]}%"),
@@ -131,8 +161,15 @@ def make_chart(rng: np.random.Generator, themes: list, metrics: list, kind: str 
             (f"Which {noun} has the smallest share?", labels[values.index(min(values))]),
             ("How many slices does the pie chart have?", str(n)),
         ]
-        return {"kind": kind, "title": f"Share of {title.lower()}", "unit": "%", "labels": labels, "values": values,
-                "color": color, "qa": qa}
+        return {
+            "kind": kind,
+            "title": f"Share of {title.lower()}",
+            "unit": "%",
+            "labels": labels,
+            "values": values,
+            "color": color,
+            "qa": qa,
+        }
     values = _distinct_values(rng, n, 5, 100)
     a, b = rng.choice(n, size=2, replace=False).tolist()
     pick = int(rng.integers(n))
@@ -164,14 +201,21 @@ def render(chart: dict[str, Any]) -> bytes:
         ax.tick_params(axis="y", labelsize=8)
     elif chart["kind"] == "line":
         ax.plot(labels, values, marker="o", color=chart["color"])
-        for x, y in zip(labels, values):
+        for x, y in zip(labels, values, strict=False):
             ax.annotate(str(y), (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
         ax.set_ylabel(chart["unit"])
         ax.set_ylim(0, 110)
         ax.tick_params(axis="x", labelsize=7)
     else:
-        ax.pie(values, labels=labels, autopct=lambda p: f"{round(p)}%", colors=COLORS[: len(values)],
-               textprops={"fontsize": 8}, startangle=90, counterclock=False)
+        ax.pie(
+            values,
+            labels=labels,
+            autopct=lambda p: f"{round(p)}%",
+            colors=COLORS[: len(values)],
+            textprops={"fontsize": 8},
+            startangle=90,
+            counterclock=False,
+        )
     if chart.get("house_style"):
         # the benchmark's own look (grey panel, grid), as real benchmarks come from other
         # publishers than the training charts: template look-alikes otherwise reach SSCD 0.95
@@ -218,15 +262,20 @@ def build(corpus: Corpus) -> None:
     turns = _turns(rng, chart["qa"], 2)
     empty_turn = {"chart": chart, "turns": [turns[0], ("   ", ""), turns[1]], "empty_turn": 1}
     to_render = [*items, *records, empty_turn]
-    for record, data in zip(to_render, render_all([r["chart"] for r in to_render])):
+    for record, data in zip(to_render, render_all([r["chart"] for r in to_render]), strict=False):
         record["bytes"] = data
 
-    corpus.write_parquet("chartqa_local/test.parquet", pa.table({
-        "item_id": [i["item_id"] for i in items],
-        "image": pa.array([{"bytes": i["bytes"], "path": f"{i['item_id']}.png"} for i in items], IMAGE_STRUCT),
-        "question": [i["question"] for i in items],
-        "answer": [i["answer"] for i in items],
-    }))
+    corpus.write_parquet(
+        "chartqa_local/test.parquet",
+        pa.table(
+            {
+                "item_id": [i["item_id"] for i in items],
+                "image": pa.array([{"bytes": i["bytes"], "path": f"{i['item_id']}.png"} for i in items], IMAGE_STRUCT),
+                "question": [i["question"] for i in items],
+                "answer": [i["answer"] for i in items],
+            }
+        ),
+    )
     corpus.record(bench_spec, "chartqa_local", records=len(items), samples=len(items), images=len(items))
 
     special: list[dict[str, Any]] = []
@@ -237,17 +286,30 @@ def build(corpus: Corpus) -> None:
         data, extension = transform_copy(item["bytes"], transformation)
         others = [qa for qa in item["chart"]["qa"] if qa[0] != item["question"]]
         turns = [(item["question"], item["answer"]), *_turns(rng, others, 1)]
-        special.append({"bytes": data, "extension": extension, "turns": turns, "item": item,
-                        "transformation": transformation, "must_find": must_find})
+        special.append(
+            {
+                "bytes": data,
+                "extension": extension,
+                "turns": turns,
+                "item": item,
+                "transformation": transformation,
+                "must_find": must_find,
+            }
+        )
     special.append(empty_turn)
-    special.append({"bytes": decompression_bomb_png(BOMB_SIDE, BOMB_SIDE), "turns": [("What is shown in the chart?", "A blank chart.")],
-                    "broken": "decompression_bomb"})
+    special.append(
+        {
+            "bytes": decompression_bomb_png(BOMB_SIDE, BOMB_SIDE),
+            "turns": [("What is shown in the chart?", "A blank chart.")],
+            "broken": "decompression_bomb",
+        }
+    )
     records = insert_at_random(rng, records, special)
 
     for start in range(0, len(records), ROWS_PER_FILE):
         file = f"charts/train-{start // ROWS_PER_FILE:05d}.parquet"
         ids, images, texts = [], [], []
-        for row, record in enumerate(records[start:start + ROWS_PER_FILE]):
+        for row, record in enumerate(records[start : start + ROWS_PER_FILE]):
             key = f"chart-{start + row:05d}"
             ids.append(key)
             images.append([{"bytes": record["bytes"], "path": f"{key}.{record.get('extension', 'png')}"}])
@@ -255,26 +317,52 @@ def build(corpus: Corpus) -> None:
             where = ref(corpus, "charts", file, row=row, key=key, image_bytes=record["bytes"]) | {"image_index": 0}
             if "item" in record:
                 item = record["item"]
-                corpus.contamination.append({
-                    "benchmark": "chartqa_local",
-                    "item_id": item["item_id"],
-                    "benchmark_ref": ref(corpus, "chartqa_local", "chartqa_local/test.parquet", row=items.index(item),
-                                         key=item["item_id"], image_bytes=item["bytes"]),
-                    "training": where,
-                    "transformation": record["transformation"],
-                    "must_find": record["must_find"],
-                })
+                corpus.contamination.append(
+                    {
+                        "benchmark": "chartqa_local",
+                        "item_id": item["item_id"],
+                        "benchmark_ref": ref(
+                            corpus,
+                            "chartqa_local",
+                            "chartqa_local/test.parquet",
+                            row=items.index(item),
+                            key=item["item_id"],
+                            image_bytes=item["bytes"],
+                        ),
+                        "training": where,
+                        "transformation": record["transformation"],
+                        "must_find": record["must_find"],
+                    }
+                )
             if "empty_turn" in record:
-                corpus.dropped_turns.append({"reason": "empty_turn", **where, "turn_index": record["empty_turn"],
-                                             "turns": len(record["turns"]), "turns_left": len(record["turns"]) - 1})
+                corpus.dropped_turns.append(
+                    {
+                        "reason": "empty_turn",
+                        **where,
+                        "turn_index": record["empty_turn"],
+                        "turns": len(record["turns"]),
+                        "turns_left": len(record["turns"]) - 1,
+                    }
+                )
             if record.get("broken") == "decompression_bomb":
-                corpus.broken.append({"reason": "decompression_bomb", "stage": "clean", **where,
-                                      "declared_size": [BOMB_SIDE, BOMB_SIDE], "bytes": len(record["bytes"]),
-                                      "detail": f"PNG header declares {BOMB_SIDE}x{BOMB_SIDE} = {BOMB_SIDE ** 2:,} pixels"})
-        corpus.write_parquet(file, pa.table({
-            "id": ids,
-            "images": pa.array(images, pa.list_(IMAGE_STRUCT)),
-            "texts": pa.array(texts, pa.list_(TURN_STRUCT)),
-        }))
+                corpus.broken.append(
+                    {
+                        "reason": "decompression_bomb",
+                        "stage": "clean",
+                        **where,
+                        "declared_size": [BOMB_SIDE, BOMB_SIDE],
+                        "bytes": len(record["bytes"]),
+                        "detail": f"PNG header declares {BOMB_SIDE}x{BOMB_SIDE} = {BOMB_SIDE**2:,} pixels",
+                    }
+                )
+        corpus.write_parquet(
+            file,
+            pa.table(
+                {
+                    "id": ids,
+                    "images": pa.array(images, pa.list_(IMAGE_STRUCT)),
+                    "texts": pa.array(texts, pa.list_(TURN_STRUCT)),
+                }
+            ),
+        )
     corpus.record(train_spec, "charts", records=len(records), samples=len(records), images=len(records))
-

@@ -183,9 +183,18 @@ class Corpus:
         }
 
 
-def ref(corpus: Corpus, subset: str, file: str, *, row: int | None = None, member: str | None = None,
-        key: str | None = None, image: str | None = None, image_bytes: bytes | None = None,
-        image_member: str | None = None) -> dict[str, Any]:
+def ref(
+    corpus: Corpus,
+    subset: str,
+    file: str,
+    *,
+    row: int | None = None,
+    member: str | None = None,
+    key: str | None = None,
+    image: str | None = None,
+    image_bytes: bytes | None = None,
+    image_member: str | None = None,
+) -> dict[str, Any]:
     """Where a record lives, in the terms of `source_ref` (file, member, row) plus its key and image.
 
     `file` and `image` are locations relative to the data root; `row` is 0-based within the file
@@ -211,6 +220,6 @@ def insert_at_random(rng: np.random.Generator, items: list[Any], extra: list[Any
     """`items` with `extra` inserted at seeded random positions (their relative order kept)."""
     out = list(items)
     positions = sorted(rng.integers(0, len(items) + 1, size=len(extra)).tolist())
-    for offset, (position, item) in enumerate(zip(positions, extra)):
+    for offset, (position, item) in enumerate(zip(positions, extra, strict=False)):
         out.insert(position + offset, item)
     return out

@@ -20,23 +20,30 @@ from etl.samples.corpus import TEST_MAX_IMAGE_BYTES, Corpus, insert_at_random, p
 IMAGES = 100  # per unit of scale
 SIDE = 224
 GRID = 4
-COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
-          "purple": (140, 60, 170)}
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (140, 60, 170),
+}
 SHAPES = ("circle", "square", "triangle")
 UNSAFE_PATH = "../../../etc/passwd"
 
 
 def specs(prefix: str) -> list[dict[str, Any]]:
-    return [{
-        "name": "counting",
-        "format": "vqa_csv",
-        "location": f"{prefix}/counting/questions.csv",
-        "image_root": f"{prefix}/counting",
-        "subset": "counting",
-        "category": "Grounding & Counting",
-        "fields": {"image": "image", "question": "question", "answer": "answer"},
-        "group_by": "image",
-    }]
+    return [
+        {
+            "name": "counting",
+            "format": "vqa_csv",
+            "location": f"{prefix}/counting/questions.csv",
+            "image_root": f"{prefix}/counting",
+            "subset": "counting",
+            "category": "Grounding & Counting",
+            "fields": {"image": "image", "question": "question", "answer": "answer"},
+            "group_by": "image",
+        }
+    ]
 
 
 def draw_shapes(rng: np.random.Generator, background: Image.Image) -> list[tuple[str, str]]:
@@ -91,7 +98,12 @@ def build(corpus: Corpus) -> None:
         groups.append({"bytes": png_bytes(image), "rows": questions(rng, drawn)})
     data, drawn = noisy_picture(rng)
     too_large = {"bytes": data, "rows": questions(rng, drawn), "broken": "image_too_large"}
-    unsafe = {"bytes": None, "image": UNSAFE_PATH, "rows": [("How many shapes are there in total?", "3")], "broken": "unsafe_path"}
+    unsafe = {
+        "bytes": None,
+        "image": UNSAFE_PATH,
+        "rows": [("How many shapes are there in total?", "3")],
+        "broken": "unsafe_path",
+    }
     groups = insert_at_random(rng, groups, [too_large, unsafe])
 
     buffer = io.StringIO()
@@ -102,19 +114,41 @@ def build(corpus: Corpus) -> None:
         image = group.get("image", f"images/count-{index:05d}.png")
         if group["bytes"] is not None:
             corpus.write(f"counting/{image}", group["bytes"])
-        where = ref(corpus, "counting", "counting/questions.csv", row=row, key=image,
-                    image=f"counting/{image}" if group["bytes"] is not None else None, image_bytes=group["bytes"])
+        where = ref(
+            corpus,
+            "counting",
+            "counting/questions.csv",
+            row=row,
+            key=image,
+            image=f"counting/{image}" if group["bytes"] is not None else None,
+            image_bytes=group["bytes"],
+        )
         for question, answer in group["rows"]:
             writer.writerow([f"count-q{row:05d}", image, question, answer])
             row += 1
         if group.get("broken") == "image_too_large":
-            corpus.broken.append({"reason": "image_too_large", "stage": "ingest", **where, "bytes": len(group["bytes"]),
-                                  "requires": {"ingest.max_image_bytes": TEST_MAX_IMAGE_BYTES},
-                                  "detail": f"{len(group['bytes']):,}-byte PNG; rejected only when ingest.max_image_bytes "
-                                            f"is lowered to {TEST_MAX_IMAGE_BYTES:,} (a valid sample at the default)"})
+            corpus.broken.append(
+                {
+                    "reason": "image_too_large",
+                    "stage": "ingest",
+                    **where,
+                    "bytes": len(group["bytes"]),
+                    "requires": {"ingest.max_image_bytes": TEST_MAX_IMAGE_BYTES},
+                    "detail": f"{len(group['bytes']):,}-byte PNG; rejected only when ingest.max_image_bytes "
+                    f"is lowered to {TEST_MAX_IMAGE_BYTES:,} (a valid sample at the default)",
+                }
+            )
         elif group.get("broken") == "unsafe_path":
-            corpus.broken.append({"reason": "unsafe_path", "stage": "ingest", **where, "image_path": image,
-                                  "detail": f"image path {image!r} escapes image_root"})
+            corpus.broken.append(
+                {
+                    "reason": "unsafe_path",
+                    "stage": "ingest",
+                    **where,
+                    "image_path": image,
+                    "detail": f"image path {image!r} escapes image_root",
+                }
+            )
     corpus.write("counting/questions.csv", buffer.getvalue().encode())
-    corpus.record(spec, "counting", records=row, samples=len(groups),
-                  images=sum(g["bytes"] is not None for g in groups))
+    corpus.record(
+        spec, "counting", records=row, samples=len(groups), images=sum(g["bytes"] is not None for g in groups)
+    )

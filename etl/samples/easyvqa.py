@@ -52,7 +52,7 @@ def specs(prefix: str) -> list[dict[str, Any]]:
 
 def _questions_by_image(questions: tuple[list, list, list]) -> dict[int, list[tuple[int, str, str]]]:
     by_image: dict[int, list[tuple[int, str, str]]] = {}
-    for index, (text, answer, image_id) in enumerate(zip(*questions)):
+    for index, (text, answer, image_id) in enumerate(zip(*questions, strict=False)):
         by_image.setdefault(image_id, []).append((index, text, answer))
     return by_image
 
@@ -71,11 +71,20 @@ def build(corpus: Corpus) -> None:
         data = Path(test_paths[image_id]).read_bytes()
         image = f"images/{image_id}.png"
         corpus.write(f"easyvqa_test/{image}", data)
-        items.append({"item_id": f"easyvqa-test-{index}", "image": image, "question": question,
-                      "answer": answer, "_image_id": image_id, "_bytes": data})
-    corpus.write_jsonl("easyvqa_test/test.jsonl", [
-        json_line({k: v for k, v in item.items() if not k.startswith("_")}) for item in items
-    ])
+        items.append(
+            {
+                "item_id": f"easyvqa-test-{index}",
+                "image": image,
+                "question": question,
+                "answer": answer,
+                "_image_id": image_id,
+                "_bytes": data,
+            }
+        )
+    corpus.write_jsonl(
+        "easyvqa_test/test.jsonl",
+        [json_line({k: v for k, v in item.items() if not k.startswith("_")}) for item in items],
+    )
     corpus.record(test_spec, "easyvqa_test", records=len(items), samples=len(items), images=len(items))
 
     # training subset
@@ -88,8 +97,13 @@ def build(corpus: Corpus) -> None:
     groups: list[dict[str, Any]] = []
     for image_id in train_ids:
         questions = train_by_image[image_id][:QUESTIONS_PER_IMAGE]
-        groups.append({"image": f"images/{image_id}.png", "bytes": Path(train_paths[image_id]).read_bytes(),
-                       "rows": [(f"train-q{i}", q, a) for i, q, a in questions]})
+        groups.append(
+            {
+                "image": f"images/{image_id}.png",
+                "bytes": Path(train_paths[image_id]).read_bytes(),
+                "rows": [(f"train-q{i}", q, a) for i, q, a in questions],
+            }
+        )
 
     next_question = len(train_questions[0])
     # the copies and the missing image take train ids this sample does not use: they look like the rest
@@ -97,17 +111,29 @@ def build(corpus: Corpus) -> None:
     names = [unused[i] for i in rng.choice(len(unused), size=len(INJECTED) + 1, replace=False).tolist()]
     injected = []
     chosen = sorted(rng.choice(len(items), size=len(INJECTED), replace=False).tolist())
-    for item_index, (transformation, must_find), name in zip(chosen, INJECTED, names):
+    for item_index, (transformation, must_find), name in zip(chosen, INJECTED, names, strict=False):
         item = items[item_index]
         data, extension = transform_copy(item["_bytes"], transformation)
         rows = []
         for _, question, answer in test_by_image[item["_image_id"]][:QUESTIONS_PER_IMAGE]:
             rows.append((f"train-q{next_question}", question, answer))
             next_question += 1
-        injected.append({"image": f"images/{name}.{extension}", "bytes": data, "rows": rows,
-                         "item": item, "transformation": transformation, "must_find": must_find})
-    missing = {"image": f"images/{names[-1]}.png", "bytes": None, "broken": "missing_image",
-               "rows": [(f"train-q{next_question}", "what shape is in the image?", "circle")]}
+        injected.append(
+            {
+                "image": f"images/{name}.{extension}",
+                "bytes": data,
+                "rows": rows,
+                "item": item,
+                "transformation": transformation,
+                "must_find": must_find,
+            }
+        )
+    missing = {
+        "image": f"images/{names[-1]}.png",
+        "bytes": None,
+        "broken": "missing_image",
+        "rows": [(f"train-q{next_question}", "what shape is in the image?", "circle")],
+    }
     groups = insert_at_random(rng, groups, [*injected, missing])
 
     lines, row = [], 0
@@ -116,26 +142,53 @@ def build(corpus: Corpus) -> None:
             corpus.write(f"easyvqa/{group['image']}", group["bytes"])
         first = row
         for question_id, question, answer in group["rows"]:
-            lines.append(json_line({"id": question_id, "image": group["image"], "question": question, "answer": answer}))
+            lines.append(
+                json_line({"id": question_id, "image": group["image"], "question": question, "answer": answer})
+            )
             row += 1
-        where = ref(corpus, "easyvqa", "easyvqa/train.jsonl", row=first, key=group["image"], image=f"easyvqa/{group['image']}",
-                    image_bytes=group["bytes"])
+        where = ref(
+            corpus,
+            "easyvqa",
+            "easyvqa/train.jsonl",
+            row=first,
+            key=group["image"],
+            image=f"easyvqa/{group['image']}",
+            image_bytes=group["bytes"],
+        )
         if "item" in group:
             item = group["item"]
-            corpus.contamination.append({
-                "benchmark": "easyvqa_test",
-                "item_id": item["item_id"],
-                "benchmark_ref": ref(corpus, "easyvqa_test", "easyvqa_test/test.jsonl", row=items.index(item),
-                                     key=item["item_id"], image=f"easyvqa_test/{item['image']}", image_bytes=item["_bytes"]),
-                "training": where | {"rows": len(group["rows"])},
-                "transformation": group["transformation"],
-                "must_find": group["must_find"],
-            })
+            corpus.contamination.append(
+                {
+                    "benchmark": "easyvqa_test",
+                    "item_id": item["item_id"],
+                    "benchmark_ref": ref(
+                        corpus,
+                        "easyvqa_test",
+                        "easyvqa_test/test.jsonl",
+                        row=items.index(item),
+                        key=item["item_id"],
+                        image=f"easyvqa_test/{item['image']}",
+                        image_bytes=item["_bytes"],
+                    ),
+                    "training": where | {"rows": len(group["rows"])},
+                    "transformation": group["transformation"],
+                    "must_find": group["must_find"],
+                }
+            )
         if group.get("broken") == "missing_image":
-            corpus.broken.append({
-                "reason": "missing_image", "stage": "ingest", **where,
-                "detail": f"row points at {group['image']}, which is not in the image folder",
-            })
+            corpus.broken.append(
+                {
+                    "reason": "missing_image",
+                    "stage": "ingest",
+                    **where,
+                    "detail": f"row points at {group['image']}, which is not in the image folder",
+                }
+            )
     corpus.write_jsonl("easyvqa/train.jsonl", lines)
-    corpus.record(train_spec, "easyvqa", records=len(lines), samples=len(groups),
-                  images=sum(g["bytes"] is not None for g in groups))
+    corpus.record(
+        train_spec,
+        "easyvqa",
+        records=len(lines),
+        samples=len(groups),
+        images=sum(g["bytes"] is not None for g in groups),
+    )

@@ -85,7 +85,9 @@ def draw_png(screen: Screen, typed: dict[str, str] | None = None) -> bytes:
             shown = typed.get(element.label, "")
             draw.text((left + 6, top + h // 2 - 7), shown, fill=(15, 23, 42), font=font)
             if element.kind == "select":
-                draw.polygon([(left + w - 18, top + 10), (left + w - 8, top + 10), (left + w - 13, top + 17)], fill=(60, 60, 60))
+                draw.polygon(
+                    [(left + w - 18, top + 10), (left + w - 8, top + 10), (left + w - 13, top + 17)], fill=(60, 60, 60)
+                )
         elif element.kind == "row":
             draw.rectangle(box, fill=(248, 250, 252), outline=(203, 213, 225))
             draw.text((left + 12, top + h // 2 - 7), element.label, fill=(15, 23, 42), font=font)
@@ -121,7 +123,11 @@ def _web_screen(rng: random.Random) -> Screen:
 
 def _mobile_home(rng: random.Random) -> Screen:
     apps = rng.sample(APPS, 4)
-    return Screen(MOBILE, "Home", tuple(Element(a, "icon", (30 + (i % 3) * 110, 80 + (i // 3) * 110, 64, 64)) for i, a in enumerate(apps)))
+    return Screen(
+        MOBILE,
+        "Home",
+        tuple(Element(a, "icon", (30 + (i % 3) * 110, 80 + (i // 3) * 110, 64, 64)) for i, a in enumerate(apps)),
+    )
 
 
 def _mobile_app(name: str, rng: random.Random) -> Screen:
@@ -161,7 +167,10 @@ def _desktop(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
     ix, iy = screen.find("report.txt").centre
     name = f"desktop_{index:03d}"
     steps = [
-        {"screenshot": w.shot(f"{name}_0", screen), "action": f"pyautogui.click({fx}, {fy})\npyautogui.write(message={word!r})"},
+        {
+            "screenshot": w.shot(f"{name}_0", screen),
+            "action": f"pyautogui.click({fx}, {fy})\npyautogui.write(message={word!r})",
+        },
         {"screenshot": w.shot(f"{name}_1", screen, {"Name": word}), "action": f"pyautogui.click(x={bx}, y={by})"},
     ]
     variant = index % 3
@@ -174,7 +183,12 @@ def _desktop(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
     if index == 1:
         steps.insert(1, {"screenshot": steps[0]["screenshot"], "action": "pyautogui.screenshot()"})
     instruction = f"Type '{word}' in the Name field, then press {button.label}."
-    return {"id": name, "instruction": instruction, "screen": {"width": DESKTOP[0], "height": DESKTOP[1]}, "steps": steps}
+    return {
+        "id": name,
+        "instruction": instruction,
+        "screen": {"width": DESKTOP[0], "height": DESKTOP[1]},
+        "steps": steps,
+    }
 
 
 def _mobile(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
@@ -195,8 +209,14 @@ def _mobile(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
         {"screenshot": w.shot(f"{name}_0", home), "action": {"action_type": "open_app", "app_name": app}},
         {"screenshot": app_shot, "action": {"action_type": "scroll", "direction": "down"}},
         {"screenshot": app_shot, "action": tap},
-        {"screenshot": app_shot, "action": {"action_type": "click", "x": _grid(sx, MOBILE[0]), "y": _grid(sy, MOBILE[1])}},
-        {"screenshot": w.shot(f"{name}_2", screen, {"Search": word}), "action": {"action_type": "input_text", "text": word}},
+        {
+            "screenshot": app_shot,
+            "action": {"action_type": "click", "x": _grid(sx, MOBILE[0]), "y": _grid(sy, MOBILE[1])},
+        },
+        {
+            "screenshot": w.shot(f"{name}_2", screen, {"Search": word}),
+            "action": {"action_type": "input_text", "text": word},
+        },
         {"screenshot": app_shot, "action": {"action_type": "navigate_back"}},
         {"screenshot": w.shot(f"{name}_3", home), "action": {"action_type": "status", "goal_status": "complete"}},
     ]
@@ -213,14 +233,28 @@ def _web(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
     name = f"web_{index:03d}"
     click: dict[str, Any] = {"operation": "CLICK", "value": "", "bbox": list(screen.find("Search").box)}
     if index % 2:  # Multimodal-Mind2Web shape: nested operation, box as a "x,y,w,h" string
-        click = {"operation": {"op": "CLICK", "original_op": "CLICK", "value": ""}, "bbox": ",".join(map(str, screen.find("Search").box))}
+        click = {
+            "operation": {"op": "CLICK", "original_op": "CLICK", "value": ""},
+            "bbox": ",".join(map(str, screen.find("Search").box)),
+        }
     steps = [
-        {"screenshot": w.shot(f"{name}_0", screen), "action": {"operation": "TYPE", "value": city, "bbox": list(screen.find("To").box)}},
-        {"screenshot": w.shot(f"{name}_1", screen, {"To": city}), "action": {"operation": "SELECT", "value": travel_class, "bbox": list(screen.find("Class").box)}},
+        {
+            "screenshot": w.shot(f"{name}_0", screen),
+            "action": {"operation": "TYPE", "value": city, "bbox": list(screen.find("To").box)},
+        },
+        {
+            "screenshot": w.shot(f"{name}_1", screen, {"To": city}),
+            "action": {"operation": "SELECT", "value": travel_class, "bbox": list(screen.find("Class").box)},
+        },
         {"screenshot": w.shot(f"{name}_2", screen, {"To": city, "Class": travel_class}), "action": click},
     ]
     instruction = f"Search {travel_class.lower()} flights to {city}."
-    return {"id": name, "instruction": instruction, "screen": {"width": DESKTOP[0], "height": DESKTOP[1]}, "steps": steps}
+    return {
+        "id": name,
+        "instruction": instruction,
+        "screen": {"width": DESKTOP[0], "height": DESKTOP[1]},
+        "steps": steps,
+    }
 
 
 def _unified(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
@@ -231,7 +265,10 @@ def _unified(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
         fx, fy = screen.find("Name").centre
         typed = w.shot(f"{name}_1", screen, {"Name": word})
         steps = [
-            {"screenshot": w.shot(f"{name}_0", screen), "action": f"click(x={_fraction(fx, 800)}, y={_fraction(fy, 600)})\ntype(text={word!r})"},
+            {
+                "screenshot": w.shot(f"{name}_0", screen),
+                "action": f"click(x={_fraction(fx, 800)}, y={_fraction(fy, 600)})\ntype(text={word!r})",
+            },
             {"screenshot": typed, "action": "press(keys=['enter'])"},
             {"screenshot": typed, "action": f"final_answer(answer={word!r})"},
         ]
@@ -252,10 +289,30 @@ def _unified(w: _Writer, index: int, rng: random.Random) -> dict[str, Any]:
 
 SUBSETS = (
     # subset, file, builder, options
-    ("gui_desktop", "desktop_pyautogui.jsonl", _desktop, {"dialect": "pyautogui", "coordinates": "pixels", "unsupported": "quarantine"}),
-    ("gui_mobile", "mobile_android.jsonl", _mobile, {"dialect": "mobile", "coordinates": "grid1000", "unsupported": "keep"}),
-    ("gui_web", "web_mind2web.jsonl", _web, {"dialect": "web", "coordinates": "pixels", "unsupported": "quarantine", "bbox": "xywh"}),
-    ("gui_unified", "unified.jsonl", _unified, {"dialect": "unified", "coordinates": "fraction", "unsupported": "quarantine"}),
+    (
+        "gui_desktop",
+        "desktop_pyautogui.jsonl",
+        _desktop,
+        {"dialect": "pyautogui", "coordinates": "pixels", "unsupported": "quarantine"},
+    ),
+    (
+        "gui_mobile",
+        "mobile_android.jsonl",
+        _mobile,
+        {"dialect": "mobile", "coordinates": "grid1000", "unsupported": "keep"},
+    ),
+    (
+        "gui_web",
+        "web_mind2web.jsonl",
+        _web,
+        {"dialect": "web", "coordinates": "pixels", "unsupported": "quarantine", "bbox": "xywh"},
+    ),
+    (
+        "gui_unified",
+        "unified.jsonl",
+        _unified,
+        {"dialect": "unified", "coordinates": "fraction", "unsupported": "quarantine"},
+    ),
 )
 
 

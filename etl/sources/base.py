@@ -13,9 +13,9 @@ import hashlib
 import json
 import posixpath
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from etl.config import IngestConfig, SourceSpec
@@ -187,9 +187,7 @@ def template_for(templates: list[str], key: str) -> str:
     return templates[index]
 
 
-def iter_with_rejects(
-    ctx: ReadContext, ref: SourceRef, raw: Any, convert
-) -> Iterator[Record]:
+def iter_with_rejects(ctx: ReadContext, ref: SourceRef, raw: Any, convert) -> Iterator[Record]:
     """Run `convert()` for one record (`raw` is what quarantine keeps of it), turning the
     expected failures into `Rejected`."""
     try:
@@ -206,7 +204,7 @@ def iter_with_rejects(
         yield Rejected(Reason.WRONG_TYPE, str(exc), ref, ctx.preview(raw))
     except json.JSONDecodeError as exc:
         yield Rejected(Reason.INVALID_JSON, str(exc), ref, ctx.preview(raw))
-    except Exception as exc:  # one bad record must never stop the shard
+    except Exception as exc:  # noqa: BLE001 - one bad record must never stop the shard
         yield Rejected(Reason.ADAPTER_ERROR, f"{type(exc).__name__}: {exc}", ref, ctx.preview(raw))
 
 
@@ -218,4 +216,4 @@ def convert_each(ctx: ReadContext, items, convert) -> Iterator[Record]:
             yield item
             continue
         ref, record = item
-        yield from iter_with_rejects(ctx, ref, record, lambda: convert(ref, record))
+        yield from iter_with_rejects(ctx, ref, record, lambda ref=ref, record=record: convert(ref, record))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Iterator
+from collections.abc import Iterator
 
 from etl.sources.base import (
     ROLE_ALIASES,

@@ -29,9 +29,9 @@ one turn per kept step: the first user turn is the instruction, the later ones
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from etl.config import ConfigError, SourceSpec
 from etl.gui_actions import (

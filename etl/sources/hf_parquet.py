@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import posixpath
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 
@@ -86,8 +86,8 @@ def _benchmark_images(ctx: ReadContext, record: dict) -> list[tuple[bytes, str |
     mode = ctx.spec.options.get("images", "single")
     if mode == "numbered":  # image_1, image_2, ...: every column of the prefix, in number order
         prefix = column.rstrip("0123456789")
-        numbered = [k for k in record if k.startswith(prefix) and k[len(prefix):].isdigit()]
-        values = [record[k] for k in sorted(numbered, key=lambda k: int(k[len(prefix):]))]
+        numbered = [k for k in record if k.startswith(prefix) and k[len(prefix) :].isdigit()]
+        values = [record[k] for k in sorted(numbered, key=lambda k: int(k[len(prefix) :]))]
     elif mode == "list":  # a single image where a list is expected (MMT's two sets share one reader) is one image
         value = record[column]
         values = value if isinstance(value, list) else [value]
@@ -179,13 +179,19 @@ def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
     try:
         handle = ctx.files.open_input(shard.path)
     except OSError as exc:
-        yield Rejected(Reason.UNREADABLE_FILE, f"cannot open parquet: {exc}", SourceRef(shard.path, f"row_group={group}"))
+        yield Rejected(
+            Reason.UNREADABLE_FILE, f"cannot open parquet: {exc}", SourceRef(shard.path, f"row_group={group}")
+        )
         return
     with handle:
         try:
             yield from _read_row_group(ctx, handle, shard.path, group, layout)
         except (OSError, ValueError, IndexError) as exc:  # a corrupt page: the rest of the row group is lost
-            yield Rejected(Reason.UNREADABLE_FILE, f"cannot read parquet row group {group}: {exc}", SourceRef(shard.path, f"row_group={group}"))
+            yield Rejected(
+                Reason.UNREADABLE_FILE,
+                f"cannot read parquet row group {group}: {exc}",
+                SourceRef(shard.path, f"row_group={group}"),
+            )
 
 
 def _read_row_group(ctx: ReadContext, handle, path: str, group: int, layout: str) -> Iterator[Record]:

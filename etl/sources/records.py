@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from etl.sources.base import ReadContext, Reason, Rejected, Shard, SourceRef
 from etl.sources.splits import ArrayScanner, ByteRange, blocks
@@ -40,7 +41,9 @@ def iter_jsonl(ctx: ReadContext, shard: Shard) -> Iterator[tuple[SourceRef, Any]
             try:
                 yield ref, json.loads(text)
             except json.JSONDecodeError as exc:
-                yield Rejected(Reason.INVALID_JSON, f"line {row + 1}: {exc.msg} at column {exc.colno}", ref, ctx.preview(text))
+                yield Rejected(
+                    Reason.INVALID_JSON, f"line {row + 1}: {exc.msg} at column {exc.colno}", ref, ctx.preview(text)
+                )
 
 
 def iter_json_array(ctx: ReadContext, shard: Shard) -> Iterator[tuple[SourceRef, Any] | Rejected]:
@@ -74,7 +77,7 @@ def _array_elements(ctx: ReadContext, shard: Shard, stream) -> Iterator[tuple[So
         close = int(closes[0]) if len(closes) else None
         for end in [*(int(c) for c in commas if close is None or c < close), *([close] if close is not None else [])]:
             if end - start <= limit:
-                pieces.append(block[max(start - offset, 0): end - offset])
+                pieces.append(block[max(start - offset, 0) : end - offset])
             # `[]` has no element, and a comma before the bracket is forgiven
             if not (end == close and end - start <= limit and not b"".join(pieces).strip(_WHITESPACE)):
                 yield from _element(ctx, shard, row, end - start, pieces)
@@ -83,7 +86,7 @@ def _array_elements(ctx: ReadContext, shard: Shard, stream) -> Iterator[tuple[So
             if end == close:
                 return
         if position - start <= limit:
-            pieces.append(block[max(start - offset, 0):])
+            pieces.append(block[max(start - offset, 0) :])
     if start is None:
         yield Rejected(Reason.INVALID_JSON, "no JSON array in the file", SourceRef(shard.path))
     elif position - start > limit or b"".join(pieces).strip(_WHITESPACE):  # the array is cut short
@@ -117,6 +120,8 @@ def iter_csv(ctx: ReadContext, shard: Shard) -> Iterator[tuple[SourceRef, Any] |
         for row, record in enumerate(reader):
             ref = SourceRef(shard.path, None, row)
             if None in record or any(v is None for v in record.values()):
-                yield Rejected(Reason.INVALID_ROW, "row has a different number of fields than the header", ref, ctx.preview(record))
+                yield Rejected(
+                    Reason.INVALID_ROW, "row has a different number of fields than the header", ref, ctx.preview(record)
+                )
                 continue
             yield ref, record

@@ -14,8 +14,8 @@ array index) it would have had in one pass over the file.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

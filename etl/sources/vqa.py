@@ -9,7 +9,8 @@ of one sample, in file order.
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from etl.sources.base import (
     RawSample,
@@ -50,7 +51,7 @@ def read_vqa(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
     for group in groups.values():
         ref = group["ref"]
 
-        def convert_group(group=group):
+        def convert_group(group=group, ref=ref):
             image = ctx.read_image(group["image"])
             yield RawSample([(image, group["image"])], group["turns"], ref, group["item_id"])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from etl.sources.base import (
     RawSample,
@@ -84,7 +84,11 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
             for member in archive:
                 name = member.name
                 if name.startswith("/") or ".." in name.split("/"):
-                    yield Rejected(Reason.UNSAFE_PATH, f"tar member {name!r} is absolute or escapes the archive", SourceRef(shard.path, name))
+                    yield Rejected(
+                        Reason.UNSAFE_PATH,
+                        f"tar member {name!r} is absolute or escapes the archive",
+                        SourceRef(shard.path, name),
+                    )
                     continue
                 if not member.isfile():
                     continue
@@ -101,11 +105,19 @@ def read_webdataset(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
                 if member.size > limit:
                     skip = True
                     reason = Reason.IMAGE_TOO_LARGE if is_image else Reason.RECORD_TOO_LARGE
-                    yield Rejected(reason, f"member {name!r} has {member.size} bytes, limit {limit}", SourceRef(shard.path, key, index))
+                    yield Rejected(
+                        reason,
+                        f"member {name!r} has {member.size} bytes, limit {limit}",
+                        SourceRef(shard.path, key, index),
+                    )
                     continue
                 content = archive.extractfile(member)  # a file member (checked above) always has content
                 members[ext] = content.read() if content is not None else b""
             if current_key is not None and not skip:
                 yield from flush(current_key)
     except (OSError, tarfile.TarError, EOFError) as exc:
-        yield Rejected(Reason.UNREADABLE_FILE, f"tar stream broken after key {current_key!r}: {exc}", SourceRef(shard.path, current_key))
+        yield Rejected(
+            Reason.UNREADABLE_FILE,
+            f"tar stream broken after key {current_key!r}: {exc}",
+            SourceRef(shard.path, current_key),
+        )

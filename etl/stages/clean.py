@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
@@ -49,8 +49,15 @@ class CleanRules:
 
 def clean_sample(row: dict, rules: CleanRules) -> dict:
     """One bronze row -> the silver row, or the same row with a reject reason."""
-    out = dict(row, reject_reason=None, reject_detail=None, raw=None,
-               turns_dropped_empty=0, turns_dropped_too_long=0, images_resized=0)
+    out = dict(
+        row,
+        reject_reason=None,
+        reject_detail=None,
+        raw=None,
+        turns_dropped_empty=0,
+        turns_dropped_too_long=0,
+        images_resized=0,
+    )
     images = []
     for index, image in enumerate(row["images"] or []):
         try:
@@ -77,7 +84,8 @@ def clean_sample(row: dict, rules: CleanRules) -> dict:
     out["texts"] = kept
     if not kept:
         return _reject(
-            out, "no_turns_left",
+            out,
+            "no_turns_left",
             f"{len(turns)} turn(s): {out['turns_dropped_empty']} empty, {out['turns_dropped_too_long']} over {rules.max_turn_tokens} tokens",
         )
     return out
@@ -87,7 +95,9 @@ def _reject(out: dict, reason: str, detail: str) -> dict:
     raw = {
         "sample_id": out["sample_id"],
         "images": [{"path": i.get("path"), "image_id": i.get("image_id")} for i in out["images"] or []],
-        "texts": [{"user": (t["user"] or "")[:200], "assistant": (t["assistant"] or "")[:200]} for t in out["texts"] or []],
+        "texts": [
+            {"user": (t["user"] or "")[:200], "assistant": (t["assistant"] or "")[:200]} for t in out["texts"] or []
+        ],
     }
     return dict(out, reject_reason=reason, reject_detail=detail, raw=json.dumps(raw, ensure_ascii=False))
 

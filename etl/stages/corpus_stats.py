@@ -80,7 +80,8 @@ def slim_samples(samples: DataFrame) -> DataFrame:
     """The columns analytics read, without image bytes (persist it: every figure scans it)."""
     require_columns(samples, ["sample_id", "subset", "category", "images", "texts"], "analytics")
     images = F.transform(
-        F.coalesce("images", F.array()), lambda i: F.struct(i["image_id"].alias("image_id"), i["width"].alias("width"), i["height"].alias("height"))
+        F.coalesce("images", F.array()),
+        lambda i: F.struct(i["image_id"].alias("image_id"), i["width"].alias("width"), i["height"].alias("height")),
     )
     return samples.select("sample_id", "subset", "category", images.alias("images"), "texts")
 
@@ -99,16 +100,24 @@ def sample_facts(
     """One row per sample: counts, tokens, duplicate / contamination flags, rating sums and counts."""
     require_columns(samples, ["sample_id", "subset", "category", "images", "texts"], "subset_stats")
     tokens = token_counter(tokenizer_json)
-    facts = samples.select(
-        "sample_id", "subset", "category",
-        F.size(F.coalesce("images", F.array())).alias("n_images"),
-        F.size(F.coalesce("texts", F.array())).alias("n_turns"),
-        tokens("texts").alias("tokens"),
-    ).select("*", "tokens.*").drop("tokens")
+    facts = (
+        samples.select(
+            "sample_id",
+            "subset",
+            "category",
+            F.size(F.coalesce("images", F.array())).alias("n_images"),
+            F.size(F.coalesce("texts", F.array())).alias("n_turns"),
+            tokens("texts").alias("tokens"),
+        )
+        .select("*", "tokens.*")
+        .drop("tokens")
+    )
 
     occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
     shared = occurrences.groupBy("image_id").agg(F.count(F.lit(1)).alias("holders")).filter("holders > 1")
-    facts = facts.join(_flags(occurrences.join(shared, "image_id").select("sample_id"), "exact_dup"), "sample_id", "left")
+    facts = facts.join(
+        _flags(occurrences.join(shared, "image_id").select("sample_id"), "exact_dup"), "sample_id", "left"
+    )
     if clusters is not None:
         near = occurrences.join(clusters.select("image_id").distinct(), "image_id").select("sample_id")
         facts = facts.join(_flags(near, "near_dup"), "sample_id", "left")
@@ -120,13 +129,18 @@ def sample_facts(
         facts = facts.withColumn("contaminated", F.lit(None).cast("boolean"))
     if ratings is not None:
         require_columns(ratings, ["sample_id", "axis", "score"], "subset_stats (turn_ratings)")
-        sums = ratings.filter(F.col("score").isNotNull()).groupBy("sample_id").pivot("axis", list(RATING_AXES)).agg(
-            F.sum("score").alias("sum"), F.count("score").alias("n")
+        sums = (
+            ratings.filter(F.col("score").isNotNull())
+            .groupBy("sample_id")
+            .pivot("axis", list(RATING_AXES))
+            .agg(F.sum("score").alias("sum"), F.count("score").alias("n"))
         )
         facts = facts.join(sums, "sample_id", "left")
     else:
         for axis in RATING_AXES:
-            facts = facts.withColumn(f"{axis}_sum", F.lit(None).cast("long")).withColumn(f"{axis}_n", F.lit(None).cast("long"))
+            facts = facts.withColumn(f"{axis}_sum", F.lit(None).cast("long")).withColumn(
+                f"{axis}_n", F.lit(None).cast("long")
+            )
     return facts
 
 
@@ -141,7 +155,9 @@ def _level() -> Column:
 def _key(frame: DataFrame) -> DataFrame:
     """Rollup output -> (level, name, category, ...)."""
     level = F.col("level")
-    name = F.when(level == "total", F.lit(TOTAL)).when(level == "category", F.col("category")).otherwise(F.col("subset"))
+    name = (
+        F.when(level == "total", F.lit(TOTAL)).when(level == "category", F.col("category")).otherwise(F.col("subset"))
+    )
     return frame.withColumn("name", name).drop("subset")
 
 
@@ -162,26 +178,25 @@ def subset_stats(
     (turn_ratings) are optional: a figure whose table is absent is null, never zero.
     """
     facts = sample_facts(samples, tokenizer_json, hits, clusters, ratings)
-    by_sample = (
-        facts.rollup("category", "subset")
-        .agg(
-            _level().alias("level"),
-            F.count(F.lit(1)).alias("samples"),
-            F.sum("n_images").alias("images"),
-            F.sum("n_turns").alias("turns"),
-            F.sum("question_tokens").alias("question_tokens"),
-            F.sum("answer_tokens").alias("answer_tokens"),
-            F.count("exact_dup").alias("exact_dups"),
-            F.count("near_dup").alias("near_dups"),
-            F.count("contaminated").alias("contaminated"),
-            *[F.sum(f"{axis}_sum").alias(f"{axis}_sum") for axis in RATING_AXES],
-            *[F.sum(f"{axis}_n").alias(f"{axis}_n") for axis in RATING_AXES],
-        )
+    by_sample = facts.rollup("category", "subset").agg(
+        _level().alias("level"),
+        F.count(F.lit(1)).alias("samples"),
+        F.sum("n_images").alias("images"),
+        F.sum("n_turns").alias("turns"),
+        F.sum("question_tokens").alias("question_tokens"),
+        F.sum("answer_tokens").alias("answer_tokens"),
+        F.count("exact_dup").alias("exact_dups"),
+        F.count("near_dup").alias("near_dups"),
+        F.count("contaminated").alias("contaminated"),
+        *[F.sum(f"{axis}_sum").alias(f"{axis}_sum") for axis in RATING_AXES],
+        *[F.sum(f"{axis}_n").alias(f"{axis}_n") for axis in RATING_AXES],
     )
     by_sample = _key(by_sample)
 
     images = samples.select("subset", "category", F.explode("images").alias("image")).select(
-        "subset", "category", "image.image_id",
+        "subset",
+        "category",
+        "image.image_id",
         F.greatest("image.width", "image.height").alias("side"),
         (F.col("image.width").cast("double") * F.col("image.height") / 1e6).alias("megapixels"),
     )
@@ -206,7 +221,9 @@ def subset_stats(
     joined = joined.crossJoin(F.broadcast(totals))
     has_hits, has_clusters = F.lit(hits is not None), F.lit(clusters is not None)
     return joined.select(
-        "level", "name", "category",
+        "level",
+        "name",
+        "category",
         "samples",
         F.coalesce("images", F.lit(0)).cast("long").alias("images"),
         F.coalesce("turns", F.lit(0)).cast("long").alias("turns"),
@@ -235,4 +252,6 @@ def rating_distribution(ratings: DataFrame) -> DataFrame:
     require_columns(ratings, ["axis", "score"], "rating_distribution")
     rated = ratings.filter(F.col("score").isNotNull()).groupBy("axis", "score").agg(F.count(F.lit(1)).alias("turns"))
     share = F.col("turns") / F.sum("turns").over(Window.partitionBy("axis"))
-    return rated.select("axis", F.col("score").cast("int").alias("score"), "turns", share.cast(FloatType()).alias("share"))
+    return rated.select(
+        "axis", F.col("score").cast("int").alias("score"), "turns", share.cast(FloatType()).alias("share")
+    )

@@ -34,7 +34,7 @@ clique: thousands of near-identical images (blank frames, logos) give millions o
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -101,8 +101,14 @@ def train_bucket_centroids(sample: np.ndarray, n_buckets: int, seed: int = 0, ni
     import faiss
 
     kmeans = faiss.Kmeans(
-        x.shape[1], n_buckets, niter=niter, seed=seed, spherical=True, verbose=False,
-        min_points_per_centroid=1, max_points_per_centroid=max(256, math.ceil(len(x) / n_buckets)),
+        x.shape[1],
+        n_buckets,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, math.ceil(len(x) / n_buckets)),
     )
     kmeans.train(x)
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
@@ -113,8 +119,10 @@ def nearest_buckets(vectors: np.ndarray, centroids: np.ndarray, probes: int) -> 
     first."""
     probes = min(probes, len(centroids))
     sims = np.asarray(vectors, dtype=np.float32) @ centroids.T
-    top = np.argpartition(-sims, probes - 1, axis=1)[:, :probes] if probes < len(centroids) else np.tile(
-        np.arange(len(centroids)), (len(sims), 1)
+    top = (
+        np.argpartition(-sims, probes - 1, axis=1)[:, :probes]
+        if probes < len(centroids)
+        else np.tile(np.arange(len(centroids)), (len(sims), 1))
     )
     order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1).astype(np.int32)
@@ -152,7 +160,7 @@ def pairs_within_bucket(
             parts.append((rows + start, cols + start, sims[rows, cols]))
     if not parts:
         return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
-    a, b, s = (np.concatenate(column) for column in zip(*parts))
+    a, b, s = (np.concatenate(column) for column in zip(*parts, strict=False))
     keep = _first_shared_bucket(buckets[a], buckets[b], bucket) & (ids[a] != ids[b])
     return ids[a][keep], ids[b][keep], s[keep].astype(np.float32)
 
@@ -181,7 +189,7 @@ def pairs_across(
             parts.append((rows + start, cols, sims[rows, cols]))
     if not parts:
         return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
-    a, b, s = (np.concatenate(column) for column in zip(*parts))
+    a, b, s = (np.concatenate(column) for column in zip(*parts, strict=False))
     keep = _first_shared_bucket(np.asarray(buckets_a)[a], np.asarray(buckets_b)[b], bucket) & (ids_a[a] != ids_b[b])
     first, second = ids_a[a][keep], ids_b[b][keep]
     ordered = first < second
@@ -246,9 +254,7 @@ def assign_buckets(embeddings: DataFrame, centroids: np.ndarray, probes: int) ->
 
 
 def _single_bucket(embeddings: DataFrame) -> DataFrame:
-    return embeddings.select(
-        F.lit(0).alias("bucket"), "image_id", "embedding", F.array(F.lit(0)).alias("buckets")
-    )
+    return embeddings.select(F.lit(0).alias("bucket"), "image_id", "embedding", F.array(F.lit(0)).alias("buckets"))
 
 
 def bucket_sizes(bucketed: DataFrame) -> DataFrame:
@@ -373,8 +379,10 @@ def comparison_groups(bucketed: DataFrame, max_group_vectors: int = MAX_GROUP_VE
     )
     other = F.explode(F.sequence(F.lit(0), F.col("parts") - 1)).alias("other")
     return cut.select("*", other).select(
-        *_BUCKETED.fieldNames(), "part",
-        F.least("part", "other").alias("part_p"), F.greatest("part", "other").alias("part_q"),
+        *_BUCKETED.fieldNames(),
+        "part",
+        F.least("part", "other").alias("part_p"),
+        F.greatest("part", "other").alias("part_q"),
     )
 
 
@@ -415,7 +423,8 @@ def _propagate_once(labels: DataFrame, neighbourhoods: DataFrame) -> DataFrame:
     dst_labels = labels.select(F.col("node").alias("dst"), F.col("component").alias("dst_label"))
     labelled = neighbourhoods.join(src_labels, "src").join(dst_labels, "dst")
     candidates = labelled.select(
-        F.col("dst").alias("node"), F.col("src_label").alias("candidate"),
+        F.col("dst").alias("node"),
+        F.col("src_label").alias("candidate"),
         (F.col("src") == F.col("dst")).alias("own"),
     ).unionByName(
         labelled.select(
@@ -509,8 +518,7 @@ def exact_duplicate_images(samples: DataFrame) -> DataFrame:
 
 def _shared_images(held: DataFrame) -> DataFrame:
     return (
-        held
-        .groupBy("image_id")
+        held.groupBy("image_id")
         .agg(F.count(F.lit(1)).cast(LongType()).alias("sample_count"))
         .filter(F.col("sample_count") > 1)
     )
@@ -522,15 +530,27 @@ def _duplicate_groups(samples: DataFrame, clusters: DataFrame) -> DataFrame:
     held = sample_images(samples)
     near = held.join(clusters.select("image_id", "cluster_id", "cluster_size"), "image_id").select(
         F.concat(F.lit("near:"), "cluster_id").alias("group"),
-        "sample_id", "subset", F.lit(2).alias("priority"), F.lit(NEAR_DUPLICATE).alias("reason"),
-        F.concat(F.lit("near-duplicate cluster "), "cluster_id", F.lit(" ("), F.col("cluster_size").cast("string"),
-                 F.lit(" images)")).alias("group_detail"),
+        "sample_id",
+        "subset",
+        F.lit(2).alias("priority"),
+        F.lit(NEAR_DUPLICATE).alias("reason"),
+        F.concat(
+            F.lit("near-duplicate cluster "),
+            "cluster_id",
+            F.lit(" ("),
+            F.col("cluster_size").cast("string"),
+            F.lit(" images)"),
+        ).alias("group_detail"),
     )
     exact = held.join(_shared_images(held), "image_id").select(
         F.concat(F.lit("exact:"), "image_id").alias("group"),
-        "sample_id", "subset", F.lit(1).alias("priority"), F.lit(EXACT_DUPLICATE).alias("reason"),
-        F.concat(F.lit("image "), "image_id", F.lit(" in "), F.col("sample_count").cast("string"),
-                 F.lit(" samples")).alias("group_detail"),
+        "sample_id",
+        "subset",
+        F.lit(1).alias("priority"),
+        F.lit(EXACT_DUPLICATE).alias("reason"),
+        F.concat(
+            F.lit("image "), "image_id", F.lit(" in "), F.col("sample_count").cast("string"), F.lit(" samples")
+        ).alias("group_detail"),
     )
     return near.unionByName(exact).distinct()
 
@@ -552,6 +572,8 @@ def keep_one_removals(samples: DataFrame, clusters: DataFrame) -> DataFrame:
     removed = groups.join(kept, "group").filter(F.col("sample_id") != F.col("kept_sample"))
     detail = F.concat("group_detail", F.lit(": kept sample "), "kept_sample")
     first = F.min(F.struct(F.col("priority"), detail.alias("detail"), F.col("reason"), F.col("subset")))
-    return removed.groupBy("sample_id").agg(first.alias("why")).select(
-        "sample_id", "why.subset", "why.reason", "why.detail"
+    return (
+        removed.groupBy("sample_id")
+        .agg(first.alias("why"))
+        .select("sample_id", "why.subset", "why.reason", "why.detail")
     )

@@ -16,8 +16,8 @@ streamed one at a time (`toLocalIterator`), and runs the eigen-decomposition the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -110,16 +110,20 @@ def grouped_embeddings(samples: DataFrame, embeddings: DataFrame) -> DataFrame:
     require_columns(samples, ["subset", "category", "images"], "diversity")
     require_columns(embeddings, ["image_id", "embedding"], "diversity")
     images = samples.select("subset", "category", F.explode("images.image_id").alias("image_id")).distinct()
-    keyed = images.select(
-        "image_id",
-        F.explode(
-            F.array(
-                F.struct(F.lit("subset").alias("level"), F.col("subset").alias("name")),
-                F.struct(F.lit("category").alias("level"), F.col("category").alias("name")),
-                F.struct(F.lit("total").alias("level"), F.lit("*").alias("name")),
-            )
-        ).alias("key"),
-    ).select("key.level", "key.name", "image_id").distinct()
+    keyed = (
+        images.select(
+            "image_id",
+            F.explode(
+                F.array(
+                    F.struct(F.lit("subset").alias("level"), F.col("subset").alias("name")),
+                    F.struct(F.lit("category").alias("level"), F.col("category").alias("name")),
+                    F.struct(F.lit("total").alias("level"), F.lit("*").alias("name")),
+                )
+            ).alias("key"),
+        )
+        .select("key.level", "key.name", "image_id")
+        .distinct()
+    )
     return keyed.join(embeddings.select("image_id", "embedding"), "image_id")
 
 
@@ -133,9 +137,7 @@ def _partial_sums(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             entry[0] += len(x)
             entry[1] += x.sum(axis=0)
             entry[2] += x.T @ x
-    rows = [
-        (level, name, n, len(s), s.tobytes(), o.tobytes()) for (level, name), (n, s, o) in acc.items()
-    ]
+    rows = [(level, name, n, len(s), s.tobytes(), o.tobytes()) for (level, name), (n, s, o) in acc.items()]
     yield pd.DataFrame(rows, columns=_PARTIAL.fieldNames())
 
 
@@ -143,8 +145,10 @@ def _add_partials(key: tuple, parts: pd.DataFrame) -> pd.DataFrame:
     d = int(parts["dimension"].iloc[0])
     s = np.sum([np.frombuffer(b, dtype=np.float64) for b in parts["vector_sum"]], axis=0)
     o = np.sum([np.frombuffer(b, dtype=np.float64) for b in parts["outer_sum"]], axis=0)
-    return pd.DataFrame([(key[0], key[1], int(parts["n"].sum()), d, s.tobytes(), o.reshape(-1).tobytes())],
-                        columns=_PARTIAL.fieldNames())
+    return pd.DataFrame(
+        [(key[0], key[1], int(parts["n"].sum()), d, s.tobytes(), o.reshape(-1).tobytes())],
+        columns=_PARTIAL.fieldNames(),
+    )
 
 
 def covariance_sums(grouped: DataFrame) -> DataFrame:
@@ -160,12 +164,23 @@ def diversity_metrics(spark: SparkSession, grouped: DataFrame, model_id: str | N
     for row in covariance_sums(grouped).toLocalIterator():
         d, n = row["dimension"], row["n"]
         cov = covariance(
-            n, np.frombuffer(row["vector_sum"], dtype=np.float64), np.frombuffer(row["outer_sum"], dtype=np.float64).reshape(d, d)
+            n,
+            np.frombuffer(row["vector_sum"], dtype=np.float64),
+            np.frombuffer(row["outer_sum"], dtype=np.float64).reshape(d, d),
         )
         metrics = spectrum_metrics(np.linalg.eigvalsh(cov)) if n > 1 else Spectrum(0.0, 0.0, 0.0)
-        rows.append((row["level"], row["name"], n, d, metrics.effective_rank, metrics.participation_ratio,
-                     metrics.diversity_score, model_id))
+        rows.append(
+            (
+                row["level"],
+                row["name"],
+                n,
+                d,
+                metrics.effective_rank,
+                metrics.participation_ratio,
+                metrics.diversity_score,
+                model_id,
+            )
+        )
     order = {"subset": 0, "category": 1, "total": 2}
     rows.sort(key=lambda r: (order.get(r[0], 3), r[1]))
     return spark.createDataFrame(rows, DIVERSITY_METRICS)
-

@@ -9,8 +9,8 @@ stage's tasks can hold a GPU each while other stages use every core (see `etl/re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import reduce
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,9 +34,11 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
     copies = []
     for number, frame in enumerate(frames):
         require_columns(frame, ["sample_id", "images"], "images_to_embed")
-        copies.append(frame.select(
-            F.lit(number).alias("frame"), "sample_id", F.posexplode("images.image_id").alias("position", "image_id")
-        ))
+        copies.append(
+            frame.select(
+                F.lit(number).alias("frame"), "sample_id", F.posexplode("images.image_id").alias("position", "image_id")
+            )
+        )
     one_copy = F.min(F.struct("frame", "sample_id", "position")).alias("copy")
     occurrences = reduce(DataFrame.unionByName, copies).filter(F.col("image_id").isNotNull())
     pending = occurrences.groupBy("image_id").agg(one_copy)
@@ -55,11 +57,13 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
     return reduce(DataFrame.unionByName, fetched)
 
 
-EMBEDDED = StructType([
-    StructField("image_id", StringType()),
-    StructField("model_id", StringType()),
-    StructField("embedding", ArrayType(FloatType())),
-])
+EMBEDDED = StructType(
+    [
+        StructField("image_id", StringType()),
+        StructField("model_id", StringType()),
+        StructField("embedding", ArrayType(FloatType())),
+    ]
+)
 
 
 def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None) -> DataFrame:
@@ -71,10 +75,12 @@ def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None
     def sscd(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             vectors = embed_bytes(spec, batch["bytes"].tolist())
-            yield pd.DataFrame({
-                "image_id": batch["image_id"],
-                "model_id": model,
-                "embedding": [None if np.isnan(row[0]) else row for row in vectors],
-            })
+            yield pd.DataFrame(
+                {
+                    "image_id": batch["image_id"],
+                    "model_id": model,
+                    "embedding": [None if np.isnan(row[0]) else row for row in vectors],
+                }
+            )
 
     return images.select("image_id", "bytes").mapInPandas(sscd, EMBEDDED, profile=profile)

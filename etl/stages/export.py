@@ -39,18 +39,14 @@ def dup_cluster_ids(samples: DataFrame, clusters: DataFrame) -> DataFrame:
     require_columns(samples, ["sample_id", "images"], "dup_cluster_ids")
     require_columns(clusters, ["image_id", "cluster_id"], "dup_cluster_ids")
     occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
-    shared = (
-        occurrences.groupBy("image_id").agg(F.count("*").alias("samples")).filter("samples > 1").select("image_id")
-    )
+    shared = occurrences.groupBy("image_id").agg(F.count("*").alias("samples")).filter("samples > 1").select("image_id")
     image_cluster = (
         clusters.select("image_id", "cluster_id")
         .join(shared.withColumn("shared_id", F.col("image_id")), "image_id", "full_outer")
         .select("image_id", F.coalesce("cluster_id", "shared_id").alias("cluster"))
     )
     return (
-        occurrences.join(image_cluster, "image_id")
-        .groupBy("sample_id")
-        .agg(F.min("cluster").alias("dup_cluster_id"))
+        occurrences.join(image_cluster, "image_id").groupBy("sample_id").agg(F.min("cluster").alias("dup_cluster_id"))
     )
 
 
@@ -110,8 +106,7 @@ def removal_reasons(silver: DataFrame, removed: DataFrame | None) -> DataFrame:
     if removed is None:
         return silver.sparkSession.createDataFrame([], "sample_id string, reason string")
     return (
-        removed.groupBy("sample_id").agg(F.min("reason").alias("reason"))
-        .join(silver.select("sample_id"), "sample_id")
+        removed.groupBy("sample_id").agg(F.min("reason").alias("reason")).join(silver.select("sample_id"), "sample_id")
     )
 
 
@@ -129,6 +124,8 @@ def gold_samples(
         kept.join(contaminated_sample_ids(hits).withColumn("contaminated", F.lit(True)), "sample_id", "left")
         .join(dup_cluster_ids(kept, clusters), "sample_id", "left")
         .withColumn("contaminated", F.coalesce("contaminated", F.lit(False)))
-        .withColumn("images", F.transform("images", lambda i: F.struct(i["bytes"].alias("bytes"), i["path"].alias("path"))))
+        .withColumn(
+            "images", F.transform("images", lambda i: F.struct(i["bytes"].alias("bytes"), i["path"].alias("path")))
+        )
     )
     return rating_columns(flagged, turn_ratings).select(*GOLD_SAMPLES.fieldNames())

@@ -61,13 +61,13 @@ def image_size(data: bytes) -> tuple[int | None, int | None]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except Exception:  # any unreadable header: the clean stage quarantines the sample
+    except Exception:  # noqa: BLE001 - any unreadable header: the clean stage quarantines the sample
         return None, None
 
 
 def relative_to(path: str, root: str) -> str:
     root = root.rstrip("/") + "/"
-    return path[len(root):] if path.startswith(root) else path
+    return path[len(root) :] if path.startswith(root) else path
 
 
 def sample_row(spec: SourceSpec, sample: RawSample, data_root: str) -> dict:
@@ -129,8 +129,12 @@ def split_task(task: dict, ingest: IngestConfig) -> list[dict]:
     from etl.sources.files import ArrowFiles
 
     spec = SourceSpec.model_validate_json(task["spec"])
-    shards = split_shard(spec, Shard(task["path"], task["part"], task["start"], task["end"], task["first_row"]),
-                         ArrowFiles(), ingest.shard_bytes)
+    shards = split_shard(
+        spec,
+        Shard(task["path"], task["part"], task["start"], task["end"], task["first_row"]),
+        ArrowFiles(),
+        ingest.shard_bytes,
+    )
     return [{**task, "part": s.part, "start": s.start, "end": s.end, "first_row": s.first_row} for s in shards]
 
 

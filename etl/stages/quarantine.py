@@ -17,8 +17,13 @@ def quarantine_rows(rejected: DataFrame, stage: str, run_id: str) -> DataFrame:
     ref = F.col("source_ref")
     quarantine_id = F.sha2(
         F.concat_ws(
-            "\x1f", F.lit(stage), ref.file, F.coalesce(ref.member, F.lit("")), F.coalesce(ref.row.cast("string"), F.lit("")),
-            F.coalesce(F.col("sample_id"), F.lit("")), F.col("reject_reason"),
+            "\x1f",
+            F.lit(stage),
+            ref.file,
+            F.coalesce(ref.member, F.lit("")),
+            F.coalesce(ref.row.cast("string"), F.lit("")),
+            F.coalesce(F.col("sample_id"), F.lit("")),
+            F.col("reject_reason"),
         ),
         256,
     ).substr(1, 32)

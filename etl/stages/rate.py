@@ -6,8 +6,8 @@ The judges themselves (prompts, score extraction, backends) are in `udfs/judge.p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -57,13 +57,16 @@ class AxisJudge:
         return self.prompt.prompt_hash
 
 
-def turn_requests(samples: DataFrame, assignments: list[AxisJudge], max_turns_per_subset: int | None = None) -> DataFrame:
+def turn_requests(
+    samples: DataFrame, assignments: list[AxisJudge], max_turns_per_subset: int | None = None
+) -> DataFrame:
     """(sample_id, turn_index, axis, judge_model, prompt_hash): every turn on every axis, or a
     fixed sample of at most `max_turns_per_subset` turns per subset (the same turns every run)."""
     require_columns(samples, ["sample_id", "subset", "texts"], "turn_requests")
     spark = samples.sparkSession
     axes = spark.createDataFrame(
-        [(a.axis, a.judge_model, a.prompt_hash) for a in assignments], "axis string, judge_model string, prompt_hash string"
+        [(a.axis, a.judge_model, a.prompt_hash) for a in assignments],
+        "axis string, judge_model string, prompt_hash string",
     )
     turns = samples.select("sample_id", "subset", F.posexplode("texts").alias("turn_index", "turn")).select(
         "sample_id", "subset", F.col("turn_index").cast("int").alias("turn_index")
@@ -76,7 +79,9 @@ def turn_requests(samples: DataFrame, assignments: list[AxisJudge], max_turns_pe
 
 def settled_ratings(ratings: DataFrame) -> DataFrame:
     """Ratings a later run keeps: a score, or a final error. Failed requests are tried again."""
-    return ratings.filter(F.col("score").isNotNull() | ~F.coalesce(F.col("error").startswith(REQUEST_FAILED), F.lit(False)))
+    return ratings.filter(
+        F.col("score").isNotNull() | ~F.coalesce(F.col("error").startswith(REQUEST_FAILED), F.lit(False))
+    )
 
 
 def pending_requests(requests: DataFrame, ratings: DataFrame | None) -> DataFrame:
@@ -86,9 +91,7 @@ def pending_requests(requests: DataFrame, ratings: DataFrame | None) -> DataFram
     return requests.join(settled_ratings(ratings).select(*RATING_KEYS), RATING_KEYS, "left_anti")
 
 
-def pending_work(
-    samples: DataFrame, pending: DataFrame, assignments: list[AxisJudge], n_chunks: int = 1
-) -> DataFrame:
+def pending_work(samples: DataFrame, pending: DataFrame, assignments: list[AxisJudge], n_chunks: int = 1) -> DataFrame:
     """Rows of `rate_pending`: per sample with pending requests, its requests, its texts and (only
     when an image axis has a judge and the sample has a request on it) its image bytes; `chunk` is
     a hash of sample_id modulo `n_chunks`, so all of a sample's requests are committed together.
@@ -128,8 +131,10 @@ def rate_turns(
     request = F.col("request")
     turn = F.element_at("texts", request["turn_index"] + 1)
     rows = work.select("sample_id", "texts", "images", F.explode("requests").alias("request")).select(
-        "sample_id", *(request[name].alias(name) for name in RATE_REQUEST.fieldNames()),
-        turn["user"].alias("question"), turn["assistant"].alias("answer"),
+        "sample_id",
+        *(request[name].alias(name) for name in RATE_REQUEST.fieldNames()),
+        turn["user"].alias("question"),
+        turn["assistant"].alias("answer"),
         F.when(request["axis"].isin(*IMAGE_AXES), F.col("images")).alias("images"),
     )
     by_axis = {a.axis: a for a in assignments}
@@ -162,7 +167,7 @@ def _judge_batch(batch: pd.DataFrame, by_axis: dict[str, AxisJudge], max_text_ch
             asked.append((i, JudgeRequest(prompt, images)))
         if asked:
             answers = get_backend(assignment.judge).rate([request for _, request in asked])
-            for (i, _), verdict in zip(asked, answers):
+            for (i, _), verdict in zip(asked, answers, strict=False):
                 verdicts[i] = verdict
     return pd.DataFrame(
         {
@@ -192,8 +197,10 @@ def rating_distribution(samples: DataFrame, ratings: DataFrame, judges: dict[str
     """(subset, axis, score, n, share, judge_model, prompt_hash) over scored turns, per subset and
     for all subsets (`*`); share is within (subset, axis)."""
     require_columns(samples, ["sample_id", "subset"], "rating_distribution")
-    scored = current_ratings(ratings, judges).filter(F.col("score").isNotNull()).join(
-        samples.select("sample_id", "subset"), "sample_id"
+    scored = (
+        current_ratings(ratings, judges)
+        .filter(F.col("score").isNotNull())
+        .join(samples.select("sample_id", "subset"), "sample_id")
     )
     keys = ["axis", "score", "judge_model", "prompt_hash"]
     per_subset = scored.groupBy("subset", *keys).agg(F.count("*").alias("n"))

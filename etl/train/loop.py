@@ -11,9 +11,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -119,10 +119,16 @@ def train_process(
         elapsed = time.perf_counter() - started
         losses.append(step_loss)
         if rank == 0 and on_step and (step % config.log_every == 0 or step == config.max_steps):
-            on_step(StepMetrics(
-                step, step_loss, scheduler.get_last_lr()[0], world * tokens / elapsed, world * images / elapsed,
-                world * (stats.samples - samples_before) / elapsed,
-            ))
+            on_step(
+                StepMetrics(
+                    step,
+                    step_loss,
+                    scheduler.get_last_lr()[0],
+                    world * tokens / elapsed,
+                    world * images / elapsed,
+                    world * (stats.samples - samples_before) / elapsed,
+                )
+            )
         if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.max_steps:
             path = save(model, processor, Path(config.output_dir) / f"checkpoint-{step}")
             if on_checkpoint:
@@ -130,8 +136,14 @@ def train_process(
     final = Path(config.output_dir) / "final"
     if rank == 0:
         save(model, processor, final)
-    return {"losses": losses, "samples": stats.samples, "skipped": stats.skipped, "turns_cut": stats.turns_cut,
-            "final": str(final), "world": world}
+    return {
+        "losses": losses,
+        "samples": stats.samples,
+        "skipped": stats.skipped,
+        "turns_cut": stats.turns_cut,
+        "final": str(final),
+        "world": world,
+    }
 
 
 class _null:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import statistics
 import string
-from typing import Callable
+from collections.abc import Callable
 
 _SPACE = re.compile(r"\s+")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -46,13 +46,46 @@ def exact_match(prediction: str, answers: list[str]) -> float:
 
 # The EvalAI answer normalisation of the VQA challenge, as lmms-eval's EvalAIAnswerProcessor
 # applies it (the contraction table is left out: it only restores apostrophes).
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_NUMBER_WORDS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_NUMBER = re.compile(r"(\d)(,)(\d)")
-_VQA_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-                    "?", "!"]
+_VQA_PUNCTUATION = [
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+]
 
 
 def vqa_normalise(answer: str) -> str:
@@ -74,7 +107,7 @@ def vqa_accuracy(prediction: str, answers: list[str]) -> float:
         return float(predicted == references[0])
     scores = []
     for held_out in range(len(references)):
-        others = references[:held_out] + references[held_out + 1:]
+        others = references[:held_out] + references[held_out + 1 :]
         scores.append(min(1.0, sum(r == predicted for r in others) / 3))
     return statistics.mean(scores)
 

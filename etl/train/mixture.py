@@ -84,7 +84,9 @@ def mixture_predicate(spec: MixtureSpec) -> str | None:
         clauses.append("(" + " OR ".join(parts) + ")")
     for axis, minimum in sorted(spec.min_ratings.items()):
         column = f"{axis}_min"
-        clauses.append(f"({column} >= {int(minimum)} OR {column} IS NULL)" if spec.keep_unrated else f"{column} >= {int(minimum)}")
+        clauses.append(
+            f"({column} >= {int(minimum)} OR {column} IS NULL)" if spec.keep_unrated else f"{column} >= {int(minimum)}"
+        )
     if not spec.include_contaminated:
         clauses.append("NOT contaminated")
     return " AND ".join(clauses) if clauses else None

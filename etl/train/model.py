@@ -59,8 +59,11 @@ def build_model(config: TrainConfig, processor) -> torch.nn.Module:
     model_config = Idefics3Config(
         vision_config=m.vision.model_dump(),
         text_config={
-            "model_type": "llama", **m.text.model_dump(), "vocab_size": len(tok),
-            "pad_token_id": tok.pad_token_id, "rms_norm_eps": 1e-5,
+            "model_type": "llama",
+            **m.text.model_dump(),
+            "vocab_size": len(tok),
+            "pad_token_id": tok.pad_token_id,
+            "rms_norm_eps": 1e-5,
         },
         scale_factor=m.scale_factor,
         image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
@@ -98,7 +101,9 @@ def _load_text(model, lm) -> None:
     embed = state.pop("embed_tokens.weight")
     missing, unexpected = target.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k != "embed_tokens.weight"]:
-        raise ValueError(f"language model weights do not fit the text model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"language model weights do not fit the text model: missing {missing}, unexpected {unexpected}"
+        )
     with torch.no_grad():
         target.embed_tokens.weight[: embed.shape[0]] = embed
         if not model.config.tie_word_embeddings:

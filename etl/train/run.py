@@ -13,9 +13,9 @@ import hashlib
 import json
 import logging
 import re
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from etl.config import IDENTIFIER, PipelineConfig, TokenizerConfig
 from etl.runs import _flat_params
@@ -70,9 +70,14 @@ def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) ->
 
     uri = table_uri(config.data.table, pipeline, spark)
     version = config.data.version if config.data.version is not None else DeltaTable(uri).version()
-    predicates = [p for p in (
-        mixture_predicate(load_mixture(config.data.mixture)) if config.data.mixture else None, config.data.where
-    ) if p]
+    predicates = [
+        p
+        for p in (
+            mixture_predicate(load_mixture(config.data.mixture)) if config.data.mixture else None,
+            config.data.where,
+        )
+        if p
+    ]
     source = data.GoldSource(uri, version, " AND ".join(f"({p})" for p in predicates) or None, config.data.mixture)
     return source, data.count_rows(source)
 
@@ -90,20 +95,23 @@ def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig, spark=No
     tags |= {"curation.run_id": run_id, "curation.stage": meta.get("stage", ""), "curation.git": meta.get("git", "")}
     try:
         runs = DeltaTable(table_uri("pipeline_runs", pipeline, spark))
-    except Exception:  # no run log next to this table (a copied table): the Delta metadata is enough
+    except Exception:  # noqa: BLE001 - no run log next to this table (a copied table): the Delta metadata is enough
         return tags
     import pyarrow as pa
 
-    found = pa.RecordBatchReader.from_stream(QueryBuilder().register("runs", runs).execute(
-        f"SELECT mlflow_run_id FROM runs WHERE run_id = '{run_id}' AND mlflow_run_id IS NOT NULL LIMIT 1"
-    )).read_all()
+    found = pa.RecordBatchReader.from_stream(
+        QueryBuilder()
+        .register("runs", runs)
+        .execute(f"SELECT mlflow_run_id FROM runs WHERE run_id = '{run_id}' AND mlflow_run_id IS NOT NULL LIMIT 1")
+    ).read_all()
     if found.num_rows:
         tags["curation.mlflow_run_id"] = found.column(0)[0].as_py()
     return tags
 
 
-def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: str, run_id: str,
-             mlflow_names: dict) -> dict[str, Any]:
+def _process(
+    config_json: str, source: dict, tokenizer_json: str, tracking_uri: str, run_id: str, mlflow_names: dict
+) -> dict[str, Any]:
     """One training process (the whole run, or one TorchDistributor rank). Rank 0 logs the final
     model to the MLflow run itself: with `local_mode: false` it runs on an executor, whose disk the
     driver cannot read."""
@@ -133,18 +141,31 @@ def _process(config_json: str, source: dict, tokenizer_json: str, tracking_uri: 
 
         def on_step(m):
             now = int(time.time() * 1000)
-            values = {"train/loss": m.loss, "train/lr": m.lr, "train/tokens_per_s": m.tokens_per_s,
-                      "train/images_per_s": m.images_per_s, "train/samples_per_s": m.samples_per_s}
+            values = {
+                "train/loss": m.loss,
+                "train/lr": m.lr,
+                "train/tokens_per_s": m.tokens_per_s,
+                "train/images_per_s": m.images_per_s,
+                "train/samples_per_s": m.samples_per_s,
+            }
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, m.step) for k, v in values.items()])
 
         if config.mlflow.log_checkpoints:
+
             def on_checkpoint(step, path):
                 client.log_artifacts(run_id, str(path), f"checkpoints/step-{step}")
 
     try:
         outcome = train_process(
-            config, processor, model, lambda epoch: data.delta_rows(gold, rank, world), on_step, on_checkpoint, rank,
-            world, f"rank {rank} of {world} of {gold}",
+            config,
+            processor,
+            model,
+            lambda epoch: data.delta_rows(gold, rank, world),
+            on_step,
+            on_checkpoint,
+            rank,
+            world,
+            f"rank {rank} of {world} of {gold}",
         )
         if rank == 0:
             outcome["model_uri"], outcome["registered_version"] = log_model(
@@ -174,8 +195,10 @@ def mlflow_names(config: TrainConfig, pipeline: PipelineConfig) -> dict[str, str
         return {"experiment": experiment, "registered_model_name": model, "registry_uri": None}
     if model is not None and model.count(".") != 2:
         if not pipeline.catalog:
-            raise ValueError(f"mlflow.registered_model_name {model!r}: Unity Catalog needs catalog.schema.model "
-                             "(or set the pipeline's catalog)")
+            raise ValueError(
+                f"mlflow.registered_model_name {model!r}: Unity Catalog needs catalog.schema.model "
+                "(or set the pipeline's catalog)"
+            )
         model = f"{pipeline.catalog}.{model.replace('-', '_')}"
     return {"experiment": experiment, "registered_model_name": model, "registry_uri": "databricks-uc"}
 
@@ -198,30 +221,61 @@ def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainRes
         mlflow.set_system_metrics_samples_before_logging(1)
     with mlflow.start_run(run_name=f"train-{config.name}", log_system_metrics=config.mlflow.system_metrics) as run:
         run_id = run.info.run_id
-        mlflow.log_params(_flat_params(config) | {"data.resolved_version": source.version, "data.resolved_rows": rows,
-                                                   "data.resolved_where": source.where or "", "image_seq_len": config.image_seq_len})
+        mlflow.log_params(
+            _flat_params(config)
+            | {
+                "data.resolved_version": source.version,
+                "data.resolved_rows": rows,
+                "data.resolved_where": source.where or "",
+                "image_seq_len": config.image_seq_len,
+            }
+        )
         mlflow.set_tags(curation_lineage(source, pipeline, spark) | {"command": "train", "train.config": config.name})
-        mlflow.log_input(_dataset_input(source, config), context="training",
-                         tags={"mixture": config.data.mixture or "", "rows": str(rows)})
-        args = (config.model_dump_json(), source.__dict__, pipeline.clean.tokenizer.model_dump_json(),
-                pipeline.mlflow.tracking_uri, run_id, {k: names[k] for k in ("registered_model_name", "registry_uri")})
+        mlflow.log_input(
+            _dataset_input(source, config),
+            context="training",
+            tags={"mixture": config.data.mixture or "", "rows": str(rows)},
+        )
+        args = (
+            config.model_dump_json(),
+            source.__dict__,
+            pipeline.clean.tokenizer.model_dump_json(),
+            pipeline.mlflow.tracking_uri,
+            run_id,
+            {k: names[k] for k in ("registered_model_name", "registry_uri")},
+        )
         if world > 1:
             from pyspark.ml.torch.distributor import TorchDistributor
 
             if spark is None:
                 raise ValueError("distributed training needs a Spark session (TorchDistributor)")
             outcome = TorchDistributor(
-                num_processes=world, local_mode=config.distributed.local_mode, use_gpu=config.distributed.use_gpu,
+                num_processes=world,
+                local_mode=config.distributed.local_mode,
+                use_gpu=config.distributed.use_gpu,
             ).run(_process, *args)
             if outcome is None:
                 raise RuntimeError("TorchDistributor returned no result from rank 0")
         else:
             outcome = _process(*args)
-        mlflow.log_metrics({"train/samples_seen": outcome["samples"], "train/final_loss": outcome["losses"][-1],
-                            "train/turns_cut": outcome["turns_cut"],
-                            **{f"train/skipped.{k}": v for k, v in outcome["skipped"].items()}})
-    return TrainResult(run_id, source, rows, outcome["losses"], outcome["final"], outcome["model_uri"],
-                       outcome["registered_version"], outcome["world"])
+        mlflow.log_metrics(
+            {
+                "train/samples_seen": outcome["samples"],
+                "train/final_loss": outcome["losses"][-1],
+                "train/turns_cut": outcome["turns_cut"],
+                **{f"train/skipped.{k}": v for k, v in outcome["skipped"].items()},
+            }
+        )
+    return TrainResult(
+        run_id,
+        source,
+        rows,
+        outcome["losses"],
+        outcome["final"],
+        outcome["model_uri"],
+        outcome["registered_version"],
+        outcome["world"],
+    )
 
 
 def _dataset_input(source: data.GoldSource, config: TrainConfig):
@@ -256,8 +310,15 @@ def model_signature(example: dict, vocab_size: int):
     return ModelSignature(inputs, Schema([TensorSpec(np.dtype("float32"), (-1, -1, vocab_size), "logits")]))
 
 
-def log_model(model, processor, final_dir: str, run_id: str, tracking_uri: str, registered_model_name: str | None,
-              registry_uri: str | None) -> tuple[str, str | None]:
+def log_model(
+    model,
+    processor,
+    final_dir: str,
+    run_id: str,
+    tracking_uri: str,
+    registered_model_name: str | None,
+    registry_uri: str | None,
+) -> tuple[str, str | None]:
     """The model as an MLflow PyTorch model of run `run_id` (processor files alongside), with a
     signature and an input example (a one-image prompt), registered if named."""
     import mlflow
@@ -270,8 +331,12 @@ def log_model(model, processor, final_dir: str, run_id: str, tracking_uri: str, 
     example = model_example(processor)
     extra = [str(p) for p in Path(final_dir).iterdir() if p.is_file() and not p.name.endswith(".safetensors")]
     info = mlflow.pytorch.log_model(
-        model.to("cpu").eval(), name="model", run_id=run_id, registered_model_name=registered_model_name,
-        extra_files=extra, signature=model_signature(example, model.config.text_config.vocab_size),
+        model.to("cpu").eval(),
+        name="model",
+        run_id=run_id,
+        registered_model_name=registered_model_name,
+        extra_files=extra,
+        signature=model_signature(example, model.config.text_config.vocab_size),
         input_example=example,
         serialization_format="pickle",  # pt2 would trace forward() with an example batch
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"],
