@@ -18,14 +18,14 @@ from pyspark.sql import SparkSession
 @contextmanager
 def session_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
     """Set `values` in the session; restore each key's previous value (or unset it) on exit, also on error."""
-    previous = {key: spark.conf.get(key, None) for key in values}
+    previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in values}
     for key, value in values.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key, value in previous.items():
-            if value is None:
+        for key, old in previous.items():
+            if old is None:
                 spark.conf.unset(key)
             else:
-                spark.conf.set(key, value)
+                spark.conf.set(key, old)

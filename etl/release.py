@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -121,7 +121,7 @@ class _ShardWriter:
 
 
 def _write_partition(staging: str, shard_rows: int):
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def write(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         shards = _ShardWriter(staging, shard_rows)
         for batch in batches:
             shards.write(pa.Table.from_batches([batch]).select(RELEASE_ARROW.names).cast(RELEASE_ARROW))

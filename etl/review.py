@@ -20,7 +20,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType
 
@@ -289,7 +289,7 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
     ]
     if not counts:
         return _write(out, render_contamination_page([], counts, inputs.versions, config, limit))
-    order = [
+    order: list[str | Column] = [
         F.desc_nulls_last("similarity"),
         "benchmark",
         "benchmark_item_id",
@@ -357,7 +357,7 @@ def write_duplicate_review(
     clusters, silver = inputs.frames["near_duplicate_clusters"], inputs.frames["silver_samples"]
 
     summary = clusters.agg(F.countDistinct("cluster_id").alias("clusters"), F.count(F.lit(1)).alias("images")).first()
-    totals = summary.asDict()
+    totals = summary.asDict() if summary else {"clusters": 0, "images": 0}
     if not totals["clusters"]:
         return _write(out, render_duplicate_page([], [], totals, inputs.versions, config))
 

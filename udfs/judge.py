@@ -229,6 +229,8 @@ class OpenAIChatBackend:
     def __init__(self, spec: JudgeSpec):
         import httpx
 
+        if not spec.base_url:
+            raise ValueError(f"judge {spec.judge_model}: the endpoint backend needs base_url")
         self.spec = spec
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
@@ -250,13 +252,10 @@ class OpenAIChatBackend:
         return list(self.pool.map(self._rate_one, requests))
 
     def payload(self, request: JudgeRequest) -> dict:
+        content: str | list[dict] = request.prompt
         if request.images:
-            content: str | list = [
-                {"type": "image_url", "image_url": {"url": image_data_url(b)}} for b in request.images
-            ]
-            content.append({"type": "text", "text": request.prompt})
-        else:
-            content = request.prompt
+            parts = [{"type": "image_url", "image_url": {"url": image_data_url(b)}} for b in request.images]
+            content = [*parts, {"type": "text", "text": request.prompt}]
         body = {
             "model": self.spec.model or self.spec.judge_model,
             "messages": [{"role": "user", "content": content}],
@@ -362,7 +361,10 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype).to(self.device).eval()
+        if not spec.model_path:
+            raise ValueError(f"judge {spec.judge_model}: the transformers backend needs a model_path")
+        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers types .to() as a decorator
         self.digit_ids = self._digit_token_ids()
 
     def _digit_token_ids(self) -> dict[str, list[int]]:
@@ -376,7 +378,7 @@ class TransformersBackend:
 
     def _chat(self, request: JudgeRequest) -> str:
         messages = [{"role": "user", "content": request.prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     def rate(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
         verdicts: list[Verdict | None] = [None] * len(requests)
@@ -421,7 +423,7 @@ class TransformersBackend:
         id_to_digit = {i: d for d, ids in self.digit_ids.items() for i in ids}
         verdicts = []
         for row in range(len(prompts)):
-            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            text = str(self.tokenizer.decode(generated[row], skip_special_tokens=True))
             score, error = parse_score(text)
             expected = None
             if score is not None:

@@ -207,7 +207,7 @@ def _ivf_flat_lists(index: faiss.Index) -> list[tuple[np.ndarray, np.ndarray]] |
     IndexIVFFlat (no copy: valid while the index lives), or None for any other index."""
     if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         return None
-    lists = faiss.downcast_InvertedLists(index.invlists)
+    lists = faiss.downcast_InvertedLists(index.invlists)  # type: ignore[arg-type]  # never None on a built index
     if not isinstance(lists, faiss.ArrayInvertedLists):
         return None
     out = []
@@ -234,7 +234,7 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
 
 
 def _ivf_gemm_search(
-    index: faiss.Index, lists: list[tuple[np.ndarray, np.ndarray]], batch: np.ndarray, tau: np.float32
+    index: faiss.IndexIVFFlat, lists: list[tuple[np.ndarray, np.ndarray]], batch: np.ndarray, tau: np.float32
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Threshold search of an IVF-flat index, one matrix product per probed list.
 
@@ -301,7 +301,7 @@ def search_threshold_arrays(
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, len(q), query_batch):
         batch = q[start : start + query_batch]
-        if lists is not None:
+        if lists is not None and isinstance(index, faiss.IndexIVFFlat):  # lists exist only for IVF-flat
             rows, ids, sims = _ivf_gemm_search(index, lists, batch, tau32)
         elif use_range:
             lims, sims, ids = index.range_search(batch, radius)

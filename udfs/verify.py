@@ -105,7 +105,7 @@ class Geometry:
 def _orb(grey: np.ndarray):
     import cv2
 
-    return cv2.ORB_create(nfeatures=1500, fastThreshold=10).detectAndCompute(grey, None)
+    return cv2.ORB_create(nfeatures=1500, fastThreshold=10).detectAndCompute(grey, None)  # type: ignore[attr-defined]  # cv2's stubs omit ORB_create
 
 
 def geometric_match(train_grey: np.ndarray, bench_grey: np.ndarray, train_orb=None, bench_orb=None) -> Geometry:
@@ -121,8 +121,8 @@ def geometric_match(train_grey: np.ndarray, bench_grey: np.ndarray, train_orb=No
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
     if len(good) < MIN_INLIERS:
         return none
-    source = np.float32([train_points[m.queryIdx].pt for m in good])
-    target = np.float32([bench_points[m.trainIdx].pt for m in good])
+    source = np.array([train_points[m.queryIdx].pt for m in good], dtype=np.float32)
+    target = np.array([bench_points[m.trainIdx].pt for m in good], dtype=np.float32)
     homography, mask = cv2.findHomography(source, target, cv2.RANSAC, 5.0)
     if homography is None or mask is None:
         return none
@@ -238,10 +238,11 @@ def pair_features(
     for blob in [*train_images, *bench_images]:
         if blob and blob not in decoded:
             decoded[blob] = decode_rgb(blob)
-    images = [blob for blob, image in decoded.items() if image is not None]
-    views = _view_embeddings(spec, [decoded[blob] for blob in images])
+    pixels = {blob: image for blob, image in decoded.items() if image is not None}
+    images = list(pixels)
+    views = _view_embeddings(spec, [pixels[blob] for blob in images])
     view_of = dict(zip(images, views, strict=True))
-    greys = {blob: _grey_at(decoded[blob], MATCH_SIDE) for blob in images}
+    greys = {blob: _grey_at(pixels[blob], MATCH_SIDE) for blob in images}
     keypoints = {blob: _orb(greys[blob]) for blob in images}
     for row, (train_blob, bench_blob) in enumerate(zip(train_images, bench_images, strict=True)):
         if train_blob not in view_of or bench_blob not in view_of:
@@ -253,7 +254,7 @@ def pair_features(
         out["inliers"][row] = geometry.inliers
         out["inlier_area"][row] = geometry.inlier_area
         out["aligned_ncc"][row], out["aligned_ncc_low"][row] = aligned_ncc(
-            decoded[train_blob], decoded[bench_blob], geometry
+            pixels[train_blob], pixels[bench_blob], geometry
         )
     for row in range(pairs):
         train_text = train_texts[row] if train_texts is not None else None

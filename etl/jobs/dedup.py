@@ -38,8 +38,8 @@ def run(run: PipelineRun) -> None:
             report.rows_in = silver.count()
             report.rows_out = report.rows_in
             report.counters = {
-                "near_duplicate_clusters": summary["clusters"],
-                "images_in_clusters": summary["images"],
+                "near_duplicate_clusters": summary["clusters"] if summary else 0,
+                "images_in_clusters": summary["images"] if summary else 0,
                 "exact_duplicate_images": exact_duplicate_images(silver).count(),
             }
             commit = run.commit("dedup")

@@ -48,6 +48,8 @@ def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
 
     model_path = config.model_path
     if config.backend == "transformers" and model_path is None:
+        if not (config.gguf_package and config.gguf_file and config.cache_dir):
+            raise ValueError(f"judge {config.model}: give model_path, or gguf_package, gguf_file and cache_dir")
         model_path = prepare_gguf_model(config.gguf_package, config.gguf_file, str(_absolute(config.cache_dir)))
     return JudgeSpec(
         backend=config.backend,
@@ -84,7 +86,7 @@ def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJu
         name = settings.image_judge if axis in IMAGE_AXES else settings.text_judge
         if name is not None and name not in specs:
             specs[name] = judge_spec(settings.judges[name], task_cpus)
-        assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name)))
+        assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name) if name else None))
     return assignments
 
 
@@ -96,7 +98,7 @@ def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, s
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.rate
     profile = stage_resource_profile(spark, "rate")  # a GPU per task on a GPU cluster, else None
-    assignments = axis_judges(run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus", "1")))
+    assignments = axis_judges(run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus") or "1"))
     for a in assignments:
         log.info("[rate] %s: judge %s, prompt %s", a.axis, a.judge_model, a.prompt_hash)
     with run.stage("rate") as report:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -109,7 +109,7 @@ def clean_samples(bronze: DataFrame, rules: CleanRules) -> DataFrame:
 
     arrow_schema = to_arrow_schema(CLEANED)
 
-    def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def clean(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows = [clean_sample(row, rules) for row in batch.to_pylist()]
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)

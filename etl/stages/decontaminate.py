@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +68,7 @@ def search_training_images(
     with `top_k`, only each training image's `top_k` most similar (the verified method's candidates)."""
     require_columns(embeddings, ["image_id", "embedding"], "search_training_images")
 
-    def search(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def search(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         faiss_index = cached_index(index.load, key=index.fingerprint)
         for frame in frames:
             if frame.empty:
@@ -197,7 +197,7 @@ def verified_hits(
         F.broadcast(bench_needed), ["benchmark", "benchmark_item_id", "bench_image_id"]
     )
 
-    def verify(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def verify(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
             if frame.empty:
                 continue
@@ -284,7 +284,7 @@ def benchmark_grams(text: str | None, n: int, min_words: int) -> list[int]:
 def training_grams(text: str | None, n: int, min_words: int) -> list[int]:
     """Hashed m-grams of a training text for every m in [min_words, n]: what benchmark grams match."""
     words = normalised_words(text)
-    grams = set()
+    grams: set[int] = set()
     for m in range(min(min_words, n), n + 1):
         grams.update(_hash(words[i : i + m]) for i in range(len(words) - m + 1))
     return sorted(grams)
@@ -304,7 +304,7 @@ def benchmark_text_grams(items: DataFrame, n: int, min_words: int) -> DataFrame:
     benchmark item that has at least one gram. Bounded by the benchmarks' size: the job gathers it."""
     require_columns(items, ["benchmark", "item_id", "texts"], "benchmark_text_grams")
 
-    @pandas_udf(ArrayType(LongType()))
+    @pandas_udf(ArrayType(LongType()))  # type: ignore[call-overload]  # stubs reject array returns; Spark has them
     def bench_grams(texts: pd.Series) -> pd.Series:
         return texts.map(lambda t: benchmark_grams(t, n, min_words))
 
@@ -402,7 +402,7 @@ def text_hits(samples: DataFrame, bench: BenchmarkGrams, n: int, min_words: int,
     """
     require_columns(samples, ["sample_id", "subset", "texts"], "text_hits")
 
-    def probe(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def probe(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
             out: dict[str, list] = {name: [] for name in TEXT_OVERLAPS.fieldNames()}
             for sample_id, subset, turns in zip(frame["sample_id"], frame["subset"], frame["texts"], strict=True):

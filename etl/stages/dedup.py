@@ -34,7 +34,7 @@ clique: thousands of near-identical images (blank frames, logos) give millions o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -234,7 +234,7 @@ def assign_buckets(embeddings: DataFrame, centroids: np.ndarray, probes: int) ->
     spark = embeddings.sparkSession
     shipped = spark.sparkContext.broadcast(np.ascontiguousarray(centroids, dtype=np.float32))
 
-    def assign(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def assign(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         c = shipped.value
         for frame in frames:
             if frame.empty:

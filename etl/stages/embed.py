@@ -9,7 +9,7 @@ stage's tasks can hold a GPU each while other stages use every core (see `etl/re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import reduce
 
 import numpy as np
@@ -72,7 +72,7 @@ def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None
     `profile`: a `pyspark.resource.ResourceProfile` the stage's tasks run under (GPUs), or None."""
     require_columns(images, ["image_id", "bytes"], "embed_images")
 
-    def sscd(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def sscd(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             vectors = embed_bytes(spec, batch["bytes"].tolist())
             yield pd.DataFrame(

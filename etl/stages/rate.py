@@ -6,7 +6,7 @@ The judges themselves (prompts, score extraction, backends) are in `udfs/judge.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -139,7 +139,7 @@ def rate_turns(
     )
     by_axis = {a.axis: a for a in assignments}
 
-    def judge(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def judge(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield _judge_batch(batch, by_axis, max_text_chars).assign(run_id=run_id)
 
@@ -169,16 +169,17 @@ def _judge_batch(batch: pd.DataFrame, by_axis: dict[str, AxisJudge], max_text_ch
             answers = get_backend(assignment.judge).rate([request for _, request in asked])
             for (i, _), verdict in zip(asked, answers, strict=False):
                 verdicts[i] = verdict
+    done = [v if v is not None else Verdict(None, None, "not judged") for v in verdicts]  # every row is set above
     return pd.DataFrame(
         {
             "sample_id": batch["sample_id"],
             "turn_index": batch["turn_index"].astype("int32"),
             "axis": batch["axis"],
-            "score": pd.array([v.score for v in verdicts], dtype="Int32"),
-            "expected_score": pd.array([v.expected_score for v in verdicts], dtype="Float32"),
+            "score": pd.array([v.score for v in done], dtype="Int32"),
+            "expected_score": pd.array([v.expected_score for v in done], dtype="Float32"),
             "judge_model": batch["judge_model"],
             "prompt_hash": batch["prompt_hash"],
-            "error": [v.error for v in verdicts],
+            "error": [v.error for v in done],
         }
     )
 

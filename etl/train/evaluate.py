@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +243,7 @@ ANSWERED = ("benchmark", "item_id", "contaminated", "metric", "prompt", "answer"
 def answer_items(spec: ModelSpec):
     """The `mapInPandas` function: every Arrow batch of items -> their predictions."""
 
-    def answer(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def answer(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if len(batch):
                 yield answer_batch(spec, batch.reset_index(drop=True))
