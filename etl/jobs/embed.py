@@ -31,7 +31,7 @@ def embedder_spec(run: PipelineRun, task_cpus: int | None = None) -> EmbedderSpe
         device=settings.device,
         decode_on_device=settings.decode_on_device,
         # one model thread per task slot, so concurrent tasks do not oversubscribe the cores
-        intra_op_threads=task_cpus or int(run.spark.conf.get("spark.task.cpus") or "1"),
+        intra_op_threads=task_cpus or int(run.spark.conf.get("spark.task.cpus", "1") or "1"),
     )
 
 

@@ -98,7 +98,9 @@ def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, s
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.rate
     profile = stage_resource_profile(spark, "rate")  # a GPU per task on a GPU cluster, else None
-    assignments = axis_judges(run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus") or "1"))
+    assignments = axis_judges(
+        run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus", "1") or "1")
+    )
     for a in assignments:
         log.info("[rate] %s: judge %s, prompt %s", a.axis, a.judge_model, a.prompt_hash)
     with run.stage("rate") as report:
