@@ -76,9 +76,9 @@ def tiny_lakehouse(spark, make_config):
         commit,
         NEAR_DUPLICATE_CLUSTERS,
     )
-    from etl.jobs.rate import axis_judges, current_judges
+    from etl.jobs.rate import configured_judges
 
-    judge = current_judges(axis_judges(config))  # axis -> the configured (judge_model, prompt_hash)
+    judge = configured_judges(config)  # axis -> the configured (judge_model, prompt_hash)
     ratings = [
         ("s1", 0, "formatting", 4, None, *judge["formatting"], None, "r"),
         ("s1", 1, "formatting", 2, None, *judge["formatting"], None, "r"),
@@ -91,10 +91,10 @@ def tiny_lakehouse(spark, make_config):
 
 
 def test_subset_stats_count_only_the_configured_judge_and_prompt(spark, tiny_lakehouse):
-    from etl.jobs.rate import axis_judges, current_judges
+    from etl.jobs.rate import configured_judges
 
     config, _ = tiny_lakehouse
-    judge = current_judges(axis_judges(config))
+    judge = configured_judges(config)
     other_scores = [  # another judge, and the configured judge with another prompt: neither counts
         ("s1", 0, "formatting", 1, None, "another-judge", judge["formatting"][1], None, "r"),
         ("s1", 1, "relevance", 1, None, judge["relevance"][0], "another-prompt", None, "r"),

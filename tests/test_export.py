@@ -120,9 +120,9 @@ def exported(spark, tmp_path_factory):
         ],
         REMOVED_SAMPLES,
     )
-    from etl.jobs.rate import axis_judges, current_judges
+    from etl.jobs.rate import configured_judges
 
-    judge = current_judges(axis_judges(run.config))  # axis -> the configured (judge_model, prompt_hash)
+    judge = configured_judges(run.config)  # axis -> the configured (judge_model, prompt_hash)
     configured = [
         ("s1", 0, "relevance", 5, 4.8, None, "run1"),
         ("s1", 1, "relevance", 2, 2.1, None, "run1"),

@@ -93,7 +93,7 @@ def test_smollm2_rates_real_turns(spark, make_config):
         assert sum(shares) == pytest.approx(1.0, abs=1e-6)
 
     silver = tables.read(spark, run.table("silver_samples"))
-    judges = rate_job.current_judges(rate_job.axis_judges(config))
+    judges = rate_job.configured_judges(config)
     ratings = current_ratings(tables.read(spark, run.table("turn_ratings")), judges)
     arrays = {r["sample_id"]: r for r in rating_columns(silver, ratings).collect()}
     scored = {(r["sample_id"], r["turn_index"]): r["score"] for r in text if r["axis"] == "relevance"}

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from etl import tables
 from etl.jobs.clean import rules_from, ship_to_executors
 from etl.jobs.embed import embedder_spec
-from etl.jobs.rate import axis_judges, current_judges
+from etl.jobs.rate import configured_judges
 from etl.runs import PipelineRun, StageReport
 from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
 from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
@@ -41,7 +41,7 @@ def run(run: PipelineRun) -> None:
         silver = slim_samples(run.read_input(report, "silver_samples")).persist(StorageLevel.MEMORY_AND_DISK)
         extra = {name: optional_input(run, report, name) for name in OPTIONAL_INPUTS}
         if extra["turn_ratings"] is not None:  # only the configured judge and prompt of each axis count
-            extra["turn_ratings"] = current_ratings(extra["turn_ratings"], current_judges(axis_judges(run.config)))
+            extra["turn_ratings"] = current_ratings(extra["turn_ratings"], configured_judges(run.config))
         commit = run.commit("analyze")
 
         actions = action_distribution(silver).persist()

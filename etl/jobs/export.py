@@ -9,7 +9,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, tables
-from etl.jobs.rate import axis_judges, current_judges
+from etl.jobs.rate import configured_judges
 from etl.runs import PipelineRun, StageReport
 from etl.schema import GOLD_SAMPLES
 from etl.stages.export import gold_samples, removal_reasons
@@ -44,7 +44,7 @@ def run(run: PipelineRun) -> None:
         removed = read_optional(run, report, "removed_samples")
         ratings = read_optional(run, report, "turn_ratings")
         if ratings is not None:  # only the configured judge and prompt of each axis count
-            ratings = current_ratings(ratings, current_judges(axis_judges(run.config)))
+            ratings = current_ratings(ratings, configured_judges(run.config))
         gold = gold_samples(silver, hits, clusters, removed, ratings).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             report.rows_in = silver.count()

@@ -29,6 +29,7 @@ from etl.stages import rate as stage
 from udfs.judge import (
     IMAGE_AXES,
     NO_IMAGE,
+    NO_JUDGE_MODEL,
     NO_VLM_JUDGE,
     REQUEST_FAILED,
     JudgeSpec,
@@ -73,26 +74,42 @@ def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
     )
 
 
-def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
-    settings = config.rate
+def _prompts(settings) -> dict:
     try:
         folder = CONF_DIR / "prompts" / "judge" if settings.prompts_dir is None else _absolute(settings.prompts_dir)
-        prompts = load_prompts(folder, settings.axes)
+        return load_prompts(folder, settings.axes)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"rate.prompts_dir: {exc}") from None
+
+
+def _judge_name(settings, axis: str) -> str | None:
+    return settings.image_judge if axis in IMAGE_AXES else settings.text_judge
+
+
+def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
+    """Who rates each axis, ready for the executors (a packaged GGUF judge is converted here)."""
+    settings = config.rate
+    prompts = _prompts(settings)
     specs: dict[str, JudgeSpec] = {}
     assignments = []
     for axis in settings.axes:
-        name = settings.image_judge if axis in IMAGE_AXES else settings.text_judge
+        name = _judge_name(settings, axis)
         if name is not None and name not in specs:
             specs[name] = judge_spec(settings.judges[name], task_cpus)
         assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name) if name else None))
     return assignments
 
 
-def current_judges(assignments: list[stage.AxisJudge]) -> dict[str, tuple[str, str]]:
-    """axis -> (judge_model, prompt_hash) of this configuration, what the export and analytics select."""
-    return {a.axis: (a.judge_model, a.prompt_hash) for a in assignments}
+def configured_judges(config: PipelineConfig) -> dict[str, tuple[str, str]]:
+    """axis -> (judge_model, prompt_hash) of this configuration, what the export and analytics
+    select; read from the configuration alone (no model is converted or loaded)."""
+    settings = config.rate
+    prompts = _prompts(settings)
+    judges: dict[str, tuple[str, str]] = {}
+    for axis in settings.axes:
+        name = _judge_name(settings, axis)
+        judges[axis] = (settings.judges[name].model if name else NO_JUDGE_MODEL, prompts[axis].prompt_hash)
+    return judges
 
 
 def run(run: PipelineRun) -> None:
@@ -136,7 +153,7 @@ def run(run: PipelineRun) -> None:
             )
         if tables.exists(spark, target):
             ratings = tables.read(spark, target)
-            distribution = stage.rating_distribution(silver, ratings, current_judges(assignments))
+            distribution = stage.rating_distribution(silver, ratings, configured_judges(run.config))
             report.output_versions["rating_distribution"] = tables.overwrite(
                 spark, run.table("rating_distribution"), distribution, run.commit("rate"), RATING_DISTRIBUTION
             )
