@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from etl.config import CONF_DIR
 from etl.samples import charts, documents, gui
+from etl.stages.decontaminate import top_k_per_query
 from udfs import knn
 from udfs.sscd import EmbedderSpec, embed_bytes
 from udfs.verify import FEATURES, VerifierRule, pair_features
@@ -246,14 +247,6 @@ def candidates(train_vectors: np.ndarray, bench_vectors: np.ndarray, threshold: 
     hits = knn.search_threshold_arrays(index, train_vectors, tau=threshold)
     keep = top_k_per_query(hits.query_rows, hits.similarities, k)
     return knn.Hits(hits.query_rows[keep], hits.index_rows[keep], hits.similarities[keep])
-
-
-def top_k_per_query(queries: np.ndarray, similarities: np.ndarray, k: int) -> np.ndarray:
-    order = np.lexsort((-similarities, queries))
-    rank = np.arange(len(order)) - np.searchsorted(queries[order], queries[order])
-    keep = np.zeros(len(order), bool)
-    keep[order[rank < k]] = True
-    return keep
 
 
 def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float = 1.0) -> VerifierRule:

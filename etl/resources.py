@@ -140,8 +140,8 @@ def stage_resource_profile(spark: SparkSession, stage: str):
     return profile
 
 
-def profile_task_cpus(profile) -> int | None:
-    """Cores per task a ResourceProfile holds (None for no profile)."""
-    if profile is None or "cpus" not in profile.taskResources:
-        return None
-    return int(profile.taskResources["cpus"].amount)
+def task_cpus(spark: SparkSession, profile) -> int:
+    """Cores per task: the stage's ResourceProfile's, else the session's `spark.task.cpus`."""
+    if profile is not None and "cpus" in profile.taskResources:
+        return int(profile.taskResources["cpus"].amount)
+    return int(spark.conf.get("spark.task.cpus", "1") or "1")

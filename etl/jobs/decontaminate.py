@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from etl import tables
 from etl.config import CONF_DIR, ConfigError
 from etl.jobs.embed import embedder_spec
+from etl.resources import task_cpus
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, REMOVED_SAMPLES
 from etl.sources.files import ArrowFiles
@@ -111,7 +112,14 @@ def run(run: PipelineRun) -> None:
                 pairs = stage.image_pairs(found, index_rows, training, benchmark)
                 spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(run.config.embed.arrow_batch_bytes))
                 image_hits = stage.verified_hits(
-                    pairs, silver, items, embedder_spec(run), verifier_rule(run), model, method, run.run_id
+                    pairs,
+                    silver,
+                    items,
+                    embedder_spec(run, task_cpus(run.spark, None)),
+                    verifier_rule(run),
+                    model,
+                    method,
+                    run.run_id,
                 )
             hits = image_hits.unionByName(hits)
         else:

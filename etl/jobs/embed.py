@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.confs import session_conf
-from etl.resources import profile_task_cpus, stage_resource_profile
+from etl.resources import stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import IMAGE_EMBEDDINGS, QUARANTINE
 from etl.stages.embed import embed_images, images_to_embed
@@ -21,7 +21,7 @@ ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 EMBEDDING_CONSTRAINTS = {"embedding_is_512_d": "size(embedding) = 512"}
 
 
-def embedder_spec(run: PipelineRun, task_cpus: int | None = None) -> EmbedderSpec:
+def embedder_spec(run: PipelineRun, threads: int = 1) -> EmbedderSpec:
     settings = run.config.embed
     return EmbedderSpec(
         backend=settings.backend,
@@ -31,14 +31,14 @@ def embedder_spec(run: PipelineRun, task_cpus: int | None = None) -> EmbedderSpe
         device=settings.device,
         decode_on_device=settings.decode_on_device,
         # one model thread per task slot, so concurrent tasks do not oversubscribe the cores
-        intra_op_threads=task_cpus or int(run.spark.conf.get("spark.task.cpus", "1") or "1"),
+        intra_op_threads=threads,
     )
 
 
 def run(run: PipelineRun) -> None:
     spark, config = run.spark, run.config
     profile = stage_resource_profile(spark, "embed")  # GPUs per task on a GPU cluster, else None
-    spec = embedder_spec(run, profile_task_cpus(profile))
+    spec = embedder_spec(run, task_cpus(run.spark, profile))
     model = model_id(spec)
     with run.stage("embed") as report:
         frames = [run.read_input(report, "silver_samples"), run.read_input(report, "benchmark_items")]

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
-from etl.resources import profile_task_cpus, stage_resource_profile
+from etl.resources import stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
 from etl.stages import rate as stage
@@ -115,9 +115,7 @@ def configured_judges(config: PipelineConfig) -> dict[str, tuple[str, str]]:
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.rate
     profile = stage_resource_profile(spark, "rate")  # a GPU per task on a GPU cluster, else None
-    assignments = axis_judges(
-        run.config, profile_task_cpus(profile) or int(spark.conf.get("spark.task.cpus", "1") or "1")
-    )
+    assignments = axis_judges(run.config, task_cpus(spark, profile))
     for a in assignments:
         log.info("[rate] %s: judge %s, prompt %s", a.axis, a.judge_model, a.prompt_hash)
     with run.stage("rate") as report:
