@@ -295,6 +295,7 @@ def test_multiple_choice_is_scored_by_the_chosen_option():
 
 
 def test_batched_generation_answers_as_one_item_at_a_time():
+    import torch
     from PIL import Image
 
     from etl.train.evaluate import generate
@@ -303,13 +304,19 @@ def test_batched_generation_answers_as_one_item_at_a_time():
     config = load_train_config("tiny")
     processor = build_processor(config, load_config().clean.tokenizer)
     model = build_model(config, processor).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # large random weights: greedy answers then depend on the prompt and the images
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
     processor.tokenizer.padding_side = "left"
     images = [[Image.new("RGB", (20 + 9 * i, 30), (60 * i, 90, 200))] for i in range(3)]
     images[1].append(Image.new("RGB", (50, 20), (0, 0, 0)))  # two images: more tiles than the others
     questions = ["What colour?", "A much longer question about both of the pictures?", "Hi"]
     prompts = [data.prompt_text(q, len(i)) for q, i in zip(questions, images, strict=False)]
     batched = generate(model, processor, "cpu", prompts, images, 6)
-    assert batched == [generate(model, processor, "cpu", [p], [i], 6)[0] for p, i in zip(prompts, images, strict=False)]
+    one_by_one = [generate(model, processor, "cpu", [p], [i], 6)[0] for p, i in zip(prompts, images, strict=True)]
+    assert len(set(one_by_one)) == 3  # distinct answers, so a mix-up of items or padding would show
+    assert batched == one_by_one
 
 
 def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, tmp_path):
