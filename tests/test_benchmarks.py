@@ -338,14 +338,12 @@ def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
         "--timeout",
         "2",
     ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env},
-    )
+    environment = {**os.environ, "HF_HOME": str(tmp_path / "hf"), **env}
+
+    def pull():
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT, env=environment)
+
+    done = pull()
     assert done.returncode == 2, done.stderr
     assert "the Hugging Face Hub cannot be reached" in done.stderr and "0 of 2 unit(s) are present" in done.stderr
     assert f"{tmp_path}/b/lmms-lab/ai2d/data/test-*.parquet" in done.stderr
@@ -354,13 +352,6 @@ def test_pull_without_the_hub_says_which_layout_to_copy_in(tmp_path, env):
     for relative in ("lmms-lab/ai2d/data/test-00000-of-00001.parquet", "Lin-Chen/MMStar/mmstar.parquet"):
         (tmp_path / "b" / relative).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"x": [1]}), tmp_path / "b" / relative)
-    again = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **env},
-    )
+    again = pull()
     assert again.returncode == 0, again.stderr
     assert "ai2d: 1 file(s)" in again.stdout and "mmstar: 1 file(s)" in again.stdout
