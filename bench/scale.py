@@ -22,7 +22,8 @@ Two stages are bound by a model rather than the data path:
   near-duplicates land at cosine > 0.95, unrelated images far below);
 - rate rates every turn (`max_turns_per_subset: null`) with the endpoint backend against a loopback
   server that answers at once, so the request machinery and the data path are measured; it runs
-  up to --rate-max samples.
+  up to --rate-max samples, in commits of 100,000 ratings (`rate.commit_rows`; the default 2,000
+  suits a real judge, for which a chunk runs minutes).
 
 Per stage and size it prints rows in, seconds, rows per second, the driver's peak RSS (the Python
 driver process; the JVM's is printed beside it: in local mode the JVM also hosts the executors),
@@ -283,16 +284,13 @@ def write_synthetic_embeddings(run) -> None:
     from etl import tables
     from etl.jobs.embed import EMBEDDING_CONSTRAINTS, embedder_spec
     from etl.schema import IMAGE_EMBEDDINGS
-    from etl.stages.embed import distinct_images
+    from etl.stages.embed import images_to_embed
     from udfs.sscd import model_id
 
     model = model_id(embedder_spec(run))
     with run.stage("embed") as report:
-        images = (
-            distinct_images(run.read_input(report, "silver_samples"))
-            .unionByName(distinct_images(run.read_input(report, "benchmark_items")))
-            .dropDuplicates(["image_id"])
-        )
+        frames = [run.read_input(report, "silver_samples"), run.read_input(report, "benchmark_items")]
+        images = images_to_embed(frames, None, model)  # the embed stage's own selection of images
 
         def embed(batches):
             for batch in batches:
@@ -401,6 +399,9 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
             f"rate.judges.qwen3_32b.base_url={judge.base_url}",
             "rate.judges.qwen3_32b.extra_body={}",
             "rate.max_turns_per_subset=null",
+            # chunks sized for the loopback judge: with the default 2000, a chunk of a real judge runs
+            # minutes, one of the loopback judge a second, and the bench would time commits, not data
+            "rate.commit_rows=100000",
             *sets,
         ]
     )
@@ -426,6 +427,7 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
                 note = "loopback judge, every turn" if stage.name == "rate" else ""
             seconds = time.perf_counter() - started
             report = run.reports[-1]
+            print(f"[{n}] {stage.name}: {report.rows_in} rows in {seconds:.1f} s {note}", file=sys.stderr, flush=True)
             results[stage.name] = {
                 "rows": report.rows_in,
                 "seconds": seconds,

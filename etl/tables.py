@@ -222,19 +222,24 @@ def merge_insert(
     schema: StructType,
     constraints: dict[str, str] | None = None,
     replace_when: str | None = None,
+    target_filter: str | None = None,
 ) -> int:
     """Insert rows whose key is not in the table yet (insert-only MERGE); returns the new version.
 
     Rows are deduplicated on the key first, so re-running a stage after a crash converges to
     the same table with no duplicates. With `replace_when` (an SQL predicate on `t.`, the table
     row, and `s.`, the new row) a matched row is replaced where it holds, e.g. a failed rating
-    that a retry now fills.
+    that a retry now fills. `target_filter` (an SQL predicate on `t.` that every row the new rows
+    could match satisfies, e.g. a key range) joins the merge condition, so Delta skips the files
+    outside it instead of reading the whole table for every commit.
     """
     for key in keys:
         if key not in rows.columns:
             raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
     ensure_table(spark, ref, schema, constraints)
     condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
+    if target_filter:
+        condition = f"({target_filter}) AND {condition}"
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
 
     def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
@@ -246,6 +251,11 @@ def merge_insert(
 
     retry_on_conflict(merge, f"merge into {ref}")
     return _written_version(spark, ref)
+
+
+def sql_string(value: str) -> str:
+    """`value` as a Spark SQL string literal (quotes and backslashes escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:

@@ -202,11 +202,11 @@ def test_chunks_read_their_work_list_not_silver(spark, make_config, monkeypatch)
     chunks = []
     real_rate_chunk = rate_job._rate_chunk
 
-    def rate_chunk_without_silver(run, report, rated):
+    def rate_chunk_without_silver(run, report, rated, id_range):
         moved = _hidden(Path(config.lakehouse) / "silver_samples")
         assert moved
         try:
-            real_rate_chunk(run, report, rated)  # the judges run and the chunk commits here
+            real_rate_chunk(run, report, rated, id_range)  # the judges run and the chunk commits here
         finally:
             for data, hidden in moved:
                 hidden.rename(data)
@@ -244,3 +244,57 @@ def test_chunks_read_their_work_list_not_silver(spark, make_config, monkeypatch)
     assert relevance == {(sid, turn): score for sid in colours for turn, score in [(0, None), (1, 2)]}
     for sid, image in colours.items():  # each sample's own image reached the VLM judge, intact
         assert [sent for prompt, sent in images_sent.items() if f"picture {sid}?" in prompt] == [[image]]
+
+
+def test_each_chunk_merges_into_its_own_range_of_turn_ratings(spark, make_config, monkeypatch):
+    """Chunks are ranges of sample_id and each chunk's MERGE names its range, so Delta skips the
+    files the earlier chunks wrote: here they are renamed away while each chunk commits, and the
+    commits still succeed. (The old design hashed samples into chunks and every commit read the
+    whole of turn_ratings: quadratic in the corpus.)"""
+    settings = {
+        "mlflow__enabled": "false",
+        "rate__max_turns_per_subset": "null",
+        "rate__partitions": "1",
+        "rate__commit_rows": "4",
+        "rate__axes": "[relevance]",
+        "rate__text_judge": "qwen3_32b",
+    }
+    ids = [f"{i * 0x0F0F0F0F:08x}" + "0" * 24 for i in range(1, 17)]  # hex ids spread over the range
+    hidden_per_chunk = []
+    real_rate_chunk = rate_job._rate_chunk
+
+    def rate_chunk_with_earlier_chunks_hidden(run, report, rated, id_range):
+        moved = _hidden(Path(config.lakehouse) / "turn_ratings")
+        hidden_per_chunk.append(len(moved))
+        try:
+            real_rate_chunk(run, report, rated, id_range)
+        finally:
+            for data, hidden in moved:
+                hidden.rename(data)
+
+    with ScriptedJudge() as server:
+        settings["rate__judges__qwen3_32b__base_url"] = server.base_url
+        config = make_config(**settings)
+        write_silver(spark, config, [(sid, "vqa", [], [(f"[good:3] {sid}?", "Yes.")]) for sid in ids])
+        monkeypatch.setattr(rate_job, "_rate_chunk", rate_chunk_with_earlier_chunks_hidden)
+        run = PipelineRun(spark, config, "rate")
+        rate_job.run(run)
+
+    assert len(hidden_per_chunk) >= 3 and hidden_per_chunk[0] == 0 and all(n > 0 for n in hidden_per_chunk[1:])
+    ratings = tables.read(spark, run.table("turn_ratings")).collect()
+    assert sorted(r["sample_id"] for r in ratings) == ids and {r["score"] for r in ratings} == {3}
+
+
+def test_sample_id_ranges_partition_ids_into_ordered_ranges(spark):
+    from etl.stages.rate import sample_id_range
+
+    hex_ids = [f"{(i * 2654435761) % 2**32:08x}" + "ab" * 12 for i in range(200)]
+    other_ids = ["s1", "photo", "ZZ"]  # not hex: still exactly one chunk each
+    frame = spark.createDataFrame([(sid,) for sid in hex_ids + other_ids], "sample_id string")
+    rows = frame.select("sample_id", sample_id_range(5).alias("chunk")).collect()
+    chunk_of = {r["sample_id"]: r["chunk"] for r in rows}
+    assert len(rows) == len(hex_ids) + len(other_ids) and all(0 <= c < 5 for c in chunk_of.values())
+    by_chunk = {c: sorted(s for s in hex_ids if chunk_of[s] == c) for c in range(5)}
+    assert all(len(ids) > 20 for ids in by_chunk.values())  # about equal shares
+    for lower, upper in zip(range(4), range(1, 5), strict=True):  # ranges, in order, disjoint
+        assert by_chunk[lower][-1] < by_chunk[upper][0]

@@ -140,9 +140,9 @@ def run(run: PipelineRun) -> None:
         finally:
             requests.unpersist()
         tasks = settings.partitions or spark.sparkContext.defaultParallelism
-        for number, rows in enumerate(chunks, 1):
+        for number, (rows, id_range) in enumerate(chunks, 1):
             rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
-            _rate_chunk(run, report, rated)
+            _rate_chunk(run, report, rated, id_range)
             log.info(
                 "[rate] chunk %d/%d committed (turn_ratings version %s)",
                 number,
@@ -157,20 +157,24 @@ def run(run: PipelineRun) -> None:
             )
 
 
-def _write_work(run: PipelineRun, report, work: DataFrame) -> list[DataFrame]:
-    """Write the run's work list partitioned by chunk (one file a chunk); return the rows of each
-    chunk that has some, each read by its partition, pinned to the version written."""
+def _write_work(run: PipelineRun, report, work: DataFrame) -> list[tuple[DataFrame, tuple[str, str]]]:
+    """Write the run's work list partitioned by chunk (one file a chunk); return, per chunk that has
+    rows, its rows (read by its partition, pinned to the version written) and its smallest and
+    largest sample_id."""
     ref = run.table("rate_pending")
     version = tables.overwrite(
         run.spark, ref, work.repartition("chunk"), run.commit("rate"), RATE_PENDING, partition_by=("chunk",)
     )
     report.output_versions["rate_pending"] = version
     written = tables.read(run.spark, ref, version)
-    chunks = sorted(row["chunk"] for row in written.select("chunk").distinct().collect())
-    return [written.filter(F.col("chunk") == chunk) for chunk in chunks]
+    ranges = written.groupBy("chunk").agg(F.min("sample_id").alias("lo"), F.max("sample_id").alias("hi"))
+    return [
+        (written.filter(F.col("chunk") == row["chunk"]), (row["lo"], row["hi"]))
+        for row in ranges.orderBy("chunk").collect()  # one row per chunk
+    ]
 
 
-def _rate_chunk(run: PipelineRun, report, rated) -> None:
+def _rate_chunk(run: PipelineRun, report, rated, id_range: tuple[str, str]) -> None:
     rated = rated.persist(StorageLevel.MEMORY_AND_DISK)  # the judges run once, then counts and merge read it
     try:
         kind = (
@@ -195,6 +199,8 @@ def _rate_chunk(run: PipelineRun, report, rated) -> None:
             TURN_RATINGS,
             RATING_CONSTRAINTS,
             replace_when=REPLACE_FAILED,
+            # the chunk's own range of sample_id: the MERGE skips the files other chunks wrote
+            target_filter=f"t.sample_id BETWEEN {tables.sql_string(id_range[0])} AND {tables.sql_string(id_range[1])}",
         )
     finally:
         rated.unpersist()

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType
 
@@ -94,7 +94,8 @@ def pending_requests(requests: DataFrame, ratings: DataFrame | None) -> DataFram
 def pending_work(samples: DataFrame, pending: DataFrame, assignments: list[AxisJudge], n_chunks: int = 1) -> DataFrame:
     """Rows of `rate_pending`: per sample with pending requests, its requests, its texts and (only
     when an image axis has a judge and the sample has a request on it) its image bytes; `chunk` is
-    a hash of sample_id modulo `n_chunks`, so all of a sample's requests are committed together.
+    the sample's range of sample_id (`sample_id_range`), so all of a sample's requests are committed
+    together and each chunk's commit touches one range of `turn_ratings`.
 
     The one place the judges' inputs are joined to the keys: the rate job writes this once per run,
     partitioned by chunk, and each chunk then reads its own rows, not the samples again."""
@@ -109,10 +110,26 @@ def pending_work(samples: DataFrame, pending: DataFrame, assignments: list[AxisJ
         images = F.when(on_image_axis, F.transform("images", lambda image: image["bytes"]))
     else:
         images = F.lit(None)
-    chunk = F.pmod(F.xxhash64("sample_id"), F.lit(n_chunks)).cast("int")
     return requests.join(content, "sample_id").select(
-        chunk.alias("chunk"), "sample_id", "requests", "texts", images.cast(ArrayType(BinaryType())).alias("images")
+        sample_id_range(n_chunks).alias("chunk"),
+        "sample_id",
+        "requests",
+        "texts",
+        images.cast(ArrayType(BinaryType())).alias("images"),
     )
+
+
+def sample_id_range(n_ranges: int) -> Column:
+    """Which of `n_ranges` equal ranges of sample_id a row falls in, by its first 8 hex digits
+    (sample_ids are hex digests, so the ranges hold about equal shares). Chunking by range, not by
+    hash, lets each chunk's MERGE skip the files of `turn_ratings` that other chunks wrote (Delta's
+    min/max statistics on sample_id). An id that is not hex falls back to a hash: still a partition
+    of the rows, only without the skipping."""
+    prefix = F.conv(F.substring("sample_id", 1, 8), 16, 10).cast("long")
+    is_hex = F.col("sample_id").rlike("^[0-9a-f]{8}")
+    by_range = F.floor(prefix * F.lit(n_ranges) / F.lit(16**8))
+    by_hash = F.pmod(F.xxhash64("sample_id"), F.lit(n_ranges))
+    return F.when(is_hex, by_range).otherwise(by_hash).cast("int")
 
 
 def rate_turns(
