@@ -126,7 +126,7 @@ def run(run: PipelineRun) -> None:
         # written by chunk: each chunk reads its own rows of rate_pending, never silver again.
         requests = stage.turn_requests(silver, assignments, settings.max_turns_per_subset)
         requests = requests.persist(StorageLevel.MEMORY_AND_DISK)
-        chunks: list[DataFrame] = []
+        chunks: list[tuple[DataFrame, tuple[str, str]]] = []
         try:
             todo = stage.pending_requests(requests, existing)
             total, pending = requests.count(), todo.count()
