@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 log = logging.getLogger("finevision")
 app.add_typer(benchmarks_app, name="benchmarks")
+assets_app = typer.Typer(no_args_is_help=True, help="Files the executors open, prepared once for a cluster.")
+app.add_typer(assets_app, name="assets")
 
 
 @dataclass
@@ -412,6 +414,29 @@ def show_tables(ctx: typer.Context) -> None:
     options = _options(ctx)
     spark = build_session(options.profile)
     typer.echo(table_summary(spark, options.config))
+
+
+@assets_app.command("prepare")
+def prepare_assets(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", help="folder, volume (/Volumes/...) or URI (s3://...) to write")],
+) -> None:
+    """Write the tokenizer, judge checkpoints, prompts and SSCD model the configuration uses into
+    one folder every node reads; then set `assets.dir` to it."""
+    from etl.assets import prepare
+
+    options = _options(ctx)
+    if options.dry_run:
+        typer.echo(f"would write the tokenizer, judge prompts and checkpoints and SSCD model to {out}")
+        return
+    try:
+        manifest = prepare(options.config, out)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(f"assets prepare: {exc}")
+    total = sum(f["bytes"] for f in manifest["files"])
+    for kind, relative in sorted(manifest["assets"].items()):
+        typer.echo(f"  {kind:<24} {relative}")
+    typer.echo(f"{len(manifest['files'])} files, {total / 1e6:.1f} MB in {out}; set assets.dir: {out}")
 
 
 if __name__ == "__main__":

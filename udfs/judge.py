@@ -36,6 +36,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
+from udfs.staging import local_path
+
 AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 IMAGE_AXES = frozenset({"image_correspondence"})
 ANSWER_AXES = frozenset({"formatting", "relevance"})  # the others see the question only
@@ -357,13 +359,14 @@ class TransformersBackend:
             torch.set_num_threads(spec.threads)
         self.device = judge_device(spec.device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+        if not spec.model_path:
+            raise ValueError(f"judge {spec.judge_model}: the transformers backend needs a model_path")
+        model_path = local_path(spec.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not spec.model_path:
-            raise ValueError(f"judge {spec.judge_model}: the transformers backend needs a model_path")
-        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers types .to() as a decorator
         self.digit_ids = self._digit_token_ids()
 

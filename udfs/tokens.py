@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from udfs.staging import is_uri, local_path
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -72,6 +74,8 @@ def tokenizer_file(tokenizer_json: str) -> str:
     no view of the driver's disk."""
     if Path(tokenizer_json).exists():
         return tokenizer_json
+    if is_uri(tokenizer_json):  # prepared assets on object storage
+        return local_path(tokenizer_json)
     try:
         from pyspark import SparkFiles
 
