@@ -64,6 +64,16 @@ def main(
         _fail(str(exc))
 
 
+def _require_extra(extra: str, modules: tuple[str, ...]) -> None:
+    from udfs.extras import require
+
+    try:
+        for module in modules:
+            require(module, extra)
+    except ImportError as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -238,6 +248,7 @@ def train(
     ] = None,
 ) -> None:
     """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
+    _require_extra("train", ("torch", "transformers"))
     from etl.train.config import load_train_config
     from etl.train.run import table_ref
     from etl.train.run import train as train_model
@@ -293,6 +304,7 @@ def evaluate(
     run_id: Annotated[str | None, typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
 ) -> None:
     """Score a model on benchmark_items on the executors, split into contaminated and clean items (MLflow, eval_predictions)."""
+    _require_extra("train", ("torch", "transformers"))
     from etl.train.evaluate import evaluate as evaluate_model
     from etl.train.evaluate import format_scores, load_eval_config, run_id_of
 

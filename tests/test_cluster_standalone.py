@@ -58,7 +58,8 @@ def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory) -> Path:
-    """A fresh venv with only the built wheel and its locked dependencies (spark, local-models)."""
+    """A fresh venv with only the built wheel and its locked dependencies (spark, local-models and the
+    models of embed and rate)."""
     root = tmp_path_factory.mktemp("wheel")
     _run([UV, "build", "--wheel", "--out-dir", root / "dist", PROJECT_ROOT], cwd=PROJECT_ROOT)
     wheel = next((root / "dist").glob("finevision_etl-*.whl"))
@@ -73,6 +74,10 @@ def wheel_venv(tmp_path_factory) -> Path:
             "spark",
             "--extra",
             "local-models",
+            "--extra",
+            "embed",
+            "--extra",
+            "rate",
             "--no-emit-project",
             "--no-hashes",
             "-q",

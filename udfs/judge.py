@@ -36,6 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
+from udfs.extras import require
 from udfs.staging import local_path
 
 AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
@@ -351,6 +352,8 @@ class TransformersBackend:
     similar length, left-padded; the digit probabilities come from the generation scores."""
 
     def __init__(self, spec: JudgeSpec):
+        require("torch", "rate")
+        require("transformers", "rate")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -453,6 +456,8 @@ def prepare_gguf_model(gguf_package: str, gguf_file: str, cache_dir: str) -> str
     target = Path(cache_dir).resolve()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return str(target)
+    for module in ("torch", "transformers", "gguf"):
+        require(module, "rate")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
+from udfs.extras import require
 from udfs.staging import local_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -302,6 +303,7 @@ class OnnxEmbedder:
         micro_batch: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
+        require("onnxruntime", "embed")
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path else default_onnx_model_path()
@@ -353,6 +355,7 @@ class TorchScriptEmbedder:
         micro_batch: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
+        require("torch", "embed")
         import torch
 
         has_cuda = torch.cuda.is_available()
@@ -423,6 +426,7 @@ def _resolve_device(spec: EmbedderSpec) -> str:
     if spec.device == "cpu":
         return "cpu"
     if spec.backend == "onnx":
+        require("onnxruntime", "embed")
         import onnxruntime as ort
 
         return pick_device(spec.device, "CUDAExecutionProvider" in ort.get_available_providers())
