@@ -146,15 +146,21 @@ EMR_CLI_OPTIONS = [
     "--lakehouse", "s3://YOUR-BUCKET/finevision/lakehouse",
     "--set", "data_root=s3://YOUR-BUCKET/finevision/raw",
     "--set", "sources_dir=sources",
+    "--set", "assets.dir=s3://YOUR-BUCKET/finevision/assets",
 ]  # fmt: skip
-ARCHIVES = f"spark.archives={ARTIFACTS}/finevision_venv.tar.gz#environment,{ARTIFACTS}/sources.tar.gz#sources"
+# deploy/emr/Dockerfile builds both: the GPU environment (embed and rate models) and a CPU-only one.
+ENVIRONMENTS = {"gpu": "finevision_venv_gpu.tar.gz", "cpu": "finevision_venv_cpu.tar.gz"}
 DELTA_JARS = "spark.jars=/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
+
+
+def archives(kind: str) -> str:
+    return f"spark.archives={ARTIFACTS}/{ENVIRONMENTS[kind]}#environment,{ARTIFACTS}/sources.tar.gz#sources"
 
 
 def emr_step(command: str, name: str, gpu_stages: list[str]) -> dict:
     args = [
         "--deploy-mode", "cluster",
-        "--conf", ARCHIVES,
+        "--conf", archives("gpu" if gpu_stages else "cpu"),
         "--files", f"{ARTIFACTS}/pipeline.yaml",
         "--conf", "spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python",
         "--conf", "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
@@ -175,7 +181,7 @@ def emr_steps() -> list[dict]:
 
 def emr_serverless_runs() -> dict:
     parameters = " ".join([
-        f"--conf {ARCHIVES}",
+        f"--conf {archives('cpu')}",
         f"--files {ARTIFACTS}/pipeline.yaml",
         "--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON=./environment/bin/python",
         "--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python",

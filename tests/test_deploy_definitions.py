@@ -280,7 +280,8 @@ def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
         entry = next(i for i, a in enumerate(args) if a.endswith("/entrypoint.py"))
         submit, cli = args[:entry], args[entry + 1 :]
         confs = dict(submit[i + 1].split("=", 1) for i, a in enumerate(submit) if a == "--conf")
-        assert confs["spark.archives"].split(",")[0].endswith(".tar.gz#environment")
+        environment = confs["spark.archives"].split(",")[0]
+        assert environment.endswith(".tar.gz#environment")
         python_keys = [k for k in confs if k.endswith("PYSPARK_PYTHON")]
         assert python_keys and all(confs[k] == "./environment/bin/python" for k in python_keys)
         assert "delta-spark" in confs["spark.jars"]
@@ -288,7 +289,12 @@ def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
         assert options["profile"] == "emr" and options["lakehouse"].startswith("s3://")
         load_profile(options["profile"])
         config = load_config(options["config"], options["sets"])
-        assert config.data_root.startswith("s3://")
+        assert config.data_root.startswith("s3://") and (config.assets.dir or "").startswith("s3://")
+        # GPU stages (and the whole pipeline) get the environment with the models, the rest the CPU-only one
+        needs_models = options["command"] in GPU_STAGES | {"run"}
+        assert environment.rsplit("/", 1)[-1].startswith(
+            "finevision_venv_gpu" if needs_models else "finevision_venv_cpu"
+        )
         seen.add(options["command"])
     stages = {s.name for s in STAGES}
     assert seen == stages | {"run"}
