@@ -72,6 +72,7 @@ def prepare(config: PipelineConfig, out: str) -> dict[str, Any]:
             model = Path(local_path(config.embed.model_path))
             assets[SSCD] = _copy(model, root, f"sscd/{model.name}")
 
+        _readable_by_all(root)
         manifest = {"assets": assets, "files": _file_list(root)}
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if is_uri(out):
@@ -101,6 +102,13 @@ def _copy(source: Path, root: Path, relative: str) -> str:
     else:
         shutil.copyfile(source, target)
     return relative
+
+
+def _readable_by_all(root: Path) -> None:
+    """Executors run as other users than the one preparing; a converted checkpoint can hold 0600
+    files (written through temporary files), which a copy would keep."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _file_list(root: Path) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ def test_manifest_lists_every_file_with_its_size_and_hash(prepared):
     for entry in manifest["files"]:
         path = prepared / entry["path"]
         assert entry["bytes"] == path.stat().st_size and entry["sha256"] == _sha256(path)
+        assert path.stat().st_mode & 0o444 == 0o444  # executors run as other users
     assert manifest["assets"] == {"tokenizer": "tokenizer/tokenizer.json", "prompts": "prompts/judge"}
     assert {p.name for p in (prepared / "prompts" / "judge").iterdir()} == {
         "formatting.md",
@@ -78,6 +79,7 @@ def test_judge_and_sscd_model_come_from_the_assets_folder(tmp_path):
     judge = tmp_path / "judge"  # a checkpoint folder given as model_path (its content is not loaded here)
     judge.mkdir()
     (judge / "config.json").write_text('{"model_type": "llama"}')
+    (judge / "config.json").chmod(0o600)  # as a converted checkpoint can have them
     model = tmp_path / "sscd_disc_mixup.torchscript.pt"
     model.write_bytes(b"not loaded in this test")
     out = tmp_path / "assets"
@@ -89,6 +91,7 @@ def test_judge_and_sscd_model_come_from_the_assets_folder(tmp_path):
     manifest = assets.prepare(load_config(overrides=overrides), str(out))
     assert manifest["assets"]["judge:smollm2_135m"] == "judges/smollm2_135m"
     assert (out / "judges" / "smollm2_135m" / "config.json").read_text() == '{"model_type": "llama"}'
+    assert (out / "judges" / "smollm2_135m" / "config.json").stat().st_mode & 0o444 == 0o444
     assert (out / "sscd" / model.name).read_bytes() == model.read_bytes()
 
     config = load_config(overrides=[*overrides, f"assets.dir={out}"])
