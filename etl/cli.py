@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 log = logging.getLogger("finevision")
 app.add_typer(benchmarks_app, name="benchmarks")
+assets_app = typer.Typer(no_args_is_help=True, help="Files the executors open, prepared once for a cluster.")
+app.add_typer(assets_app, name="assets")
 
 
 @dataclass
@@ -59,6 +61,16 @@ def main(
     try:
         ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run, verbose)
     except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _require_extra(extra: str, modules: tuple[str, ...]) -> None:
+    from udfs.extras import require
+
+    try:
+        for module in modules:
+            require(module, extra)
+    except ImportError as exc:
         _fail(str(exc))
 
 
@@ -236,6 +248,7 @@ def train(
     ] = None,
 ) -> None:
     """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
+    _require_extra("train", ("torch", "transformers"))
     from etl.train.config import load_train_config
     from etl.train.run import table_ref
     from etl.train.run import train as train_model
@@ -291,6 +304,7 @@ def evaluate(
     run_id: Annotated[str | None, typer.Option(help="MLflow run to log into (default: the model's run)")] = None,
 ) -> None:
     """Score a model on benchmark_items on the executors, split into contaminated and clean items (MLflow, eval_predictions)."""
+    _require_extra("train", ("torch", "transformers"))
     from etl.train.evaluate import evaluate as evaluate_model
     from etl.train.evaluate import format_scores, load_eval_config, run_id_of
 
@@ -412,6 +426,29 @@ def show_tables(ctx: typer.Context) -> None:
     options = _options(ctx)
     spark = build_session(options.profile)
     typer.echo(table_summary(spark, options.config))
+
+
+@assets_app.command("prepare")
+def prepare_assets(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", help="folder, volume (/Volumes/...) or URI (s3://...) to write")],
+) -> None:
+    """Write the tokenizer, judge checkpoints, prompts and SSCD model the configuration uses into
+    one folder every node reads; then set `assets.dir` to it."""
+    from etl.assets import prepare
+
+    options = _options(ctx)
+    if options.dry_run:
+        typer.echo(f"would write the tokenizer, judge prompts and checkpoints and SSCD model to {out}")
+        return
+    try:
+        manifest = prepare(options.config, out)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(f"assets prepare: {exc}")
+    total = sum(f["bytes"] for f in manifest["files"])
+    for kind, relative in sorted(manifest["assets"].items()):
+        typer.echo(f"  {kind:<24} {relative}")
+    typer.echo(f"{len(manifest['files'])} files, {total / 1e6:.1f} MB in {out}; set assets.dir: {out}")
 
 
 if __name__ == "__main__":

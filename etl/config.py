@@ -245,6 +245,13 @@ class RateConfig(Strict):
         return self
 
 
+class AssetsConfig(Strict):
+    dir: str | None = Field(
+        None,
+        description="folder, volume or URI written by `finevision assets prepare`; null = driver-local caches",
+    )
+
+
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "finevision-curation"
@@ -267,6 +274,7 @@ class PipelineConfig(Strict):
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    assets: AssetsConfig = Field(default_factory=AssetsConfig)
 
     @field_validator("catalog")
     @classmethod

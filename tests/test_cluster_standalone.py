@@ -3,10 +3,16 @@
 
 Nothing here runs inside the test's own Python: the driver is spark-submit's process, executors
 are the workers' JVMs running the throwaway venv's Python, so the run proves the pipeline does not
-depend on the driver's process, the checkout or the project venv. Each worker offers one fake GPU
-(a discovery script), so the embed stage's stage-level scheduling (`etl/resources.py`) is
-exercised too. The Delta tables are then checked against the sample corpus manifest (written by
-the corpus builder, not by the stages), and the Spark event log shows which executors ran what.
+depend on the driver's process, the checkout or the project venv. The workers share nothing with
+the driver but what a cluster shares: they run as another Unix user, with their own work
+directory, HOME and temporary folders, and cannot read the checkout, the driver's working
+directory or its HOME (where the driver converts models). What they open comes from the installed
+wheel (the cluster's Python environment), from spark-submit, or from "storage", one world-writable
+folder holding the corpus, the lakehouse and the assets `finevision assets prepare` wrote.
+Each worker offers one fake GPU (a discovery script), so the embed stage's stage-level scheduling
+(`etl/resources.py`) is exercised too. The Delta tables are then checked against the sample corpus
+manifest (written by the corpus builder, not by the stages), and the Spark event log shows which
+executors ran what.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +34,7 @@ import yaml
 from etl.config import PROJECT_ROOT
 
 # The whole run (venv, corpus, pipeline) takes minutes; more on a machine shared with other work.
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 # uv as the Makefile finds it: on the PATH, else the copy `make` installs into .tools/
 UV = shutil.which("uv") or next(
@@ -37,8 +44,12 @@ UV = shutil.which("uv") or next(
 SOURCES = ["charts", "chartqa_local", "photos", "photo_vqa", "gui_mobile"]
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 WORKERS = 2
-SUBMIT_TIMEOUT_S = 1200
+SUBMIT_TIMEOUT_S = 2700
 FAKE_GPU_SCRIPT = '#!/usr/bin/env bash\necho \'{"name": "gpu", "addresses": ["0"]}\'\n'
+WORKER_USER = "fvworker"
+# Files the workers write (Delta data files, release shards) land in folders the driver made, and
+# the other way round: both sides create files and folders open to all, as on a shared bucket.
+OPEN_PERMISSIONS = "spark.hadoop.fs.permissions.umask-mode=000"
 
 
 def _free_port() -> int:
@@ -56,9 +67,70 @@ def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def _as_worker(*cmd) -> list[str]:
+    return ["runuser", "-u", WORKER_USER, "--", *map(str, cmd)]
+
+
+def _worker_can_read(path: Path) -> bool:
+    return subprocess.run(_as_worker("test", "-r", path), capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory) -> Path:
-    """A fresh venv with only the built wheel and its locked dependencies (spark, local-models)."""
+def worker_user() -> str:
+    """The Unix user the workers run as (created when missing); not the driver's."""
+    if os.geteuid() != 0:
+        pytest.skip("isolated workers run as another Unix user: this test needs root (useradd, runuser)")
+    if subprocess.run(["id", "-u", WORKER_USER], capture_output=True).returncode != 0:
+        _run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", WORKER_USER])
+    return WORKER_USER
+
+
+@pytest.fixture(scope="module")
+def shared(worker_user):
+    """What the cluster's nodes share: the installed Python environment (read-only to workers) and
+    `storage` (corpus, lakehouse, assets). The driver's own files stay in pytest's tmp folders,
+    which only root reads; the checkout and HOME are closed to the workers while the test runs."""
+    root = Path(tempfile.mkdtemp(prefix="finevision-cluster-"))
+    root.chmod(0o755)
+    (root / "storage").mkdir(mode=0o777)
+    (root / "storage").chmod(0o777)
+    opened = []
+    try:
+        for private in (PROJECT_ROOT, Path.home()):
+            if _worker_can_read(private):
+                mode = private.stat().st_mode & 0o7777
+                private.chmod(mode & ~0o007)
+                opened.append((private, mode))
+        yield root
+    finally:
+        for private, mode in opened:
+            private.chmod(mode)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _worker_python(shared: Path) -> Path:
+    """An interpreter the workers can run: this one where the worker user can run it, else a copy
+    of its installation in the shared folder (a pyenv or uv Python lives under root's HOME)."""
+    base = Path(sys.base_prefix)
+    interpreter = base / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if subprocess.run(_as_worker(interpreter, "-c", "pass"), capture_output=True).returncode == 0:
+        return interpreter
+    copy = shared / "python"
+    shutil.copytree(base, copy, symlinks=True, ignore=shutil.ignore_patterns("site-packages", "__pycache__"))
+    return copy / "bin" / interpreter.name
+
+
+def _library_path(shared: Path) -> str:
+    """LD_LIBRARY_PATH for a copied interpreter: its RUNPATH names the original folder, which
+    the workers cannot read."""
+    return str(shared / "python" / "lib") if (shared / "python").exists() else ""
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(shared, tmp_path_factory) -> Path:
+    """A fresh venv with only the built wheel and its locked dependencies (spark, local-models and the
+    models of embed and rate), in the shared folder: the cluster's Python environment, which the
+    workers run but do not write."""
     root = tmp_path_factory.mktemp("wheel")
     _run([UV, "build", "--wheel", "--out-dir", root / "dist", PROJECT_ROOT], cwd=PROJECT_ROOT)
     wheel = next((root / "dist").glob("finevision_etl-*.whl"))
@@ -73,6 +145,10 @@ def wheel_venv(tmp_path_factory) -> Path:
             "spark",
             "--extra",
             "local-models",
+            "--extra",
+            "embed",
+            "--extra",
+            "rate",
             "--no-emit-project",
             "--no-hashes",
             "-q",
@@ -81,45 +157,54 @@ def wheel_venv(tmp_path_factory) -> Path:
         ],
         cwd=PROJECT_ROOT,
     )
-    venv = root / "venv"
-    _run([UV, "venv", "-q", venv, "--python", sys.executable])
+    venv = shared / "venv"
+    interpreter = _worker_python(shared)
+    _run([UV, "venv", "-q", venv, "--python", interpreter])
     # --no-deps: the exported lock is the complete, resolved set (as `uv sync` installs it).
     _run([UV, "pip", "install", "-q", "--python", venv / "bin" / "python", "--no-deps", "-r", requirements, wheel])
     return venv
 
 
 class LoopbackCluster:
-    """A standalone master and workers bound to 127.0.0.1, each worker with one core and one fake GPU."""
+    """A standalone master and workers bound to 127.0.0.1, each worker with one core and one fake GPU.
 
-    def __init__(self, venv: Path, root: Path, workers: int):
+    The master runs as the test's user; each worker JVM (and so its executors and their Python
+    workers) runs as WORKER_USER with a clean environment: its own HOME, temporary and work folders."""
+
+    def __init__(self, venv: Path, logs: Path, shared: Path, workers: int):
         self.spark_home = next((venv / "lib").glob("python3*/site-packages/pyspark"))
-        self.root, self.workers = root, workers
+        self.root, self.shared, self.workers = logs, shared, workers
         self.port = _free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen] = []
-        self.gpu_script = root / "fake_gpu.sh"
+        self.gpu_script = shared / "fake_gpu.sh"
         self.gpu_script.write_text(FAKE_GPU_SCRIPT)
         self.gpu_script.chmod(0o755)
 
     def work_dir(self, i: int) -> Path:
-        return self.root / f"worker{i}"
+        return self.shared / "workers" / f"worker{i}" / "work"
 
-    def _start(self, name: str, args: list) -> None:
+    def _start(self, name: str, args: list, as_worker: bool = False) -> None:
         log = open(self.root / f"{name}.log", "w")
-        env = {
-            **os.environ,
-            "SPARK_HOME": str(self.spark_home),
-            "SPARK_LOCAL_IP": "127.0.0.1",
-            "SPARK_NO_DAEMONIZE": "1",
-        }
+        spark_env = {"SPARK_HOME": str(self.spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
+        command = [str(self.spark_home / "bin" / "spark-class"), *map(str, args)]
+        if as_worker:
+            own = self.work_dir(int(name.removeprefix("worker"))).parent
+            worker_env = {
+                **spark_env,
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(own / "home"),
+                "TMPDIR": str(own / "tmp"),
+                "SPARK_LOCAL_DIRS": str(own / "tmp"),
+                "LD_LIBRARY_PATH": _library_path(self.shared),
+            }
+            umask_then_run = ["bash", "-c", 'umask 0000 && exec "$@"', name, *command]
+            command = _as_worker("env", "-i", *(f"{k}={v}" for k, v in worker_env.items()), *umask_then_run)
+            env = dict(os.environ)
+        else:
+            env = {**os.environ, **spark_env}
         self.processes.append(
-            subprocess.Popen(
-                [str(self.spark_home / "bin" / "spark-class"), *map(str, args)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         )
 
     def start(self) -> None:
@@ -137,7 +222,11 @@ class LoopbackCluster:
         )
         self._wait_for("master.log", "I have been elected leader")
         for i in range(self.workers):
-            properties = self.root / f"worker{i}.properties"
+            own = self.work_dir(i).parent
+            for folder in (own, own / "home", own / "tmp", own / "work"):
+                folder.mkdir(parents=True, mode=0o700)
+                shutil.chown(folder, WORKER_USER, WORKER_USER)
+            properties = self.shared / f"worker{i}.properties"
             properties.write_text(
                 f"spark.worker.resource.gpu.amount 1\nspark.worker.resource.gpu.discoveryScript {self.gpu_script}\n"
             )
@@ -159,6 +248,7 @@ class LoopbackCluster:
                     "--properties-file",
                     properties,
                 ],
+                as_worker=True,
             )
         for i in range(self.workers):
             self._wait_for(f"worker{i}.log", "Successfully registered with master")
@@ -178,8 +268,8 @@ class LoopbackCluster:
         parts = []
         for log in sorted(self.root.glob("*.log")):
             parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        for stderr in sorted(self.root.glob("worker*/*/*/stderr")):
-            parts.append(f"--- {stderr.relative_to(self.root)}\n{stderr.read_text(errors='replace')[-4000:]}")
+        for stderr in sorted((self.shared / "workers").glob("worker*/work/*/*/stderr")):
+            parts.append(f"--- {stderr.relative_to(self.shared)}\n{stderr.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
 
     def stop(self) -> None:
@@ -202,8 +292,8 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(wheel_venv, tmp_path_factory):
-    cluster = LoopbackCluster(wheel_venv, tmp_path_factory.mktemp("cluster"), WORKERS)
+def cluster(wheel_venv, shared, tmp_path_factory):
+    cluster = LoopbackCluster(wheel_venv, tmp_path_factory.mktemp("cluster"), shared, WORKERS)
     try:
         cluster.start()
         yield cluster
@@ -212,9 +302,12 @@ def cluster(wheel_venv, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def submitted(cluster, wheel_venv, tmp_path_factory):
-    """Build the sample corpus with the wheel's console script, then spark-submit the pipeline."""
-    root = tmp_path_factory.mktemp("submit")
+def submitted(cluster, wheel_venv, shared, tmp_path_factory):
+    """Build the sample corpus with the wheel's console script, prepare the assets, then
+    spark-submit the pipeline. Returns the driver's folder, the storage folder (corpus, lakehouse),
+    spark-submit's result and the event log."""
+    root = tmp_path_factory.mktemp("submit")  # the driver's working directory: closed to the workers
+    storage = shared / "storage"
     python, bin_dir = wheel_venv / "bin" / "python", wheel_venv / "bin"
     # Launch from a folder with only the shim in it: `etl` must come from the installed wheel.
     shutil.copy(PROJECT_ROOT / "entrypoint.py", root / "entrypoint.py")
@@ -227,7 +320,7 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
     )
     # The corpus and its source specs, both generated by the wheel's own code.
     _run(
-        [python, "-m", "etl.samples.build", root / "data" / "samples", "--sources-dir", root / "sources"],
+        [python, "-m", "etl.samples.build", storage / "data" / "samples", "--sources-dir", root / "sources"],
         cwd=root,
         env=env,
     )
@@ -235,16 +328,24 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
     config.write_text(
         yaml.safe_dump(
             {
-                "lakehouse": str(root / "lake"),
-                "data_root": str(root / "data"),
+                "lakehouse": str(storage / "lake"),
+                "data_root": str(storage / "data"),
                 "sources_dir": str(root / "sources"),
                 "sources": SOURCES,
                 "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "cluster-test"},
                 "clean": {"tokenizer": {"cache_dir": str(root / "tokenizer")}},
-                "rate": {"max_turns_per_subset": 1},  # the CPU judge on 1-core workers: keep the stage short
+                # the CPU judge on 1-core workers: one turn per subset keeps the stage short
+                "rate": {"max_turns_per_subset": 1},
+                "assets": {"dir": str(storage / "assets")},
             }
         )
     )
+    prepared = _run(
+        [bin_dir / "finevision", "--config", config, "assets", "prepare", "--out", storage / "assets"],
+        cwd=root,
+        env=env,
+    )
+    assert "judge:smollm2_135m" in prepared.stdout, prepared.stdout
     events = root / "events"
     events.mkdir()
     submit = [
@@ -283,6 +384,10 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
         "spark.eventLog.compress=false",
         "--conf",
         "spark.ui.enabled=false",
+        "--conf",
+        OPEN_PERMISSIONS,
+        "--conf",
+        f"spark.executorEnv.LD_LIBRARY_PATH={_library_path(shared)}",
         # sized for a sample corpus on a 2-core machine (Delta's default of 50 is for big tables)
         "--conf",
         "spark.databricks.delta.snapshotPartitions=2",
@@ -304,6 +409,7 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
         cwd=root,
         env=env,
         start_new_session=True,
+        preexec_fn=lambda: os.umask(0),  # folders the driver makes in storage are the workers' too
     )
     try:
         stdout, stderr = process.communicate(timeout=SUBMIT_TIMEOUT_S)
@@ -317,7 +423,7 @@ def submitted(cluster, wheel_venv, tmp_path_factory):
             f"{stdout[-4000:]}\n{stderr[-8000:]}\n{cluster.logs()}"
         )
     event_log = next(events.iterdir())
-    return root, result, [json.loads(line) for line in event_log.read_text().splitlines() if line.strip()]
+    return root, storage, result, [json.loads(line) for line in event_log.read_text().splitlines() if line.strip()]
 
 
 def _delta_rows(path: Path) -> list[dict]:
@@ -327,9 +433,9 @@ def _delta_rows(path: Path) -> list[dict]:
 
 
 def test_submitted_pipeline_writes_the_delta_tables_the_manifest_expects(submitted):
-    root, result, _ = submitted
+    _, storage, result, _ = submitted
     assert "done (mlflow run" in result.stdout, result.stdout[-2000:]
-    lake, manifest = root / "lake", json.loads((root / "data" / "samples" / "manifest.json").read_text())
+    lake, manifest = storage / "lake", json.loads((storage / "data" / "samples" / "manifest.json").read_text())
     expected = manifest["expected"]["default_config"]
 
     silver: dict[str, int] = {}
@@ -387,7 +493,7 @@ def _executor_workers(cluster: LoopbackCluster) -> dict[str, int]:
 
 
 def test_executors_on_both_workers_ran_tasks(cluster, submitted):
-    _, _, events = submitted
+    *_, events = submitted
     owner = _executor_workers(cluster)
     tasks_per_worker: dict[int, int] = {}
     for event in events:
@@ -399,7 +505,7 @@ def test_executors_on_both_workers_ran_tasks(cluster, submitted):
 
 
 def test_embed_stage_ran_under_a_gpu_resource_profile(submitted):
-    _, _, events = submitted
+    *_, events = submitted
     gpu_profiles = {
         e["Resource Profile Id"]
         for e in events
@@ -422,3 +528,17 @@ def test_embed_stage_ran_under_a_gpu_resource_profile(submitted):
     assert gpu_tasks, "no task ran under the GPU profile"
     executors = [e["Executor Info"] for e in events if e["Event"] == "SparkListenerExecutorAdded"]
     assert executors and all(info["Resources"]["gpu"]["addresses"] == ["0"] for info in executors)
+
+
+def test_workers_share_nothing_with_the_driver(cluster, submitted):
+    """The executors ran as the worker user (they own the data files they wrote), which cannot read
+    the checkout, the driver's working directory and HOME, or the driver's converted models."""
+    driver_dir, storage, _, _ = submitted
+    worker_uid = int(_run(["id", "-u", WORKER_USER]).stdout)
+    data_files = list((storage / "lake" / "silver_samples").glob("*.parquet"))
+    assert data_files and all(f.stat().st_uid == worker_uid for f in data_files)
+    assert all(f.stat().st_uid == worker_uid for f in cluster.work_dir(0).glob("app-*/*/stderr"))
+    # the tokenizer and the judge were converted in the driver's folder (the judge's cache_dir is relative)
+    converted = (driver_dir / "tokenizer", driver_dir / ".cache" / "models" / "smollm2-135m-instruct")
+    for private in (PROJECT_ROOT / "pyproject.toml", Path.home(), *converted):
+        assert private.exists() and not _worker_can_read(private), private

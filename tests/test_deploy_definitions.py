@@ -1,19 +1,23 @@
 """The deployment definitions in deploy/: the Databricks Asset Bundle and the EMR steps and job runs.
 
-The Databricks CLI (a Go binary) is not on PyPI or npm and `bundle validate` needs a workspace, so
-these tests check the rules a bundle must follow that can be checked offline: known top-level and
-target keys, dev and prod targets, every `${var.*}` defined (and every variable used), every task
-on a defined job cluster with the wheel as a library and an entry point the wheel declares, one
-job per stage plus the pipeline job whose task order follows the tables each stage reads, GPU
-stages on the GPU cluster, and task parameters that the CLI accepts and that load into a valid
-pipeline config. The EMR definitions get the same parameter check.
+The Databricks CLI (a Go binary) is not on PyPI and `bundle validate` needs a workspace, so the
+bundle is checked offline: against the bundle JSON schema the CLI publishes (`databricks bundle
+schema`), then for the rules the schema cannot know: dev and prod targets, every `${var.*}`
+defined and used, the wheel the tasks install, one job per stage plus the pipeline job (task order
+following the tables each stage reads) and the train job, CPU stages as serverless tasks and GPU
+stages on a GPU job cluster of Databricks Runtime 18 LTS in dedicated access mode, and task
+parameters that the CLI accepts and that load into a valid pipeline config with the prepared
+assets and a release folder. The EMR definitions get the same parameter check.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,53 +30,13 @@ from etl.session import load_profile
 BUNDLE = PROJECT_ROOT / "deploy" / "databricks"
 EMR = PROJECT_ROOT / "deploy" / "emr"
 GPU_STAGES = {"embed", "rate"}
+GPU_TASKS = GPU_STAGES | {"train"}
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
-# Top-level keys of databricks.yml and keys of a target, as the bundle schema defines them.
-BUNDLE_KEYS = {
-    "bundle",
-    "include",
-    "artifacts",
-    "variables",
-    "targets",
-    "resources",
-    "workspace",
-    "sync",
-    "permissions",
-    "run_as",
-    "presets",
-    "experimental",
-    "scripts",
-    "python",
-}
-TARGET_KEYS = {
-    "mode",
-    "default",
-    "workspace",
-    "variables",
-    "resources",
-    "artifacts",
-    "bundle",
-    "cluster_id",
-    "compute_id",
-    "git",
-    "permissions",
-    "presets",
-    "run_as",
-    "sync",
-}
-TASK_KEYS = {
-    "task_key",
-    "depends_on",
-    "job_cluster_key",
-    "python_wheel_task",
-    "libraries",
-    "timeout_seconds",
-    "max_retries",
-    "min_retry_interval_millis",
-    "retry_on_timeout",
-    "email_notifications",
-    "run_if",
-}
+# The bundle JSON schema of the Databricks CLI: `databricks bundle schema > .cache/databricks/bundle-jsonschema.json`
+# (or the file bundle/schema/jsonschema.json of github.com/databricks/cli at a release tag).
+BUNDLE_SCHEMA = Path(
+    os.environ.get("DATABRICKS_BUNDLE_SCHEMA", PROJECT_ROOT / ".cache" / "databricks" / "bundle-jsonschema.json")
+)
 BUILTIN_REFERENCES = {
     "bundle.name",
     "bundle.target",
@@ -82,16 +46,25 @@ BUILTIN_REFERENCES = {
 }
 
 
+def _bundle_files() -> dict[Path, dict]:
+    """databricks.yml and every file it includes, each a bundle configuration file."""
+    root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
+    files = {BUNDLE / "databricks.yml": root}
+    for pattern in root.get("include", []):
+        matched = sorted(BUNDLE.glob(pattern))
+        assert matched, f"include {pattern!r} matches no file"
+        files |= {path: yaml.safe_load(path.read_text()) for path in matched}
+    return files
+
+
 @pytest.fixture(scope="module")
 def bundle():
-    root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
+    files = _bundle_files()
+    root = files[BUNDLE / "databricks.yml"]
     resources: dict = {}
-    for pattern in root.get("include", []):
-        files = sorted(BUNDLE.glob(pattern))
-        assert files, f"include {pattern!r} matches no file"
-        for path in files:
-            for kind, items in yaml.safe_load(path.read_text())["resources"].items():
-                resources.setdefault(kind, {}).update(items)
+    for content in files.values():
+        for kind, items in (content.get("resources") or {}).items():
+            resources.setdefault(kind, {}).update(items)
     return root, resources
 
 
@@ -103,7 +76,7 @@ def _references(node) -> set[str]:
     return set(REFERENCE.findall(node)) if isinstance(node, str) else set()
 
 
-def _substitute(text: str, root: dict, target: str) -> str:
+def _substitute(text: str, root: dict, target: str, resources: dict) -> str:
     variables = {name: spec.get("default") for name, spec in root["variables"].items()}
     variables |= root["targets"][target].get("variables", {})
     known = {
@@ -111,26 +84,80 @@ def _substitute(text: str, root: dict, target: str) -> str:
         "bundle.target": target,
         "workspace.file_path": "/Workspace/bundle/files",
     }
-    return REFERENCE.sub(lambda m: str(variables[m[1][4:]] if m[1].startswith("var.") else known[m[1]]), text)
+
+    def value(reference: str) -> str:
+        if reference.startswith("var."):
+            return str(variables[reference[4:]])
+        if reference.startswith("resources."):
+            _, kind, key, field = reference.split(".")
+            return _substitute(str(resources[kind][key][field]), root, target, resources)
+        return known[reference]
+
+    return REFERENCE.sub(lambda m: value(m[1]), text)
 
 
-def test_bundle_top_level_targets_and_variables(bundle):
+def test_bundle_files_follow_the_published_bundle_schema():
+    if not BUNDLE_SCHEMA.exists():
+        pytest.skip(f"no bundle JSON schema at {BUNDLE_SCHEMA}: `databricks bundle schema > {BUNDLE_SCHEMA}`")
+    import jsonschema
+    import regex  # the schema's patterns use \p{L} (Go's RE2 classes), which `re` lacks
+
+    def pattern(validator, expression, instance, schema):
+        if validator.is_type(instance, "string") and not regex.search(expression, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {expression!r}")
+
+    schema = json.loads(BUNDLE_SCHEMA.read_text())
+    validator = jsonschema.validators.extend(jsonschema.validators.validator_for(schema), {"pattern": pattern})(schema)
+    files = _bundle_files()
+    for path, content in files.items():
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(content)]
+        assert not errors, f"{path.relative_to(PROJECT_ROOT)}:\n" + "\n".join(errors[:10])
+    # the schema bites: a misspelt task key and a wrong access mode are rejected
+    jobs = copy.deepcopy(files[BUNDLE / "resources" / "jobs.yml"])
+    task = jobs["resources"]["jobs"]["finevision_embed"]["tasks"][0]
+    assert not list(validator.iter_errors(jobs))
+    task["job_cluster"] = task.pop("job_cluster_key")
+    assert list(validator.iter_errors(jobs))
+    cluster = copy.deepcopy(files[BUNDLE / "resources" / "jobs.yml"])
+    cluster["resources"]["jobs"]["finevision_embed"]["job_clusters"][0]["new_cluster"]["data_security_mode"] = (
+        "DEDICATED"
+    )
+    assert list(validator.iter_errors(cluster))
+
+
+def test_bundle_targets_and_variables(bundle):
     root, resources = bundle
-    assert set(root) <= BUNDLE_KEYS, set(root) - BUNDLE_KEYS
     assert root["bundle"]["name"]
     assert set(root["targets"]) == {"dev", "prod"}
     assert root["targets"]["dev"]["mode"] == "development" and root["targets"]["dev"]["default"] is True
     assert root["targets"]["prod"]["mode"] == "production"
     for target in root["targets"].values():
-        assert set(target) <= TARGET_KEYS
         assert set(target.get("variables", {})) <= set(root["variables"])
-    assert {"catalog", "schema"} <= set(root["variables"])
+    assert {"catalog", "schema", "volume"} <= set(root["variables"])
     used = _references(resources) | _references(root)
     variables = {ref[4:] for ref in used if ref.startswith("var.")}
     assert variables <= set(root["variables"]), variables - set(root["variables"])
     assert set(root["variables"]) <= variables, f"defined but never used: {set(root['variables']) - variables}"
-    assert {ref for ref in used if not ref.startswith("var.")} <= BUILTIN_REFERENCES
+    others = {ref for ref in used if not ref.startswith(("var.", "resources."))}
+    assert others <= BUILTIN_REFERENCES
+    for ref in (r for r in used if r.startswith("resources.")):
+        _, kind, key, field = ref.split(".")
+        assert field in resources[kind][key], ref
     assert all("description" in spec and "default" in spec for spec in root["variables"].values())
+
+
+def test_bundle_declares_the_schema_volume_and_experiments_the_jobs_use(bundle):
+    root, resources = bundle
+    (schema,) = resources["schemas"].values()
+    assert schema == schema | {"catalog_name": "${var.catalog}", "name": "${var.schema}"}
+    (volume,) = resources["volumes"].values()
+    assert volume["catalog_name"] == "${var.catalog}" and volume["name"] == "${var.volume}"
+    assert volume["schema_name"] in ("${var.schema}", "${resources.schemas.finevision.name}")
+    parameters = {
+        p for job in resources["jobs"].values() for t in job["tasks"] for p in t["python_wheel_task"]["parameters"]
+    }
+    for key in resources["experiments"]:
+        assert any(f"${{resources.experiments.{key}.name}}" in p for p in parameters), key
 
 
 def test_bundle_builds_the_wheel_that_the_tasks_install(bundle):
@@ -139,28 +166,33 @@ def test_bundle_builds_the_wheel_that_the_tasks_install(bundle):
     project = (BUNDLE / artifact["path"]).resolve()
     assert artifact["type"] == "whl" and (project / "pyproject.toml").exists()
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
-    out_dir = re.search(r"--out-dir (\S+)", artifact["build"])[1]
+    out_dir = (project / re.search(r"--out-dir (\S+)", artifact["build"])[1]).resolve()
     package = pyproject["project"]["name"].replace("-", "_")
+
+    def is_the_wheel(path: str) -> bool:  # resource files resolve relative paths against their own folder
+        return (BUNDLE / "resources" / path).resolve().parent == out_dir and path.endswith("*.whl")
+
     for job in resources["jobs"].values():
+        environments = {e["environment_key"]: e["spec"] for e in job.get("environments", [])}
         for task in job["tasks"]:
-            assert set(task) <= TASK_KEYS, set(task) - TASK_KEYS
             wheel_task = task["python_wheel_task"]
             assert wheel_task["package_name"] == package
             assert wheel_task["entry_point"] in pyproject["project"]["scripts"]
-            (library,) = task["libraries"]
-            # resource files resolve relative paths against their own folder (resources/)
-            assert (BUNDLE / "resources" / library["whl"]).resolve().parent == (project / out_dir).resolve()
-            assert library["whl"].endswith("*.whl")
+            if "environment_key" in task:  # serverless: the environment installs the wheel
+                assert any(is_the_wheel(d) for d in environments[task["environment_key"]]["dependencies"])
+            else:
+                (library,) = task["libraries"]
+                assert is_the_wheel(library["whl"])
 
 
-def test_bundle_has_a_pipeline_job_and_one_job_per_stage(bundle):
+def test_bundle_has_a_pipeline_job_one_job_per_stage_and_the_train_job(bundle):
     _, resources = bundle
     jobs = resources["jobs"]
     stages = [s.name for s in STAGES]
-    assert set(jobs) == {"finevision_pipeline"} | {f"finevision_{s}" for s in stages}
-    for stage in stages:
-        (task,) = jobs[f"finevision_{stage}"]["tasks"]
-        assert task["task_key"] == stage and task["python_wheel_task"]["parameters"][0] == stage
+    assert set(jobs) == {"finevision_pipeline", "finevision_train"} | {f"finevision_{s}" for s in stages}
+    for name in [*stages, "train"]:
+        (task,) = jobs[f"finevision_{name}"]["tasks"]
+        assert task["task_key"] == name and task["python_wheel_task"]["parameters"][0] == name
     pipeline = {t["task_key"]: t for t in jobs["finevision_pipeline"]["tasks"]}
     assert list(pipeline) == stages
     producers = {table: s.name for s in reversed(STAGES) for table in s.writes}
@@ -170,41 +202,47 @@ def test_bundle_has_a_pipeline_job_and_one_job_per_stage(bundle):
         return direct.union(*(upstream(d) for d in direct)) if direct else set()
 
     for stage in stages:
-        assert pipeline[stage]["python_wheel_task"]["parameters"][0] == stage
         needed = {producers[t] for t in STAGES_BY_NAME[stage].reads if producers.get(t) not in (None, stage)}
         assert needed <= upstream(stage), (stage, needed - upstream(stage))
 
 
-def test_bundle_gpu_stages_run_on_the_gpu_cluster_and_the_rest_on_cpu(bundle):
+def test_bundle_cpu_stages_are_serverless_and_gpu_stages_on_dedicated_runtime_18_clusters(bundle):
     root, resources = bundle
     for job in resources["jobs"].values():
-        clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
-        for cluster in clusters.values():
-            assert {"spark_version", "node_type_id"} <= set(cluster) and (
-                "num_workers" in cluster or "autoscale" in cluster
-            )
+        clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job.get("job_clusters", [])}
         for task in job["tasks"]:
+            if task["task_key"] not in GPU_TASKS:
+                assert "environment_key" in task and "job_cluster_key" not in task, task["task_key"]
+                continue
             cluster = clusters[task["job_cluster_key"]]
-            runtime = _substitute(cluster["spark_version"], root, "prod")
-            assert ("gpu" in runtime) == (task["task_key"] in GPU_STAGES), (task["task_key"], runtime)
-            assert re.match(r"\d+\.\d+\.x-", runtime) and int(runtime.split(".")[0]) >= 16  # Spark 4 runtimes
+            runtime = _substitute(cluster["spark_version"], root, "prod", resources)
+            # Databricks Runtime 18 LTS carries Spark 4.1, the line pinned in pyproject.toml
+            assert runtime.startswith("18.") and "gpu-ml" in runtime, (task["task_key"], runtime)
+            assert cluster["data_security_mode"] == "DATA_SECURITY_MODE_DEDICATED"
 
 
 @pytest.mark.parametrize("target", ["dev", "prod"])
 def test_bundle_task_parameters_load_into_a_valid_config(bundle, target):
     root, resources = bundle
+    volume = _substitute("/Volumes/${var.catalog}/${var.schema}/${var.volume}", root, target, resources)
     for job in resources["jobs"].values():
         for task in job["tasks"]:
-            args = [_substitute(a, root, target) for a in task["python_wheel_task"]["parameters"]]
+            args = [_substitute(a, root, target, resources) for a in task["python_wheel_task"]["parameters"]]
             options = _parse_cli_args(global_options_first(args), BUNDLE)
             assert options["command"] == task["task_key"]
             load_profile(options["profile"])
             config = load_config(options["config"], options["sets"])
-            assert (
-                config.catalog
-                == f"{root['variables']['catalog']['default']}.{_substitute('${var.schema}', root, target)}"
-            )
-            assert config.data_root.startswith("/Volumes/")
+            assert config.catalog == f"{root['variables']['catalog']['default']}.{target_schema(root, target)}"
+            assert config.data_root.startswith(f"{volume}/")
+            # executors take the tokenizer, judge and SSCD model from the prepared assets on the volume
+            assert config.assets.dir == f"{volume}/assets"
+            assert config.embed.model_path and config.embed.model_path.startswith(f"{volume}/assets/")
+            assert config.export.release_dir and config.export.release_dir.startswith(f"{volume}/")  # catalog mode
+            assert config.mlflow.experiment.startswith("/Shared/") and config.mlflow.tracking_uri == "databricks"
+
+
+def target_schema(root: dict, target: str) -> str:
+    return root["targets"][target].get("variables", {}).get("schema", root["variables"]["schema"]["default"])
 
 
 def _parse_cli_args(args: list[str], local_dir) -> dict:
@@ -242,7 +280,8 @@ def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
         entry = next(i for i, a in enumerate(args) if a.endswith("/entrypoint.py"))
         submit, cli = args[:entry], args[entry + 1 :]
         confs = dict(submit[i + 1].split("=", 1) for i, a in enumerate(submit) if a == "--conf")
-        assert confs["spark.archives"].split(",")[0].endswith(".tar.gz#environment")
+        environment = confs["spark.archives"].split(",")[0]
+        assert environment.endswith(".tar.gz#environment")
         python_keys = [k for k in confs if k.endswith("PYSPARK_PYTHON")]
         assert python_keys and all(confs[k] == "./environment/bin/python" for k in python_keys)
         assert "delta-spark" in confs["spark.jars"]
@@ -250,7 +289,12 @@ def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
         assert options["profile"] == "emr" and options["lakehouse"].startswith("s3://")
         load_profile(options["profile"])
         config = load_config(options["config"], options["sets"])
-        assert config.data_root.startswith("s3://")
+        assert config.data_root.startswith("s3://") and (config.assets.dir or "").startswith("s3://")
+        # GPU stages (and the whole pipeline) get the environment with the models, the rest the CPU-only one
+        needs_models = options["command"] in GPU_STAGES | {"run"}
+        assert environment.rsplit("/", 1)[-1].startswith(
+            "finevision_venv_gpu" if needs_models else "finevision_venv_cpu"
+        )
         seen.add(options["command"])
     stages = {s.name for s in STAGES}
     assert seen == stages | {"run"}

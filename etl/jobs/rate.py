@@ -20,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl import tables
+from etl import assets, tables
 from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
 from etl.resources import stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
@@ -74,9 +74,12 @@ def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
     )
 
 
-def _prompts(settings) -> dict:
+def _prompts(config: PipelineConfig) -> dict:
+    settings = config.rate
     try:
-        folder = CONF_DIR / "prompts" / "judge" if settings.prompts_dir is None else _absolute(settings.prompts_dir)
+        folder = assets.prompts_dir(config) or (
+            CONF_DIR / "prompts" / "judge" if settings.prompts_dir is None else _absolute(settings.prompts_dir)
+        )
         return load_prompts(folder, settings.axes)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"rate.prompts_dir: {exc}") from None
@@ -89,13 +92,13 @@ def _judge_name(settings, axis: str) -> str | None:
 def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
     """Who rates each axis, ready for the executors (a packaged GGUF judge is converted here)."""
     settings = config.rate
-    prompts = _prompts(settings)
+    prompts = _prompts(config)
     specs: dict[str, JudgeSpec] = {}
     assignments = []
     for axis in settings.axes:
         name = _judge_name(settings, axis)
         if name is not None and name not in specs:
-            specs[name] = judge_spec(settings.judges[name], task_cpus)
+            specs[name] = judge_spec(assets.judge_config(config, name), task_cpus)
         assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name) if name else None))
     return assignments
 
@@ -104,7 +107,7 @@ def configured_judges(config: PipelineConfig) -> dict[str, tuple[str, str]]:
     """axis -> (judge_model, prompt_hash) of this configuration, what the export and analytics
     select; read from the configuration alone (no model is converted or loaded)."""
     settings = config.rate
-    prompts = _prompts(settings)
+    prompts = _prompts(config)
     judges: dict[str, tuple[str, str]] = {}
     for axis in settings.axes:
         name = _judge_name(settings, axis)
