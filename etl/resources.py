@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from etl.config import ConfigError
+from etl.session import is_connect
 
 log = logging.getLogger("finevision")
 
@@ -70,7 +71,16 @@ def stage_resources(spark: SparkSession, stage: str) -> StageResources:
 
 def executor_gpus(spark: SparkSession) -> float:
     """GPUs per executor of the application (0 on a CPU cluster)."""
-    return float(spark.sparkContext.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
+    return float(spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """Tasks that keep every core busy: the SparkContext's default parallelism on classic sessions;
+    over Spark Connect (no SparkContext) `spark.default.parallelism`, else `spark.sql.shuffle.partitions`."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    configured = spark.conf.get("spark.default.parallelism", None) or spark.conf.get("spark.sql.shuffle.partitions")
+    return int(configured or 1)
 
 
 @dataclass(frozen=True)
@@ -105,19 +115,18 @@ def stage_resource_profile(spark: SparkSession, stage: str):
     from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
 
     wanted = stage_resources(spark, stage)
-    conf = spark.sparkContext.getConf()
+    conf = spark.conf  # spark.conf, not the SparkContext's: the same values, and it works over Spark Connect
+    master = conf.get("spark.master", "") or ""
     requests = stage_requests(
         wanted,
-        spark.sparkContext.master or "",
+        master,
         executor_gpus(spark),
-        (conf.get("spark.dynamicAllocation.enabled") or "false").lower() == "true",
-        int(conf.get("spark.task.cpus") or "1"),
+        (conf.get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true",
+        int(conf.get("spark.task.cpus", "1") or "1"),
     )
     if requests is None:
         if not wanted.is_empty():
-            log.info(
-                "stage %s: master %s cannot schedule per stage; default resources", stage, spark.sparkContext.master
-            )
+            log.info("stage %s: master %s cannot schedule per stage; default resources", stage, master)
         return None
     if wanted.task_gpus and "gpu" not in requests.task:
         log.warning(
@@ -132,7 +141,7 @@ def stage_resource_profile(spark: SparkSession, stage: str):
         if "cores" in requests.executor:
             executors = executors.cores(int(requests.executor["cores"]))
         if "gpu" in requests.executor:
-            script = conf.get("spark.executor.resource.gpu.discoveryScript", "")
+            script = conf.get("spark.executor.resource.gpu.discoveryScript", "") or ""
             executors = executors.resource("gpu", int(requests.executor["gpu"]), script)
         builder = builder.require(executors)
     profile = builder.build

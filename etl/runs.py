@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
 from etl.schema import PIPELINE_RUNS
+from etl.session import is_connect
 
 log = logging.getLogger("finevision")
 
@@ -40,18 +40,6 @@ class StageReport:
     def seconds(self) -> float:
         """Run time so far, or in all once the stage has ended."""
         return ((self.ended_at or datetime.now(UTC)) - self.started_at).total_seconds()
-
-
-class CounterParam(AccumulatorParam):
-    """A Spark accumulator of {name: count} dicts, for counters kept on executors."""
-
-    def zero(self, value):
-        return {}
-
-    def addInPlace(self, total, more):
-        for key, value in more.items():
-            total[key] = total.get(key, 0) + value
-        return total
 
 
 class PipelineRun:
@@ -98,7 +86,8 @@ class PipelineRun:
     def stage(self, name: str):
         """Time a stage and record its report, also when it fails."""
         report = StageReport(stage=name, started_at=datetime.now(UTC))
-        self.spark.sparkContext.setJobGroup(f"{self.run_id}-{name}", f"finevision {name} (run {self.run_id})")
+        if not is_connect(self.spark):  # the Spark UI's job group; Connect sessions have no SparkContext
+            self.spark.sparkContext.setJobGroup(f"{self.run_id}-{name}", f"finevision {name} (run {self.run_id})")
         log.info("[%s] started", name)
         try:
             yield report

@@ -5,7 +5,8 @@ resolver (`spark.jars.packages`) into an Ivy folder inside the project, so later
 offline; once resolved, later sessions put the recorded jars on `spark.jars` directly (no Ivy
 resolution report on every command). If `.cache/delta-jars/` holds jars (see `make delta-jars-offline`), they are used instead
 of the resolver. `standalone`, `databricks` and `emr` take the session spark-submit (or the
-cluster) made and never set jars.
+cluster) made and never set jars. `connect` talks to a Spark Connect server (`remote`, or the
+`SPARK_REMOTE` environment variable): the server owns Spark, Delta and the jars.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Profile(BaseModel):
 
     name: str = "local"
     master: str | None = None
+    remote: str | None = None  # a Spark Connect URL, sc://host:port/;token=...
     delta_jars: str = "provided"  # maven | provided
     ivy_dir: str | None = None
     conf: dict[str, str] = {}
@@ -50,13 +52,16 @@ def load_profile(name: str) -> Profile:
 
 
 def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] | None = None):
-    """The SparkSession for a profile. Cluster profiles return the active session."""
+    """The SparkSession for a profile. Cluster profiles return the active session; `remote` ones
+    a Spark Connect session to that server."""
     from pyspark.sql import SparkSession
 
     if isinstance(profile, str):
         profile = load_profile(profile)
     if profile.master is None:
         builder = SparkSession.builder.appName("finevision")
+        if profile.remote is not None:
+            builder = builder.remote(os.environ.get("SPARK_REMOTE") or profile.remote)
         for key, value in {**profile.conf, **(extra_conf or {})}.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
@@ -77,6 +82,11 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
     if profile.delta_jars == "maven":
         _record_resolved_jars(session)
     return session
+
+
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect session: no SparkContext, no JVM on this side."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def quiet_error_logs() -> None:

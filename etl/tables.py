@@ -16,10 +16,12 @@ import logging
 import random
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -130,26 +132,22 @@ def git_revision() -> str:
         return "unknown"
 
 
-def _delta(spark: SparkSession, ref: TableRef):
-    from delta.tables import DeltaTable
-
-    return (
-        DeltaTable.forName(spark, ref.qualified_name) if ref.qualified_name else DeltaTable.forPath(spark, ref.location)
-    )
-
-
 def exists(spark: SparkSession, ref: TableRef) -> bool:
-    from delta.tables import DeltaTable
-
-    if ref.qualified_name:
-        return spark.catalog.tableExists(ref.qualified_name)
-    return DeltaTable.isDeltaTable(spark, ref.location)
+    return current_version(spark, ref) is not None
 
 
 def current_version(spark: SparkSession, ref: TableRef) -> int | None:
-    if not exists(spark, ref):
+    """The table's latest version, None where there is no Delta table. SQL, as everything here that
+    touches the Delta log: delta-spark's `DeltaTable` API does not exist over Spark Connect."""
+    if ref.qualified_name and not spark.catalog.tableExists(ref.qualified_name):
         return None
-    return int(_delta(spark, ref).history(1).select("version").first()[0])
+    try:
+        latest = spark.sql(f"DESCRIBE HISTORY {ref.sql} LIMIT 1").select("version").first()
+    except AnalysisException as error:
+        if ref.path and error.getCondition() == "DELTA_TABLE_ONLY_OPERATION":  # no table at the path
+            return None
+        raise
+    return None if latest is None else int(latest[0])
 
 
 def _written_version(spark: SparkSession, ref: TableRef) -> int:
@@ -187,13 +185,11 @@ def _create_table(
 ) -> None:
     if exists(spark, ref):
         return
-    from delta.tables import DeltaTable
-
-    builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
-    if partition_by:
-        builder = builder.partitionedBy(*partition_by)
-    builder = builder.tableName(ref.qualified_name) if ref.qualified_name else builder.location(ref.location)
-    builder.execute()
+    for name in partition_by:
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"partition column {name!r} is not an identifier")
+    partitions = f" PARTITIONED BY ({', '.join(partition_by)})" if partition_by else ""
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.sql} ({schema.toDDL()}) USING delta{partitions}")
     for name, expression in (constraints or {}).items():
         if not IDENTIFIER.match(name):
             raise ValueError(f"constraint name {name!r} is not an identifier")
@@ -242,14 +238,19 @@ def merge_insert(
         condition = f"({target_filter}) AND {condition}"
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
 
-    def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
-        builder = _delta(spark, ref).alias("t").merge(source.alias("s"), condition)
-        if replace_when:
-            builder = builder.whenMatchedUpdateAll(condition=replace_when)
-        with _commit_metadata(spark, commit):
-            builder.whenNotMatchedInsertAll().execute()
+    view = f"finevision_merge_{uuid.uuid4().hex}"  # the source, named for SQL, in this session only
+    matched = f"WHEN MATCHED AND ({replace_when}) THEN UPDATE SET * " if replace_when else ""
+    statement = f"MERGE INTO {ref.sql} AS t USING {view} AS s ON {condition} {matched}WHEN NOT MATCHED THEN INSERT *"
 
-    retry_on_conflict(merge, f"merge into {ref}")
+    def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
+        with _commit_metadata(spark, commit):
+            spark.sql(statement)
+
+    source.createOrReplaceTempView(view)
+    try:
+        retry_on_conflict(merge, f"merge into {ref}")
+    finally:
+        spark.catalog.dropTempView(view)
     return _written_version(spark, ref)
 
 

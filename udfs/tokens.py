@@ -73,7 +73,7 @@ def load_tokenizer(tokenizer_json: str) -> Tokenizer:
 
 def tokenizer_file(tokenizer_json: str) -> str:
     """The tokenizer.json to open on this machine: the path itself where it exists, else the copy
-    the job shipped to this executor (`SparkContext.addFile`), so executors on other nodes need
+    the job shipped to this executor (`SparkContext.addFile`, or a Spark Connect file artifact), so executors on other nodes need
     no view of the driver's disk."""
     if Path(tokenizer_json).exists():
         return tokenizer_json

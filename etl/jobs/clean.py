@@ -15,6 +15,7 @@ from etl import assets, tables
 from etl.confs import session_conf
 from etl.runs import PipelineRun
 from etl.schema import QUARANTINE, SAMPLES
+from etl.session import is_connect
 from etl.stages.clean import CleanRules, clean_samples, silver_rows
 from etl.stages.quarantine import quarantine_rows, rejected_rows
 from udfs.images import ImageRules
@@ -93,14 +94,18 @@ def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):
 
 
 def ship_to_executors(spark, path: str) -> str:
-    """Ship the driver's file to every executor (`SparkContext.addFile`) under a name made from its
-    content, and return the driver-side path of that name: executors that cannot read the path open
-    the shipped copy by its name (`udfs.tokens.tokenizer_file`). Content-addressed names never
-    collide, since Spark refuses a second file of the same name with other content."""
+    """Ship the driver's file to every executor (`SparkContext.addFile`; over Spark Connect the
+    session's file artifacts) under a name made from its content, and return the driver-side path
+    of that name: executors that cannot read the path open the shipped copy by its name
+    (`udfs.tokens.tokenizer_file`). Content-addressed names never collide, since Spark refuses a
+    second file of the same name with other content."""
     source = Path(path)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     named = source.with_name(f"{source.stem}-{digest}{source.suffix}")
     if not named.exists():
         shutil.copyfile(source, named)
-    spark.sparkContext.addFile(str(named))
+    if is_connect(spark):
+        spark.addArtifacts(str(named), file=True)
+    else:
+        spark.sparkContext.addFile(str(named))
     return str(named)

@@ -12,7 +12,7 @@ from pyspark.sql.types import LongType, StructField, StructType
 
 from etl import tables
 from etl.config import ConfigError, PipelineConfig, SourceSpec
-from etl.runs import CounterParam, PipelineRun
+from etl.runs import PipelineRun
 from etl.schema import BENCHMARK_ITEMS, QUARANTINE, SAMPLES
 from etl.sources import plan_shards, splittable
 from etl.stages import ingest
@@ -91,8 +91,7 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             raise ConfigError("ingest: no source files found; check sources_dir and data_root")
         tasks = shard_tasks(spark, tasks, config)
         report.counters["shards"] = len(tasks)
-        counters = spark.sparkContext.accumulator({}, CounterParam())
-        parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest, counters)
+        parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest)
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = {
@@ -108,7 +107,7 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
             for (reason, _), n in counts.items():
                 if reason is not None:
                     report.dropped[reason] = report.dropped.get(reason, 0) + n
-            report.counters.update(counters.value)
+            report.counters.update({r["name"]: r["n"] for r in ingest.adapter_counters(parsed).collect()})
             write = {
                 "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),
                 "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),

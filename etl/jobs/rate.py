@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from etl import assets, tables
 from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
-from etl.resources import stage_resource_profile, task_cpus
+from etl.resources import default_parallelism, stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
 from etl.stages import rate as stage
@@ -142,7 +142,7 @@ def run(run: PipelineRun) -> None:
                 chunks = _write_work(run, report, work)
         finally:
             requests.unpersist()
-        tasks = settings.partitions or spark.sparkContext.defaultParallelism
+        tasks = settings.partitions or default_parallelism(spark)
         for number, (rows, id_range) in enumerate(chunks, 1):
             rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
             _rate_chunk(run, report, rated, id_range)

@@ -230,12 +230,13 @@ def training_sample(embeddings: DataFrame, n: int, max_vectors: int, seed: int =
 
 def assign_buckets(embeddings: DataFrame, centroids: np.ndarray, probes: int) -> DataFrame:
     """(bucket, image_id, embedding, buckets): each row once for each of its `probes` nearest
-    centroids; `buckets` lists all of them. The centroids travel in a broadcast."""
-    spark = embeddings.sparkSession
-    shipped = spark.sparkContext.broadcast(np.ascontiguousarray(centroids, dtype=np.float32))
+    centroids; `buckets` lists all of them. The centroids (bounded: `max_buckets` vectors) travel
+    in the UDF's closure, serialised once per stage, which works over Spark Connect too (no
+    broadcast variable)."""
+    shipped = np.ascontiguousarray(centroids, dtype=np.float32)
 
     def assign(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        c = shipped.value
+        c = shipped
         for frame in frames:
             if frame.empty:
                 continue

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import IntegerType, LongType, MapType, StringType, StructField, StructType
 
 from etl.config import IngestConfig, SourceSpec
 from etl.schema import BENCHMARK_ITEMS, SAMPLES
@@ -45,6 +45,8 @@ PARSED = StructType(
         StructField("reject_reason", StringType()),
         StructField("reject_detail", StringType()),
         StructField("raw", StringType()),
+        # the adapter's counters this record added (e.g. GUI steps dropped), `<subset>.<name>`: null when none
+        StructField("counters", MapType(StringType(), LongType())),
     ]
 )
 _EMIT_BYTES = 32 * 1024 * 1024  # flush an Arrow batch once it holds this much image data
@@ -104,23 +106,38 @@ def rejected_row(spec: SourceSpec, rejected: Rejected) -> dict:
     }
 
 
-def parse_task(task: dict, ingest: IngestConfig, stats: dict[str, int] | None = None) -> Iterator[dict]:
-    """All rows of one shard: the adapter's records turned into table rows. Counters the
-    adapter keeps (e.g. GUI steps dropped under policy `keep`) are added to `stats`."""
+def parse_task(task: dict, ingest: IngestConfig) -> Iterator[dict]:
+    """All rows of one shard: the adapter's records turned into table rows. Each row carries in
+    `counters` what the adapter counted while reading it (e.g. GUI steps dropped under policy
+    `keep`); anything counted after the last record goes to the last row."""
     from etl.sources import ADAPTERS
     from etl.sources.files import ArrowFiles
 
     spec = SourceSpec.model_validate_json(task["spec"])
     ctx = ReadContext(spec, ArrowFiles(), ingest, image_root=task["image_root"])
     shard = Shard(task["path"], task["part"], task["start"], task["end"], task["first_row"])
+    counted: dict[str, int] = {}
+    last = None
+
+    def with_counters(row: dict) -> dict:
+        """The row with what the adapter counted since the previous call added to its counters."""
+        merged = dict(row.get("counters") or {})
+        for name, n in ctx.stats.items():
+            if n != counted.get(name, 0):
+                key = f"{spec.subset}.{name}"
+                merged[key] = merged.get(key, 0) + n - counted.get(name, 0)
+        counted.update(ctx.stats)
+        return {**row, "counters": merged or None}
+
     for record in ADAPTERS[spec.format](ctx, shard):
-        if isinstance(record, Rejected):
-            yield rejected_row(spec, record)
-        else:
-            yield sample_row(spec, record, task["data_root"])
-    if stats is not None:
-        for key, value in ctx.stats.items():
-            stats[f"{spec.subset}.{key}"] = stats.get(f"{spec.subset}.{key}", 0) + value
+        if last is not None:
+            yield last
+        row = (
+            rejected_row(spec, record) if isinstance(record, Rejected) else sample_row(spec, record, task["data_root"])
+        )
+        last = with_counters(row)
+    if last is not None:
+        yield with_counters(last)
 
 
 def split_task(task: dict, ingest: IngestConfig) -> list[dict]:
@@ -152,23 +169,19 @@ def split_tasks(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
     return tasks.mapInArrow(split, TASKS)
 
 
-def parse_shards(tasks: DataFrame, ingest: IngestConfig, counters=None) -> DataFrame:
-    """One row per source record (schema PARSED): a sample, or a rejection with its reason.
-
-    `counters`, a Spark accumulator of dicts (see `etl.runs.CounterParam`), receives the
-    adapters' counters; it is exact when the result is computed once (the job persists it).
-    """
+def parse_shards(tasks: DataFrame, ingest: IngestConfig) -> DataFrame:
+    """One row per source record (schema PARSED): a sample, or a rejection with its reason, each
+    with the adapter's counters for it (`adapter_counters` sums them)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     arrow_schema = to_arrow_schema(PARSED)
 
     def parse(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         rows: list[dict] = []
-        stats: dict[str, int] = {}
         held = 0
         for batch in batches:
             for task in batch.to_pylist():
-                for row in parse_task(task, ingest, stats):
+                for row in parse_task(task, ingest):
                     rows.append(row)
                     held += sum(len(i["bytes"]) for i in row.get("images") or [])
                     if held >= _EMIT_BYTES or len(rows) >= 512:
@@ -176,10 +189,15 @@ def parse_shards(tasks: DataFrame, ingest: IngestConfig, counters=None) -> DataF
                         rows, held = [], 0
         if rows:
             yield pa.RecordBatch.from_pylist(rows, schema=arrow_schema)
-        if counters is not None and stats:
-            counters.add(stats)
 
     return tasks.mapInArrow(parse, PARSED)
+
+
+def adapter_counters(parsed: DataFrame) -> DataFrame:
+    """(name, n): the adapters' counters summed over the parsed rows (a DataFrame, not an
+    accumulator: exact however often the rows are computed, and available over Spark Connect)."""
+    counters = parsed.select(F.explode("counters").alias("name", "n"))
+    return counters.groupBy("name").agg(F.sum("n").alias("n"))
 
 
 def accepted_samples(parsed: DataFrame) -> DataFrame:
