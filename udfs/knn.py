@@ -31,6 +31,7 @@ from typing import Literal, NamedTuple
 
 import faiss
 import numpy as np
+import pyarrow as pa
 
 IndexKind = Literal["exact", "ivf", "hnsw"]
 UNIT_NORM_TOLERANCE = 1e-3
@@ -342,3 +343,15 @@ def hit_recall(approx_hits: Hits | Iterable[tuple], exact_hits: Hits | Iterable[
     if not exact:
         return 1.0
     return len(exact & _pair_set(approx_hits)) / len(exact)
+
+
+def vectors_from_arrow(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    """float32 [rows, dim] from an Arrow list column of equal-length vectors (as `DataFrame.toArrow()`
+    gathers them), without a Python object per vector."""
+    values = table.column(column).combine_chunks()
+    if len(values) == 0:
+        return np.empty((0, 0), np.float32)
+    lengths = np.diff(values.offsets.to_numpy())
+    if values.null_count or (lengths != lengths[0]).any():
+        raise ValueError(f"{column}: every vector must be present and of one length")
+    return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), int(lengths[0]))
