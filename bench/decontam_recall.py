@@ -249,7 +249,7 @@ def candidates(train_vectors: np.ndarray, bench_vectors: np.ndarray, threshold: 
     return knn.Hits(hits.query_rows[keep], hits.index_rows[keep], hits.similarities[keep])
 
 
-def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float = 1.0) -> VerifierRule:
+def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float = 1.5) -> VerifierRule:
     """Logistic regression (L2, balanced classes, gradient descent on standardised inputs), then
     the decision put `margin` logits above the best-scoring negative so the tuning seed has no
     false hit."""
@@ -304,11 +304,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--per-kind", type=int, default=5, help="benchmark images per kind (7 training images each)")
-    parser.add_argument("--candidate-threshold", type=float, default=0.5)
+    parser.add_argument("--candidate-threshold", type=float, default=0.3)
     parser.add_argument("--candidate-k", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--rule", default=str(CONF_DIR / "decontaminate" / "verifier.yaml"))
     parser.add_argument("--fit", help="fit the rule on this seed and write it to this YAML file")
+    parser.add_argument(
+        "--margin", type=float, default=1.5, help="--fit: logits between the decision and the best negative"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -350,11 +353,11 @@ def main() -> None:
         f"{int(labels.sum())} true; {missed_by_search} copies not among them"
     )
     if args.fit:
-        rule = fit_rule(features, labels)
+        rule = fit_rule(features, labels, args.margin)
         Path(args.fit).parent.mkdir(parents=True, exist_ok=True)
         header = (
             f"# Fitted by bench/decontam_recall.py --seed {args.seed} --per-kind {args.per_kind} "
-            f"--candidate-threshold {args.candidate_threshold} --candidate-k {args.candidate_k}\n"
+            f"--candidate-threshold {args.candidate_threshold} --candidate-k {args.candidate_k} --margin {args.margin}\n"
             "# score = sigmoid(bias + sum(weight * feature)), inliers as log1p; hit when score >= decision\n"
         )
         body = {"weights": dict(rule.weights), "bias": rule.bias, "decision": rule.decision}

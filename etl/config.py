@@ -124,7 +124,7 @@ class DecontaminateConfig(Strict):
         description="threshold: SSCD cosine >= threshold (FineVision); verified: candidates, then a verifier",
     )
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
-    candidate_threshold: float = Field(0.5, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
+    candidate_threshold: float = Field(0.3, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
     candidate_k: int = Field(3, gt=0, description="verified: candidates kept per training image (most similar)")
     verifier_rule: str | None = Field(
         None, description="verified: the decision rule's YAML; null = the packaged conf/decontaminate/verifier.yaml"

@@ -129,6 +129,12 @@ EVIDENCE_LABELS = {
     "aligned_ncc": "aligned correlation (median)",
     "aligned_ncc_low": "aligned correlation (20th pct)",
     "text_overlap": "text overlap",
+    "aligned_coverage": "share of the benchmark image covered after alignment",
+    "tiles_agree": "aligned tiles that agree",
+    "tiles_occluded": "aligned tiles occluded (caption, sticker)",
+    "tiles_changed": "aligned tiles with other content",
+    "occluder_fill": "largest occluded region: fill of its box",
+    "occluder_scattered": "occluded tiles outside it",
 }
 
 

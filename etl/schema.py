@@ -130,6 +130,12 @@ EVIDENCE = StructType(
                 "aligned_ncc",
                 "aligned_ncc_low",
                 "text_overlap",
+                "aligned_coverage",
+                "tiles_agree",
+                "tiles_occluded",
+                "tiles_changed",
+                "occluder_fill",
+                "occluder_scattered",
             )
         ),
         StructField("score", FloatType()),

@@ -38,6 +38,12 @@ def test_verified_hits_show_their_evidence_and_threshold_hits_none(tmp_path):
         "aligned_ncc": 0.998,
         "aligned_ncc_low": 0.91,
         "text_overlap": None,
+        "aligned_coverage": 1.0,
+        "tiles_agree": 0.97,
+        "tiles_occluded": 0.03,
+        "tiles_changed": 0.0,
+        "occluder_fill": 1.0,
+        "occluder_scattered": 0.0,
         "score": 0.9912,
         "decision": 0.9,
     }
@@ -53,3 +59,7 @@ def test_verified_hits_show_their_evidence_and_threshold_hits_none(tmp_path):
     table = re.search(r'<table class="evidence">(.*?)</table>', page).group(1)
     assert "ORB+RANSAC inliers</td><td>412<" in table and "SSCD, best view pair</td><td>0.930<" in table
     assert "text overlap</td><td>&mdash;<" in table and "0.991 (&ge; 0.900)" in table
+    assert (
+        "aligned tiles that agree</td><td>0.970<" in table
+        and "aligned tiles with other content</td><td>0.000<" in table
+    )
