@@ -59,6 +59,7 @@ def test_threshold_is_brute_force_and_verified_adds_evidence(spark, make_config,
     assert evidence["score"] >= evidence["decision"] == pytest.approx(verified[0]["threshold"])
     assert evidence["sscd_whole"] == pytest.approx(verified[0]["similarity"], abs=1e-3)
     assert evidence["inliers"] > 0 and evidence["aligned_ncc"] > 0.5
+    assert evidence["tiles_agree"] > 0.9 and evidence["tiles_changed"] == 0 and evidence["aligned_coverage"] > 0.9
     # the text side does not depend on the image method
     text = tables.read(spark, run.table("contamination_hits")).filter("method = 'text-ngram'").collect()
     assert [(h["subset"], h["benchmark_item_id"]) for h in text] == [("chat", "b3")]
