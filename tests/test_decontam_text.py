@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
-from etl.jobs.decontaminate import vectors_from_arrow
 from etl.schema import TURN
 from etl.stages.decontaminate import BenchmarkGrams, benchmark_text_grams, text_hits
+from udfs.knn import vectors_from_arrow
 
 WORDS = [f"w{i}" for i in range(15)]
 QUESTION = " ".join(WORDS)  # 15 words: three 13-grams

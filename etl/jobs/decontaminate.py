@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
@@ -19,7 +18,7 @@ from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, REMOVED_SAMPLES
 from etl.sources.files import ArrowFiles
 from etl.stages import decontaminate as stage
-from udfs.knn import build_index, index_fingerprint, serialize_index
+from udfs.knn import build_index, index_fingerprint, serialize_index, vectors_from_arrow
 from udfs.sscd import model_id
 from udfs.verify import VerifierRule
 
@@ -52,17 +51,6 @@ def verifier_rule(run: PipelineRun) -> VerifierRule:
         return VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml" if path is None else path)
     except ValueError as exc:
         raise ConfigError(f"decontaminate.verifier_rule: {exc}") from None
-
-
-def vectors_from_arrow(table: pa.Table, column: str = "embedding") -> np.ndarray:
-    """float32 [rows, dim] from an Arrow list column of equal-length vectors, without Python rows."""
-    values = table.column(column).combine_chunks()
-    if len(values) == 0:
-        return np.empty((0, 0), np.float32)
-    lengths = np.diff(values.offsets.to_numpy())
-    if values.null_count or (lengths != lengths[0]).any():
-        raise ValueError(f"{column}: every vector must be present and of one length")
-    return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), int(lengths[0]))
 
 
 def run(run: PipelineRun) -> None:
