@@ -125,6 +125,35 @@ def test_bundle_files_follow_the_published_bundle_schema():
     assert list(validator.iter_errors(cluster))
 
 
+def test_bundle_resources_load_into_databricks_bundles_models(bundle):
+    """Every job, schema, volume and experiment loads into the resource models of databricks-bundles
+    (Databricks' Python package for bundles, generated from the CLI's bundle schema): an unknown
+    field, a misspelt key or a value outside an enum is an error there. Runs everywhere, unlike
+    the JSON-schema test above, which needs the schema file."""
+    from databricks.bundles.experiments import MlflowExperiment
+    from databricks.bundles.jobs import Job
+    from databricks.bundles.schemas import Schema
+    from databricks.bundles.volumes import Volume
+
+    _, resources = bundle
+    models = {"jobs": Job, "schemas": Schema, "volumes": Volume, "experiments": MlflowExperiment}
+    assert set(resources) <= set(models), f"resource kinds without a model here: {set(resources) - set(models)}"
+    loaded = {
+        kind: {key: models[kind].from_dict(copy.deepcopy(item)) for key, item in items.items()}
+        for kind, items in resources.items()
+    }
+    assert loaded["jobs"]["finevision_embed"].tasks and loaded["volumes"] and loaded["schemas"]
+    # the models bite: a misspelt task key and an unknown access mode are rejected
+    embed = copy.deepcopy(resources["jobs"]["finevision_embed"])
+    embed["tasks"][0]["job_cluster"] = embed["tasks"][0].pop("job_cluster_key")
+    with pytest.raises(ValueError, match="job_cluster"):
+        Job.from_dict(embed)
+    embed = copy.deepcopy(resources["jobs"]["finevision_embed"])
+    embed["job_clusters"][0]["new_cluster"]["data_security_mode"] = "DEDICATED"
+    with pytest.raises(ValueError):
+        Job.from_dict(embed)
+
+
 def test_bundle_targets_and_variables(bundle):
     root, resources = bundle
     assert root["bundle"]["name"]
