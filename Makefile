@@ -33,6 +33,7 @@ demo: setup jars
 	$(CLI) review duplicates
 	$(CLI) report
 	$(CLI) train --train-config tiny
+	$(CLI) evaluate --model models/tiny/final
 
 # Test tiers (markers come from the fixtures a test uses, see tests/conftest.py):
 #   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)
