@@ -77,15 +77,21 @@ def grey(data: bytes) -> np.ndarray:
     return _full_grey(decode_rgb(data))
 
 
+def with_caption(image: Image.Image) -> Image.Image:
+    """A copy of the image with a dark caption band across it (a text-overlay edit)."""
+    captioned = image.copy()
+    draw = ImageDraw.Draw(captioned)
+    draw.rectangle((0, 120, image.width, 150), fill=(20, 20, 20))
+    draw.text((10, 125), "www.example.org sample 12", fill="white")
+    return captioned
+
+
 @pytest.fixture(scope="module")
 def tiles(images):
     """Tile evidence of edited copies of the photograph and the chart, and of the same-template chart."""
     photo = Image.open(io.BytesIO(images["photo"])).convert("RGB")
     chart = Image.open(io.BytesIO(images["chart"])).convert("RGB")
-    captioned = chart.copy()
-    draw = ImageDraw.Draw(captioned)
-    draw.rectangle((0, 120, chart.width, 150), fill=(20, 20, 20))
-    draw.text((10, 125), "www.example.org sample 12", fill="white")
+    captioned = with_caption(chart)
     small = chart.resize((chart.width * 2 // 5, chart.height * 2 // 5), Image.Resampling.BICUBIC)
     small = ImageEnhance.Brightness(small).enhance(1.15)
     pairs = {
@@ -128,10 +134,7 @@ def labelled(images):
     """A handful of labelled pairs within the benchmark's edit ranges: four copies, two non-copies."""
     photo = Image.open(io.BytesIO(images["photo"])).convert("RGB")
     chart = Image.open(io.BytesIO(images["chart"])).convert("RGB")
-    captioned = chart.copy()
-    draw = ImageDraw.Draw(captioned)
-    draw.rectangle((0, 120, chart.width, 150), fill=(20, 20, 20))
-    draw.text((10, 125), "www.example.org sample 12", fill="white")
+    captioned = with_caption(chart)
     padded = Image.new("RGB", (chart.width + 60, chart.height + 40), (200, 30, 30))
     padded.paste(chart, (30, 20))
     brighter = ImageEnhance.Contrast(ImageEnhance.Brightness(chart).enhance(1.15)).enhance(0.9)
