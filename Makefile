@@ -49,11 +49,13 @@ test-spark: setup jars
 test: setup jars chromium
 	$(PYTEST) --durations=15
 
-# ruff (format and lint) and mypy, configured in pyproject.toml; `make format` applies the fixes.
+# ruff (format and lint) and mypy, configured in pyproject.toml; `make format` applies the fixes. The docs/
+# reference builds without a warning (broken links and anchors fail it) into site/ (git-ignored).
 lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
 
 format: setup
 	$(PY) -m ruff format .

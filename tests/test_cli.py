@@ -59,12 +59,13 @@ def test_preview_writes_an_html_page_with_converted_and_rejected_records(tmp_pat
     assert "quarantine: missing_image" in page and "Q: Colour?" in page and "data:image/jpeg;base64," in page
 
 
-README = Path(__file__).parents[1] / "README.md"
+PROJECT = Path(__file__).parents[1]
+DOCUMENTATION = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 
 
 def readme_sql_statements() -> list[str]:
-    """Every SQL statement of the README: its ```sql blocks and its `finevision views --query` lines."""
-    text = README.read_text()
+    """Every SQL statement of the README and docs/: their ```sql blocks and `finevision views --query` lines."""
+    text = "\n".join(page.read_text() for page in DOCUMENTATION)
     statements = []
     for block in re.findall(r"```sql\n(.*?)```", text, re.S):
         lines = [re.sub(r"\s+--\s.*$", "", line) for line in block.splitlines() if not line.lstrip().startswith("--")]
