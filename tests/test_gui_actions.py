@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.gui_actions import (
+from etl.sources.gui import (
     FRACTION,
     MAX_CALLS,
     MAX_CHARS,

@@ -1,5 +1,5 @@
 """GUI agent trajectories (`format: gui_trajectory`): screenshots, an instruction and the actions
-taken, rewritten into the unified action space of `etl.gui_actions`.
+taken, rewritten into the unified action space of `etl.sources.gui`.
 
 Input: JSONL, one trajectory per line:
 
@@ -11,7 +11,7 @@ Input: JSONL, one trajectory per line:
                ...]}
 
 Source spec options (`options:` in the spec):
-- `dialect` (required): `pyautogui` | `mobile` | `web` | `unified` (see `etl.gui_actions`).
+- `dialect` (required): `pyautogui` | `mobile` | `web` | `unified` (see `etl.sources.gui`).
 - `coordinates` (required): `pixels` | `grid1000` | `fraction`, for every coordinate of the
   source; never guessed per call.
 - `unsupported`: `quarantine` (default) sends a trajectory with any step that does not convert to
@@ -34,18 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.config import ConfigError, SourceSpec
-from etl.gui_actions import (
-    BBOX_FORMATS,
-    DIALECTS,
-    UNITS,
-    Action,
-    ActionError,
-    Frame,
-    clean_user_text,
-    parse_step,
-    parse_unified,
-    render_step,
-)
 from etl.sources.base import (
     RawSample,
     ReadContext,
@@ -57,6 +45,18 @@ from etl.sources.base import (
     clean_text,
     item_id_of,
     iter_with_rejects,
+)
+from etl.sources.gui import (
+    BBOX_FORMATS,
+    DIALECTS,
+    UNITS,
+    Action,
+    ActionError,
+    Frame,
+    clean_user_text,
+    parse_step,
+    parse_unified,
+    render_step,
 )
 from etl.sources.records import iter_jsonl
 
