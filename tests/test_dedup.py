@@ -10,6 +10,8 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from etl.schema import SAMPLES
 from etl.stages import dedup
+from etl.stages.components import connected_components
+from udfs.buckets import nearest_buckets, pairs_across, pairs_within_bucket
 
 DIM = 512
 TAU = 0.95
@@ -91,7 +93,7 @@ def pair_list(pairs) -> list[tuple[str, str]]:
 def test_pairs_within_bucket_blockwise_matches_brute_force(planted):
     ids, x, _ = planted
     one_bucket = np.zeros((len(ids), 1), np.int32)
-    a, b, s = dedup.pairs_within_bucket(ids, x, one_bucket, 0, TAU, block_elements=3 * len(ids))
+    a, b, s = pairs_within_bucket(ids, x, one_bucket, 0, TAU, block_elements=3 * len(ids))
     assert set(zip(a.tolist(), b.tolist(), strict=False)) == brute_force_pairs(ids, x, TAU)
     assert len(a) == len(set(zip(a, b, strict=False))) and (a < b).all() and (s >= np.float32(TAU)).all()
 
@@ -100,16 +102,16 @@ def test_pair_is_reported_only_in_the_smallest_shared_bucket():
     ids = np.array(["b", "a"], dtype=object)
     x = np.eye(2, DIM, dtype=np.float32)[[0, 0]]
     buckets = np.array([[5, 3], [3, 5]], np.int32)
-    assert dedup.pairs_within_bucket(ids, x, buckets, 5, TAU)[0].tolist() == []
-    a, b, s = dedup.pairs_within_bucket(ids, x, buckets, 3, TAU)
+    assert pairs_within_bucket(ids, x, buckets, 5, TAU)[0].tolist() == []
+    a, b, s = pairs_within_bucket(ids, x, buckets, 3, TAU)
     assert (a.tolist(), b.tolist(), s.tolist()) == (["a"], ["b"], [1.0])
 
 
 def test_nearest_buckets_are_ordered_by_similarity():
     centroids = np.eye(3, 4, dtype=np.float32)
     vectors = unit(np.array([[0.1, 0.9, 0.4, 0.0], [0.8, 0.0, 0.5, 0.3]]))
-    assert dedup.nearest_buckets(vectors, centroids, 2).tolist() == [[1, 2], [0, 2]]
-    assert dedup.nearest_buckets(vectors, centroids, 5).tolist() == [[1, 2, 0], [0, 2, 1]]
+    assert nearest_buckets(vectors, centroids, 2).tolist() == [[1, 2], [0, 2]]
+    assert nearest_buckets(vectors, centroids, 5).tolist() == [[1, 2, 0], [0, 2, 1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,10 +152,10 @@ def test_pairs_across_two_parts_complete_the_pairs_within_each(planted):
     one_bucket = np.zeros((len(ids), 1), np.int32)
     half = len(ids) // 2
     within = [
-        dedup.pairs_within_bucket(ids[part], x[part], one_bucket[part], 0, TAU)
+        pairs_within_bucket(ids[part], x[part], one_bucket[part], 0, TAU)
         for part in (slice(None, half), slice(half, None))
     ]
-    a, b, s = dedup.pairs_across(
+    a, b, s = pairs_across(
         ids[:half],
         x[:half],
         one_bucket[:half],
@@ -221,9 +223,9 @@ def test_connected_components_on_a_known_graph(spark):
         "z1": "a9",
         "a9": "a9",
     }
-    assert rows(dedup.connected_components(frame), ["node", "component"]) == sorted(expected.items())
+    assert rows(connected_components(frame), ["node", "component"]) == sorted(expected.items())
     with pytest.raises(RuntimeError, match="did not converge in 1 iterations"):
-        dedup.connected_components(frame, max_iterations=1)
+        connected_components(frame, max_iterations=1)
 
 
 def test_near_duplicate_clusters_and_representatives(spark):

@@ -7,6 +7,9 @@ writes `near_duplicate_clusters` and, under policy keep-one, removal rows):
     clusters = near_duplicate_clusters(pairs)                     # image_id, cluster_id, cluster_size, representative
     removed  = keep_one_removals(silver_samples, clusters)        # sample_id, subset, reason, detail
 
+The numpy work inside a bucket (k-means centroids, nearest buckets, blockwise comparison) is in
+`udfs/buckets.py`; connected components, in `etl/stages/components.py`.
+
 Near-duplicate pairs come from a distributed approximate self-join by bucketing (an IVF index
 spread over the cluster): k-means centroids are trained on a bounded sample on the driver, each
 vector goes to the buckets of its `probes` nearest centroids, and each bucket is compared with
@@ -33,7 +36,6 @@ clique: thousands of near-identical images (blank frames, logos) give millions o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -51,6 +53,16 @@ from pyspark.sql.types import (
 )
 
 from etl.schema import require_columns
+from etl.stages.components import connected_components
+from udfs.buckets import (
+    MAX_BUCKETS,
+    MIN_TRAIN_PER_BUCKET,
+    default_n_buckets,
+    nearest_buckets,
+    pairs_across,
+    pairs_within_bucket,
+    train_bucket_centroids,
+)
 from udfs.knn import vectors_from_arrow
 
 PAIRS = StructType(
@@ -66,11 +78,7 @@ REMOVAL_COLUMNS = ["sample_id", "subset", "reason", "detail"]
 NEAR_DUPLICATE = "near_duplicate"
 EXACT_DUPLICATE = "exact_duplicate"
 
-TARGET_BUCKET_SIZE = 10_000  # vectors a bucket when n_buckets is not given
-MIN_TRAIN_PER_BUCKET = 39  # FAISS's minimum of k-means points a centroid
-BLOCK_ELEMENTS = 1 << 23  # similarities computed at once in a bucket (32 MiB of float32)
 TRAIN_VECTORS = 20_000  # k-means training sample when max_train_vectors is not given
-MAX_BUCKETS = 512  # k-means buckets at most when n_buckets is not given (dedup.max_buckets)
 MAX_GROUP_VECTORS = 20_000  # vectors one Python worker compares at once (dedup.max_group_vectors)
 
 _BUCKETED = StructType(
@@ -81,131 +89,6 @@ _BUCKETED = StructType(
         StructField("buckets", ArrayType(IntegerType())),
     ]
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate pairs: numpy parts (tested without Spark)
-
-
-def default_n_buckets(n: int, max_train_vectors: int, max_buckets: int = MAX_BUCKETS) -> int:
-    """About `TARGET_BUCKET_SIZE` vectors a bucket, at most `max_buckets`, with enough training
-    points a centroid."""
-    return max(1, min(math.ceil(n / TARGET_BUCKET_SIZE), max_buckets, max_train_vectors // MIN_TRAIN_PER_BUCKET))
-
-
-def train_bucket_centroids(sample: np.ndarray, n_buckets: int, seed: int = 0, niter: int = 20) -> np.ndarray:
-    """`n_buckets` unit centroids [n_buckets, dim] float32 by spherical k-means on `sample`
-    (unit rows; needs at least n_buckets of them)."""
-    x = np.ascontiguousarray(sample, dtype=np.float32)
-    if len(x) < n_buckets:
-        raise ValueError(f"k-means needs at least {n_buckets} sample vectors, got {len(x)}")
-    import faiss
-
-    kmeans = faiss.Kmeans(
-        x.shape[1],
-        n_buckets,
-        niter=niter,
-        seed=seed,
-        spherical=True,
-        verbose=False,
-        min_points_per_centroid=1,
-        max_points_per_centroid=max(256, math.ceil(len(x) / n_buckets)),
-    )
-    kmeans.train(x)
-    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-
-
-def nearest_buckets(vectors: np.ndarray, centroids: np.ndarray, probes: int) -> np.ndarray:
-    """[n, probes] int32: the buckets of each vector's `probes` most similar centroids, nearest
-    first."""
-    probes = min(probes, len(centroids))
-    sims = np.asarray(vectors, dtype=np.float32) @ centroids.T
-    top = (
-        np.argpartition(-sims, probes - 1, axis=1)[:, :probes]
-        if probes < len(centroids)
-        else np.tile(np.arange(len(centroids)), (len(sims), 1))
-    )
-    order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1).astype(np.int32)
-
-
-def pairs_within_bucket(
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    buckets: np.ndarray,
-    bucket: int,
-    threshold: float,
-    block_elements: int = BLOCK_ELEMENTS,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of one bucket with inner product >= threshold: (ids_a, ids_b, similarities), ids_a
-    < ids_b.
-
-    `ids` [m] strings, `vectors` [m, dim], `buckets` [m, probes] the buckets of each vector.
-    A pair is reported only in the smallest bucket its two vectors share, so that running this
-    for every bucket yields each pair once. Similarities are computed a block of rows at a time
-    (at most `block_elements` of them at once), comparing each row with the rows after it in id
-    order only.
-    """
-    order = np.argsort(ids, kind="stable")
-    ids, x, buckets = ids[order], np.asarray(vectors, dtype=np.float32)[order], np.asarray(buckets)[order]
-    m, tau = len(ids), np.float32(threshold)
-    block = max(1, block_elements // max(m, 1))
-    parts = []
-    for start in range(0, m, block):
-        stop = min(m, start + block)
-        sims = x[start:stop] @ x[start:].T  # row r is start + r; column c is start + c
-        rows, cols = np.nonzero(sims >= tau)
-        keep = cols > rows
-        rows, cols = rows[keep], cols[keep]
-        if len(rows):
-            parts.append((rows + start, cols + start, sims[rows, cols]))
-    if not parts:
-        return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
-    a, b, s = (np.concatenate(column) for column in zip(*parts, strict=False))
-    keep = _first_shared_bucket(buckets[a], buckets[b], bucket) & (ids[a] != ids[b])
-    return ids[a][keep], ids[b][keep], s[keep].astype(np.float32)
-
-
-def pairs_across(
-    ids_a: np.ndarray,
-    vectors_a: np.ndarray,
-    buckets_a: np.ndarray,
-    ids_b: np.ndarray,
-    vectors_b: np.ndarray,
-    buckets_b: np.ndarray,
-    bucket: int,
-    threshold: float,
-    block_elements: int = BLOCK_ELEMENTS,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`pairs_within_bucket` for pairs with one vector on each side (two parts of a split bucket):
-    (ids_lo, ids_hi, similarities), ids_lo < ids_hi, each pair once if the sides share no id."""
-    xa, xb = np.asarray(vectors_a, dtype=np.float32), np.asarray(vectors_b, dtype=np.float32)
-    tau = np.float32(threshold)
-    block = max(1, block_elements // max(len(ids_b), 1))
-    parts = []
-    for start in range(0, len(ids_a), block):
-        sims = xa[start : start + block] @ xb.T
-        rows, cols = np.nonzero(sims >= tau)
-        if len(rows):
-            parts.append((rows + start, cols, sims[rows, cols]))
-    if not parts:
-        return np.empty(0, object), np.empty(0, object), np.empty(0, np.float32)
-    a, b, s = (np.concatenate(column) for column in zip(*parts, strict=False))
-    keep = _first_shared_bucket(np.asarray(buckets_a)[a], np.asarray(buckets_b)[b], bucket) & (ids_a[a] != ids_b[b])
-    first, second = ids_a[a][keep], ids_b[b][keep]
-    ordered = first < second
-    return np.where(ordered, first, second), np.where(ordered, second, first), s[keep].astype(np.float32)
-
-
-def _first_shared_bucket(buckets_a: np.ndarray, buckets_b: np.ndarray, bucket: int) -> np.ndarray:
-    """[n] bool: whether `bucket` is the smallest bucket that row i of each side shares (so that a
-    pair found in several buckets is reported in one)."""
-    shared_earlier = (buckets_a[:, :, None] == buckets_b[:, None, :]) & (buckets_a[:, :, None] < bucket)
-    return ~shared_earlier.any(axis=(1, 2))
-
-
-# ---------------------------------------------------------------------------------------------
-# Near-duplicate pairs: Spark
 
 
 def _valid_embeddings(embeddings: DataFrame) -> DataFrame:
@@ -383,102 +266,6 @@ def comparison_groups(bucketed: DataFrame, max_group_vectors: int = MAX_GROUP_VE
         F.least("part", "other").alias("part_p"),
         F.greatest("part", "other").alias("part_q"),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Connected components
-
-
-def _neighbourhoods(edges: DataFrame) -> DataFrame:
-    """(src, dst): every edge in both directions plus a self loop on every node, repeats
-    dropped, so that grouping by dst gathers each node's neighbours and itself."""
-    forward = edges.select("src", "dst").filter(F.col("src").isNotNull() & F.col("dst").isNotNull())
-    return (
-        forward.unionByName(forward.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
-        .unionByName(forward.select("src", F.col("src").alias("dst")))
-        .unionByName(forward.select(F.col("dst").alias("src"), "dst"))
-        .distinct()
-    )
-
-
-def _initial_labels(neighbourhoods: DataFrame) -> DataFrame:
-    """(node, component): every node labelled with itself."""
-    return neighbourhoods.filter(F.col("src") == F.col("dst")).select(
-        F.col("src").alias("node"), F.col("src").alias("component")
-    )
-
-
-def _propagate_once(labels: DataFrame, neighbourhoods: DataFrame) -> DataFrame:
-    """One round: every node, and every node used as a label (the root of the nodes carrying
-    it), takes the smallest label seen across its edges (itself included); then each node takes
-    the label of its new label (pointer jumping). Returns (node, component, previous).
-
-    Hooking roots as well as nodes merges whole label trees at once, and jumping halves the
-    trees' depth, so rounds grow about logarithmically with a component's diameter instead of
-    linearly (chains in random id order: 200 nodes in 7 rounds instead of over 50 with plain
-    propagation plus jumping; 3,000 nodes in 12; checked against union-find).
-    """
-    src_labels = labels.select(F.col("node").alias("src"), F.col("component").alias("src_label"))
-    dst_labels = labels.select(F.col("node").alias("dst"), F.col("component").alias("dst_label"))
-    labelled = neighbourhoods.join(src_labels, "src").join(dst_labels, "dst")
-    candidates = labelled.select(
-        F.col("dst").alias("node"),
-        F.col("src_label").alias("candidate"),
-        (F.col("src") == F.col("dst")).alias("own"),
-    ).unionByName(
-        labelled.select(
-            F.col("dst_label").alias("node"), F.col("src_label").alias("candidate"), F.lit(False).alias("own")
-        )
-    )
-    hooked = candidates.groupBy("node").agg(
-        F.min("candidate").alias("hooked"), F.max(F.when(F.col("own"), F.col("candidate"))).alias("previous")
-    )
-    # Every label is a node of the same component, so this inner join keeps every row.
-    label_of_label = hooked.select(F.col("node").alias("label"), F.col("hooked").alias("jumped"))
-    return hooked.join(label_of_label, F.col("hooked") == F.col("label")).select(
-        "node", F.col("jumped").alias("component"), "previous"
-    )
-
-
-def connected_components(edges: DataFrame, max_iterations: int = 50, reliable_checkpoint: bool = False) -> DataFrame:
-    """(node, component) for every node of the undirected graph `edges` (src, dst), component =
-    the smallest node id of its connected component.
-
-    Min-label propagation with root hooking and pointer jumping, entirely in Spark (see
-    `_propagate_once`): each round is two joins of the edges with the labels, one aggregation
-    and a join of the labels with themselves, then a count of the labels that changed (the
-    only thing the driver sees); it stops at the first round where none did. Every round's labels are cut from their
-    lineage with `localCheckpoint`, materialised by that count (merely persisting them made
-    each round re-plan all the earlier ones: 1.9 s a round growing to 12 s by the 4th on a toy
-    graph, against a flat ~1.5 s, on a busy 2-core machine); `reliable_checkpoint=True` uses
-    `checkpoint()` instead (needs the caller's `SparkContext.setCheckpointDir`; survives losing
-    executors, e.g. under dynamic allocation). Raises RuntimeError if labels still change after
-    `max_iterations` rounds.
-    """
-    require_columns(edges, ["src", "dst"], "connected_components")
-    if max_iterations < 1:
-        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
-
-    def cut(frame: DataFrame, eager: bool) -> DataFrame:
-        return frame.checkpoint(eager) if reliable_checkpoint else frame.localCheckpoint(eager)
-
-    neighbourhoods = cut(_neighbourhoods(edges), eager=True)
-    labels = _initial_labels(neighbourhoods)
-    for _ in range(max_iterations):
-        step = cut(_propagate_once(labels, neighbourhoods), eager=False)
-        # This count computes the round, and so materialises the checkpoint, in the same job.
-        changed = step.filter(F.col("component") != F.col("previous")).count()
-        labels = step.select("node", "component")
-        if changed == 0:
-            return labels
-    raise RuntimeError(
-        f"connected_components did not converge in {max_iterations} iterations "
-        f"({changed} labels still changed in the last one); raise max_iterations"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Clusters and removals
 
 
 def near_duplicate_clusters(pairs: DataFrame) -> DataFrame:
