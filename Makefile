@@ -85,7 +85,7 @@ SIZES ?= 10000,100000,1000000
 bench-scale: setup jars
 	$(PY) bench/scale.py --sizes $(SIZES)
 
-# Fallback when Spark's resolver cannot reach Maven Central but Maven can (see README).
+# Fallback when Spark's resolver cannot reach Maven Central but Maven can (see docs/index.md).
 delta-jars-offline:
 	mvn -q dependency:copy-dependencies -f conf/delta-jars-pom.xml -DoutputDirectory=$(CURDIR)/.cache/delta-jars
 

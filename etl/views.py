@@ -8,7 +8,7 @@ is skipped and reported, never created broken.
     registered, skipped = register_views(spark, config)
     spark.sql("SELECT * FROM v_subset_stats ORDER BY samples DESC").show()
 
-`run_query` runs SQL as the README writes it: a relative ``delta.`lakehouse/quarantine` `` path is
+`run_query` runs SQL as the docs write it: a relative ``delta.`lakehouse/quarantine` `` path is
 made absolute against the working directory first (Delta refuses relative paths in SQL).
 """
 

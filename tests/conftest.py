@@ -19,7 +19,7 @@ from etl.config import load_config
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-# Test tiers (see README, "Tests"): a test's marks follow from the fixtures it uses, directly or
+# Test tiers (see docs/testing.md): a test's marks follow from the fixtures it uses, directly or
 # through other fixtures, so a new test lands in the right tier without anyone remembering to mark it.
 TIER_OF_FIXTURE = {
     "spark": "spark",
