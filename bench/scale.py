@@ -494,6 +494,15 @@ def report(results: list[dict]) -> dict:
     return final
 
 
+def _earlier_result(root: Path, settings: dict) -> dict | None:
+    """The figures a run with the same settings left in `root`, if any."""
+    path = root / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.pop("settings", None) == settings else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -502,6 +511,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embed-real-max", type=int, default=2000, help="largest size embedded by the real SSCD stage")
     parser.add_argument("--rate-max", type=int, default=1_000_000, help="largest size the rate stage runs at")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="pipeline config override")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a size's figures from its result.json of an earlier run with the same settings instead of rerunning it",
+    )
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process of one size
     args = parser.parse_args(argv)
     if args.one_size:
@@ -513,6 +527,12 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         root = args.workdir / str(n)
+        settings = {"seed": args.seed, "embed_real": n <= args.embed_real_max, "rate": n <= args.rate_max, "sets": args.sets}
+        earlier = _earlier_result(root, settings) if args.reuse else None
+        if earlier is not None:
+            print(f"size {n}: figures of an earlier run reused from {root / 'result.json'}", flush=True)
+            results.append(earlier)
+            continue
         if (
             not (root / "manifest.json").exists()
             or json.loads((root / "manifest.json").read_text())["seed"] != args.seed
@@ -541,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
         if child.returncode or not lines:
             raise SystemExit(f"size {n} failed (exit {child.returncode}); see the output above")
         results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-        (root / "result.json").write_text(json.dumps(results[-1]))
+        (root / "result.json").write_text(json.dumps({**results[-1], "settings": settings}))
         print(f"size {n} done: {root / 'result.json'}", flush=True)
     report(results)
 
