@@ -527,7 +527,12 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         root = args.workdir / str(n)
-        settings = {"seed": args.seed, "embed_real": n <= args.embed_real_max, "rate": n <= args.rate_max, "sets": args.sets}
+        settings = {
+            "seed": args.seed,
+            "embed_real": n <= args.embed_real_max,
+            "rate": n <= args.rate_max,
+            "sets": args.sets,
+        }
         earlier = _earlier_result(root, settings) if args.reuse else None
         if earlier is not None:
             print(f"size {n}: figures of an earlier run reused from {root / 'result.json'}", flush=True)
