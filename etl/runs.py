@@ -18,8 +18,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
-from etl.schema import PIPELINE_RUNS
+from etl.schema import PIPELINE_RUNS, QUARANTINE
 from etl.session import is_connect
+from etl.stages.quarantine import quarantine_rows
 
 log = logging.getLogger("finevision")
 
@@ -71,6 +72,12 @@ class StageReport:
     dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
     counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
 
+    def count_outcomes(self, counts: dict[str | None, int]) -> None:
+        """Rows in, out (reason None) and dropped by reason, from a stage's rows per reject reason."""
+        self.rows_in = sum(counts.values())
+        self.rows_out = counts.get(None, 0)
+        self.dropped = {reason: n for reason, n in counts.items() if reason is not None}
+
     @property
     def seconds(self) -> float:
         """Run time so far, or in all once the stage has ended."""
@@ -121,6 +128,14 @@ class PipelineRun:
         if frame is None:
             log.info("[%s] %s does not exist: treated as empty", report.stage, name)
         return frame
+
+    def write_quarantine(self, report: StageReport, rejected: DataFrame, commit: tables.Commit) -> None:
+        """The stage's rejected rows (reject_reason/reject_detail/subset/sample_id/source_ref/raw)
+        merged into the quarantine table, whose new version the report records."""
+        rows = quarantine_rows(rejected, report.stage, self.run_id)
+        report.output_versions["quarantine"] = tables.merge_insert(
+            self.spark, self.table("quarantine"), rows, ["quarantine_id"], commit, QUARANTINE
+        )
 
     @contextmanager
     def stage(self, name: str):

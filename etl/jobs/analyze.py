@@ -15,10 +15,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.jobs.clean import rules_from, ship_to_executors
-from etl.jobs.embed import embedder_spec
-from etl.jobs.rate import configured_judges
 from etl.runs import PipelineRun
+from etl.specs import configured_judges, embedder_spec, rules_from, ship_to_executors
 from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
 from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
 from etl.stages.gui_stats import ACTION_STATS, action_distribution
@@ -63,7 +61,7 @@ def run(run: PipelineRun) -> None:
             "turns": total["turns"] if total else 0,
         }
         if extra["image_embeddings"] is not None:
-            model = model_id(embedder_spec(run))
+            model = model_id(embedder_spec(run.config))
             embeddings = extra["image_embeddings"].filter(F.col("model_id") == model)
             metrics = diversity_metrics(spark, grouped_embeddings(silver, embeddings), model)
             report.output_versions["diversity_metrics"] = tables.overwrite(

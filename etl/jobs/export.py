@@ -9,9 +9,9 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, tables
-from etl.jobs.rate import configured_judges
 from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
+from etl.specs import configured_judges
 from etl.stages.export import gold_samples, removal_reasons
 from etl.stages.rate import current_ratings
 
