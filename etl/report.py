@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from etl import tables
 from etl.config import PipelineConfig
 from etl.review import write_contamination_review, write_duplicate_review
+from etl.runs import read_pinned
 from etl.schema import CATEGORIES
 from etl.stages.corpus_stats import RATING_AXES, rating_distribution
 from etl.stages.diversity import PUBLISHED
@@ -341,26 +342,13 @@ def render_report(data: ReportData) -> str:
 # ---- Spark side ------------------------------------------------------------------------------
 
 
-def _read(spark: SparkSession, config: PipelineConfig, name: str, versions: dict[str, int]):
-    ref = tables.TableRef.of(config, name)
-    version = tables.current_version(spark, ref)
-    if version is None:
-        return None
-    versions[name] = version
-    return tables.read(spark, ref, version)
-
-
 def collect_report_data(spark: SparkSession, config: PipelineConfig) -> ReportData:
     versions: dict[str, int] = {}
-    stats = _read(spark, config, "subset_stats", versions)
-    if stats is None:
-        raise ValueError(
-            f"table subset_stats ({tables.TableRef.of(config, 'subset_stats')}) does not exist; run `finevision analyze` first"
-        )
+    stats = read_pinned(spark, config, "subset_stats", versions)
     rows = [r.asDict() for r in stats.collect()]
-    diversity = _read(spark, config, "diversity_metrics", versions)
-    ratings = _read(spark, config, "turn_ratings", versions)
-    runs = _read(spark, config, "pipeline_runs", versions)
+    diversity = read_pinned(spark, config, "diversity_metrics", versions, required=False)
+    ratings = read_pinned(spark, config, "turn_ratings", versions, required=False)
+    runs = read_pinned(spark, config, "pipeline_runs", versions, required=False)
     analyze = None
     if runs is not None:
         last = (

@@ -11,16 +11,52 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal, overload
 
 from pydantic import BaseModel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
-from etl.schema import PIPELINE_RUNS
+from etl.schema import PIPELINE_RUNS, QUARANTINE
 from etl.session import is_connect
+from etl.stages.quarantine import quarantine_rows
 
 log = logging.getLogger("finevision")
+
+
+class MissingTableError(ValueError):
+    """A table a reader needs was never written."""
+
+
+def producer(name: str) -> str:
+    """The stage that writes table `name` (\"the pipeline\" for tables no stage writes)."""
+    from etl.jobs import STAGES
+
+    return next((stage.name for stage in STAGES if name in stage.writes), "the pipeline")
+
+
+@overload
+def read_pinned(
+    spark: SparkSession, config: PipelineConfig, name: str, versions: dict[str, int], required: Literal[True] = ...
+) -> DataFrame: ...
+@overload
+def read_pinned(
+    spark: SparkSession, config: PipelineConfig, name: str, versions: dict[str, int], required: bool
+) -> DataFrame | None: ...
+def read_pinned(
+    spark: SparkSession, config: PipelineConfig, name: str, versions: dict[str, int], required: bool = True
+) -> DataFrame | None:
+    """Table `name` pinned to its current version, which `versions` records under the name. A table
+    never written is None when not `required`, else a MissingTableError naming the stage that writes it."""
+    ref = tables.TableRef.of(config, name)
+    version = tables.current_version(spark, ref)
+    if version is None:
+        if required:
+            raise MissingTableError(f"table {name} ({ref}) does not exist; run `finevision {producer(name)}` first")
+        return None
+    versions[name] = version
+    return tables.read(spark, ref, version)
 
 
 @dataclass
@@ -35,6 +71,12 @@ class StageReport:
     rows_out: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
     counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
+
+    def count_outcomes(self, counts: dict[str | None, int]) -> None:
+        """Rows in, out (reason None) and dropped by reason, from a stage's rows per reject reason."""
+        self.rows_in = sum(counts.values())
+        self.rows_out = counts.get(None, 0)
+        self.dropped = {reason: n for reason, n in counts.items() if reason is not None}
 
     @property
     def seconds(self) -> float:
@@ -73,14 +115,27 @@ class PipelineRun:
     def table(self, name: str) -> tables.TableRef:
         return tables.TableRef.of(self.config, name)
 
-    def read_input(self, report: StageReport, name: str):
+    def read_input(self, report: StageReport, name: str) -> DataFrame:
         """A stage's input table, pinned to its current version, which the report records."""
-        ref = self.table(name)
-        version = tables.current_version(self.spark, ref)
-        if version is None:
-            raise RuntimeError(f"{report.stage}: table {name} ({ref}) does not exist yet; run the stages before it")
-        report.input_versions[name] = version
-        return tables.read(self.spark, ref, version)
+        try:
+            return read_pinned(self.spark, self.config, name, report.input_versions)
+        except MissingTableError as error:
+            raise MissingTableError(f"{report.stage}: {error}") from None
+
+    def read_optional_input(self, report: StageReport, name: str) -> DataFrame | None:
+        """As `read_input`, for a table only some configurations write: None (logged) where it is absent."""
+        frame = read_pinned(self.spark, self.config, name, report.input_versions, required=False)
+        if frame is None:
+            log.info("[%s] %s does not exist: treated as empty", report.stage, name)
+        return frame
+
+    def write_quarantine(self, report: StageReport, rejected: DataFrame, commit: tables.Commit) -> None:
+        """The stage's rejected rows (reject_reason/reject_detail/subset/sample_id/source_ref/raw)
+        merged into the quarantine table, whose new version the report records."""
+        rows = quarantine_rows(rejected, report.stage, self.run_id)
+        report.output_versions["quarantine"] = tables.merge_insert(
+            self.spark, self.table("quarantine"), rows, ["quarantine_id"], commit, QUARANTINE
+        )
 
     @contextmanager
     def stage(self, name: str):

@@ -14,10 +14,10 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.jobs import analyze
-from etl.jobs.clean import rules_from
 from etl.report import write_report
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
+from etl.specs import rules_from
 from etl.views import register_views
 from tests.conftest import png_bytes
 
@@ -76,7 +76,7 @@ def tiny_lakehouse(spark, make_config):
         commit,
         NEAR_DUPLICATE_CLUSTERS,
     )
-    from etl.jobs.rate import configured_judges
+    from etl.specs import configured_judges
 
     judge = configured_judges(config)  # axis -> the configured (judge_model, prompt_hash)
     ratings = [
@@ -91,7 +91,7 @@ def tiny_lakehouse(spark, make_config):
 
 
 def test_subset_stats_count_only_the_configured_judge_and_prompt(spark, tiny_lakehouse):
-    from etl.jobs.rate import configured_judges
+    from etl.specs import configured_judges
 
     config, _ = tiny_lakehouse
     judge = configured_judges(config)

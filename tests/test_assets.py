@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 from etl import assets
 from etl.cli import app
 from etl.config import ConfigError, load_config
-from etl.jobs.clean import rules_from
-from etl.jobs.rate import axis_judges, configured_judges
+from etl.specs import axis_judges, configured_judges, rules_from
 from udfs.staging import local_path
 from udfs.tokens import count_tokens, load_tokenizer, tokenizer_file
 

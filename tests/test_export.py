@@ -120,7 +120,7 @@ def exported(spark, tmp_path_factory):
         ],
         REMOVED_SAMPLES,
     )
-    from etl.jobs.rate import configured_judges
+    from etl.specs import configured_judges
 
     judge = configured_judges(run.config)  # axis -> the configured (judge_model, prompt_hash)
     configured = [

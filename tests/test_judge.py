@@ -326,20 +326,20 @@ def test_judge_configuration_errors_name_the_key(overrides, message):
 
 
 def test_configured_judges_name_what_the_rate_job_records_without_converting_a_model(monkeypatch, tmp_path):
+    from etl import specs
     from etl.config import load_config
-    from etl.jobs import rate as rate_job
 
     # a checkpoint folder is given, so axis_judges itself converts nothing either
     config = load_config(overrides=[f"rate.judges.smollm2_135m.model_path={tmp_path}"])
-    recorded = {a.axis: (a.judge_model, a.prompt_hash) for a in rate_job.axis_judges(config)}
-    assert rate_job.configured_judges(config) == recorded
+    recorded = {a.axis: (a.judge_model, a.prompt_hash) for a in specs.axis_judges(config)}
+    assert specs.configured_judges(config) == recorded
     assert recorded["image_correspondence"][0] == NO_JUDGE_MODEL  # no image judge by default
 
     def no_conversion(*args):
         raise AssertionError("the export and analytics must not convert a judge to learn its name")
 
-    monkeypatch.setattr(rate_job, "prepare_gguf_model", no_conversion)
+    monkeypatch.setattr(specs, "prepare_gguf_model", no_conversion)
     default = load_config()
-    assert rate_job.configured_judges(default)["relevance"][0] == default.rate.judges["smollm2_135m"].model
+    assert specs.configured_judges(default)["relevance"][0] == default.rate.judges["smollm2_135m"].model
     with pytest.raises(AssertionError, match="must not convert"):
-        rate_job.axis_judges(default)  # the executor-side path does convert: the guard above is real
+        specs.axis_judges(default)  # the executor-side path does convert: the guard above is real

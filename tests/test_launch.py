@@ -126,7 +126,7 @@ def test_stage_requests_ask_for_gpus_only_where_executors_have_them():
 def test_tokenizers_ship_under_content_addressed_names(spark, tmp_path):
     from pyspark import SparkFiles
 
-    from etl.jobs.clean import ship_to_executors
+    from etl.specs import ship_to_executors
 
     first, second = tmp_path / "a" / "tokenizer.json", tmp_path / "b" / "tokenizer.json"
     for path, text in ((first, '{"one": 1}'), (second, '{"two": 2}')):

@@ -20,6 +20,7 @@ from etl.config import PROJECT_ROOT
 from etl.jobs import rate as rate_job
 from etl.runs import PipelineRun
 from etl.schema import SAMPLES
+from etl.specs import configured_judges
 from etl.stages.export import rating_columns
 from etl.stages.rate import RATING_KEYS, current_ratings
 from tests.conftest import png_bytes
@@ -93,7 +94,7 @@ def test_smollm2_rates_real_turns(spark, make_config):
         assert sum(shares) == pytest.approx(1.0, abs=1e-6)
 
     silver = tables.read(spark, run.table("silver_samples"))
-    judges = rate_job.configured_judges(config)
+    judges = configured_judges(config)
     ratings = current_ratings(tables.read(spark, run.table("turn_ratings")), judges)
     arrays = {r["sample_id"]: r for r in rating_columns(silver, ratings).collect()}
     scored = {(r["sample_id"], r["turn_index"]): r["score"] for r in text if r["axis"] == "relevance"}

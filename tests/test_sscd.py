@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from udfs import sscd
+from udfs import decode, devices, sscd
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -109,7 +109,7 @@ def test_decode_and_resize_handles_modes_and_failures(photos):
     palette = io.BytesIO()
     Image.fromarray(photos["rocket"]).convert("P").save(palette, format="PNG", transparency=0)
     blobs = [gray, b"\x89PNG\r\n\x1a\n broken", rgba, palette.getvalue(), encode(photos["chelsea"], "JPEG")]
-    decoded = sscd.decode_and_resize(blobs, 320)
+    decoded = decode.decode_and_resize(blobs, 320)
     assert decoded.pixels.shape == (5, 320, 320, 3) and decoded.pixels.dtype == np.uint8
     assert decoded.failed.tolist() == [False, True, False, False, False]
     assert decoded.failed_indices == [1]
@@ -118,15 +118,15 @@ def test_decode_and_resize_handles_modes_and_failures(photos):
     assert (decoded.pixels[0, ..., 0] == decoded.pixels[0, ..., 2]).all()
     expected = np.asarray(Image.fromarray(photos["coffee"]).resize((320, 320), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(decoded.pixels[2], expected)
-    threaded = sscd.decode_and_resize(blobs, 320, workers=3)
+    threaded = decode.decode_and_resize(blobs, 320, workers=3)
     np.testing.assert_array_equal(threaded.pixels, decoded.pixels)
 
 
 def test_oversized_canvas_fails_without_decoding(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # as another module might set it
     big = encode(np.zeros((2000, 2000), np.uint8))
-    monkeypatch.setattr(sscd, "MAX_DECODE_PIXELS", 1_000_000)
-    assert sscd.decode_and_resize([big], 64).failed.tolist() == [True]
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1_000_000)
+    assert decode.decode_and_resize([big], 64).failed.tolist() == [True]
 
 
 def test_model_id_names_model_backend_and_size():
@@ -141,12 +141,12 @@ def test_model_id_names_model_backend_and_size():
 
 
 def test_pick_device_outside_spark():
-    assert sscd.pick_device("cpu", cuda_available=True) == "cpu"
-    assert sscd.pick_device("auto", cuda_available=False) == "cpu"
-    assert sscd.pick_device("auto", cuda_available=True) == "cuda:0"
-    assert sscd.pick_device("cuda:3", cuda_available=True, device_count=1) == "cuda:0"
+    assert devices.pick_device("cpu", cuda_available=True) == "cpu"
+    assert devices.pick_device("auto", cuda_available=False) == "cpu"
+    assert devices.pick_device("auto", cuda_available=True) == "cuda:0"
+    assert devices.pick_device("cuda:3", cuda_available=True, device_count=1) == "cuda:0"
     with pytest.raises(RuntimeError):
-        sscd.pick_device("cuda", cuda_available=False)
+        devices.pick_device("cuda", cuda_available=False)
 
 
 def test_pick_device_uses_the_spark_task_gpu(monkeypatch):
@@ -156,9 +156,9 @@ def test_pick_device_uses_the_spark_task_gpu(monkeypatch):
             return SimpleNamespace(resources=lambda: {"gpu": SimpleNamespace(name="gpu", addresses=["2"])})
 
     monkeypatch.setitem(sys.modules, "pyspark", SimpleNamespace(TaskContext=FakeTaskContext))
-    assert sscd.task_gpu_address() == 2
-    assert sscd.pick_device("auto", cuda_available=True, device_count=4) == "cuda:2"
-    assert sscd.pick_device("auto", cuda_available=False) == "cpu"
+    assert devices.task_gpu_address() == 2
+    assert devices.pick_device("auto", cuda_available=True, device_count=4) == "cuda:2"
+    assert devices.pick_device("auto", cuda_available=False) == "cpu"
 
 
 def test_embedder_is_loaded_once_per_worker():
@@ -248,7 +248,7 @@ def test_device_decode_agrees_with_pil_decode_under_real_sscd(photos):
     pngs = [encode(photos[name]) for name in PHOTOS[:2]]
     blobs = jpegs + pngs + [b"\xff\xd8\xff not a jpeg", None, jpegs[0][: len(jpegs[0]) // 3]]
     device_pixels, failed = decode_and_resize_on_device(blobs, 320, "cpu")
-    reference = sscd.decode_and_resize(blobs, 320)
+    reference = decode.decode_and_resize(blobs, 320)
 
     # Broken entries fail on both paths; PNGs take the same PIL path (identical pixels).
     assert failed.tolist() == reference.failed.tolist() == [False] * 8 + [True, True, True]
@@ -269,7 +269,7 @@ def test_device_decode_refuses_oversized_jpeg_headers(monkeypatch):
 
     jpeg = encode(np.zeros((64, 64, 3), np.uint8), "JPEG")
     assert gpu_decode.is_decodable_jpeg(jpeg)
-    monkeypatch.setattr(gpu_decode, "MAX_DECODE_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 64 * 64 - 1)
     assert not gpu_decode.is_decodable_jpeg(jpeg)
 
 

@@ -1,4 +1,4 @@
-"""etl/tables.py: concurrent writers (decontaminate and dedup merge into removed_samples at once)."""
+"""etl/tables.py: concurrent writers (decontaminate and dedup merge into removed_samples at once); pinned reads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from etl import tables
+from etl.config import PipelineConfig
+from etl.runs import MissingTableError, read_pinned
 from etl.schema import REMOVED_SAMPLES
 
 
@@ -57,3 +59,21 @@ def test_two_stages_merging_into_one_table_at_once_both_land(spark, tmp_path, ca
     expected = {(f"s{i}", stage) for stage in ("decontaminate", "dedup") for i in range(75)}
     assert landed == expected
     assert tables.read(spark, ref).count() == len(expected)  # no row twice
+
+
+def test_a_pinned_read_records_the_version_and_names_the_stage_that_writes_a_missing_table(spark, tmp_path):
+    config = PipelineConfig(lakehouse=str(tmp_path))
+    versions: dict[str, int] = {}
+    with pytest.raises(MissingTableError, match=r"table silver_samples \(.*\) does not exist; run `finevision clean`"):
+        read_pinned(spark, config, "silver_samples", versions)
+    assert read_pinned(spark, config, "turn_ratings", versions, required=False) is None
+    assert versions == {}  # nothing read, nothing recorded
+
+    ref = tables.TableRef.of(config, "removed_samples")
+    row = {"sample_id": "s0", "subset": "a", "stage": "dedup", "reason": "r", "detail": "", "run_id": "x"}
+    commit = tables.Commit(run_id="x", stage="dedup", config_hash="h", git_revision="g")
+    first = tables.append(spark, ref, spark.createDataFrame([row], REMOVED_SAMPLES), commit, REMOVED_SAMPLES)
+    pinned = read_pinned(spark, config, "removed_samples", versions, required=False)
+    tables.append(spark, ref, spark.createDataFrame([row], REMOVED_SAMPLES), commit, REMOVED_SAMPLES)
+    assert versions == {"removed_samples": first}
+    assert pinned is not None and pinned.count() == 1  # the pinned version, not the later append

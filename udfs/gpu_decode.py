@@ -4,7 +4,7 @@ On a GPU worker, PIL decoding on the executor's few CPU cores, not the model, li
 Here JPEGs (nearly all of a web-scale corpus) are decoded by nvJPEG through
 `torchvision.io.decode_jpeg(..., device="cuda")` in one batched call and resized on the GPU
 (bilinear with antialiasing, like PIL's BILINEAR when downscaling). Anything else (PNG, a JPEG
-nvJPEG refuses, e.g. CMYK) goes through the CPU path of `udfs.sscd.decode_image`, so every
+nvJPEG refuses, e.g. CMYK) goes through the CPU path of `udfs.decode.decode_image`, so every
 image is decoded somehow or marked failed, as on CPU.
 
 The pixels differ slightly from PIL's (different JPEG IDCT and resampling arithmetic): SSCD
@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from udfs.sscd import MAX_DECODE_PIXELS, decode_image
+from udfs import decode
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-# torchvision >= 0.29 points to TorchCodec for decoding; its nvJPEG path still works.
-warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
 
 def is_decodable_jpeg(data: bytes | None) -> bool:
@@ -38,7 +36,7 @@ def is_decodable_jpeg(data: bytes | None) -> bool:
         return False
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            return image.format == "JPEG" and image.width * image.height <= MAX_DECODE_PIXELS
+            return image.format == "JPEG" and image.width * image.height <= decode.MAX_DECODE_PIXELS
     except Exception:  # noqa: BLE001 - not a readable JPEG: the CPU path decides
         return False
 
@@ -58,9 +56,12 @@ def decode_and_resize_on_device(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Encoded images -> (uint8 NHWC [n, size, size, 3] on `device`, failed bool [n]).
 
-    Failed rows are zeros, as in `udfs.sscd.decode_and_resize`. Never raises for a bad image.
+    Failed rows are zeros, as in `udfs.decode.decode_and_resize`. Never raises for a bad image.
     """
     import torch
+
+    # torchvision >= 0.29 points to TorchCodec for decoding; its nvJPEG path still works.
+    warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
     from torchvision.io import ImageReadMode, decode_jpeg
 
     pixels = torch.zeros((len(blobs), size, size, 3), dtype=torch.uint8, device=device)
@@ -85,7 +86,7 @@ def decode_and_resize_on_device(
             pixels[rows] = resize_batch(torch.stack([image for _, image in group]), size)
 
     for row in cpu_rows:
-        image = decode_image(blobs[row], size)
+        image = decode.decode_image(blobs[row], size)
         if image is None:
             failed[row] = True
         else:

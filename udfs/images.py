@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from udfs.decode import MAX_DECODE_PIXELS
+
 # We check the pixel count ourselves, before decoding, against the configured limit.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -21,7 +23,7 @@ KEEP_MODES = {"RGB", "L", "RGBA"}
 @dataclass(frozen=True)
 class ImageRules:
     max_side: int = 2048
-    max_pixels: int = 178_956_970
+    max_pixels: int = MAX_DECODE_PIXELS
     jpeg_quality: int = 95
 
 

@@ -25,18 +25,20 @@ Preprocessing follows FineVision: decode with PIL, convert to RGB, resize to `im
 
 from __future__ import annotations
 
-import io
 import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-from PIL import Image
 
+from udfs.decode import MAX_DECODE_PIXELS as MAX_DECODE_PIXELS  # udfs/verify.py imports it from here
+from udfs.decode import RESIZE_FILTER as RESIZE_FILTER  # udfs/verify.py imports it from here
+from udfs.decode import decode_and_resize
+from udfs.devices import parse_device
+from udfs.devices import pick_device as pick_device  # udfs/judge.py imports it from here
 from udfs.extras import require
 from udfs.staging import local_path
 
@@ -46,11 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 EMBEDDING_DIM = 512
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_FILTER = Image.Resampling.BILINEAR
-"""The resampling filter of `decode_and_resize` (see the module docstring)."""
-MAX_DECODE_PIXELS = 178_956_970
-"""Larger canvases fail without being decoded (PIL's own bomb limit, enforced here because
-another module may lift `Image.MAX_IMAGE_PIXELS` process-wide)."""
 
 Backend = Literal["onnx", "torchscript"]
 _DEFAULT_ONNX_MODEL_NAME = "sscd_disc_mixup-int8"
@@ -102,7 +99,7 @@ class EmbedderSpec:
             raise ValueError(f"decode_workers must be >= 1, not {self.decode_workers}")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1 or None, not {self.intra_op_threads}")
-        _parse_device(self.device)
+        parse_device(self.device)
 
 
 def model_id(spec: EmbedderSpec) -> str:
@@ -134,126 +131,7 @@ def default_onnx_model_path() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices
-
-
-def _parse_device(device: str) -> tuple[str, int | None]:
-    if device in ("auto", "cpu", "cuda"):
-        return device, None
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return "cuda", int(device[5:])
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-
-
-def task_gpu_address() -> int | None:
-    """The GPU the Spark scheduler gave the current task, or None outside a task / without GPUs."""
-    try:
-        from pyspark import TaskContext
-    except ImportError:
-        return None
-    context = TaskContext.get()
-    if context is None:
-        return None
-    info = context.resources().get("gpu")
-    if info is None or not info.addresses:
-        return None
-    address = str(info.addresses[0]).strip()
-    return int(address) if address.isdigit() else None
-
-
-def pick_device(requested: str = "auto", cuda_available: bool | None = None, device_count: int | None = None) -> str:
-    """Resolve `requested` to `cpu` or `cuda:N`.
-
-    With `auto` or `cuda`, N is the GPU address in the Spark task's resources when running in a
-    task (`TaskContext.get().resources()["gpu"]`), else 0. When the cluster manager isolates GPUs
-    (so the process sees fewer devices than the address suggests) and `device_count` is given,
-    an out-of-range address falls back to 0. `cuda_available` says whether the backend can use
-    CUDA; `None` asks torch if it is installed.
-    """
-    kind, index = _parse_device(requested)
-    if kind == "cpu":
-        return "cpu"
-    if cuda_available is None:
-        cuda_available, device_count = _torch_cuda()
-    if not cuda_available:
-        if kind == "cuda":
-            raise RuntimeError(f"device {requested!r} requested but CUDA is not available to this backend")
-        return "cpu"
-    if index is None:
-        index = task_gpu_address() or 0
-    if device_count is not None and index >= device_count:
-        index = 0
-    return f"cuda:{index}"
-
-
-def _torch_cuda() -> tuple[bool, int | None]:
-    try:
-        import torch
-    except ImportError:
-        return False, None
-    available = torch.cuda.is_available()
-    return available, (torch.cuda.device_count() if available else None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing
-
-
-class DecodedImages(NamedTuple):
-    """`pixels`: uint8 [n, size, size, 3] (zeros where decoding failed); `failed`: bool [n]."""
-
-    pixels: np.ndarray
-    failed: np.ndarray
-
-    @property
-    def failed_indices(self) -> list[int]:
-        return np.flatnonzero(self.failed).tolist()
-
-
-def decode_image(data: bytes | None, size: int) -> np.ndarray | None:
-    """Decode one image to RGB uint8 [size, size, 3] (aspect ratio ignored), None if it cannot be."""
-    if not data:
-        return None
-    # No warnings.catch_warnings here: it is process-global state, unsafe with decode threads.
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_DECODE_PIXELS:  # read from the header
-                return None
-            opened: Image.Image = image
-            if opened.mode == "P" and "transparency" in opened.info:
-                opened = opened.convert("RGBA")
-            rgb = opened.convert("RGB").resize((size, size), RESIZE_FILTER)
-            return np.asarray(rgb, dtype=np.uint8)
-    except Exception:  # noqa: BLE001 - any undecodable input becomes a failed row
-        return None
-
-
-def decode_and_resize(blobs: Sequence[bytes | None], size: int, workers: int = 1) -> DecodedImages:
-    """Decode encoded images into one uint8 NHWC batch; never raises for a bad image.
-
-    A None, empty, truncated or otherwise undecodable entry gives a zero image and is marked in
-    `failed`, so the caller can emit a null/NaN embedding for it.
-    """
-    pixels = np.zeros((len(blobs), size, size, 3), dtype=np.uint8)
-    failed = np.zeros(len(blobs), dtype=bool)
-    if workers > 1 and len(blobs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            decoded = list(pool.map(lambda blob: decode_image(blob, size), blobs))
-    else:
-        decoded = [decode_image(blob, size) for blob in blobs]
-    for row, image in enumerate(decoded):
-        if image is None:
-            failed[row] = True
-        else:
-            pixels[row] = image
-    return DecodedImages(pixels, failed)
-
-
-def imagenet_normalize_nchw(images: np.ndarray) -> np.ndarray:
-    """uint8 NHWC -> float32 NCHW, scaled to [0, 1] and ImageNet mean/std normalised."""
-    scaled = _check_images(images).astype(np.float32) / 255.0
-    normalised = (scaled - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+# Normalisation
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -446,12 +324,6 @@ def get_embedder(spec: EmbedderSpec) -> Embedder:
             embedder = make_embedder(spec, device=key[1])
             _EMBEDDERS[key] = embedder
         return embedder
-
-
-def clear_embedder_cache() -> None:
-    """Drop the cached models (tests; freeing a GPU)."""
-    with _EMBEDDERS_LOCK:
-        _EMBEDDERS.clear()
 
 
 def embed_bytes(spec: EmbedderSpec, blobs: Sequence[bytes | None]) -> np.ndarray:

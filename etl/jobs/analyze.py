@@ -15,10 +15,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.jobs.clean import rules_from, ship_to_executors
-from etl.jobs.embed import embedder_spec
-from etl.jobs.rate import configured_judges
-from etl.runs import PipelineRun, StageReport
+from etl.runs import PipelineRun
+from etl.specs import configured_judges, embedder_spec, rules_from, ship_to_executors
 from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
 from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
 from etl.stages.gui_stats import ACTION_STATS, action_distribution
@@ -28,18 +26,11 @@ from udfs.sscd import model_id
 OPTIONAL_INPUTS = ("image_embeddings", "contamination_hits", "near_duplicate_clusters", "turn_ratings")
 
 
-def optional_input(run: PipelineRun, report: StageReport, name: str):
-    """The table pinned to its current version (recorded), or None when it was never written."""
-    if not tables.exists(run.spark, run.table(name)):
-        return None
-    return run.read_input(report, name)
-
-
 def run(run: PipelineRun) -> None:
     spark = run.spark
     with run.stage("analyze") as report:
         silver = slim_samples(run.read_input(report, "silver_samples")).persist(StorageLevel.MEMORY_AND_DISK)
-        extra = {name: optional_input(run, report, name) for name in OPTIONAL_INPUTS}
+        extra = {name: run.read_optional_input(report, name) for name in OPTIONAL_INPUTS}
         if extra["turn_ratings"] is not None:  # only the configured judge and prompt of each axis count
             extra["turn_ratings"] = current_ratings(extra["turn_ratings"], configured_judges(run.config))
         commit = run.commit("analyze")
@@ -70,7 +61,7 @@ def run(run: PipelineRun) -> None:
             "turns": total["turns"] if total else 0,
         }
         if extra["image_embeddings"] is not None:
-            model = model_id(embedder_spec(run))
+            model = model_id(embedder_spec(run.config))
             embeddings = extra["image_embeddings"].filter(F.col("model_id") == model)
             metrics = diversity_metrics(spark, grouped_embeddings(silver, embeddings), model)
             report.output_versions["diversity_metrics"] = tables.overwrite(

@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl import assets, tables
+from etl import tables
 from etl.confs import session_conf
 from etl.runs import PipelineRun
-from etl.schema import QUARANTINE, SAMPLES
-from etl.session import is_connect
-from etl.stages.clean import CleanRules, clean_samples, silver_rows
-from etl.stages.quarantine import quarantine_rows, rejected_rows
-from udfs.images import ImageRules
-from udfs.tokens import prepare_tokenizer
+from etl.schema import SAMPLES
+from etl.specs import rules_from, ship_to_executors
+from etl.stages.clean import clean_samples, silver_rows
+from etl.stages.quarantine import rejected_rows
 
 log = logging.getLogger("finevision")
 ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
-
-
-def rules_from(config) -> CleanRules:
-    clean = config.clean
-    tok = clean.tokenizer
-    return CleanRules(
-        images=ImageRules(clean.max_side, clean.max_pixels, clean.jpeg_quality),
-        max_turn_tokens=clean.max_turn_tokens,
-        tokenizer_json=assets.tokenizer_json(config)
-        or prepare_tokenizer(tok.path, tok.gguf_package, tok.gguf_file, tok.cache_dir),
-    )
 
 
 def run(run: PipelineRun) -> None:
@@ -61,9 +45,7 @@ def run(run: PipelineRun) -> None:
                     )
                     .collect()
                 )
-                report.rows_in = sum(r["n"] for r in summary)
-                report.rows_out = sum(r["n"] for r in summary if r["reason"] is None)
-                report.dropped = {r["reason"]: r["n"] for r in summary if r["reason"] is not None}
+                report.count_outcomes({r["reason"]: r["n"] for r in summary})
                 report.counters = {
                     "turns_dropped_empty": sum(r["empty"] or 0 for r in summary),
                     "turns_dropped_too_long": sum(r["too_long"] or 0 for r in summary),
@@ -73,14 +55,7 @@ def run(run: PipelineRun) -> None:
                 report.output_versions["silver_samples"] = tables.merge_insert(
                     spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
                 )
-                report.output_versions["quarantine"] = tables.merge_insert(
-                    spark,
-                    quarantine_ref,
-                    quarantine_rows(rejected_rows(cleaned), "clean", run.run_id),
-                    ["quarantine_id"],
-                    commit,
-                    QUARANTINE,
-                )
+                run.write_quarantine(report, rejected_rows(cleaned), commit)
             finally:
                 cleaned.unpersist()
 
@@ -91,21 +66,3 @@ def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):
         yield tables.read(spark, silver_ref).select("sample_id")
     if tables.exists(spark, quarantine_ref):
         yield tables.read(spark, quarantine_ref).filter("stage = 'clean'").select("sample_id")
-
-
-def ship_to_executors(spark, path: str) -> str:
-    """Ship the driver's file to every executor (`SparkContext.addFile`; over Spark Connect the
-    session's file artifacts) under a name made from its content, and return the driver-side path
-    of that name: executors that cannot read the path open the shipped copy by its name
-    (`udfs.tokens.tokenizer_file`). Content-addressed names never collide, since Spark refuses a
-    second file of the same name with other content."""
-    source = Path(path)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    named = source.with_name(f"{source.stem}-{digest}{source.suffix}")
-    if not named.exists():
-        shutil.copyfile(source, named)
-    if is_connect(spark):
-        spark.addArtifacts(str(named), file=True)
-    else:
-        spark.sparkContext.addFile(str(named))
-    return str(named)

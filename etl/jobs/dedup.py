@@ -7,9 +7,9 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.jobs.embed import embedder_spec
 from etl.runs import PipelineRun
 from etl.schema import NEAR_DUPLICATE_CLUSTERS, REMOVED_SAMPLES
+from etl.specs import embedder_spec
 from etl.stages.decontaminate import image_occurrences
 from etl.stages.dedup import exact_duplicate_images, keep_one_removals, near_duplicate_clusters, near_duplicate_pairs
 from udfs.sscd import model_id
@@ -17,7 +17,7 @@ from udfs.sscd import model_id
 
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.dedup
-    model = model_id(embedder_spec(run))
+    model = model_id(embedder_spec(run.config))
     with run.stage("dedup") as report:
         silver = run.read_input(report, "silver_samples")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)

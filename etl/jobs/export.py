@@ -9,21 +9,13 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, tables
-from etl.jobs.rate import configured_judges
-from etl.runs import PipelineRun, StageReport
+from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
+from etl.specs import configured_judges
 from etl.stages.export import gold_samples, removal_reasons
 from etl.stages.rate import current_ratings
 
 log = logging.getLogger("finevision")
-
-
-def read_optional(run: PipelineRun, report: StageReport, name: str):
-    """A table only some configurations write (removed_samples, turn_ratings): None if absent."""
-    if not tables.exists(run.spark, run.table(name)):
-        log.info("[export] %s does not exist: treated as empty", name)
-        return None
-    return run.read_input(report, name)
 
 
 def release_dir(run: PipelineRun) -> str:
@@ -41,8 +33,8 @@ def run(run: PipelineRun) -> None:
         silver = run.read_input(report, "silver_samples")
         hits = run.read_input(report, "contamination_hits")
         clusters = run.read_input(report, "near_duplicate_clusters")
-        removed = read_optional(run, report, "removed_samples")
-        ratings = read_optional(run, report, "turn_ratings")
+        removed = run.read_optional_input(report, "removed_samples")
+        ratings = run.read_optional_input(report, "turn_ratings")
         if ratings is not None:  # only the configured judge and prompt of each axis count
             ratings = current_ratings(ratings, configured_judges(run.config))
         gold = gold_samples(silver, hits, clusters, removed, ratings).persist(StorageLevel.MEMORY_AND_DISK)

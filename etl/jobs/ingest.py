@@ -13,10 +13,10 @@ from pyspark.sql.types import LongType, StructField, StructType
 from etl import tables
 from etl.config import ConfigError, PipelineConfig, SourceSpec
 from etl.runs import PipelineRun
-from etl.schema import BENCHMARK_ITEMS, QUARANTINE, SAMPLES
+from etl.schema import BENCHMARK_ITEMS, SAMPLES
 from etl.sources import plan_shards, splittable
 from etl.stages import ingest
-from etl.stages.quarantine import quarantine_rows, rejected_rows
+from etl.stages.quarantine import counts_by_reason, rejected_rows
 
 log = logging.getLogger("finevision")
 
@@ -94,31 +94,17 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
         parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest)
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            counts = {
-                (r["reason"], r["is_benchmark"]): r["n"]
-                for r in parsed.groupBy(
-                    F.col("reject_reason").alias("reason"), F.col("benchmark").isNotNull().alias("is_benchmark")
-                )
-                .agg(F.count("*").alias("n"))
-                .collect()
-            }
-            report.rows_in = sum(counts.values())
-            report.rows_out = sum(n for (reason, _), n in counts.items() if reason is None)
-            for (reason, _), n in counts.items():
-                if reason is not None:
-                    report.dropped[reason] = report.dropped.get(reason, 0) + n
+            report.count_outcomes(counts_by_reason(parsed))
             report.counters.update({r["name"]: r["n"] for r in ingest.adapter_counters(parsed).collect()})
+            commit = run.commit("ingest")
             write = {
-                "bronze_samples": (ingest.accepted_samples(parsed), ["sample_id"], SAMPLES),
-                "benchmark_items": (ingest.accepted_benchmark_items(parsed), ["sample_id"], BENCHMARK_ITEMS),
-                "quarantine": (
-                    quarantine_rows(rejected_rows(parsed), "ingest", run.run_id),
-                    ["quarantine_id"],
-                    QUARANTINE,
-                ),
+                "bronze_samples": (ingest.accepted_samples(parsed), SAMPLES),
+                "benchmark_items": (ingest.accepted_benchmark_items(parsed), BENCHMARK_ITEMS),
             }
-            for name, (rows, keys, schema) in write.items():
-                ref = run.table(name)
-                report.output_versions[name] = tables.merge_insert(spark, ref, rows, keys, run.commit("ingest"), schema)
+            for name, (rows, schema) in write.items():
+                report.output_versions[name] = tables.merge_insert(
+                    spark, run.table(name), rows, ["sample_id"], commit, schema
+                )
+            run.write_quarantine(report, rejected_rows(parsed), commit)
         finally:
             parsed.unpersist()

@@ -20,99 +20,24 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl import assets, tables
-from etl.config import CONF_DIR, ConfigError, JudgeConfig, PipelineConfig, _absolute
+from etl import tables
+from etl.config import PipelineConfig
 from etl.resources import default_parallelism, stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
+from etl.specs import axis_judges, configured_judges
+from etl.specs import judge_spec as judge_spec  # bench/judge_throughput.py imports it from here
 from etl.stages import rate as stage
 from udfs.judge import (
-    IMAGE_AXES,
     NO_IMAGE,
-    NO_JUDGE_MODEL,
     NO_VLM_JUDGE,
     REQUEST_FAILED,
-    JudgeSpec,
-    load_prompts,
-    prepare_gguf_model,
 )
 
 log = logging.getLogger("finevision")
 RATING_CONSTRAINTS = {"score_is_1_to_5": "score IS NULL OR score BETWEEN 1 AND 5"}
 # a matched rating is replaced only when it was a failed request (a retry may now have a score)
 REPLACE_FAILED = f"t.score IS NULL AND t.error LIKE '{REQUEST_FAILED}%'"
-
-
-def judge_spec(config: JudgeConfig, task_cpus: int) -> JudgeSpec:
-    """The executor-side description of a judge; a packaged GGUF is converted here, once."""
-    import json
-
-    model_path = config.model_path
-    if config.backend == "transformers" and model_path is None:
-        if not (config.gguf_package and config.gguf_file and config.cache_dir):
-            raise ValueError(f"judge {config.model}: give model_path, or gguf_package, gguf_file and cache_dir")
-        model_path = prepare_gguf_model(config.gguf_package, config.gguf_file, str(_absolute(config.cache_dir)))
-    return JudgeSpec(
-        backend=config.backend,
-        judge_model=config.model,
-        vision=config.vision,
-        base_url=config.base_url,
-        api_key_env=config.api_key_env,
-        max_concurrency=config.max_concurrency,
-        timeout_s=config.timeout_s,
-        max_retries=config.max_retries,
-        backoff_s=config.backoff_s,
-        max_tokens=config.max_tokens,
-        logprobs=config.logprobs,
-        extra_body=json.dumps(config.extra_body, sort_keys=True),
-        model_path=model_path,
-        batch_size=config.batch_size,
-        max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.max_prompt_tokens,
-        device=config.device,
-        threads=task_cpus,  # one model thread per task slot: tasks do not oversubscribe
-    )
-
-
-def _prompts(config: PipelineConfig) -> dict:
-    settings = config.rate
-    try:
-        folder = assets.prompts_dir(config) or (
-            CONF_DIR / "prompts" / "judge" if settings.prompts_dir is None else _absolute(settings.prompts_dir)
-        )
-        return load_prompts(folder, settings.axes)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"rate.prompts_dir: {exc}") from None
-
-
-def _judge_name(settings, axis: str) -> str | None:
-    return settings.image_judge if axis in IMAGE_AXES else settings.text_judge
-
-
-def axis_judges(config: PipelineConfig, task_cpus: int = 1) -> list[stage.AxisJudge]:
-    """Who rates each axis, ready for the executors (a packaged GGUF judge is converted here)."""
-    settings = config.rate
-    prompts = _prompts(config)
-    specs: dict[str, JudgeSpec] = {}
-    assignments = []
-    for axis in settings.axes:
-        name = _judge_name(settings, axis)
-        if name is not None and name not in specs:
-            specs[name] = judge_spec(assets.judge_config(config, name), task_cpus)
-        assignments.append(stage.AxisJudge(axis, prompts[axis], specs.get(name) if name else None))
-    return assignments
-
-
-def configured_judges(config: PipelineConfig) -> dict[str, tuple[str, str]]:
-    """axis -> (judge_model, prompt_hash) of this configuration, what the export and analytics
-    select; read from the configuration alone (no model is converted or loaded)."""
-    settings = config.rate
-    prompts = _prompts(config)
-    judges: dict[str, tuple[str, str]] = {}
-    for axis in settings.axes:
-        name = _judge_name(settings, axis)
-        judges[axis] = (settings.judges[name].model if name else NO_JUDGE_MODEL, prompts[axis].prompt_hash)
-    return judges
 
 
 def run(run: PipelineRun) -> None:

@@ -40,6 +40,8 @@ class Reason(StrEnum):
     CORRUPT_IMAGE = "corrupt_image"
     DECOMPRESSION_BOMB = "decompression_bomb"
     NO_TURNS_LEFT = "no_turns_left"
+    # embedding
+    UNDECODABLE_IMAGE = "undecodable_image"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from etl.schema import QUARANTINE, SOURCE_REF
+from etl.sources.base import Reason
 
 
 def quarantine_rows(rejected: DataFrame, stage: str, run_id: str) -> DataFrame:
@@ -43,3 +44,27 @@ def quarantine_rows(rejected: DataFrame, stage: str, run_id: str) -> DataFrame:
 def rejected_rows(frame: DataFrame) -> DataFrame:
     """The rows of a stage's output that carry a reject reason."""
     return frame.filter(F.col("reject_reason").isNotNull())
+
+
+def counts_by_reason(frame: DataFrame, reason: str | Column = "reject_reason") -> dict[str | None, int]:
+    """Rows per reject reason, in one pass; None counts the rows that pass."""
+    counts = frame.groupBy(F.col(reason) if isinstance(reason, str) else reason).agg(F.count("*").alias("n"))
+    return {row[0]: row["n"] for row in counts.collect()}
+
+
+def image_rejections(images: DataFrame, reason: Reason, detail: Column) -> DataFrame:
+    """Rejected images (an `image_id` column) as rows for `quarantine_rows`. An image belongs to no
+    one sample: subset and sample_id stay null and source_ref holds the image id as its member (under
+    file "image_embeddings", as the embed stage has always written it, so quarantine ids stay stable)."""
+    return images.select(
+        F.lit(str(reason)).alias("reject_reason"),
+        detail.alias("reject_detail"),
+        F.lit(None).cast("string").alias("subset"),
+        F.lit(None).cast("string").alias("sample_id"),
+        F.struct(
+            F.lit("image_embeddings").alias("file"),
+            F.col("image_id").alias("member"),
+            F.lit(None).cast("long").alias("row"),
+        ).alias("source_ref"),
+        F.col("image_id").alias("raw"),
+    )

@@ -159,7 +159,7 @@ def load_model(model: str, tracking_uri: str | None = None):
 def loaded(spec: ModelSpec):
     """The model of `spec`, once per Python worker, on the task's GPU when it has one."""
     if spec not in _LOADED:
-        from udfs.sscd import pick_device
+        from udfs.devices import pick_device
 
         model, processor = load_model(spec.model, spec.tracking_uri)
         device = pick_device(spec.device)
