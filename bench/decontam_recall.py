@@ -1,7 +1,7 @@
 """Recall and false hits of decontamination on a labelled set of edited benchmark copies.
 
     .venv/bin/python bench/decontam_recall.py --seed 2                 # report (the rule in conf/)
-    .venv/bin/python bench/decontam_recall.py --seed 1 --fit conf/decontaminate/verifier.yaml
+    .venv/bin/python bench/decontam_recall.py --seed 1 3 --cv 5 --fit conf/decontaminate/verifier.yaml
 
 The labelled set is made here from the project's own sample generators (etl/samples): benchmark
 images of four kinds (bar/line/pie charts, documents, photographs from scikit-image, GUI screens),
@@ -23,7 +23,8 @@ candidates at `--candidate-threshold`, top `--candidate-k` per training image, t
 `udfs.verify.pair_features` and the rule). A hit is a (training image, benchmark image) pair; a
 false hit is any hit other than a copy and its original. Prints recall per edit type and overall,
 false hits, and each method's cost (pairs verified, seconds). `--fit` fits the rule's logistic
-regression on this seed's candidate pairs and writes it (tune on one seed, report on another).
+regression on these seeds' candidate pairs and writes it (tune on some seeds, report on another);
+`--cv K` prints out-of-fold recall over benchmark images within the given seeds, to choose features.
 """
 
 from __future__ import annotations
