@@ -1,7 +1,7 @@
 """Recall and false hits of decontamination on a labelled set of edited benchmark copies.
 
     .venv/bin/python bench/decontam_recall.py --seed 2                 # report (the rule in conf/)
-    .venv/bin/python bench/decontam_recall.py --seed 1 --fit conf/decontaminate/verifier.yaml
+    .venv/bin/python bench/decontam_recall.py --seed 1 3 --cv 5 --fit conf/decontaminate/verifier.yaml
 
 The labelled set is made here from the project's own sample generators (etl/samples): benchmark
 images of four kinds (bar/line/pie charts, documents, photographs from scikit-image, GUI screens),
@@ -23,7 +23,8 @@ candidates at `--candidate-threshold`, top `--candidate-k` per training image, t
 `udfs.verify.pair_features` and the rule). A hit is a (training image, benchmark image) pair; a
 false hit is any hit other than a copy and its original. Prints recall per edit type and overall,
 false hits, and each method's cost (pairs verified, seconds). `--fit` fits the rule's logistic
-regression on this seed's candidate pairs and writes it (tune on one seed, report on another).
+regression on these seeds' candidate pairs and writes it (tune on some seeds, report on another);
+`--cv K` prints out-of-fold recall over benchmark images within the given seeds, to choose features.
 """
 
 from __future__ import annotations
@@ -279,6 +280,21 @@ def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float 
     )
 
 
+def cross_validate(
+    features: dict[str, np.ndarray], labels: np.ndarray, bench_rows: np.ndarray, folds: int, margin: float
+) -> np.ndarray:
+    """Accepted candidate pairs when each fold of benchmark images (rows modulo `folds`, so every fold
+    holds every kind) is judged by a rule fitted on the other folds: how the rule does on benchmark
+    images it was not fitted on, within one seed, so features can be chosen without the report seed."""
+    accepted = np.zeros(len(labels), bool)
+    for fold in range(folds):
+        held_out = bench_rows % folds == fold
+        rule = fit_rule({name: values[~held_out] for name, values in features.items()}, labels[~held_out], margin)
+        scores = rule.score({name: values[held_out] for name, values in features.items()})
+        accepted[held_out] = scores >= rule.decision
+    return accepted
+
+
 def report(name: str, hits: set[tuple[int, int]], train: list[Image_], seconds: float, pairs: int) -> dict:
     truth = {(row, image.original) for row, image in enumerate(train) if image.edit not in (None, "negative")}
     print(f"\n{name}: {len(hits)} hit(s), {pairs} pair(s) verified, {seconds:.1f} s")
@@ -300,25 +316,25 @@ def report(name: str, hits: set[tuple[int, int]], train: list[Image_], seconds: 
     return {"recall": recall, "false_hits": len(false_hits), "per_edit": recalls, "seconds": seconds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--per-kind", type=int, default=5, help="benchmark images per kind (7 training images each)")
-    parser.add_argument("--candidate-threshold", type=float, default=0.3)
-    parser.add_argument("--candidate-k", type=int, default=3)
-    parser.add_argument("--threshold", type=float, default=0.95)
-    parser.add_argument("--rule", default=str(CONF_DIR / "decontaminate" / "verifier.yaml"))
-    parser.add_argument("--fit", help="fit the rule on this seed and write it to this YAML file")
-    parser.add_argument(
-        "--margin", type=float, default=1.5, help="--fit: logits between the decision and the best negative"
-    )
-    args = parser.parse_args()
+@dataclass
+class Measured:
+    """One or more seeds' labelled sets (concatenated) with both methods' inputs."""
 
+    bench: list[Image_]
+    train: list[Image_]
+    threshold_hits: set[tuple[int, int]]
+    rows: np.ndarray  # candidate pairs: training rows ...
+    bench_rows: np.ndarray  # ... and benchmark rows
+    features: dict[str, np.ndarray]
+    embed_seconds: float
+    verify_seconds: float
+
+
+def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured:
     started = time.perf_counter()
-    bench, train = labelled_set(args.seed, args.per_kind)
-    spec = EmbedderSpec()
+    bench, train = labelled_set(seed, args.per_kind)
     print(
-        f"labelled set (seed {args.seed}): {len(bench)} benchmark images, {len(train)} training images "
+        f"labelled set (seed {seed}): {len(bench)} benchmark images, {len(train)} training images "
         f"({len(train) - len(bench)} copies, {len(bench)} same-template negatives), made in "
         f"{time.perf_counter() - started:.1f} s"
     )
@@ -326,15 +342,7 @@ def main() -> None:
     bench_vectors = embed_bytes(spec, [image.data for image in bench])
     train_vectors = embed_bytes(spec, [image.data for image in train])
     embed_seconds = time.perf_counter() - started
-    print(f"SSCD whole-image embeddings: {embed_seconds:.1f} s (shared by both methods)")
-
-    started = time.perf_counter()
     exact = candidates(train_vectors, bench_vectors, args.threshold, len(bench))
-    threshold_hits = set(zip(exact.query_rows.tolist(), exact.index_rows.tolist(), strict=True))
-    threshold_report = report(
-        f"threshold (SSCD >= {args.threshold})", threshold_hits, train, time.perf_counter() - started, 0
-    )
-
     started = time.perf_counter()
     found = candidates(train_vectors, bench_vectors, args.candidate_threshold, args.candidate_k)
     rows, bench_rows = found.query_rows, found.index_rows
@@ -345,6 +353,71 @@ def main() -> None:
         [train[r].text for r in rows],
         [bench[b].text for b in bench_rows],
     )
+    threshold_hits = set(zip(exact.query_rows.tolist(), exact.index_rows.tolist(), strict=True))
+    return Measured(
+        bench, train, threshold_hits, rows, bench_rows, features, embed_seconds, time.perf_counter() - started
+    )
+
+
+def concatenated(parts: list[tuple[int, Measured]]) -> Measured:
+    """Several seeds' sets as one: each seed searched on its own (a photograph can recur across
+    seeds), its rows shifted past the previous seeds'."""
+    if len(parts) == 1:
+        return parts[0][1]
+    out = Measured([], [], set(), np.empty(0, np.int64), np.empty(0, np.int64), {}, 0.0, 0.0)
+    for seed, part in parts:
+        train_offset, bench_offset = len(out.train), len(out.bench)
+        out.bench += [Image_(f"s{seed}/{i.name}", i.data, i.text, i.kind) for i in part.bench]
+        out.train += [
+            Image_(
+                f"s{seed}/{i.name}",
+                i.data,
+                i.text,
+                i.kind,
+                i.edit,
+                None if i.original is None else i.original + bench_offset,
+            )
+            for i in part.train
+        ]
+        out.threshold_hits |= {(r + train_offset, b + bench_offset) for r, b in part.threshold_hits}
+        out.rows = np.concatenate([out.rows, part.rows + train_offset])
+        out.bench_rows = np.concatenate([out.bench_rows, part.bench_rows + bench_offset])
+        out.features = {
+            name: np.concatenate([out.features.get(name, np.empty(0, np.float32)), part.features[name]])
+            for name in part.features
+        }
+        out.embed_seconds += part.embed_seconds
+        out.verify_seconds += part.verify_seconds
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, nargs="+", default=[2], help="one or more seeds, taken together")
+    parser.add_argument("--per-kind", type=int, default=5, help="benchmark images per kind (7 training images each)")
+    parser.add_argument("--candidate-threshold", type=float, default=0.3)
+    parser.add_argument("--candidate-k", type=int, default=3)
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--rule", default=str(CONF_DIR / "decontaminate" / "verifier.yaml"))
+    parser.add_argument("--fit", help="fit the rule on these seeds and write it to this YAML file")
+    parser.add_argument("--cv", type=int, default=0, help="also print this many folds' cross-validated recall")
+    parser.add_argument(
+        "--margin", type=float, default=1.5, help="--fit: logits between the decision and the best negative"
+    )
+    args = parser.parse_args()
+
+    spec = EmbedderSpec()
+    measured = concatenated([(seed, measure(seed, args, spec)) for seed in args.seed])
+    train, rows, bench_rows, features = (
+        measured.train,
+        measured.rows,
+        measured.bench_rows,
+        measured.features,
+    )
+    seeds = " ".join(str(seed) for seed in args.seed)
+    print(f"SSCD whole-image embeddings: {measured.embed_seconds:.1f} s (shared by both methods)")
+    threshold_report = report(f"threshold (SSCD >= {args.threshold})", measured.threshold_hits, train, 0.0, 0)
+
     truth = {(row, image.original) for row, image in enumerate(train) if image.edit not in (None, "negative")}
     labels = np.array([(r, b) in truth for r, b in zip(rows.tolist(), bench_rows.tolist(), strict=True)])
     missed_by_search = len(truth - set(zip(rows.tolist(), bench_rows.tolist(), strict=True)))
@@ -352,11 +425,17 @@ def main() -> None:
         f"\ncandidates (SSCD >= {args.candidate_threshold}, top {args.candidate_k}): {len(rows)} pairs, "
         f"{int(labels.sum())} true; {missed_by_search} copies not among them"
     )
+    if args.cv:
+        accepted = cross_validate(features, labels, bench_rows, args.cv, args.margin)
+        print(
+            f"{args.cv}-fold cross-validation over benchmark images (seed {seeds}): "
+            f"{int((accepted & labels).sum())}/{int(labels.sum())} copies, {int((accepted & ~labels).sum())} false hits"
+        )
     if args.fit:
         rule = fit_rule(features, labels, args.margin)
         Path(args.fit).parent.mkdir(parents=True, exist_ok=True)
         header = (
-            f"# Fitted by bench/decontam_recall.py --seed {args.seed} --per-kind {args.per_kind} "
+            f"# Fitted by bench/decontam_recall.py --seed {seeds} --per-kind {args.per_kind} "
             f"--candidate-threshold {args.candidate_threshold} --candidate-k {args.candidate_k} --margin {args.margin}\n"
             "# score = sigmoid(bias + sum(weight * feature)), inliers as log1p; hit when score >= decision\n"
         )
@@ -368,7 +447,7 @@ def main() -> None:
     scores = rule.score(features)
     accepted = scores >= rule.decision
     verified_hits = set(zip(rows[accepted].tolist(), bench_rows[accepted].tolist(), strict=True))
-    verified_report = report("verified", verified_hits, train, time.perf_counter() - started, len(rows))
+    verified_report = report("verified", verified_hits, train, measured.verify_seconds, len(rows))
     for name in FEATURES:
         values = features[name]
         print(
@@ -376,9 +455,10 @@ def main() -> None:
             f"  others max {np.nanmax(values[~labels]) if (~labels).any() else float('nan'):.3f}"
         )
     print(
-        f"\nsummary: threshold recall {threshold_report['recall']:.3f} / false hits {threshold_report['false_hits']}; "
-        f"verified recall {verified_report['recall']:.3f} / false hits {verified_report['false_hits']}; "
-        f"verified cost {len(rows)} pairs, {verified_report['seconds']:.1f} s (+ {embed_seconds:.1f} s embedding)"
+        f"\nsummary (seed {seeds}): threshold recall {threshold_report['recall']:.3f} / false hits "
+        f"{threshold_report['false_hits']}; verified recall {verified_report['recall']:.3f} / false hits "
+        f"{verified_report['false_hits']}; verified cost {len(rows)} pairs, {measured.verify_seconds:.1f} s "
+        f"(+ {measured.embed_seconds:.1f} s embedding)"
     )
 
 

@@ -135,6 +135,7 @@ EVIDENCE_LABELS = {
     "tiles_changed": "aligned tiles with other content",
     "occluder_fill": "largest occluded region: fill of its box",
     "occluder_scattered": "occluded tiles outside it",
+    "residual_peak": "worst tile's grey-level difference away from it",
 }
 
 

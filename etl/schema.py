@@ -136,6 +136,7 @@ EVIDENCE = StructType(
                 "tiles_changed",
                 "occluder_fill",
                 "occluder_scattered",
+                "residual_peak",
             )
         ),
         StructField("score", FloatType()),

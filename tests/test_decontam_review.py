@@ -44,6 +44,7 @@ def test_verified_hits_show_their_evidence_and_threshold_hits_none(tmp_path):
         "tiles_changed": 0.0,
         "occluder_fill": 1.0,
         "occluder_scattered": 0.0,
+        "residual_peak": 3.2,
         "score": 0.9912,
         "decision": 0.9,
     }
@@ -62,4 +63,5 @@ def test_verified_hits_show_their_evidence_and_threshold_hits_none(tmp_path):
     assert (
         "aligned tiles that agree</td><td>0.970<" in table
         and "aligned tiles with other content</td><td>0.000<" in table
+        and "grey-level difference away from it</td><td>3<" in table
     )

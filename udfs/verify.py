@@ -21,19 +21,8 @@ decides:
   to a text overlay, the low percentile sees the few blocks where a same-template image differs.
 - `text_overlap`: where both sides have text, the share of the benchmark text's word 3-grams found
   in the training text (1.0 for a normalised exact match); 0 where either side has none.
-- `aligned_coverage`, `tiles_agree`, `tiles_occluded`, `tiles_changed`, `occluder_fill`,
-  `occluder_scattered` (`tile_evidence`): the training image is aligned onto the benchmark image by
-  the best of three maps (a plain resize; a similarity transform from SIFT matches with Lowe's ratio
-  test and RANSAC, scale invariant unlike ORB; the translation of a crop or a padded copy found by
-  template matching), both are compared at the lower of their two resolutions after a global linear
-  brightness/contrast fit, and the benchmark image is cut into up to TILE_BLOCKS x TILE_BLOCKS tiles,
-  each *agreeing* (correlation >= 0.9, or both flat at one level), *occluded* (another level, or
-  texture on one side only: a caption band or a sticker over a copy) or *changed* (texture on both
-  sides that does not correlate, away from any occluded tile: other text or data in the same
-  template). `aligned_coverage` is the share of the benchmark image the training image covers; the
-  `tiles_*` are shares of the covered tiles; `occluder_fill` is how much of its bounding box the
-  largest occluded region fills (a band fills it, the tops of other bars do not) and
-  `occluder_scattered` the share of occluded tiles outside it.
+- the aligned tile evidence (`udfs.tiles`, TILE_FEATURES): the training image aligned onto the
+  benchmark image (resize, SIFT similarity or template shift) and compared tile by tile.
 
 Images are decoded and embedded once per distinct image of a batch, so a batch of pairs costs
 O(images x views) model calls, O(images) ORB and SIFT extractions and O(pairs) matchings.
@@ -51,15 +40,8 @@ import numpy as np
 from PIL import Image
 
 from udfs.sscd import MAX_DECODE_PIXELS, RESIZE_FILTER, EmbedderSpec, get_embedder
+from udfs.tiles import TILE_FEATURES, sift_keypoints, tile_evidence
 
-TILE_FEATURES = (
-    "aligned_coverage",
-    "tiles_agree",
-    "tiles_occluded",
-    "tiles_changed",
-    "occluder_fill",
-    "occluder_scattered",
-)
 FEATURES = (
     "sscd_whole",
     "sscd_views",
@@ -75,16 +57,6 @@ MATCH_SIDE = 512  # both images are resized so that their longer side is this lo
 NCC_SIDE = 256  # the largest grid the aligned images are compared on
 NCC_BLOCKS = 8  # blocks per side for the block-wise correlation
 MIN_INLIERS = 8
-SIFT_SIDE = 512  # SIFT runs with the longer side at this length (smaller images are upscaled)
-TILE_GRID_SIDE = 640  # the largest grid the aligned images are compared on, tile by tile
-TILE_BLOCKS = 32  # tiles per side at most (fewer for small images: at least 6 pixels a tile)
-MIN_TILES = 16
-TILE_AGREE = 0.9  # tile correlation from which two textured tiles agree
-FLAT_STD = 4.0  # grey-level standard deviation under which a tile is flat
-LEVEL_DIFF = 24.0  # mean grey levels further apart than this: one side is occluded
-# What a pair has when no alignment covers enough of the benchmark image: no agreement at all.
-NO_TILES = {"aligned_coverage": 0.0, "tiles_agree": 0.0, "tiles_occluded": 0.0, "tiles_changed": 1.0}
-NO_TILES |= {"occluder_fill": 0.0, "occluder_scattered": 1.0}
 
 
 # ---- decoding and views ---------------------------------------------------------------------
@@ -248,198 +220,6 @@ def aligned_ncc(train: np.ndarray, bench: np.ndarray, geometry: Geometry) -> tup
     return best
 
 
-# ---- tile evidence after alignment ------------------------------------------------------------
-
-
-def _sift(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """SIFT keypoints (in the image's own pixels) and descriptors, found at SIFT_SIDE."""
-    import cv2
-
-    scale = SIFT_SIDE / max(grey.shape)
-    size = (max(8, round(grey.shape[1] * scale)), max(8, round(grey.shape[0] * scale)))
-    working = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=2000).detectAndCompute(working, None)  # type: ignore[attr-defined]  # cv2's stubs omit SIFT_create
-    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2) / scale
-    return points, descriptors
-
-
-def sift_similarity(train_sift, bench_sift) -> np.ndarray | None:
-    """A 2x3 similarity transform (scale, rotation, shift) from training to benchmark pixels, from
-    SIFT matches (ratio test 0.8) and RANSAC; None without at least 6 consistent matches."""
-    import cv2
-
-    (train_points, train_desc), (bench_points, bench_desc) = train_sift, bench_sift
-    if train_desc is None or bench_desc is None or len(train_desc) < 2 or len(bench_desc) < 2:
-        return None
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(train_desc, bench_desc, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
-    if len(good) < 6:
-        return None
-    source = train_points[[m.queryIdx for m in good]]
-    target = bench_points[[m.trainIdx for m in good]]
-    matrix, mask = cv2.estimateAffinePartial2D(
-        source, target, method=cv2.RANSAC, ransacReprojThreshold=3.0, maxIters=5000
-    )
-    if matrix is None or int(mask.sum()) < 6 or not 0.1 < math.sqrt(abs(np.linalg.det(matrix[:, :2]))) < 10:
-        return None
-    return matrix
-
-
-def resize_map(train: np.ndarray, bench: np.ndarray) -> np.ndarray:
-    """The map that stretches the whole training image onto the whole benchmark image."""
-    return np.array([[bench.shape[1] / train.shape[1], 0, 0], [0, bench.shape[0] / train.shape[0], 0]])
-
-
-def template_shift(train: np.ndarray, bench: np.ndarray) -> np.ndarray | None:
-    """The translation (at scale 1) that puts the smaller image where it best matches inside the
-    larger: a crop of the benchmark image, or a padded copy around it. None when neither contains
-    the other."""
-    import cv2
-
-    if train.shape == bench.shape:
-        return None
-    if train.shape[0] <= bench.shape[0] and train.shape[1] <= bench.shape[1]:
-        small, large, sign = train, bench, 1
-    elif train.shape[0] >= bench.shape[0] and train.shape[1] >= bench.shape[1]:
-        small, large, sign = bench, train, -1
-    else:
-        return None
-    if small.std() < 1:
-        return None
-    scale = min(1.0, 192 / max(large.shape))
-
-    def shrunk(grey: np.ndarray) -> np.ndarray:
-        size = (max(4, round(grey.shape[1] * scale)), max(4, round(grey.shape[0] * scale)))
-        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-
-    coarse_small, coarse_large = shrunk(small), shrunk(large)
-    if coarse_small.shape[0] > coarse_large.shape[0] or coarse_small.shape[1] > coarse_large.shape[1]:
-        return None
-    _, _, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(coarse_large, coarse_small, cv2.TM_CCOEFF_NORMED))
-    # refine at full resolution in a window of a few pixels around the coarse position
-    x, y, pad = round(x / scale), round(y / scale), math.ceil(2 / scale)
-    top, left = max(0, y - pad), max(0, x - pad)
-    window = large[top : y + small.shape[0] + pad, left : x + small.shape[1] + pad]
-    if window.shape[0] >= small.shape[0] and window.shape[1] >= small.shape[1]:
-        _, _, _, (dx, dy) = cv2.minMaxLoc(cv2.matchTemplate(window, small, cv2.TM_CCOEFF_NORMED))
-        x, y = left + dx, top + dy
-    return np.array([[1.0, 0, sign * x], [0, 1.0, sign * y]])
-
-
-def _tile_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(np.add.reduceat(values, rows, axis=0), cols, axis=1)
-
-
-def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> tuple[float, np.ndarray | None]:
-    """(coverage, states): the training image (grey) mapped by `matrix` (training -> benchmark
-    pixels) onto the benchmark image, compared at the lower of the two resolutions; states per tile:
-    -1 not covered, 1 agree, 2 occluded, 3 changed. None when under 64 pixels are covered."""
-    import cv2
-
-    height, width = bench.shape
-    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
-    longer = max(height, width)
-    grid = min(TILE_GRID_SIDE, longer, longer / scale) / longer  # benchmark pixels -> grid pixels
-    target = cv2.resize(
-        bench, (max(8, round(width * grid)), max(8, round(height * grid))), interpolation=cv2.INTER_AREA
-    )
-    factor = grid * scale  # training pixels -> grid pixels
-    size = (max(2, round(train.shape[1] * factor)), max(2, round(train.shape[0] * factor)))
-    source = cv2.resize(train, size, interpolation=cv2.INTER_AREA)
-    shrink = np.diag([source.shape[1] / train.shape[1], source.shape[0] / train.shape[0], 1.0])
-    mapping = (np.diag([grid, grid, 1.0]) @ np.vstack([matrix, [0, 0, 1]]) @ np.linalg.inv(shrink))[:2]
-    rows_, cols_ = target.shape
-    warped = cv2.warpAffine(source, mapping, (cols_, rows_), flags=cv2.INTER_LINEAR)
-    covered = cv2.warpAffine(np.full(source.shape, 255, np.uint8), mapping, (cols_, rows_), flags=cv2.INTER_NEAREST)
-    cover = cv2.erode((covered > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    coverage = float(cover.mean())
-    if cover.sum() < 64:
-        return coverage, None
-    a = cv2.GaussianBlur(warped, (3, 3), 0).astype(np.float64)
-    b = cv2.GaussianBlur(target, (3, 3), 0).astype(np.float64)
-    # brightness and contrast: b ~ gain * a + offset, refitted without the worst fifth of residuals
-    x, y = a[cover], b[cover]
-    keep = np.ones(len(x), bool)
-    for _ in range(2):
-        design = np.stack([x[keep], np.ones(int(keep.sum()))], 1)
-        (gain, offset), *_ = np.linalg.lstsq(design, y[keep], rcond=None)
-        residual = np.abs(gain * x + offset - y)
-        keep = residual <= max(4.0, float(np.percentile(residual, 80)))
-    weight = cover.astype(np.float64)
-    a, b = (gain * a + offset) * weight, b * weight
-    blocks = int(min(TILE_BLOCKS, max(4, min(rows_, cols_) // 6)))
-    rows, cols = np.linspace(0, rows_, blocks + 1).astype(int)[:-1], np.linspace(0, cols_, blocks + 1).astype(int)[:-1]
-    count, area = _tile_sums(weight, rows, cols), _tile_sums(np.ones_like(weight), rows, cols)
-    n = np.maximum(count, 1)
-    mean_a, mean_b = _tile_sums(a, rows, cols) / n, _tile_sums(b, rows, cols) / n
-    var_a = np.maximum(_tile_sums(a * a, rows, cols) / n - mean_a**2, 0)
-    var_b = np.maximum(_tile_sums(b * b, rows, cols) / n - mean_b**2, 0)
-    correlation = (_tile_sums(a * b, rows, cols) / n - mean_a * mean_b) / np.sqrt(np.maximum(var_a * var_b, 1e-9))
-    std_a, std_b, level = np.sqrt(var_a), np.sqrt(var_b), np.abs(mean_a - mean_b)
-    flat_a, flat_b = std_a < FLAT_STD, std_b < FLAT_STD
-    both_flat = flat_a & flat_b
-    one_sided = flat_a | flat_b | (np.maximum(std_a, std_b) > 2.5 * np.minimum(std_a, std_b))
-    states = np.where(
-        both_flat,
-        np.where(level > LEVEL_DIFF, 2, 1),
-        np.where((level > LEVEL_DIFF) | one_sided, 2, np.where(correlation >= TILE_AGREE, 1, 3)),
-    ).astype(np.int8)
-    states[count < 0.9 * area] = -1
-    return coverage, states
-
-
-def summarise_tiles(coverage: float, states: np.ndarray) -> dict[str, float]:
-    """TILE_FEATURES of one alignment's tile states (see the module docstring)."""
-    import cv2
-
-    covered = int((states >= 0).sum())
-    if covered == 0:
-        return {**NO_TILES, "aligned_coverage": coverage}
-    occluded = (states == 2).astype(np.uint8)
-    near_occluded = cv2.dilate(occluded, np.ones((3, 3), np.uint8)) > 0  # a band's edge tiles are partly covered
-    changed = (states == 3) & ~near_occluded
-    count, _, stats, _ = cv2.connectedComponentsWithStats(occluded, connectivity=8)
-    fill, scattered = 1.0, 0.0
-    if count > 1:
-        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        size = int(stats[largest, cv2.CC_STAT_AREA])
-        fill = size / float(stats[largest, cv2.CC_STAT_WIDTH] * stats[largest, cv2.CC_STAT_HEIGHT])
-        scattered = (int(occluded.sum()) - size) / covered
-    return {
-        "aligned_coverage": coverage,
-        "tiles_agree": float((states == 1).sum()) / covered,
-        "tiles_occluded": float(occluded.sum()) / covered,
-        "tiles_changed": float(changed.sum()) / covered,
-        "occluder_fill": float(fill),
-        "occluder_scattered": float(scattered),
-        "_tiles": covered,
-    }
-
-
-def tile_evidence(train: np.ndarray, bench: np.ndarray, train_sift=None, bench_sift=None) -> dict[str, float]:
-    """TILE_FEATURES of the best of the three alignments of two grey images: the one that covers
-    half of the benchmark image with MIN_TILES tiles and has the most agreeing less changed tiles."""
-    train_sift = train_sift or _sift(train)
-    bench_sift = bench_sift or _sift(bench)
-    best: tuple[tuple[bool, float], dict[str, float]] | None = None
-    for matrix in (resize_map(train, bench), sift_similarity(train_sift, bench_sift), template_shift(train, bench)):
-        if matrix is None:
-            continue
-        coverage, states = tile_states(train, bench, matrix)
-        if states is None:
-            continue
-        summary = summarise_tiles(coverage, states)
-        key = (
-            summary["aligned_coverage"] >= 0.5 and summary.get("_tiles", 0) >= MIN_TILES,
-            summary["tiles_agree"] - summary["tiles_changed"],
-        )
-        if best is None or key > best[0]:
-            best = (key, summary)
-    if best is None:
-        return dict(NO_TILES)
-    return {name: best[1][name] for name in TILE_FEATURES}
-
-
 # ---- text -----------------------------------------------------------------------------------
 
 
@@ -483,7 +263,7 @@ def pair_features(
     greys = {blob: _grey_at(pixels[blob], MATCH_SIDE) for blob in images}
     keypoints = {blob: _orb(greys[blob]) for blob in images}
     full_greys = {blob: _full_grey(pixels[blob]) for blob in images}
-    sifts = {blob: _sift(full_greys[blob]) for blob in images}
+    sifts = {blob: sift_keypoints(full_greys[blob]) for blob in images}
     for row, (train_blob, bench_blob) in enumerate(zip(train_images, bench_images, strict=True)):
         if train_blob not in view_of or bench_blob not in view_of:
             continue
