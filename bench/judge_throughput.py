@@ -15,7 +15,7 @@ import json
 import time
 
 from etl.config import PROJECT_ROOT, load_config
-from etl.jobs.rate import judge_spec
+from etl.specs import judge_spec
 from udfs.judge import JudgeRequest, TransformersBackend, load_prompts
 
 TEXT_AXES = ("formatting", "relevance", "visual_dependency")

@@ -282,12 +282,13 @@ def write_synthetic_embeddings(run) -> None:
     import pandas as pd
 
     from etl import tables
-    from etl.jobs.embed import EMBEDDING_CONSTRAINTS, embedder_spec
+    from etl.jobs.embed import EMBEDDING_CONSTRAINTS
     from etl.schema import IMAGE_EMBEDDINGS
+    from etl.specs import embedder_spec
     from etl.stages.embed import images_to_embed
     from udfs.sscd import model_id
 
-    model = model_id(embedder_spec(run))
+    model = model_id(embedder_spec(run.config))
     with run.stage("embed") as report:
         frames = [run.read_input(report, "silver_samples"), run.read_input(report, "benchmark_items")]
         images = images_to_embed(frames, None, model)  # the embed stage's own selection of images

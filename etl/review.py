@@ -24,9 +24,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType
 
-from etl import tables
 from etl.config import PipelineConfig
 from etl.preview import _thumbnail
+from etl.runs import read_pinned
 
 THUMBNAIL_SIZE = 240
 GRID_THUMBNAIL_SIZE = 160
@@ -44,22 +44,6 @@ img{max-width:240px;max-height:240px;display:block;margin-bottom:.3em}
 .cluster{border:1px solid #ccc;margin:.8em 0;padding:.5em} .grid{display:flex;flex-wrap:wrap;gap:.5em}
 .cell{width:170px;font-size:80%;border:2px solid transparent;padding:2px} .cell img{max-width:160px;max-height:160px}
 .representative{border-color:#c60} .badge{color:#c60;font-weight:bold} code{font-size:90%}"""
-
-
-def _producer(name: str) -> str:
-    from etl.jobs import STAGES
-
-    return next((stage.name for stage in STAGES if name in stage.writes), "the pipeline")
-
-
-def _pinned(spark: SparkSession, config: PipelineConfig, name: str) -> tuple[DataFrame, int]:
-    """The table at its current version, or a ValueError naming it and the stage that writes it."""
-    ref = tables.TableRef.of(config, name)
-    version = tables.current_version(spark, ref)
-    if version is None:
-        stage = _producer(name)
-        raise ValueError(f"table {name} ({ref}) does not exist; run `finevision {stage}` first")
-    return tables.read(spark, ref, version), version
 
 
 def _thumbnails(size: int):
@@ -274,9 +258,8 @@ class _Inputs:
 
 
 def _inputs(spark: SparkSession, config: PipelineConfig, names: list[str]) -> _Inputs:
-    frames, versions = {}, {}
-    for name in names:
-        frames[name], versions[name] = _pinned(spark, config, name)
+    versions: dict[str, int] = {}
+    frames = {name: read_pinned(spark, config, name, versions) for name in names}
     return _Inputs(frames, versions)
 
 

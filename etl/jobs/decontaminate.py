@@ -12,11 +12,11 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import CONF_DIR, ConfigError
-from etl.jobs.embed import embedder_spec
 from etl.resources import task_cpus
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, REMOVED_SAMPLES
 from etl.sources.files import ArrowFiles
+from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
 from udfs.knn import build_index, index_fingerprint, serialize_index, vectors_from_arrow
 from udfs.sscd import model_id
@@ -55,7 +55,7 @@ def verifier_rule(run: PipelineRun) -> VerifierRule:
 
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.decontaminate
-    model = model_id(embedder_spec(run))
+    model = model_id(embedder_spec(run.config))
     method = f"sscd-faiss-{settings.index}" if settings.method == "threshold" else "sscd-verified"
     with run.stage("decontaminate") as report:
         silver = run.read_input(report, "silver_samples")
@@ -103,7 +103,7 @@ def run(run: PipelineRun) -> None:
                     pairs,
                     silver,
                     items,
-                    embedder_spec(run, task_cpus(run.spark, None)),
+                    embedder_spec(run.config, task_cpus(run.spark, None)),
                     verifier_rule(run),
                     model,
                     method,

@@ -14,25 +14,19 @@ from etl.resources import stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import IMAGE_EMBEDDINGS
 from etl.sources.base import Reason
-from etl.specs import embedder_spec as spec_of
+from etl.specs import embedder_spec
 from etl.stages.embed import embed_images, images_to_embed
 from etl.stages.quarantine import counts_by_reason, image_rejections
-from udfs.sscd import EmbedderSpec, model_id
+from udfs.sscd import model_id
 
 ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 EMBEDDING_CONSTRAINTS = {"embedding_is_512_d": "size(embedding) = 512"}
 
 
-def embedder_spec(run: PipelineRun, threads: int = 1) -> EmbedderSpec:
-    """`etl.specs.embedder_spec` of the run's configuration, kept for etl/jobs/decontaminate.py and
-    bench/scale.py, which import it from here."""
-    return spec_of(run.config, threads)
-
-
 def run(run: PipelineRun) -> None:
     spark, config = run.spark, run.config
     profile = stage_resource_profile(spark, "embed")  # GPUs per task on a GPU cluster, else None
-    spec = spec_of(config, task_cpus(run.spark, profile))
+    spec = embedder_spec(config, task_cpus(run.spark, profile))
     model = model_id(spec)
     with run.stage("embed") as report:
         frames = [run.read_input(report, "silver_samples"), run.read_input(report, "benchmark_items")]

@@ -26,7 +26,6 @@ from etl.resources import default_parallelism, stage_resource_profile, task_cpus
 from etl.runs import PipelineRun
 from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
 from etl.specs import axis_judges, configured_judges
-from etl.specs import judge_spec as judge_spec  # bench/judge_throughput.py imports it from here
 from etl.stages import rate as stage
 from udfs.judge import (
     NO_IMAGE,
