@@ -382,8 +382,11 @@ def _shuffle_bytes(ui_url: str | None, job_group: str) -> int | None:
         return None
 
 
-def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[str]) -> dict:
-    """Run every stage on the corpus under root (in this process); per stage: rows, seconds, peaks."""
+def measure(
+    root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[str], only: list[str] | None = None
+) -> dict:
+    """Run every stage (or the stages in `only`, on the tables an earlier run left) on the corpus
+    under root (in this process); per stage: rows, seconds, peaks."""
     from etl.config import load_config
     from etl.jobs import STAGES
     from etl.runs import PipelineRun
@@ -415,6 +418,8 @@ def measure(root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[s
     results = {}
     try:
         for stage in STAGES:
+            if only and stage.name not in only:
+                continue
             note = ""
             started = time.perf_counter()
             if stage.name == "embed" and n > embed_real_max:
@@ -517,14 +522,26 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="take a size's figures from its result.json of an earlier run with the same settings instead of rerunning it",
     )
+    parser.add_argument(
+        "--stages",
+        help="rerun only these stages (comma-separated) on the lakehouse an earlier run of the size left, "
+        "keeping that run's figures for the other stages (e.g. to measure one stage after a change)",
+    )
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process of one size
     args = parser.parse_args(argv)
     if args.one_size:
+        only = args.stages.split(",") if args.stages else None
         result = measure(
-            args.workdir / str(args.one_size), args.one_size, args.embed_real_max, args.rate_max, args.sets
+            args.workdir / str(args.one_size), args.one_size, args.embed_real_max, args.rate_max, args.sets, only
         )
         print("RESULT " + json.dumps(result))
         return
+    if args.stages:
+        from etl.jobs import STAGES
+
+        unknown = set(args.stages.split(",")) - {stage.name for stage in STAGES}
+        if unknown:
+            raise SystemExit(f"--stages: no stage named {', '.join(sorted(unknown))}")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         root = args.workdir / str(n)
@@ -534,8 +551,12 @@ def main(argv: list[str] | None = None) -> None:
             "rate": n <= args.rate_max,
             "sets": args.sets,
         }
-        earlier = _earlier_result(root, settings) if args.reuse else None
-        if earlier is not None:
+        earlier = _earlier_result(root, settings) if args.reuse or args.stages else None
+        if args.stages and (earlier is None or not (root / "lake").is_dir()):
+            raise SystemExit(
+                f"--stages needs an earlier run of size {n} with the same settings (its result.json and lake)"
+            )
+        if earlier is not None and not args.stages:
             print(f"size {n}: figures of an earlier run reused from {root / 'result.json'}", flush=True)
             results.append(earlier)
             continue
@@ -546,7 +567,8 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             generate(root, n, args.seed)
             print(f"generated {n} samples under {root} in {time.perf_counter() - started:.0f} s", flush=True)
-        shutil.rmtree(root / "lake", ignore_errors=True)
+        if not args.stages:
+            shutil.rmtree(root / "lake", ignore_errors=True)
         command = [
             sys.executable,
             __file__,
@@ -559,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
             "--rate-max",
             str(args.rate_max),
             *(f"--set={s}" for s in args.sets),
+            *([f"--stages={args.stages}"] if args.stages else []),
         ]
         child = subprocess.run(
             command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())}
@@ -566,7 +589,10 @@ def main(argv: list[str] | None = None) -> None:
         lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
         if child.returncode or not lines:
             raise SystemExit(f"size {n} failed (exit {child.returncode}); see the output above")
-        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
+        result = json.loads(lines[-1].removeprefix("RESULT "))
+        if earlier is not None:  # --stages: the rerun stages' figures replace the earlier run's
+            result = {**earlier, "stages": {**earlier["stages"], **result["stages"]}}
+        results.append(result)
         (root / "result.json").write_text(json.dumps({**results[-1], "settings": settings}))
         print(f"size {n} done: {root / 'result.json'}", flush=True)
     report(results)
