@@ -87,7 +87,10 @@ def run(run: PipelineRun) -> None:
                 ),
                 "index_row long, bench_image_id string",
             )
-            train_embeddings = embeddings.join(training.select("image_id").distinct(), "image_id")
+            # Every embedding of the model is searched, and only the few hits meet the training images
+            # (in image_hits / image_pairs): joining the embeddings to the training ids first would
+            # shuffle every 2 KB vector once the ids outgrow a broadcast.
+            train_embeddings = embeddings
             if settings.method == "threshold":
                 found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
                 image_hits = stage.image_hits(
