@@ -181,6 +181,8 @@ REMOVED_SAMPLES = StructType(
 )
 
 
+# The judges' rating axes, in the order of subset_stats' rating columns.
+RATING_AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 RELEASE_IMAGE = StructType([StructField("bytes", BinaryType()), StructField("path", StringType())])
 GOLD_RATING_AXES = ("relevance", "formatting", "visual_dependency", "image_correspondence")
 
@@ -272,5 +274,58 @@ EVAL_PREDICTIONS = StructType(
         StructField("prediction", StringType()),
         StructField("choice", StringType()),  # the option letter a multiple-choice prediction chose
         StructField("score", DoubleType()),
+    ]
+)
+
+# `finevision analyze`: FineVision's per-subset table, per subset, per category and in total
+# (etl/stages/corpus_stats.py).
+SUBSET_STATS = StructType(
+    [
+        StructField("level", StringType(), nullable=False),  # subset | category | total
+        StructField("name", StringType(), nullable=False),  # the subset, the category, or "*"
+        StructField("category", StringType()),  # the subset's category (null for total)
+        StructField("samples", LongType()),
+        StructField("images", LongType()),  # image occurrences, as FineVision counts them
+        StructField("turns", LongType()),
+        StructField("question_tokens", LongType()),
+        StructField("answer_tokens", LongType()),
+        StructField("sample_share", DoubleType()),  # of all samples
+        StructField("answer_token_share", DoubleType()),  # of all answer tokens
+        StructField("images_per_sample", DoubleType()),
+        StructField("turns_per_sample", DoubleType()),
+        StructField("side_p10", IntegerType()),  # longest image side, pixels
+        StructField("side_p50", IntegerType()),
+        StructField("side_p90", IntegerType()),
+        StructField("megapixels_p50", DoubleType()),
+        StructField("exact_duplicate_share", DoubleType()),  # samples sharing an image_id with another sample
+        StructField("near_duplicate_share", DoubleType()),  # samples with an image in a near-duplicate cluster
+        StructField("contaminated_sample_rate", DoubleType()),
+        StructField("contaminated_image_rate", DoubleType()),  # distinct images with an SSCD hit / distinct images
+        *[StructField(f"rating_{axis}", DoubleType()) for axis in RATING_AXES],  # mean score over rated turns
+    ]
+)
+
+# `finevision analyze`: the diversity of SSCD embeddings per subset, category and in total
+# (etl/stages/diversity.py).
+DIVERSITY_METRICS = StructType(
+    [
+        StructField("level", StringType(), nullable=False),  # subset | category | total
+        StructField("name", StringType(), nullable=False),
+        StructField("images", LongType()),  # distinct images with an embedding
+        StructField("dimension", IntegerType()),
+        StructField("effective_rank", DoubleType()),
+        StructField("participation_ratio", DoubleType()),
+        StructField("diversity_score", DoubleType()),
+        StructField("model_id", StringType()),
+    ]
+)
+
+# `finevision analyze`: unified GUI actions per subset (etl/stages/gui_stats.py).
+ACTION_STATS = StructType(
+    [
+        StructField("subset", StringType(), nullable=False),
+        StructField("action", StringType(), nullable=False),
+        StructField("count", LongType()),
+        StructField("share", FloatType()),
     ]
 )

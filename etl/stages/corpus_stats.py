@@ -14,47 +14,17 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import (
-    DoubleType,
     FloatType,
-    IntegerType,
     LongType,
-    StringType,
     StructField,
     StructType,
 )
 
-from etl.schema import require_columns
+from etl.schema import RATING_AXES, require_columns
 from udfs.tokens import count_tokens, load_tokenizer
 
-RATING_AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 LEVELS = ("subset", "category", "total")
 TOTAL = "*"
-
-SUBSET_STATS = StructType(
-    [
-        StructField("level", StringType(), nullable=False),  # subset | category | total
-        StructField("name", StringType(), nullable=False),  # the subset, the category, or "*"
-        StructField("category", StringType()),  # the subset's category (null for total)
-        StructField("samples", LongType()),
-        StructField("images", LongType()),  # image occurrences, as FineVision counts them
-        StructField("turns", LongType()),
-        StructField("question_tokens", LongType()),
-        StructField("answer_tokens", LongType()),
-        StructField("sample_share", DoubleType()),  # of all samples
-        StructField("answer_token_share", DoubleType()),  # of all answer tokens
-        StructField("images_per_sample", DoubleType()),
-        StructField("turns_per_sample", DoubleType()),
-        StructField("side_p10", IntegerType()),  # longest image side, pixels
-        StructField("side_p50", IntegerType()),
-        StructField("side_p90", IntegerType()),
-        StructField("megapixels_p50", DoubleType()),
-        StructField("exact_duplicate_share", DoubleType()),  # samples sharing an image_id with another sample
-        StructField("near_duplicate_share", DoubleType()),  # samples with an image in a near-duplicate cluster
-        StructField("contaminated_sample_rate", DoubleType()),
-        StructField("contaminated_image_rate", DoubleType()),  # distinct images with an SSCD hit / distinct images
-        *[StructField(f"rating_{axis}", DoubleType()) for axis in RATING_AXES],  # mean score over rated turns
-    ]
-)
 
 _TOKENS = StructType([StructField("question_tokens", LongType()), StructField("answer_tokens", LongType())])
 

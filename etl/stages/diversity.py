@@ -25,7 +25,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BinaryType,
-    DoubleType,
     IntegerType,
     LongType,
     StringType,
@@ -33,20 +32,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.schema import require_columns
-
-DIVERSITY_METRICS = StructType(
-    [
-        StructField("level", StringType(), nullable=False),  # subset | category | total
-        StructField("name", StringType(), nullable=False),
-        StructField("images", LongType()),  # distinct images with an embedding
-        StructField("dimension", IntegerType()),
-        StructField("effective_rank", DoubleType()),
-        StructField("participation_ratio", DoubleType()),
-        StructField("diversity_score", DoubleType()),
-        StructField("model_id", StringType()),
-    ]
-)
+from etl.schema import DIVERSITY_METRICS, require_columns
 
 # Published in the FineVision paper (effective rank, participation ratio, diversity), d = 512.
 PUBLISHED = {

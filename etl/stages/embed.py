@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from etl.schema import require_columns
+from etl.schema import IMAGE_EMBEDDINGS, require_columns
 from udfs.sscd import EmbedderSpec, embed_bytes
 
 
@@ -57,15 +56,6 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
     return reduce(DataFrame.unionByName, fetched)
 
 
-EMBEDDED = StructType(
-    [
-        StructField("image_id", StringType()),
-        StructField("model_id", StringType()),
-        StructField("embedding", ArrayType(FloatType())),
-    ]
-)
-
-
 def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None) -> DataFrame:
     """(image_id, model_id, embedding); embedding is null where the image does not decode.
 
@@ -83,4 +73,4 @@ def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None
                 }
             )
 
-    return images.select("image_id", "bytes").mapInPandas(sscd, EMBEDDED, profile=profile)
+    return images.select("image_id", "bytes").mapInPandas(sscd, IMAGE_EMBEDDINGS, profile=profile)
