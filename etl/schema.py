@@ -8,6 +8,8 @@ its bytes), `width` and `height`; the gold export projects it back to the releas
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     ArrayType,
@@ -35,6 +37,11 @@ CATEGORIES = (
     "Science",
     "Text-only",
 )
+
+# The judges' rating axes, the one list (config validates `rate.axes` against it); RATING_AXES is the
+# order of turn_ratings' axes and of subset_stats' rating columns.
+Axis = Literal["formatting", "relevance", "visual_dependency", "image_correspondence"]
+RATING_AXES: tuple[str, ...] = get_args(Axis)
 
 IMAGE = StructType(
     [
@@ -181,10 +188,9 @@ REMOVED_SAMPLES = StructType(
 )
 
 
-# The judges' rating axes, in the order of subset_stats' rating columns.
-RATING_AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 RELEASE_IMAGE = StructType([StructField("bytes", BinaryType()), StructField("path", StringType())])
-GOLD_RATING_AXES = ("relevance", "formatting", "visual_dependency", "image_correspondence")
+# gold_samples (and the release) list the rating columns relevance first, then the others in order.
+GOLD_RATING_AXES = ("relevance", *(axis for axis in RATING_AXES if axis != "relevance"))
 
 # The FineVision release columns first, then what this project adds (see etl/stages/export.py).
 GOLD_SAMPLES = StructType(

@@ -32,15 +32,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from etl.reference import DIVERSITY as PUBLISHED  # noqa: F401  # etl/report.py imports it from here
 from etl.schema import DIVERSITY_METRICS, require_columns
-
-# Published in the FineVision paper (effective rank, participation ratio, diversity), d = 512.
-PUBLISHED = {
-    "The Cauldron": (324.05, 129.22, 0.400),
-    "LLaVA-Vision": (267.89, 87.05, 0.298),
-    "Cambrian-7M": (359.73, 152.70, 0.458),
-    "FineVision": (359.22, 182.52, 0.500),
-}
 
 _PARTIAL = StructType(
     [
