@@ -221,7 +221,7 @@ class RateConfig(Strict):
         None, description="judge prompts, one <axis>.md each; null = the packaged conf/prompts/judge"
     )
     max_turns_per_subset: int | None = Field(
-        None, gt=0, description="rate a fixed sample of this many turns per subset; null = every turn"
+        2, gt=0, description="rate a fixed sample of this many turns per subset (CPU default); null = every turn"
     )
     max_text_chars: int = Field(6000, gt=0, description="question and answer are clipped to this in prompts")
     commit_rows: int = Field(2000, gt=0, description="ratings per Delta commit: a killed run loses at most one chunk")
