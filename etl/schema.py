@@ -8,9 +8,11 @@ its bytes), `width` and `height`; the gold export projects it back to the releas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -41,7 +43,7 @@ CATEGORIES = (
 # The judges' rating axes, the one list (config validates `rate.axes` against it); RATING_AXES is the
 # order of turn_ratings' axes and of subset_stats' rating columns.
 Axis = Literal["formatting", "relevance", "visual_dependency", "image_correspondence"]
-RATING_AXES: tuple[str, ...] = get_args(Axis)
+RATING_AXES: tuple[Axis, ...] = get_args(Axis)
 
 IMAGE = StructType(
     [
@@ -214,6 +216,24 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs columns {missing}; the input has {df.columns}")
+
+
+def image_occurrences(
+    samples: DataFrame, *columns: str, fields: Sequence[str] = ("image_id",), position: bool = False
+) -> DataFrame:
+    """One row per image of each sample (none for a sample without images): the sample's `columns`,
+    then `position` (the image's index in `images`) when asked, then the image struct's `fields`.
+
+    Only `fields` are taken out of the image structs before the explode: bytes travel only when asked.
+
+        image_occurrences(silver, "sample_id", "subset")   # (sample_id, subset, image_id)
+    """
+    require_columns(samples, [*columns, "images"], "image_occurrences")
+    image = F.transform("images", lambda i: F.struct(*[i[field].alias(field) for field in fields]))
+    exploded = F.posexplode(image).alias("position", "image") if position else F.explode(image).alias("image")
+    return samples.select(*columns, exploded).select(
+        *columns, *(["position"] if position else []), *[F.col("image")[field].alias(field) for field in fields]
+    )
 
 
 # One judge score per (turn, axis, judge, prompt); score and expected_score are null with `error`

@@ -88,7 +88,7 @@ def _clip(text: str, max_chars: int) -> str:
 
 def load_prompts(directory: str | Path, axes: Sequence[str] = RATING_AXES) -> dict[str, JudgePrompt]:
     """`<axis>.md` for every axis; fails naming the file that is missing or lacks a placeholder."""
-    prompts = {}
+    prompts: dict[str, JudgePrompt] = {}
     for axis in axes:
         if axis not in RATING_AXES:
             raise ValueError(f"unknown axis {axis!r}; axes are {list(RATING_AXES)}")

@@ -20,7 +20,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.schema import RATING_AXES, require_columns
+from etl.schema import RATING_AXES, image_occurrences, require_columns
 from udfs.tokens import count_tokens, load_tokenizer
 
 LEVELS = ("subset", "category", "total")
@@ -83,7 +83,7 @@ def sample_facts(
         .drop("tokens")
     )
 
-    occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
+    occurrences = image_occurrences(samples, "sample_id").distinct()
     shared = occurrences.groupBy("image_id").agg(F.count(F.lit(1)).alias("holders")).filter("holders > 1")
     facts = facts.join(
         _flags(occurrences.join(shared, "image_id").select("sample_id"), "exact_dup"), "sample_id", "left"
@@ -163,12 +163,12 @@ def subset_stats(
     )
     by_sample = _key(by_sample)
 
-    images = samples.select("subset", "category", F.explode("images").alias("image")).select(
+    images = image_occurrences(samples, "subset", "category", fields=("image_id", "width", "height")).select(
         "subset",
         "category",
-        "image.image_id",
-        F.greatest("image.width", "image.height").alias("side"),
-        (F.col("image.width").cast("double") * F.col("image.height") / 1e6).alias("megapixels"),
+        "image_id",
+        F.greatest("width", "height").alias("side"),
+        (F.col("width").cast("double") * F.col("height") / 1e6).alias("megapixels"),
     )
     if hits is not None:
         flagged = _flags(hits.filter(F.col("image_id").isNotNull()).select("image_id"), "hit")

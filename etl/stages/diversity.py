@@ -33,7 +33,7 @@ from pyspark.sql.types import (
 )
 
 from etl.reference import DIVERSITY as PUBLISHED  # noqa: F401  # etl/report.py imports it from here
-from etl.schema import DIVERSITY_METRICS, require_columns
+from etl.schema import DIVERSITY_METRICS, image_occurrences, require_columns
 
 _PARTIAL = StructType(
     [
@@ -88,7 +88,7 @@ def grouped_embeddings(samples: DataFrame, embeddings: DataFrame) -> DataFrame:
     """(level, name, image_id, embedding): each distinct image once per subset, category and total."""
     require_columns(samples, ["subset", "category", "images"], "diversity")
     require_columns(embeddings, ["image_id", "embedding"], "diversity")
-    images = samples.select("subset", "category", F.explode("images.image_id").alias("image_id")).distinct()
+    images = image_occurrences(samples, "subset", "category").distinct()
     keyed = (
         images.select(
             "image_id",
