@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from etl.schema import CATEGORIES
+from etl.schema import CATEGORIES, RATING_AXES, Axis
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # where the wheel carries conf/
@@ -165,9 +165,6 @@ class SamplesConfig(Strict):
     seed: int = 0
 
 
-Axis = Literal["formatting", "relevance", "visual_dependency", "image_correspondence"]
-
-
 class JudgeConfig(Strict):
     """One judge: a chat-completions endpoint (`openai`) or a local transformers model."""
 
@@ -206,7 +203,7 @@ class JudgeConfig(Strict):
 
 
 class RateConfig(Strict):
-    axes: list[Axis] = Field(default_factory=lambda: list(get_args(Axis)))
+    axes: list[Axis] = Field(default_factory=lambda: list(RATING_AXES))
     text_judge: str | None = Field("smollm2_135m", description="judge of the text axes (a key of judges)")
     image_judge: str | None = Field(None, description="judge of image_correspondence; null = scores stay null")
     judges: dict[str, JudgeConfig] = Field(
@@ -224,7 +221,7 @@ class RateConfig(Strict):
         None, description="judge prompts, one <axis>.md each; null = the packaged conf/prompts/judge"
     )
     max_turns_per_subset: int | None = Field(
-        None, gt=0, description="rate a fixed sample of this many turns per subset; null = every turn"
+        2, gt=0, description="rate a fixed sample of this many turns per subset (CPU default); null = every turn"
     )
     max_text_chars: int = Field(6000, gt=0, description="question and answer are clipped to this in prompts")
     commit_rows: int = Field(2000, gt=0, description="ratings per Delta commit: a killed run loses at most one chunk")

@@ -23,45 +23,42 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import ArrayType, DataType, StructType
 
-from etl.schema import GOLD_RATING_AXES
-
-_IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
-_TURN = pa.struct([pa.field("user", pa.string()), pa.field("assistant", pa.string())])
-
-# Arrow types of the release columns, and the matching Hugging Face `datasets` features.
-RELEASE_ARROW = pa.schema(
-    [
-        pa.field("images", pa.list_(_IMAGE)),
-        pa.field("texts", pa.list_(_TURN)),
-        pa.field("source", pa.string()),
-        *[pa.field(f"{a}_ratings", pa.list_(pa.int32())) for a in GOLD_RATING_AXES],
-        *[pa.field(f"{a}_min", pa.int32()) for a in GOLD_RATING_AXES],
-        pa.field("sample_id", pa.string()),
-        pa.field("subset", pa.string()),
-        pa.field("category", pa.string()),
-        pa.field("contaminated", pa.bool_()),
-        pa.field("dup_cluster_id", pa.string()),
-    ]
-)
+from etl.schema import GOLD_RATING_AXES, GOLD_SAMPLES, RELEASE_IMAGE
 
 
-def _value(dtype: str) -> dict:
-    return {"dtype": dtype, "_type": "Value"}
+def _pyarrow_defaults(dtype: pa.DataType) -> pa.DataType:
+    """The type with pyarrow's defaults, as the shards have always been written: every field nullable
+    and list items named `item` (Spark's conversion names them `element` and keeps NOT NULL)."""
+    if pa.types.is_list(dtype):
+        return pa.list_(_pyarrow_defaults(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(field.name, _pyarrow_defaults(field.type)) for field in dtype])
+    return dtype
 
 
-HF_FEATURES = {
-    "images": {"feature": {"_type": "Image"}, "_type": "List"},
-    "texts": {"feature": {"user": _value("string"), "assistant": _value("string")}, "_type": "List"},
-    "source": _value("string"),
-    **{f"{a}_ratings": {"feature": _value("int32"), "_type": "List"} for a in GOLD_RATING_AXES},
-    **{f"{a}_min": _value("int32") for a in GOLD_RATING_AXES},
-    "sample_id": _value("string"),
-    "subset": _value("string"),
-    "category": _value("string"),
-    "contaminated": _value("bool"),
-    "dup_cluster_id": _value("string"),
-}
+# Arrow types of the release columns, from gold's schema.
+RELEASE_ARROW = pa.schema([pa.field(f.name, _pyarrow_defaults(f.type)) for f in to_arrow_schema(GOLD_SAMPLES)])
+
+_HF_VALUE = {"string": "string", "int": "int32", "boolean": "bool"}
+
+
+def hf_feature(dtype: DataType) -> dict:
+    """The Hugging Face `datasets` feature of a gold column's Spark type (`images` decode as images)."""
+    if dtype == RELEASE_IMAGE:
+        return {"_type": "Image"}
+    if isinstance(dtype, ArrayType):
+        return {"feature": hf_feature(dtype.elementType), "_type": "List"}
+    if isinstance(dtype, StructType):
+        return {field.name: hf_feature(field.dataType) for field in dtype.fields}
+    if dtype.simpleString() not in _HF_VALUE:
+        raise ValueError(f"no Hugging Face feature for the gold type {dtype.simpleString()}; known: {list(_HF_VALUE)}")
+    return {"dtype": _HF_VALUE[dtype.simpleString()], "_type": "Value"}
+
+
+HF_FEATURES = {field.name: hf_feature(field.dataType) for field in GOLD_SAMPLES.fields}
 SHARD_SCHEMA = RELEASE_ARROW.with_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
 _WRITTEN = "subset string, file string, rows long, bytes long"
 _WRITTEN_ARROW = pa.schema(

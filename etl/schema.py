@@ -8,7 +8,11 @@ its bytes), `width` and `height`; the gold export projects it back to the releas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal, get_args
+
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -35,6 +39,11 @@ CATEGORIES = (
     "Science",
     "Text-only",
 )
+
+# The judges' rating axes, the one list (config validates `rate.axes` against it); RATING_AXES is the
+# order of turn_ratings' axes and of subset_stats' rating columns.
+Axis = Literal["formatting", "relevance", "visual_dependency", "image_correspondence"]
+RATING_AXES: tuple[Axis, ...] = get_args(Axis)
 
 IMAGE = StructType(
     [
@@ -183,7 +192,8 @@ REMOVED_SAMPLES = StructType(
 
 
 RELEASE_IMAGE = StructType([StructField("bytes", BinaryType()), StructField("path", StringType())])
-GOLD_RATING_AXES = ("relevance", "formatting", "visual_dependency", "image_correspondence")
+# gold_samples (and the release) list the rating columns relevance first, then the others in order.
+GOLD_RATING_AXES = ("relevance", *(axis for axis in RATING_AXES if axis != "relevance"))
 
 # The FineVision release columns first, then what this project adds (see etl/stages/export.py).
 GOLD_SAMPLES = StructType(
@@ -207,6 +217,24 @@ def require_columns(df: DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs columns {missing}; the input has {df.columns}")
+
+
+def image_occurrences(
+    samples: DataFrame, *columns: str, fields: Sequence[str] = ("image_id",), position: bool = False
+) -> DataFrame:
+    """One row per image of each sample (none for a sample without images): the sample's `columns`,
+    then `position` (the image's index in `images`) when asked, then the image struct's `fields`.
+
+    Only `fields` are taken out of the image structs before the explode: bytes travel only when asked.
+
+        image_occurrences(silver, "sample_id", "subset")   # (sample_id, subset, image_id)
+    """
+    require_columns(samples, [*columns, "images"], "image_occurrences")
+    image = F.transform("images", lambda i: F.struct(*[i[field].alias(field) for field in fields]))
+    exploded = F.posexplode(image).alias("position", "image") if position else F.explode(image).alias("image")
+    return samples.select(*columns, exploded).select(
+        *columns, *(["position"] if position else []), *[F.col("image")[field].alias(field) for field in fields]
+    )
 
 
 # One judge score per (turn, axis, judge, prompt); score and expected_score are null with `error`
@@ -273,5 +301,58 @@ EVAL_PREDICTIONS = StructType(
         StructField("prediction", StringType()),
         StructField("choice", StringType()),  # the option letter a multiple-choice prediction chose
         StructField("score", DoubleType()),
+    ]
+)
+
+# `finevision analyze`: FineVision's per-subset table, per subset, per category and in total
+# (etl/stages/corpus_stats.py).
+SUBSET_STATS = StructType(
+    [
+        StructField("level", StringType(), nullable=False),  # subset | category | total
+        StructField("name", StringType(), nullable=False),  # the subset, the category, or "*"
+        StructField("category", StringType()),  # the subset's category (null for total)
+        StructField("samples", LongType()),
+        StructField("images", LongType()),  # image occurrences, as FineVision counts them
+        StructField("turns", LongType()),
+        StructField("question_tokens", LongType()),
+        StructField("answer_tokens", LongType()),
+        StructField("sample_share", DoubleType()),  # of all samples
+        StructField("answer_token_share", DoubleType()),  # of all answer tokens
+        StructField("images_per_sample", DoubleType()),
+        StructField("turns_per_sample", DoubleType()),
+        StructField("side_p10", IntegerType()),  # longest image side, pixels
+        StructField("side_p50", IntegerType()),
+        StructField("side_p90", IntegerType()),
+        StructField("megapixels_p50", DoubleType()),
+        StructField("exact_duplicate_share", DoubleType()),  # samples sharing an image_id with another sample
+        StructField("near_duplicate_share", DoubleType()),  # samples with an image in a near-duplicate cluster
+        StructField("contaminated_sample_rate", DoubleType()),
+        StructField("contaminated_image_rate", DoubleType()),  # distinct images with an SSCD hit / distinct images
+        *[StructField(f"rating_{axis}", DoubleType()) for axis in RATING_AXES],  # mean score over rated turns
+    ]
+)
+
+# `finevision analyze`: the diversity of SSCD embeddings per subset, category and in total
+# (etl/stages/diversity.py).
+DIVERSITY_METRICS = StructType(
+    [
+        StructField("level", StringType(), nullable=False),  # subset | category | total
+        StructField("name", StringType(), nullable=False),
+        StructField("images", LongType()),  # distinct images with an embedding
+        StructField("dimension", IntegerType()),
+        StructField("effective_rank", DoubleType()),
+        StructField("participation_ratio", DoubleType()),
+        StructField("diversity_score", DoubleType()),
+        StructField("model_id", StringType()),
+    ]
+)
+
+# `finevision analyze`: unified GUI actions per subset (etl/stages/gui_stats.py).
+ACTION_STATS = StructType(
+    [
+        StructField("subset", StringType(), nullable=False),
+        StructField("action", StringType(), nullable=False),
+        StructField("count", LongType()),
+        StructField("share", FloatType()),
     ]
 )

@@ -22,15 +22,8 @@ from pyspark.sql import SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
-from etl.stages.corpus_stats import RATING_AXES
-
-# FineVision's published distribution of turn ratings, % of turns scoring 1..5.
-FINEVISION_RATING_SHARES = {
-    "formatting": (0.5, 0.7, 1.1, 77.5, 20.3),
-    "relevance": (2.9, 0.5, 14.7, 16.5, 65.4),
-    "visual_dependency": (11.0, 20.4, 2.6, 24.2, 41.8),
-    "image_correspondence": (8.1, 3.6, 17.3, 26.8, 44.1),
-}
+from etl.reference import RATING_SHARES as FINEVISION_RATING_SHARES  # etl/report.py imports it from here
+from etl.schema import RATING_AXES
 
 
 def _published_ratings_sql() -> str:

@@ -78,9 +78,15 @@ def readme_sql_statements() -> list[str]:
 def small_lakehouse(spark, tmp_path, monkeypatch):
     """Empty tables of the real schemas at ./lakehouse (silver with four versions), as the README's
     relative paths expect; cheap, unlike the sample pipeline."""
-    from etl.schema import CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, QUARANTINE, SAMPLES, TURN_RATINGS
-    from etl.stages.corpus_stats import SUBSET_STATS
-    from etl.stages.diversity import DIVERSITY_METRICS
+    from etl.schema import (
+        CONTAMINATION_HITS,
+        DIVERSITY_METRICS,
+        NEAR_DUPLICATE_CLUSTERS,
+        QUARANTINE,
+        SAMPLES,
+        SUBSET_STATS,
+        TURN_RATINGS,
+    )
 
     monkeypatch.chdir(tmp_path)
     lake = tmp_path / "lakehouse"

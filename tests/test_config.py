@@ -67,3 +67,14 @@ def test_apply_override_refuses_to_descend_into_a_scalar():
     data = {"clean": 5}
     with pytest.raises(ConfigError, match="is not a section"):
         apply_override(data, "clean.max_side=3")
+
+
+def test_pipeline_yaml_states_the_model_defaults():
+    """The defaults live in etl/config.py's models; conf/pipeline.yaml repeats them, documented inline, and
+    may only add judges for a user to select (FineVision's served judges), never change a default."""
+    from_yaml = load_config().model_dump()
+    defaults = PipelineConfig().model_dump()
+    added_judges = set(from_yaml["rate"]["judges"]) - set(defaults["rate"]["judges"])
+    for name in added_judges:
+        del from_yaml["rate"]["judges"][name]
+    assert from_yaml == defaults

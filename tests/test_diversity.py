@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from etl.reference import DIVERSITY as PUBLISHED
 from etl.stages.diversity import (
-    PUBLISHED,
     covariance,
     diversity_metrics,
     diversity_score,

@@ -36,10 +36,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
+from etl.schema import RATING_AXES
 from udfs.extras import require
 from udfs.staging import local_path
 
-AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 IMAGE_AXES = frozenset({"image_correspondence"})
 ANSWER_AXES = frozenset({"formatting", "relevance"})  # the others see the question only
 DIGITS = ("1", "2", "3", "4", "5")
@@ -86,12 +86,12 @@ def _clip(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[:max_chars] + " [...]"
 
 
-def load_prompts(directory: str | Path, axes: Sequence[str] = AXES) -> dict[str, JudgePrompt]:
+def load_prompts(directory: str | Path, axes: Sequence[str] = RATING_AXES) -> dict[str, JudgePrompt]:
     """`<axis>.md` for every axis; fails naming the file that is missing or lacks a placeholder."""
-    prompts = {}
+    prompts: dict[str, JudgePrompt] = {}
     for axis in axes:
-        if axis not in AXES:
-            raise ValueError(f"unknown axis {axis!r}; axes are {list(AXES)}")
+        if axis not in RATING_AXES:
+            raise ValueError(f"unknown axis {axis!r}; axes are {list(RATING_AXES)}")
         path = Path(directory) / f"{axis}.md"
         if not path.exists():
             raise FileNotFoundError(f"judge prompt for axis {axis} not found: {path}")

@@ -16,10 +16,11 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.runs import PipelineRun
+from etl.schema import ACTION_STATS, DIVERSITY_METRICS, SUBSET_STATS
 from etl.specs import configured_judges, embedder_spec, rules_from, ship_to_executors
-from etl.stages.corpus_stats import SUBSET_STATS, slim_samples, subset_stats
-from etl.stages.diversity import DIVERSITY_METRICS, diversity_metrics, grouped_embeddings
-from etl.stages.gui_stats import ACTION_STATS, action_distribution
+from etl.stages.corpus_stats import slim_samples, subset_stats
+from etl.stages.diversity import diversity_metrics, grouped_embeddings
+from etl.stages.gui_stats import action_distribution
 from etl.stages.rate import current_ratings
 from udfs.sscd import model_id
 

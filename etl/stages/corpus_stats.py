@@ -14,47 +14,17 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import (
-    DoubleType,
     FloatType,
-    IntegerType,
     LongType,
-    StringType,
     StructField,
     StructType,
 )
 
-from etl.schema import require_columns
+from etl.schema import RATING_AXES, image_occurrences, require_columns
 from udfs.tokens import count_tokens, load_tokenizer
 
-RATING_AXES = ("formatting", "relevance", "visual_dependency", "image_correspondence")
 LEVELS = ("subset", "category", "total")
 TOTAL = "*"
-
-SUBSET_STATS = StructType(
-    [
-        StructField("level", StringType(), nullable=False),  # subset | category | total
-        StructField("name", StringType(), nullable=False),  # the subset, the category, or "*"
-        StructField("category", StringType()),  # the subset's category (null for total)
-        StructField("samples", LongType()),
-        StructField("images", LongType()),  # image occurrences, as FineVision counts them
-        StructField("turns", LongType()),
-        StructField("question_tokens", LongType()),
-        StructField("answer_tokens", LongType()),
-        StructField("sample_share", DoubleType()),  # of all samples
-        StructField("answer_token_share", DoubleType()),  # of all answer tokens
-        StructField("images_per_sample", DoubleType()),
-        StructField("turns_per_sample", DoubleType()),
-        StructField("side_p10", IntegerType()),  # longest image side, pixels
-        StructField("side_p50", IntegerType()),
-        StructField("side_p90", IntegerType()),
-        StructField("megapixels_p50", DoubleType()),
-        StructField("exact_duplicate_share", DoubleType()),  # samples sharing an image_id with another sample
-        StructField("near_duplicate_share", DoubleType()),  # samples with an image in a near-duplicate cluster
-        StructField("contaminated_sample_rate", DoubleType()),
-        StructField("contaminated_image_rate", DoubleType()),  # distinct images with an SSCD hit / distinct images
-        *[StructField(f"rating_{axis}", DoubleType()) for axis in RATING_AXES],  # mean score over rated turns
-    ]
-)
 
 _TOKENS = StructType([StructField("question_tokens", LongType()), StructField("answer_tokens", LongType())])
 
@@ -113,7 +83,7 @@ def sample_facts(
         .drop("tokens")
     )
 
-    occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
+    occurrences = image_occurrences(samples, "sample_id").distinct()
     shared = occurrences.groupBy("image_id").agg(F.count(F.lit(1)).alias("holders")).filter("holders > 1")
     facts = facts.join(
         _flags(occurrences.join(shared, "image_id").select("sample_id"), "exact_dup"), "sample_id", "left"
@@ -193,12 +163,12 @@ def subset_stats(
     )
     by_sample = _key(by_sample)
 
-    images = samples.select("subset", "category", F.explode("images").alias("image")).select(
+    images = image_occurrences(samples, "subset", "category", fields=("image_id", "width", "height")).select(
         "subset",
         "category",
-        "image.image_id",
-        F.greatest("image.width", "image.height").alias("side"),
-        (F.col("image.width").cast("double") * F.col("image.height") / 1e6).alias("megapixels"),
+        "image_id",
+        F.greatest("width", "height").alias("side"),
+        (F.col("width").cast("double") * F.col("height") / 1e6).alias("megapixels"),
     )
     if hits is not None:
         flagged = _flags(hits.filter(F.col("image_id").isNotNull()).select("image_id"), "hit")

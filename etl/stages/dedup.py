@@ -52,7 +52,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.schema import require_columns
+from etl.schema import image_occurrences, require_columns
 from etl.stages.components import connected_components
 from udfs.buckets import (
     MAX_BUCKETS,
@@ -288,12 +288,7 @@ def near_duplicate_clusters(pairs: DataFrame) -> DataFrame:
 def sample_images(samples: DataFrame) -> DataFrame:
     """(sample_id, subset, image_id), one row per distinct image of each sample."""
     require_columns(samples, ["sample_id", "subset", "images"], "dedup")
-    return (
-        samples.select("sample_id", "subset", F.explode("images").alias("image"))
-        .select("sample_id", "subset", F.col("image.image_id").alias("image_id"))
-        .filter(F.col("image_id").isNotNull())
-        .distinct()
-    )
+    return image_occurrences(samples, "sample_id", "subset").filter(F.col("image_id").isNotNull()).distinct()
 
 
 def exact_duplicate_images(samples: DataFrame) -> DataFrame:

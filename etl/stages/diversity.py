@@ -25,7 +25,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BinaryType,
-    DoubleType,
     IntegerType,
     LongType,
     StringType,
@@ -33,28 +32,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.schema import require_columns
-
-DIVERSITY_METRICS = StructType(
-    [
-        StructField("level", StringType(), nullable=False),  # subset | category | total
-        StructField("name", StringType(), nullable=False),
-        StructField("images", LongType()),  # distinct images with an embedding
-        StructField("dimension", IntegerType()),
-        StructField("effective_rank", DoubleType()),
-        StructField("participation_ratio", DoubleType()),
-        StructField("diversity_score", DoubleType()),
-        StructField("model_id", StringType()),
-    ]
-)
-
-# Published in the FineVision paper (effective rank, participation ratio, diversity), d = 512.
-PUBLISHED = {
-    "The Cauldron": (324.05, 129.22, 0.400),
-    "LLaVA-Vision": (267.89, 87.05, 0.298),
-    "Cambrian-7M": (359.73, 152.70, 0.458),
-    "FineVision": (359.22, 182.52, 0.500),
-}
+from etl.reference import DIVERSITY as PUBLISHED  # noqa: F401  # etl/report.py imports it from here
+from etl.schema import DIVERSITY_METRICS, image_occurrences, require_columns
 
 _PARTIAL = StructType(
     [
@@ -109,7 +88,7 @@ def grouped_embeddings(samples: DataFrame, embeddings: DataFrame) -> DataFrame:
     """(level, name, image_id, embedding): each distinct image once per subset, category and total."""
     require_columns(samples, ["subset", "category", "images"], "diversity")
     require_columns(embeddings, ["image_id", "embedding"], "diversity")
-    images = samples.select("subset", "category", F.explode("images.image_id").alias("image_id")).distinct()
+    images = image_occurrences(samples, "subset", "category").distinct()
     keyed = (
         images.select(
             "image_id",

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from etl.schema import require_columns
+from etl.schema import IMAGE_EMBEDDINGS, image_occurrences, require_columns
 from udfs.sscd import EmbedderSpec, embed_bytes
 
 
@@ -34,11 +33,8 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
     copies = []
     for number, frame in enumerate(frames):
         require_columns(frame, ["sample_id", "images"], "images_to_embed")
-        copies.append(
-            frame.select(
-                F.lit(number).alias("frame"), "sample_id", F.posexplode("images.image_id").alias("position", "image_id")
-            )
-        )
+        ids = image_occurrences(frame, "sample_id", position=True)
+        copies.append(ids.select(F.lit(number).alias("frame"), "sample_id", "position", "image_id"))
     one_copy = F.min(F.struct("frame", "sample_id", "position")).alias("copy")
     occurrences = reduce(DataFrame.unionByName, copies).filter(F.col("image_id").isNotNull())
     pending = occurrences.groupBy("image_id").agg(one_copy)
@@ -50,20 +46,9 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
         wanted = pending.filter(F.col("copy.frame") == number).select(
             "image_id", F.col("copy.sample_id").alias("sample_id"), F.col("copy.position").alias("position")
         )
-        images = frame.select("sample_id", F.posexplode("images").alias("position", "image")).select(
-            "sample_id", "position", F.col("image.image_id").alias("image_id"), F.col("image.bytes").alias("bytes")
-        )
+        images = image_occurrences(frame, "sample_id", fields=("image_id", "bytes"), position=True)
         fetched.append(images.join(wanted, ["image_id", "sample_id", "position"]).select("image_id", "bytes"))
     return reduce(DataFrame.unionByName, fetched)
-
-
-EMBEDDED = StructType(
-    [
-        StructField("image_id", StringType()),
-        StructField("model_id", StringType()),
-        StructField("embedding", ArrayType(FloatType())),
-    ]
-)
 
 
 def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None) -> DataFrame:
@@ -83,4 +68,4 @@ def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None
                 }
             )
 
-    return images.select("image_id", "bytes").mapInPandas(sscd, EMBEDDED, profile=profile)
+    return images.select("image_id", "bytes").mapInPandas(sscd, IMAGE_EMBEDDINGS, profile=profile)

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType
 
 from etl.schema import GOLD_RATING_AXES as RATING_AXES
-from etl.schema import GOLD_SAMPLES, require_columns
+from etl.schema import GOLD_SAMPLES, image_occurrences, require_columns
 
 RATING_COLUMNS = tuple(f"{axis}_ratings" for axis in RATING_AXES) + tuple(f"{axis}_min" for axis in RATING_AXES)
 
@@ -38,7 +38,7 @@ def dup_cluster_ids(samples: DataFrame, clusters: DataFrame) -> DataFrame:
     """
     require_columns(samples, ["sample_id", "images"], "dup_cluster_ids")
     require_columns(clusters, ["image_id", "cluster_id"], "dup_cluster_ids")
-    occurrences = samples.select("sample_id", F.explode("images.image_id").alias("image_id")).distinct()
+    occurrences = image_occurrences(samples, "sample_id").distinct()
     shared = occurrences.groupBy("image_id").agg(F.count("*").alias("samples")).filter("samples > 1").select("image_id")
     image_cluster = (
         clusters.select("image_id", "cluster_id")

@@ -12,19 +12,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import FloatType, LongType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, MapType, StringType
 
 from etl.schema import require_columns
 from etl.sources.gui_trajectory import UNPARSED, action_counts
-
-ACTION_STATS = StructType(
-    [
-        StructField("subset", StringType(), nullable=False),
-        StructField("action", StringType(), nullable=False),
-        StructField("count", LongType()),
-        StructField("share", FloatType()),
-    ]
-)
 
 
 @pandas_udf(MapType(StringType(), LongType()))  # type: ignore[call-overload]  # stubs omit MapType; Spark has it

@@ -14,9 +14,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType
 
-from etl.schema import RATE_REQUEST, RATING_DISTRIBUTION, TURN_RATINGS, require_columns
+from etl.reference import RATING_SHARES
+from etl.schema import RATE_REQUEST, RATING_AXES, RATING_DISTRIBUTION, TURN_RATINGS, require_columns
 from udfs.judge import (
-    AXES,
     IMAGE_AXES,
     NO_IMAGE,
     NO_JUDGE_MODEL,
@@ -30,14 +30,6 @@ from udfs.judge import (
 )
 
 RATING_KEYS = ["sample_id", "turn_index", "axis", "judge_model", "prompt_hash"]
-
-# FineVision's published distribution: % of turns scoring 1..5 (FINEVISION.md, quality ratings).
-PUBLISHED_DISTRIBUTION = {
-    "formatting": (0.5, 0.7, 1.1, 77.5, 20.3),
-    "relevance": (2.9, 0.5, 14.7, 16.5, 65.4),
-    "visual_dependency": (11.0, 20.4, 2.6, 24.2, 41.8),
-    "image_correspondence": (8.1, 3.6, 17.3, 26.8, 44.1),
-}
 
 
 @dataclass(frozen=True)
@@ -237,8 +229,8 @@ def distribution_comparison(rows: list[dict]) -> str:
             ours.setdefault(row["axis"], {})[row["score"]] = 100 * row["share"]
             totals[row["axis"]] = totals.get(row["axis"], 0) + row["n"]
     lines = [f"{'axis':<22} {'':<11} {'1':>6} {'2':>6} {'3':>6} {'4':>6} {'5':>6}   turns"]
-    for axis in AXES:
-        published = PUBLISHED_DISTRIBUTION[axis]
+    for axis in RATING_AXES:
+        published = RATING_SHARES[axis]
         lines.append(f"{axis:<22} {'FineVision':<11} " + " ".join(f"{p:>5.1f}%" for p in published))
         if axis in ours:
             shares = [ours[axis].get(score, 0.0) for score in range(1, 6)]
