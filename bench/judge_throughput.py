@@ -15,10 +15,11 @@ import json
 import time
 
 from etl.config import PROJECT_ROOT, load_config
+from etl.schema import RATING_AXES
 from etl.specs import judge_spec
-from udfs.judge import JudgeRequest, TransformersBackend, load_prompts
+from udfs.judge import IMAGE_AXES, JudgeRequest, TransformersBackend, load_prompts
 
-TEXT_AXES = ("formatting", "relevance", "visual_dependency")
+TEXT_AXES = tuple(axis for axis in RATING_AXES if axis not in IMAGE_AXES)
 
 
 def sample_turns(n: int) -> list[tuple[str, str]]:

@@ -148,7 +148,7 @@ class DedupConfig(Strict):
     probes: int = Field(2, ge=1, description="buckets each vector joins")
     max_buckets: int = Field(512, ge=1, description="most k-means buckets when buckets is null")
     max_group_vectors: int = Field(
-        20_000, ge=2, description="most vectors one Python worker compares at once; larger buckets are split"
+        50_000, ge=2, description="most vectors one Python worker compares at once; larger buckets are split"
     )
     policy: Literal["annotate", "keep-one"] = "annotate"
 

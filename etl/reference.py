@@ -18,3 +18,25 @@ DIVERSITY = {
     "Cambrian-7M": (359.73, 152.70, 0.458),
     "FineVision": (359.22, 182.52, 0.500),
 }
+
+# % of samples / % of answer tokens per category.
+CATEGORY_SHARES = {
+    "Captioning & Knowledge": (8.0, 3.9),
+    "Chart & Table": (9.1, 6.3),
+    "General VQA": (10.6, 6.9),
+    "Grounding & Counting": (9.5, 23.7),
+    "Mathematics": (2.3, 0.6),
+    "Naive OCR": (14.3, 6.3),
+    "OCR QA": (10.0, 32.4),
+    "Science": (1.6, 0.4),
+    "Text-only": (34.6, 19.6),
+}
+
+# The corpus's size.
+TOTALS = {
+    "samples": 24_322_193,
+    "images": 17_372_293,
+    "turns": 88_928_343,
+    "question_tokens": 3_170_000_000,
+    "answer_tokens": 9_460_000_000,
+}

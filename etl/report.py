@@ -22,32 +22,12 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import PipelineConfig
+from etl.reference import CATEGORY_SHARES, DIVERSITY, RATING_SHARES, TOTALS
 from etl.review import write_contamination_review, write_duplicate_review
 from etl.runs import read_pinned
-from etl.schema import CATEGORIES
-from etl.stages.corpus_stats import RATING_AXES, rating_distribution
-from etl.stages.diversity import PUBLISHED
-from etl.views import FINEVISION_RATING_SHARES
+from etl.schema import CATEGORIES, RATING_AXES
+from etl.stages.corpus_stats import rating_distribution
 
-# FineVision's published category shares, % of samples / % of answer tokens.
-FINEVISION_CATEGORY_SHARES = {
-    "Captioning & Knowledge": (8.0, 3.9),
-    "Chart & Table": (9.1, 6.3),
-    "General VQA": (10.6, 6.9),
-    "Grounding & Counting": (9.5, 23.7),
-    "Mathematics": (2.3, 0.6),
-    "Naive OCR": (14.3, 6.3),
-    "OCR QA": (10.0, 32.4),
-    "Science": (1.6, 0.4),
-    "Text-only": (34.6, 19.6),
-}
-FINEVISION_TOTALS = {
-    "samples": 24_322_193,
-    "images": 17_372_293,
-    "turns": 88_928_343,
-    "question_tokens": 3_170_000_000,
-    "answer_tokens": 9_460_000_000,
-}
 CONTAMINATION_FRAME = "review_contamination.html"
 DUPLICATES_FRAME = "review_duplicates.html"
 REVIEW_LIMIT = 50
@@ -145,9 +125,9 @@ def _headline(data: ReportData) -> str:
     t = data.totals
     overall = next((d for d in data.diversity if d["level"] == "total"), None)
     cards = [
-        _card("samples", _int(t.get("samples")), f"FineVision {FINEVISION_TOTALS['samples']:,}"),
-        _card("images", _int(t.get("images")), f"FineVision {FINEVISION_TOTALS['images']:,}"),
-        _card("turns", _int(t.get("turns")), f"FineVision {FINEVISION_TOTALS['turns']:,}"),
+        _card("samples", _int(t.get("samples")), f"FineVision {TOTALS['samples']:,}"),
+        _card("images", _int(t.get("images")), f"FineVision {TOTALS['images']:,}"),
+        _card("turns", _int(t.get("turns")), f"FineVision {TOTALS['turns']:,}"),
         _card("question tokens", _int(t.get("question_tokens")), "FineVision 3.17B"),
         _card("answer tokens", _int(t.get("answer_tokens")), "FineVision 9.46B"),
         _card("subsets", _int(len(data.subsets)), "FineVision 185"),
@@ -165,7 +145,7 @@ def _categories(data: ReportData) -> str:
     rows = []
     for category in CATEGORIES:
         c = ours.get(category, {})
-        fv = FINEVISION_CATEGORY_SHARES[category]
+        fv = CATEGORY_SHARES[category]
         rows.append(
             (category, [c.get("sample_share") or 0.0, fv[0] / 100, c.get("answer_token_share") or 0.0, fv[1] / 100])
         )
@@ -236,10 +216,7 @@ def _ratings(data: ReportData) -> str:
     charts = []
     for axis in RATING_AXES:
         turns = sum(r["turns"] for r in data.ratings if r["axis"] == axis)
-        rows = [
-            (f"score {s}", [shares.get((axis, s), 0.0), FINEVISION_RATING_SHARES[axis][s - 1] / 100])
-            for s in range(1, 6)
-        ]
+        rows = [(f"score {s}", [shares.get((axis, s), 0.0), RATING_SHARES[axis][s - 1] / 100]) for s in range(1, 6)]
         charts.append(
             f'<h3>{_e(axis.replace("_", " "))} <span class="muted">({turns:,} rated turns)</span></h3>'
             + bar_chart(rows, [("this corpus", OURS), ("FineVision", THEIRS)], width=560)
@@ -255,7 +232,7 @@ def _diversity(data: ReportData) -> str:
         (f"{d['name']} ({d['images']} img)", [d["diversity_score"]]) for d in data.diversity if d["level"] == "subset"
     ]
     rows += [(f"all ({d['images']} img)", [d["diversity_score"]]) for d in data.diversity if d["level"] == "total"]
-    reference = [("FineVision", PUBLISHED["FineVision"][2]), ("Cauldron", PUBLISHED["The Cauldron"][2])]
+    reference = [("FineVision", DIVERSITY["FineVision"][2]), ("Cauldron", DIVERSITY["The Cauldron"][2])]
     table = "".join(
         f'<tr><td class="l">{_e(d["level"])}</td><td class="l">{_e(d["name"])}</td><td>{_int(d["images"])}</td>'
         f"<td>{_num(d['effective_rank'])}</td><td>{_num(d['participation_ratio'])}</td><td>{_num(d['diversity_score'], 3)}</td></tr>"
@@ -263,7 +240,7 @@ def _diversity(data: ReportData) -> str:
     )
     published = "".join(
         f'<tr><td class="l">published</td><td class="l">{_e(name)}</td><td></td><td>{er}</td><td>{pr}</td><td>{score:.3f}</td></tr>'
-        for name, (er, pr, score) in PUBLISHED.items()
+        for name, (er, pr, score) in DIVERSITY.items()
     )
     return (
         title

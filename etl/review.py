@@ -27,6 +27,7 @@ from pyspark.sql.types import ArrayType, StringType
 from etl.config import PipelineConfig
 from etl.preview import _thumbnail
 from etl.runs import read_pinned
+from etl.schema import image_occurrences
 
 THUMBNAIL_SIZE = 240
 GRID_THUMBNAIL_SIZE = 160
@@ -365,9 +366,7 @@ def write_duplicate_review(
         Window.partitionBy("cluster_id").orderBy(F.desc_nulls_last("representative"), "image_id")
     )
     members = members.withColumn("rank", rank)
-    occurrences = silver.select("sample_id", "subset", F.explode("images").alias("image")).select(
-        "sample_id", "subset", F.col("image.image_id").alias("image_id"), F.col("image.bytes").alias("bytes")
-    )
+    occurrences = image_occurrences(silver, "sample_id", "subset", fields=("image_id", "bytes"))
     held = occurrences.join(members.select("image_id", "cluster_id", "rank"), "image_id")
     cluster_stats = held.groupBy("cluster_id").agg(
         F.countDistinct("sample_id").alias("samples"), F.sort_array(F.collect_set("subset")).alias("subsets")

@@ -356,3 +356,16 @@ ACTION_STATS = StructType(
         StructField("share", FloatType()),
     ]
 )
+
+# contamination_rates: per subset and overall (subset '*'), written by decontaminate
+CONTAMINATION_RATES = StructType(
+    [
+        StructField("subset", StringType(), nullable=False),
+        StructField("samples", LongType()),
+        StructField("contaminated_samples", LongType()),
+        StructField("sample_rate", FloatType()),
+        StructField("images", LongType()),
+        StructField("contaminated_images", LongType()),
+        StructField("image_rate", FloatType()),
+    ]
+)

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
-from etl.reference import RATING_SHARES as FINEVISION_RATING_SHARES  # etl/report.py imports it from here
+from etl.reference import RATING_SHARES
 from etl.schema import RATING_AXES
 
 
@@ -30,7 +30,7 @@ def _published_ratings_sql() -> str:
     rows = ", ".join(
         f"('{axis}', {score}, {share / 100:.4f})"
         for axis in RATING_AXES
-        for score, share in enumerate(FINEVISION_RATING_SHARES[axis], start=1)
+        for score, share in enumerate(RATING_SHARES[axis], start=1)
     )
     return f"(VALUES {rows}) AS fv(axis, score, finevision_share)"
 

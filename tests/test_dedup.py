@@ -291,3 +291,15 @@ def test_keep_one_removals(spark, silver):
         ("s7", "C", "exact_duplicate", exact),
     ]
     assert rows(dedup.keep_one_removals(silver, clusters), dedup.REMOVAL_COLUMNS) == expected
+
+
+def test_the_group_bound_leaves_an_evenly_spread_bucket_uncut():
+    """A cut bucket's rows travel once per part: the default bound must sit above the size a bucket
+    reaches without skew (TARGET_BUCKET_SIZE vectors, each in `probes` buckets), with room for the
+    spread of k-means bucket sizes, and the configuration must default to it."""
+    from etl.config import PipelineConfig
+    from udfs.buckets import TARGET_BUCKET_SIZE
+
+    settings = PipelineConfig().dedup
+    assert settings.max_group_vectors == dedup.MAX_GROUP_VECTORS
+    assert dedup.MAX_GROUP_VECTORS >= 2 * settings.probes * TARGET_BUCKET_SIZE

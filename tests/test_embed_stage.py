@@ -10,7 +10,7 @@ from pyspark.sql import Row
 
 from etl.confs import session_conf
 from etl.schema import BENCHMARK_ITEMS, IMAGE_EMBEDDINGS, SAMPLES
-from etl.stages.embed import embed_images, images_to_embed
+from etl.stages.embed import embed_images, held_embeddings, images_to_embed
 from tests.conftest import png_bytes
 from udfs.sscd import EmbedderSpec
 
@@ -118,3 +118,22 @@ def test_bytes_are_shuffled_once_right_before_the_model(spark, frames):
     assert len(with_bytes) == len(frames)
     for exchange in with_bytes:
         assert exchange.output().size() == 4  # image_id, sample_id, position, bytes: the fetch join's input
+
+
+def test_the_embeddings_of_held_images_come_without_shuffling_a_vector(spark, frames):
+    silver, _ = frames
+    embedded = spark.createDataFrame(  # blue: a benchmark-only image, embedded but held by no sample
+        [Row(image_id=image_id(data), model_id="sscd", embedding=[0.1] * 512) for data in (RED, GREEN, BLUE, GREY)],
+        IMAGE_EMBEDDINGS,
+    )
+    # no automatic broadcasts (the ids of a big corpus pass the broadcast size) and no adaptive re-planning
+    with session_conf(spark, {"spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.enabled": "false"}):
+        held = held_embeddings(embedded, silver)
+        plan = held._jdf.queryExecution().executedPlan()
+        ids = {row.image_id for row in held.collect()}
+    assert ids == {image_id(RED), image_id(GREEN), image_id(GREY)}
+    exchanges = [n for n in _plan_nodes(plan) if "Exchange" in n.nodeName()]
+    assert exchanges  # ids are exchanged ...
+    for exchange in exchanges:  # ... vectors never
+        output = exchange.output()
+        assert all(output.apply(i).name() != "embedding" for i in range(output.size())), exchange.nodeName()

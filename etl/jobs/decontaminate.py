@@ -14,10 +14,11 @@ from etl import tables
 from etl.config import CONF_DIR, ConfigError
 from etl.resources import task_cpus
 from etl.runs import PipelineRun
-from etl.schema import CONTAMINATION_HITS, REMOVED_SAMPLES
+from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES, REMOVED_SAMPLES
 from etl.sources.files import ArrowFiles
 from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
+from etl.stages.embed import held_embeddings
 from udfs.knn import build_index, index_fingerprint, serialize_index, vectors_from_arrow
 from udfs.sscd import model_id
 from udfs.verify import VerifierRule
@@ -61,7 +62,7 @@ def run(run: PipelineRun) -> None:
         silver = run.read_input(report, "silver_samples")
         items = run.read_input(report, "benchmark_items")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
-        training, benchmark = stage.image_occurrences(silver), stage.benchmark_occurrences(items)
+        training, benchmark = stage.training_images(silver), stage.benchmark_images(items)
 
         # The benchmark side is bounded (the evaluation sets), so it is gathered on the driver, as Arrow.
         n, min_words = settings.text_ngram, settings.text_min_words or settings.text_ngram
@@ -87,10 +88,7 @@ def run(run: PipelineRun) -> None:
                 ),
                 "index_row long, bench_image_id string",
             )
-            # Every embedding of the model is searched, and only the few hits meet the training images
-            # (in image_hits / image_pairs): joining the embeddings to the training ids first would
-            # shuffle every 2 KB vector once the ids outgrow a broadcast.
-            train_embeddings = embeddings
+            train_embeddings = held_embeddings(embeddings, silver)
             if settings.method == "threshold":
                 found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
                 image_hits = stage.image_hits(
@@ -126,7 +124,7 @@ def run(run: PipelineRun) -> None:
             )
             rates = stage.contamination_rates(silver, hits)
             report.output_versions["contamination_rates"] = tables.overwrite(
-                spark, run.table("contamination_rates"), rates, commit, stage.CONTAMINATION_RATES
+                spark, run.table("contamination_rates"), rates, commit, CONTAMINATION_RATES
             )
             overall = rates.filter("subset = '*'").first()
             report.counters["contaminated_samples"] = overall["contaminated_samples"] if overall else 0

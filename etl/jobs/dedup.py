@@ -10,8 +10,8 @@ from etl import tables
 from etl.runs import PipelineRun
 from etl.schema import NEAR_DUPLICATE_CLUSTERS, REMOVED_SAMPLES
 from etl.specs import embedder_spec
-from etl.stages.decontaminate import image_occurrences
 from etl.stages.dedup import exact_duplicate_images, keep_one_removals, near_duplicate_clusters, near_duplicate_pairs
+from etl.stages.embed import held_embeddings
 from udfs.sscd import model_id
 
 
@@ -21,7 +21,7 @@ def run(run: PipelineRun) -> None:
     with run.stage("dedup") as report:
         silver = run.read_input(report, "silver_samples")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
-        training = embeddings.join(image_occurrences(silver).select("image_id").distinct(), "image_id")
+        training = held_embeddings(embeddings, silver)
         pairs = near_duplicate_pairs(
             training,
             settings.threshold,

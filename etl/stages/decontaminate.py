@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
-from etl.schema import CONTAMINATION_HITS, EVIDENCE, require_columns
+from etl.schema import CONTAMINATION_HITS, EVIDENCE, image_occurrences, require_columns
 from udfs.knn import cached_index, search_threshold_arrays
 from udfs.sscd import EmbedderSpec
 from udfs.verify import FEATURES, VerifierRule, pair_features
@@ -39,18 +39,15 @@ INDEX_HITS = StructType(
 )
 
 
-def image_occurrences(samples: DataFrame) -> DataFrame:
+def training_images(samples: DataFrame) -> DataFrame:
     """(sample_id, subset, image_id) for every image of every sample."""
-    require_columns(samples, ["sample_id", "subset", "images"], "image_occurrences")
-    return samples.select("sample_id", "subset", F.explode("images.image_id").alias("image_id")).distinct()
+    return image_occurrences(samples, "sample_id", "subset").distinct()
 
 
-def benchmark_occurrences(items: DataFrame) -> DataFrame:
+def benchmark_images(items: DataFrame) -> DataFrame:
     """(benchmark, benchmark_item_id, image_id) for every image of every benchmark item."""
-    require_columns(items, ["benchmark", "item_id", "images"], "benchmark_occurrences")
-    return items.select(
-        "benchmark", F.col("item_id").alias("benchmark_item_id"), F.explode("images.image_id").alias("image_id")
-    ).distinct()
+    items = items.withColumnRenamed("item_id", "benchmark_item_id")
+    return image_occurrences(items, "benchmark", "benchmark_item_id").distinct()
 
 
 @dataclass(frozen=True)
@@ -169,21 +166,22 @@ def verified_hits(
             "image_id", "sample_id", "subset", "bench_image_id", "benchmark", "benchmark_item_id", "similarity"
         )
     )
-    train_side = samples.select(
-        "sample_id", F.explode("images").alias("image"), _all_text("texts").alias("train_text")
-    ).select(
-        "sample_id", F.col("image.image_id").alias("image_id"), F.col("image.bytes").alias("train_bytes"), "train_text"
-    )
-    bench_side = items.select(
+    train_side = image_occurrences(
+        samples.withColumn("train_text", _all_text("texts")), "sample_id", "train_text", fields=("image_id", "bytes")
+    ).withColumnRenamed("bytes", "train_bytes")
+    bench_side = image_occurrences(
+        items.select(
+            "benchmark", F.col("item_id").alias("benchmark_item_id"), "images", _all_text("texts").alias("bench_text")
+        ),
         "benchmark",
-        F.col("item_id").alias("benchmark_item_id"),
-        F.explode("images").alias("image"),
-        _all_text("texts").alias("bench_text"),
+        "benchmark_item_id",
+        "bench_text",
+        fields=("image_id", "bytes"),
     ).select(
         "benchmark",
         "benchmark_item_id",
-        F.col("image.image_id").alias("bench_image_id"),
-        F.col("image.bytes").alias("bench_bytes"),
+        F.col("image_id").alias("bench_image_id"),
+        F.col("bytes").alias("bench_bytes"),
         "bench_text",
     )
     # Only the benchmark images that are candidates travel, broadcast (the benchmark side is bounded);
@@ -439,18 +437,6 @@ def text_hits(samples: DataFrame, bench: BenchmarkGrams, n: int, min_words: int,
 
 # ---- rates and policy -----------------------------------------------------------------------
 
-CONTAMINATION_RATES = StructType(
-    [
-        StructField("subset", StringType(), nullable=False),
-        StructField("samples", LongType()),
-        StructField("contaminated_samples", LongType()),
-        StructField("sample_rate", FloatType()),
-        StructField("images", LongType()),
-        StructField("contaminated_images", LongType()),
-        StructField("image_rate", FloatType()),
-    ]
-)
-
 
 def contamination_rates(samples: DataFrame, hits: DataFrame) -> DataFrame:
     """Per subset and overall (`subset = '*'`): contaminated samples and images, counts and rates.
@@ -463,7 +449,7 @@ def contamination_rates(samples: DataFrame, hits: DataFrame) -> DataFrame:
     )
     per_sample = samples.select("sample_id", "subset").join(flagged_samples, "sample_id", "left")
     per_image = (
-        image_occurrences(samples).select("subset", "image_id").distinct().join(flagged_images, "image_id", "left")
+        training_images(samples).select("subset", "image_id").distinct().join(flagged_images, "image_id", "left")
     )
     by_sample = per_sample.groupBy("subset").agg(
         F.count("*").alias("samples"), F.count("hit").alias("contaminated_samples")

@@ -79,7 +79,11 @@ NEAR_DUPLICATE = "near_duplicate"
 EXACT_DUPLICATE = "exact_duplicate"
 
 TRAIN_VECTORS = 20_000  # k-means training sample when max_train_vectors is not given
-MAX_GROUP_VECTORS = 20_000  # vectors one Python worker compares at once (dedup.max_group_vectors)
+# Vectors one Python worker compares at once (dedup.max_group_vectors; 50,000 x 512 float32 = 100 MB).
+# A cut bucket's rows travel once per part, so the bound sits well above a bucket's expected size
+# (TARGET_BUCKET_SIZE x 2 probes = 20,000) and only a skewed bucket is cut: at 20,000, half of
+# the buckets of an evenly spread 200k corpus were cut and dedup's shuffle grew 7x for 4x the data.
+MAX_GROUP_VECTORS = 50_000
 
 _BUCKETED = StructType(
     [

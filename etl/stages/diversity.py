@@ -32,7 +32,6 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from etl.reference import DIVERSITY as PUBLISHED  # noqa: F401  # etl/report.py imports it from here
 from etl.schema import DIVERSITY_METRICS, image_occurrences, require_columns
 
 _PARTIAL = StructType(

@@ -51,6 +51,19 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
     return reduce(DataFrame.unionByName, fetched)
 
 
+def held_embeddings(embeddings: DataFrame, samples: DataFrame) -> DataFrame:
+    """The rows of `embeddings` whose image some sample of `samples` holds.
+
+    The vectors stream without a shuffle: the embedded images no sample holds (the benchmark's, a
+    bounded set) are found on ids alone and removed with a broadcast anti-join. Joining the vectors
+    to the samples' image ids directly shuffles every 2 KB vector once those ids outgrow a broadcast.
+    """
+    require_columns(embeddings, ["image_id"], "held_embeddings")
+    held = image_occurrences(samples).select("image_id")
+    not_held = embeddings.select("image_id").join(held, "image_id", "left_anti").distinct()
+    return embeddings.join(F.broadcast(not_held), "image_id", "left_anti")
+
+
 def embed_images(images: DataFrame, spec: EmbedderSpec, model: str, profile=None) -> DataFrame:
     """(image_id, model_id, embedding); embedding is null where the image does not decode.
 
