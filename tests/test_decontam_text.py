@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from etl.schema import TURN
-from etl.stages.decontaminate import BenchmarkGrams, benchmark_text_grams, text_hits
+from etl.stages.text_decontam import BenchmarkGrams, benchmark_text_grams, text_hits
 from udfs.knn import vectors_from_arrow
 
 WORDS = [f"w{i}" for i in range(15)]

@@ -13,7 +13,7 @@ from PIL import Image
 from etl import tables
 from etl.jobs import clean, decontaminate, embed, ingest
 from etl.runs import PipelineRun
-from etl.stages.decontaminate import benchmark_grams, normalised_words, training_grams
+from etl.stages.text_decontam import benchmark_grams, normalised_words, training_grams
 
 
 def photo(name: str) -> Image.Image:

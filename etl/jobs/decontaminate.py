@@ -18,6 +18,7 @@ from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES, REMOVED_SAMPLES
 from etl.sources.files import ArrowFiles
 from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
+from etl.stages import text_decontam
 from etl.stages.embed import held_embeddings
 from udfs.knn import build_index, index_fingerprint, serialize_index, vectors_from_arrow
 from udfs.sscd import model_id
@@ -66,8 +67,10 @@ def run(run: PipelineRun) -> None:
 
         # The benchmark side is bounded (the evaluation sets), so it is gathered on the driver, as Arrow.
         n, min_words = settings.text_ngram, settings.text_min_words or settings.text_ngram
-        bench_grams = stage.BenchmarkGrams.from_arrow(stage.benchmark_text_grams(items, n, min_words).toArrow())
-        hits = stage.text_hits(silver, bench_grams, n, min_words, run.run_id)
+        bench_grams = text_decontam.BenchmarkGrams.from_arrow(
+            text_decontam.benchmark_text_grams(items, n, min_words).toArrow()
+        )
+        hits = text_decontam.text_hits(silver, bench_grams, n, min_words, run.run_id)
         bench_table = (
             embeddings.join(benchmark.select("image_id").distinct(), "image_id")
             .select("image_id", "embedding")
