@@ -17,7 +17,8 @@ import time
 from etl.config import PROJECT_ROOT, load_config
 from etl.schema import RATING_AXES
 from etl.specs import judge_spec
-from udfs.judge import IMAGE_AXES, JudgeRequest, TransformersBackend, load_prompts
+from udfs.judge import IMAGE_AXES, JudgeRequest, load_prompts
+from udfs.judge_local import TransformersBackend
 
 TEXT_AXES = tuple(axis for axis in RATING_AXES if axis not in IMAGE_AXES)
 

@@ -39,7 +39,8 @@ def judge_key(name: str) -> str:
 
 def prepare(config: PipelineConfig, out: str) -> dict[str, Any]:
     """Write the executors' files for `config` into `out` (a folder or a URI); return the manifest."""
-    from udfs.judge import load_prompts, prepare_gguf_model
+    from udfs.judge import load_prompts
+    from udfs.judge_local import prepare_gguf_model
     from udfs.tokens import prepare_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="finevision-assets-") as scratch:

@@ -18,7 +18,8 @@ from etl.session import is_connect
 from etl.stages.clean import CleanRules
 from etl.stages.rate import AxisJudge
 from udfs.images import ImageRules
-from udfs.judge import IMAGE_AXES, NO_JUDGE_MODEL, JudgeSpec, load_prompts, prepare_gguf_model
+from udfs.judge import IMAGE_AXES, NO_JUDGE_MODEL, JudgeSpec, load_prompts
+from udfs.judge_local import prepare_gguf_model
 from udfs.sscd import EmbedderSpec
 from udfs.tokens import prepare_tokenizer
 
