@@ -226,7 +226,7 @@ def aligned_ncc(train: np.ndarray, bench: np.ndarray, geometry: Geometry) -> tup
 def text_overlap(train_text: str | None, bench_text: str | None) -> float:
     """Share of the benchmark text's word 3-grams found in the training text (whole texts under 3
     words must match exactly); 0 when either side has no text."""
-    from etl.stages.decontaminate import normalised_words
+    from etl.stages.text_decontam import normalised_words
 
     train_words, bench_words = normalised_words(train_text), normalised_words(bench_text)
     if not train_words or not bench_words:
