@@ -101,7 +101,9 @@ class TokenizerConfig(Strict):
 
 class CleanConfig(Strict):
     max_side: int = Field(2048, gt=0, description="longest image side after downscaling")
-    max_pixels: int = Field(178_956_970, gt=0, description="decompression-bomb guard, checked before decoding")
+    max_pixels: int = Field(  # udfs.decode.MAX_DECODE_PIXELS, Pillow's own limit: the project never lifts it
+        178_956_970, gt=0, le=178_956_970, description="decompression-bomb guard, checked before decoding"
+    )
     max_turn_tokens: int = Field(8192, gt=0, description="turns whose question + answer exceed this are dropped")
     jpeg_quality: int = Field(95, ge=1, le=100)
     arrow_batch_rows: int = Field(64, gt=0, description="rows per Arrow batch sent to the image UDF")

@@ -7,10 +7,12 @@ import io
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from etl.config import TokenizerConfig
+from etl.config import CleanConfig, TokenizerConfig
 from etl.stages.clean import CleanRules, clean_sample
 from tests.conftest import bomb_png, jpeg_bytes, png_bytes
+from udfs.decode import MAX_DECODE_PIXELS
 from udfs.images import ImageRejected, ImageRules, clean_image, target_size
 from udfs.tokens import count_tokens, load_tokenizer, normalise_text, prepare_tokenizer
 
@@ -45,6 +47,16 @@ def test_cmyk_is_converted_to_rgb_without_resizing():
 def test_decompression_bomb_is_rejected_from_the_header_before_decoding():
     with pytest.raises(ImageRejected) as caught:
         clean_image(bomb_png(20000, 20000), ImageRules(max_pixels=100_000_000))
+    assert caught.value.reason == "decompression_bomb"
+
+
+def test_the_bomb_guard_is_pillows_own_and_never_lifted_for_the_whole_process():
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default, after udfs.images is imported
+    assert 2 * Image.MAX_IMAGE_PIXELS == MAX_DECODE_PIXELS == CleanConfig().max_pixels
+    with pytest.raises(ValidationError, match="less than or equal"):
+        CleanConfig(max_pixels=MAX_DECODE_PIXELS + 1)
+    with pytest.raises(ImageRejected) as caught:  # over Pillow's limit: refused by Image.open itself
+        clean_image(bomb_png(20000, 20000), ImageRules())
     assert caught.value.reason == "decompression_bomb"
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 RESIZE_FILTER = Image.Resampling.BILINEAR
 """The resampling filter of `decode_and_resize` (see `udfs.sscd`'s docstring)."""
 MAX_DECODE_PIXELS = 178_956_970
-"""Larger canvases fail without being decoded: PIL's own bomb limit, enforced here because
-`udfs.images` lifts `Image.MAX_IMAGE_PIXELS` to apply the configured `clean.max_pixels`; it is
-also the default of that setting."""
+"""Larger canvases fail without being decoded: Pillow's own bomb limit (twice `Image.MAX_IMAGE_PIXELS`,
+where `Image.open` raises), which the project never lifts; also the default and the ceiling of
+`clean.max_pixels`."""
 
 
 class DecodedImages(NamedTuple):

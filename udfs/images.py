@@ -14,9 +14,6 @@ from PIL import Image, UnidentifiedImageError
 
 from udfs.decode import MAX_DECODE_PIXELS
 
-# We check the pixel count ourselves, before decoding, against the configured limit.
-Image.MAX_IMAGE_PIXELS = None
-
 KEEP_MODES = {"RGB", "L", "RGBA"}
 
 
@@ -84,5 +81,7 @@ def clean_image(data: bytes, rules: ImageRules) -> CleanedImage:
             return CleanedImage(buffer.getvalue(), out.width, out.height, changed=True)
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, which clean.max_pixels never exceeds
+        raise ImageRejected("decompression_bomb", str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected("corrupt_image", f"cannot decode image: {exc}") from None

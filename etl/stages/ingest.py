@@ -57,7 +57,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 def image_size(data: bytes) -> tuple[int | None, int | None]:
-    """Width and height from the image header, without decoding pixels; None if unreadable."""
+    """Width and height from the image header, without decoding pixels; None if unreadable or over
+    Pillow's bomb limit (the clean stage quarantines such a sample)."""
     from PIL import Image
 
     try:
