@@ -51,6 +51,8 @@ def run(run: PipelineRun) -> None:
                 if report.dropped:
                     detail = F.concat(F.lit(f"{model} could not decode image "), F.col("image_id"))
                     failed = embedded.filter(F.col("embedding").isNull())
-                    run.write_quarantine(report, image_rejections(failed, Reason.UNDECODABLE_IMAGE, detail), commit)
+                    run.write_quarantine(
+                        report, image_rejections(failed, frames, Reason.UNDECODABLE_IMAGE, detail), commit
+                    )
             finally:
                 embedded.unpersist()

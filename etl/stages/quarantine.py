@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from etl.schema import QUARANTINE, SOURCE_REF
+from etl.schema import QUARANTINE, SOURCE_REF, image_occurrences
 from etl.sources.base import Reason
 
 
@@ -52,19 +55,23 @@ def counts_by_reason(frame: DataFrame, reason: str | Column = "reject_reason") -
     return {row[0]: row["n"] for row in counts.collect()}
 
 
-def image_rejections(images: DataFrame, reason: Reason, detail: Column) -> DataFrame:
-    """Rejected images (an `image_id` column) as rows for `quarantine_rows`. An image belongs to no
-    one sample: subset and sample_id stay null and source_ref holds the image id as its member (under
-    file "image_embeddings", as the embed stage has always written it, so quarantine ids stay stable)."""
-    return images.select(
+def image_rejections(images: DataFrame, holders: Sequence[DataFrame], reason: Reason, detail: Column) -> DataFrame:
+    """Rejected images (an `image_id` column) as rows for `quarantine_rows`, each filed under the first
+    sample (by sample_id) of `holders` (frames with subset, sample_id, source_ref and images) that holds
+    it: that sample's subset, sample_id and source_ref lead back to the record in its source."""
+    occurrences = [image_occurrences(frame, "sample_id", "subset", "source_ref") for frame in holders]
+    rejected_ids = images.select("image_id").distinct()
+    first_holder = (
+        reduce(DataFrame.unionByName, occurrences)
+        .join(rejected_ids, "image_id")
+        .groupBy("image_id")
+        .agg(F.min(F.struct("sample_id", "subset", "source_ref")).alias("holder"))
+    )
+    return images.join(first_holder, "image_id", "left").select(
         F.lit(str(reason)).alias("reject_reason"),
         detail.alias("reject_detail"),
-        F.lit(None).cast("string").alias("subset"),
-        F.lit(None).cast("string").alias("sample_id"),
-        F.struct(
-            F.lit("image_embeddings").alias("file"),
-            F.col("image_id").alias("member"),
-            F.lit(None).cast("long").alias("row"),
-        ).alias("source_ref"),
+        F.col("holder.subset").alias("subset"),
+        F.col("holder.sample_id").alias("sample_id"),
+        F.col("holder.source_ref").alias("source_ref"),
         F.col("image_id").alias("raw"),
     )
