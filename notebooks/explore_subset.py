@@ -47,10 +47,10 @@ stats.select(columns).unionByName(
 # COMMAND ----------
 
 from etl import tables
-from etl.preview import _thumbnail
+from etl.pages import thumbnail_html
 
 silver = tables.read(spark, tables.TableRef.of(ctx.config, "silver_samples"))
-thumb = F.udf(lambda data: _thumbnail(data, 160) if data is not None else "")
+thumb = F.udf(lambda data: thumbnail_html(data, 160) if data is not None else "")
 rows = (
     silver.filter(F.col("subset") == SUBSET)
     .orderBy("sample_id")

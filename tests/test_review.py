@@ -7,12 +7,14 @@ import html
 import json
 import re
 
+import markupsafe
 import pytest
 import yaml
 
 from etl import tables
 from etl.config import load_config
 from etl.jobs import clean, decontaminate, dedup, embed, ingest
+from etl.pages import Thumbnail
 from etl.review import render_contamination_page, write_contamination_review, write_duplicate_review
 from etl.runs import PipelineRun
 from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
@@ -167,13 +169,14 @@ def test_page_escapes_every_text(tmp_path):
         "train_turn_count": 5,
         "bench_turns": [{"user": evil, "assistant": None}],
         "bench_turn_count": 1,
-        "train_thumbs": ['<img src="data:image/jpeg;base64,AAAA" alt="thumbnail">'],
-        "bench_thumbs": [],
-        "bench_image_count": 0,
+        "train_thumbs": [Thumbnail("AAAA", None)],
+        "bench_thumbs": [Thumbnail(None, f"unreadable image: {evil}")],
+        "bench_image_count": 1,
     }
     counts = [{"benchmark": "<b>bench</b>", "method": "sscd-faiss-exact", "hits": 1, "samples": 1}]
     page = render_contamination_page([hit], counts, {"contamination_hits": 3}, config_for(tmp_path), 200)
-    assert "<script" not in page and "https://" not in page.replace(html.escape(evil), "")
-    assert html.escape(evil) in page and "&lt;b&gt;bench&lt;/b&gt;" in page and "s&lt;1&gt;" in page
+    escaped = str(markupsafe.escape(evil))
+    assert "<script" not in page and "https://" not in page.replace(escaped, "")
+    assert escaped in page and "&lt;b&gt;bench&lt;/b&gt;" in page and "s&lt;1&gt;" in page
     assert "0.971" in page and "x" * 400 + "&hellip;" in page and "(+4 more turn(s))" in page
     assert page.count("<img") == 1
