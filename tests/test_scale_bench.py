@@ -106,3 +106,16 @@ def test_turns_have_realistic_lengths(corpus):
         turns = record["conversations"]
         assert 2 <= len(turns) <= 6
         assert all(5 <= len(t["value"].split()) <= 125 for t in turns)
+
+
+def test_the_loopback_judge_answers_the_endpoint_backend_with_a_score():
+    from udfs.judge import JudgeRequest, JudgeSpec, OpenAIChatBackend
+
+    judge = scale.InstantJudge()
+    try:
+        backend = OpenAIChatBackend(JudgeSpec("openai", "instant", base_url=judge.base_url, max_retries=0))
+        verdicts = backend.rate([JudgeRequest(f"Rate turn {i} from 1 to 5.") for i in range(40)])
+    finally:
+        judge.close()
+    assert [v.score for v in verdicts] == [4] * 40 and backend.requests_sent == 40
+    assert all(v.error is None and 4.0 < v.expected_score < 4.5 for v in verdicts)  # from the top logprobs
