@@ -581,6 +581,12 @@ def main(argv: list[str] | None = None) -> None:
         unknown = set(args.stages.split(",")) - {stage.name for stage in STAGES}
         if unknown:
             raise SystemExit(f"--stages: no stage named {', '.join(sorted(unknown))}")
+    # The clean stage converts the tokenizer from its GGUF package once per checkout, loading
+    # transformers (about 900 MB): done here, so no size's driver peak RSS carries that one-time cost.
+    from etl.config import load_config
+    from etl.specs import rules_from
+
+    rules_from(load_config())
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         root = args.workdir / str(n)
