@@ -54,9 +54,11 @@ def images_to_embed(frames: list[DataFrame], embeddings: DataFrame | None, model
 def held_embeddings(embeddings: DataFrame, samples: DataFrame) -> DataFrame:
     """The rows of `embeddings` whose image some sample of `samples` holds.
 
-    The vectors stream without a shuffle: the embedded images no sample holds (the benchmark's, a
-    bounded set) are found on ids alone and removed with a broadcast anti-join. Joining the vectors
-    to the samples' image ids directly shuffles every 2 KB vector once those ids outgrow a broadcast.
+    The vectors stream without a shuffle: the embedded images no sample holds are found on ids alone
+    and removed with a broadcast anti-join. Those are the benchmark's images plus images of samples
+    that have since left `samples`, so the broadcast is 64-byte ids of a small share of the corpus,
+    never vectors. Joining the vectors to the samples' image ids directly shuffles every 2 KB
+    vector once those ids outgrow a broadcast.
     """
     require_columns(embeddings, ["image_id"], "held_embeddings")
     held = image_occurrences(samples).select("image_id")
