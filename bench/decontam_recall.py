@@ -30,9 +30,11 @@ regression on these seeds' candidate pairs and writes it (tune on some seeds, re
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,17 +252,28 @@ def candidates(train_vectors: np.ndarray, bench_vectors: np.ndarray, threshold: 
     return knn.Hits(hits.query_rows[keep], hits.index_rows[keep], hits.similarities[keep])
 
 
-def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float = 1.5) -> VerifierRule:
-    """Logistic regression (L2, balanced classes, gradient descent on standardised inputs), then
-    the decision put `margin` logits above the best-scoring negative so the tuning seed has no
-    false hit."""
+def fit_rule(
+    features: dict[str, np.ndarray],
+    labels: np.ndarray,
+    margin: float = 1.5,
+    negative_weight: float = 10.0,
+    limits: dict[str, float] | None = None,
+) -> VerifierRule:
+    """Logistic regression (L2, gradient descent on standardised inputs) on the pairs no limit
+    vetoes, the classes balanced and then the negatives weighted `negative_weight` times more (a
+    false hit costs more than a miss); the decision is put `margin` logits above the best-scoring
+    negative, so the tuning seeds have no false hit."""
+    limits = dict(limits or {})
     names = [name for name in FEATURES]
+    kept = ~VerifierRule({}, 0.0, 0.5, limits).vetoed(features)
+    features = {name: values[kept] for name, values in features.items()}
+    labels = labels[kept]
     probe = VerifierRule({name: 0.0 for name in names}, 0.0, 0.5)
     x = np.nan_to_num(probe.design(features))
     mean, std = x.mean(0), x.std(0) + 1e-9
     z = (x - mean) / std
     y = labels.astype(np.float64)
-    sample_weight = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+    sample_weight = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), negative_weight * 0.5 / max(1 - y.mean(), 1e-9))
     w, b = np.zeros(z.shape[1]), 0.0
     for _ in range(5000):
         p = 1 / (1 + np.exp(-(z @ w + b)))
@@ -277,22 +290,34 @@ def fit_rule(features: dict[str, np.ndarray], labels: np.ndarray, margin: float 
         {n: round(float(v), 4) for n, v in zip(names, weights, strict=True)},
         round(float(bias), 4),
         min(max(round(decision, 6), 1e-6), 1 - 1e-6),
+        limits,
     )
 
 
 def cross_validate(
-    features: dict[str, np.ndarray], labels: np.ndarray, bench_rows: np.ndarray, folds: int, margin: float
+    features: dict[str, np.ndarray], labels: np.ndarray, folds: np.ndarray, fit: Callable[..., VerifierRule]
 ) -> np.ndarray:
-    """Accepted candidate pairs when each fold of benchmark images (rows modulo `folds`, so every fold
-    holds every kind) is judged by a rule fitted on the other folds: how the rule does on benchmark
-    images it was not fitted on, within one seed, so features can be chosen without the report seed."""
+    """Accepted candidate pairs when each fold is judged by a rule fitted on the other folds: how
+    the rule does on data it was not fitted on, within the tuning seeds, so features and settings
+    can be chosen without the report seed. `folds`: the fold of each pair."""
     accepted = np.zeros(len(labels), bool)
-    for fold in range(folds):
-        held_out = bench_rows % folds == fold
-        rule = fit_rule({name: values[~held_out] for name, values in features.items()}, labels[~held_out], margin)
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        rule = fit({name: values[~held_out] for name, values in features.items()}, labels[~held_out])
         scores = rule.score({name: values[held_out] for name, values in features.items()})
         accepted[held_out] = scores >= rule.decision
     return accepted
+
+
+def parse_limits(items: list[str]) -> dict[str, float]:
+    """`--limit FEATURE=MAX` arguments as {feature: max}."""
+    limits = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in FEATURES or not value:
+            raise SystemExit(f"--limit {item!r}: expected FEATURE=MAX with FEATURE one of {list(FEATURES)}")
+        limits[name] = float(value)
+    return limits
 
 
 def report(name: str, hits: set[tuple[int, int]], train: list[Image_], seconds: float, pairs: int) -> dict:
@@ -328,6 +353,7 @@ class Measured:
     features: dict[str, np.ndarray]
     embed_seconds: float
     verify_seconds: float
+    pair_seeds: np.ndarray  # the seed of each candidate pair
 
 
 def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured:
@@ -338,6 +364,23 @@ def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured
         f"({len(train) - len(bench)} copies, {len(bench)} same-template negatives), made in "
         f"{time.perf_counter() - started:.1f} s"
     )
+    cache = _cache_path(args, seed, bench, train)
+    if cache is not None and cache.exists():
+        with np.load(cache) as saved:
+            print(f"  features of seed {seed} read from {cache}")
+            features = {name: saved[f"feature_{name}"] for name in FEATURES}
+            threshold_hits = set(zip(saved["exact_rows"].tolist(), saved["exact_bench_rows"].tolist(), strict=True))
+            return Measured(
+                bench,
+                train,
+                threshold_hits,
+                saved["rows"],
+                saved["bench_rows"],
+                features,
+                float(saved["embed_seconds"]),
+                float(saved["verify_seconds"]),
+                np.full(len(saved["rows"]), seed),
+            )
     started = time.perf_counter()
     bench_vectors = embed_bytes(spec, [image.data for image in bench])
     train_vectors = embed_bytes(spec, [image.data for image in train])
@@ -354,9 +397,46 @@ def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured
         [bench[b].text for b in bench_rows],
     )
     threshold_hits = set(zip(exact.query_rows.tolist(), exact.index_rows.tolist(), strict=True))
+    verify_seconds = time.perf_counter() - started
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            cache,
+            rows=rows,
+            bench_rows=bench_rows,
+            exact_rows=exact.query_rows,
+            exact_bench_rows=exact.index_rows,
+            embed_seconds=embed_seconds,
+            verify_seconds=verify_seconds,
+            **{f"feature_{name}": values for name, values in features.items()},
+        )
     return Measured(
-        bench, train, threshold_hits, rows, bench_rows, features, embed_seconds, time.perf_counter() - started
+        bench,
+        train,
+        threshold_hits,
+        rows,
+        bench_rows,
+        features,
+        embed_seconds,
+        verify_seconds,
+        np.full(len(rows), seed),
     )
+
+
+def _cache_path(args: argparse.Namespace, seed: int, bench: list[Image_], train: list[Image_]) -> Path | None:
+    """Where `--cache` keeps a seed's candidate pairs and features: keyed by the images, the search
+    settings and the source of the evidence (udfs/verify.py, udfs/tiles.py, udfs/sscd.py), so a
+    change to any of them measures again; rules are refitted and scored from the cache in seconds."""
+    if not args.cache:
+        return None
+    digest = hashlib.sha256()
+    for image in [*bench, *train]:
+        digest.update(image.data)
+        digest.update((image.text or "").encode())
+    for module in ("verify", "tiles", "sscd"):
+        digest.update((Path(__file__).parents[1] / "udfs" / f"{module}.py").read_bytes())
+    digest.update(f"{args.candidate_threshold} {args.candidate_k} {args.threshold}".encode())
+    return Path(args.cache) / f"seed{seed}-{digest.hexdigest()[:16]}.npz"
 
 
 def concatenated(parts: list[tuple[int, Measured]]) -> Measured:
@@ -364,7 +444,7 @@ def concatenated(parts: list[tuple[int, Measured]]) -> Measured:
     seeds), its rows shifted past the previous seeds'."""
     if len(parts) == 1:
         return parts[0][1]
-    out = Measured([], [], set(), np.empty(0, np.int64), np.empty(0, np.int64), {}, 0.0, 0.0)
+    out = Measured([], [], set(), np.empty(0, np.int64), np.empty(0, np.int64), {}, 0.0, 0.0, np.empty(0, np.int64))
     for seed, part in parts:
         train_offset, bench_offset = len(out.train), len(out.bench)
         out.bench += [Image_(f"s{seed}/{i.name}", i.data, i.text, i.kind) for i in part.bench]
@@ -386,6 +466,7 @@ def concatenated(parts: list[tuple[int, Measured]]) -> Measured:
             name: np.concatenate([out.features.get(name, np.empty(0, np.float32)), part.features[name]])
             for name in part.features
         }
+        out.pair_seeds = np.concatenate([out.pair_seeds, part.pair_seeds])
         out.embed_seconds += part.embed_seconds
         out.verify_seconds += part.verify_seconds
     return out
@@ -398,11 +479,30 @@ def main() -> None:
     parser.add_argument("--candidate-threshold", type=float, default=0.3)
     parser.add_argument("--candidate-k", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument(
+        "--cache",
+        help="keep each seed's candidate pairs and features here, and reuse them while nothing they depend on changed",
+    )
     parser.add_argument("--rule", default=str(CONF_DIR / "decontaminate" / "verifier.yaml"))
     parser.add_argument("--fit", help="fit the rule on these seeds and write it to this YAML file")
-    parser.add_argument("--cv", type=int, default=0, help="also print this many folds' cross-validated recall")
+    parser.add_argument(
+        "--cv",
+        default=None,
+        help="also print cross-validated recall: 'seed' leaves one seed out at a time (several --seed), "
+        "a number K folds over benchmark images",
+    )
     parser.add_argument(
         "--margin", type=float, default=1.5, help="--fit: logits between the decision and the best negative"
+    )
+    parser.add_argument(
+        "--negative-weight", type=float, default=10.0, help="--fit: how much more a negative pair weighs than a copy"
+    )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="FEATURE=MAX",
+        help="--fit: a veto: pairs with FEATURE above MAX are never hits (repeatable)",
     )
     args = parser.parse_args()
 
@@ -425,21 +525,42 @@ def main() -> None:
         f"\ncandidates (SSCD >= {args.candidate_threshold}, top {args.candidate_k}): {len(rows)} pairs, "
         f"{int(labels.sum())} true; {missed_by_search} copies not among them"
     )
+    limits = parse_limits(args.limit)
+
+    def fit(features: dict[str, np.ndarray], labels: np.ndarray) -> VerifierRule:
+        return fit_rule(features, labels, args.margin, args.negative_weight, limits)
+
     if args.cv:
-        accepted = cross_validate(features, labels, bench_rows, args.cv, args.margin)
+        if args.cv == "seed":
+            folds, over = measured.pair_seeds, "seeds, one left out at a time"
+        else:
+            folds, over = bench_rows % int(args.cv), f"{args.cv} folds of benchmark images"
+        accepted = cross_validate(features, labels, folds, fit)
+        for fold in np.unique(folds):
+            held = folds == fold
+            print(
+                f"  held out {fold}: {int((accepted & labels & held).sum())}/{int((labels & held).sum())} copies, "
+                f"{int((accepted & ~labels & held).sum())} false hits"
+            )
+        false_hits = [
+            f"{train[r].name} -> {measured.bench[b].name}"
+            for r, b in zip(rows[accepted & ~labels], bench_rows[accepted & ~labels], strict=True)
+        ]
         print(
-            f"{args.cv}-fold cross-validation over benchmark images (seed {seeds}): "
-            f"{int((accepted & labels).sum())}/{int(labels.sum())} copies, {int((accepted & ~labels).sum())} false hits"
+            f"cross-validation over {over} (seed {seeds}): {int((accepted & labels).sum())}/{int(labels.sum())} "
+            f"copies, {int((accepted & ~labels).sum())} false hits {false_hits}"
         )
     if args.fit:
-        rule = fit_rule(features, labels, args.margin)
+        rule = fit(features, labels)
         Path(args.fit).parent.mkdir(parents=True, exist_ok=True)
         header = (
             f"# Fitted by bench/decontam_recall.py --seed {seeds} --per-kind {args.per_kind} "
-            f"--candidate-threshold {args.candidate_threshold} --candidate-k {args.candidate_k} --margin {args.margin}\n"
+            f"--candidate-threshold {args.candidate_threshold} --candidate-k {args.candidate_k} --margin {args.margin} "
+            f"--negative-weight {args.negative_weight}{''.join(f' --limit {limit}' for limit in args.limit)}\n"
             "# score = sigmoid(bias + sum(weight * feature)), inliers as log1p; hit when score >= decision\n"
+            "# and no feature is above its limit\n"
         )
-        body = {"weights": dict(rule.weights), "bias": rule.bias, "decision": rule.decision}
+        body = {"weights": dict(rule.weights), "bias": rule.bias, "decision": rule.decision, "limits": limits}
         Path(args.fit).write_text(header + yaml.safe_dump(body, sort_keys=False))
         print(f"rule fitted and written to {args.fit}: {body}")
     else:

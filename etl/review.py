@@ -50,6 +50,8 @@ EVIDENCE_LABELS = {
     "occluder_fill": "largest occluded region: fill of its box",
     "occluder_scattered": "occluded tiles outside it",
     "residual_peak": "worst tile's grey-level difference away from it",
+    "tiles_textured": "aligned tiles that agree on texture",
+    "tiles_unexplained": "aligned tiles with content no one occluder explains (limit)",
 }
 
 THUMBNAILS = ArrayType(StructType([StructField(name, StringType()) for name in Thumbnail._fields]))

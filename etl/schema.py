@@ -146,6 +146,8 @@ EVIDENCE = StructType(
                 "occluder_fill",
                 "occluder_scattered",
                 "residual_peak",
+                "tiles_textured",
+                "tiles_unexplained",
             )
         ),
         StructField("score", FloatType()),

@@ -172,8 +172,26 @@ def ensure_table(
     constraints: dict[str, str] | None = None,
     partition_by: tuple[str, ...] = (),
 ) -> None:
-    """Create the table with its schema (CHECK constraints, partition columns) if it does not exist yet."""
+    """Create the table with its schema (CHECK constraints, partition columns) if it does not exist
+    yet; add the columns and struct fields a newer schema has to a table an older version wrote
+    (their old rows read null)."""
     retry_on_conflict(lambda: _create_table(spark, ref, schema, constraints, partition_by), f"create {ref}")
+
+
+def missing_fields(existing: StructType, wanted: StructType, prefix: str = "") -> list[str]:
+    """ADD COLUMNS entries (`a`.`b` TYPE AFTER `c`) for the fields of `wanted` that `existing`
+    lacks, struct fields included; a field whose type changed is not an addition and is left alone."""
+    added = []
+    for index, field in enumerate(wanted.fields):
+        path = f"{prefix}`{field.name}`"
+        if field.name not in existing.fieldNames():
+            after = f" AFTER `{wanted.fields[index - 1].name}`" if index else " FIRST"
+            added.append(f"{path} {field.dataType.simpleString()}{after}")
+        elif isinstance(field.dataType, StructType):
+            existing_type = existing[field.name].dataType
+            if isinstance(existing_type, StructType):
+                added += missing_fields(existing_type, field.dataType, f"{path}.")
+    return added
 
 
 def _create_table(
@@ -184,6 +202,10 @@ def _create_table(
     partition_by: tuple[str, ...],
 ) -> None:
     if exists(spark, ref):
+        added = missing_fields(spark.sql(f"SELECT * FROM {ref.sql} LIMIT 0").schema, schema)
+        if added:
+            log.info("%s: adding %s", ref, ", ".join(added))
+            spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({', '.join(added)})")
         return
     for name in partition_by:
         if not IDENTIFIER.match(name):

@@ -119,6 +119,42 @@ def test_a_caption_occludes_one_region_while_other_data_changes_tiles_all_over(t
     assert template["tiles_changed"] > 0 and template["occluder_scattered"] > 0.02, template
 
 
+UNEXPLAINED_LIMIT = VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml").limits["tiles_unexplained"]
+
+
+def test_content_the_training_image_adds_all_over_is_unexplained_while_a_caption_is_not(tiles):
+    # a caption band is one compact occluder, so it explains its tiles
+    assert tiles["captioned"]["tiles_occluded"] > 0.05 and tiles["captioned"]["tiles_unexplained"] == 0
+    # resampling, a brightness change and a crop add little (a few tiles of a brighter x0.4 copy)
+    for copy in ("small", "crop"):
+        assert tiles[copy]["tiles_unexplained"] < UNEXPLAINED_LIMIT, (copy, tiles[copy])
+    # other bar heights: the moved bar tops are levels the benchmark chart lacks, in places no one
+    # occluder covers (fewer tiles than a moved line: the rule's weights, not its limit, reject it)
+    copies = max(tiles[copy]["tiles_unexplained"] for copy in ("captioned", "small", "crop"))
+    assert tiles["template"]["tiles_unexplained"] > max(copies, 0.03), tiles["template"]
+
+
+def test_a_line_chart_with_other_data_is_unexplained_where_the_line_moved():
+    rng = np.random.default_rng(4)
+    chart = charts.make_chart(rng, charts.BENCH_THEMES, charts.BENCH_METRICS, "line")
+    other = {**chart, "values": list(reversed(chart["values"]))}
+    assert other["values"] != chart["values"]
+    template = tile_evidence(grey(charts.render(other)), grey(charts.render(chart)))
+    # the axes, title and labels agree, so most tiles do, as they do for a copy ...
+    assert template["tiles_agree"] >= 0.75, template
+    # ... but the line drawn elsewhere is content no caption or sticker explains
+    assert template["tiles_unexplained"] > UNEXPLAINED_LIMIT, template
+
+
+def test_agreement_counts_as_textured_only_where_there_is_texture():
+    flat = np.full((200, 300), 180, np.uint8)
+    striped = flat.copy()
+    striped[:, ::6] = 40
+    assert tile_evidence(flat, flat)["tiles_textured"] == 0
+    evidence = tile_evidence(striped, striped)
+    assert evidence["tiles_agree"] == 1 and evidence["tiles_textured"] == 1, evidence
+
+
 @pytest.fixture(scope="module")
 def screens():
     """A phone app screen, the same app's screen with other rows (a same-template negative), and two
@@ -215,6 +251,19 @@ def test_rule_file_errors_name_the_file(tmp_path):
     assert (
         scores[0] == pytest.approx(1 / (1 + np.exp(-(-9 + 9.9 + 1))), rel=1e-5) and scores[1] < 0.5 and scores[2] == 0
     )
+
+
+def test_a_limit_vetoes_a_pair_whatever_the_weights_say(tmp_path):
+    rule = VerifierRule({"sscd_whole": 10.0}, -5.0, 0.5, {"tiles_unexplained": 0.05})
+    features = {"sscd_whole": np.array([0.99, 0.99, 0.2]), "tiles_unexplained": np.array([0.0, 0.2, 0.0])}
+    scores = rule.score(features)
+    assert scores[0] >= 0.5 and scores[1] == 0 and scores[2] < 0.5, scores
+    written = tmp_path / "rule.yaml"
+    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nlimits: {tiles_unexplained: 0.05}\n")
+    assert VerifierRule.from_file(written) == VerifierRule({"sscd_whole": 10.0}, -5.0, 0.5, {"tiles_unexplained": 0.05})
+    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nlimits: {colour: 0.05}\n")
+    with pytest.raises(ValueError, match=r"rule.yaml.*unknown feature.*colour"):
+        VerifierRule.from_file(written)
 
 
 def test_the_hits_table_stores_every_feature_and_the_score():

@@ -77,3 +77,33 @@ def test_a_pinned_read_records_the_version_and_names_the_stage_that_writes_a_mis
     tables.append(spark, ref, spark.createDataFrame([row], REMOVED_SAMPLES), commit, REMOVED_SAMPLES)
     assert versions == {"removed_samples": first}
     assert pinned is not None and pinned.count() == 1  # the pinned version, not the later append
+
+
+def test_a_table_an_older_version_wrote_gains_the_fields_a_newer_schema_adds(spark, tmp_path):
+    """contamination_hits' evidence struct grows when the verifier gains a feature: a lakehouse an
+    older version wrote takes the new rows, and its old rows read null in the new fields."""
+    from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+    evidence = [StructField("score", FloatType())]
+    old = StructType([StructField("id", StringType()), StructField("evidence", StructType(evidence))])
+    new = StructType(
+        [
+            StructField("id", StringType()),
+            StructField("evidence", StructType([*evidence, StructField("tiles_unexplained", FloatType())])),
+            StructField("note", StringType()),
+        ]
+    )
+    ref = tables.TableRef(name="hits", path=str(tmp_path / "hits"))
+    commit = tables.Commit(run_id="r", stage="decontaminate", config_hash="h", git_revision="g")
+    tables.merge_insert(spark, ref, spark.createDataFrame([("a", (0.9,))], old), ["id"], commit, old)
+    assert tables.missing_fields(old, new) == [
+        "`evidence`.`tiles_unexplained` float AFTER `score`",
+        "`note` string AFTER `evidence`",
+    ]
+
+    tables.merge_insert(spark, ref, spark.createDataFrame([("b", (0.8, 0.01), "n")], new), ["id"], commit, new)
+
+    rows = {r["id"]: r for r in tables.read(spark, ref).collect()}
+    assert tables.read(spark, ref).schema == new
+    assert rows["a"]["evidence"]["tiles_unexplained"] is None and rows["a"]["note"] is None
+    assert rows["b"]["evidence"]["tiles_unexplained"] == pytest.approx(0.01) and rows["b"]["note"] == "n"

@@ -34,6 +34,8 @@ TILE_FEATURES = (
     "occluder_fill",
     "occluder_scattered",
     "residual_peak",
+    "tiles_textured",
+    "tiles_unexplained",
 )
 SIFT_SIDE = 512  # SIFT runs with the longer side at this length (smaller images are upscaled)
 TILE_GRID_SIDE = 640  # the largest grid the aligned images are compared on, tile by tile
@@ -46,6 +48,8 @@ FIT_TOLERANCE = 12.0  # grey levels within which a pixel counts for the brightne
 # What a pair has when no alignment covers enough of the benchmark image: no agreement at all.
 NO_TILES = {"aligned_coverage": 0.0, "tiles_agree": 0.0, "tiles_occluded": 0.0, "tiles_changed": 1.0}
 NO_TILES |= {"occluder_fill": 0.0, "occluder_scattered": 1.0, "residual_peak": 255.0}
+NO_TILES |= {"tiles_textured": 0.0, "tiles_unexplained": 1.0}
+COMPACT_FILL = 0.75  # an occluded region filling this much of its bounding box is one occluder (a band, a sticker)
 
 
 # ---- tile evidence after alignment ------------------------------------------------------------
@@ -164,6 +168,8 @@ class TileGrid:
     coverage: float  # share of the benchmark image the aligned training image covers
     states: np.ndarray  # -1 not covered, 1 agree, 2 occluded, 3 changed
     residual: np.ndarray  # RMS grey-level difference after the brightness/contrast fit
+    textured: np.ndarray  # texture on at least one side
+    added: np.ndarray  # occluded by something the training image adds: texture or a level the benchmark lacks
 
 
 def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> TileGrid | None:
@@ -215,7 +221,9 @@ def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> Til
     ).astype(np.int8)
     states[count < 0.9 * area] = -1
     residual = np.sqrt(np.maximum(_tile_sums((a - b) ** 2, rows, cols) / n, 0))
-    return TileGrid(coverage, states, residual)
+    # a copy loses detail (downscaling, JPEG), it never gains texture except under an occluder
+    added = (states == 2) & ((level > LEVEL_DIFF) | (std_a > 2.5 * np.maximum(std_b, FLAT_STD / 2.5)))
+    return TileGrid(coverage, states, residual, ~both_flat, added)
 
 
 def summarise_tiles(grid: TileGrid) -> dict[str, float]:
@@ -241,6 +249,10 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     # copy within a few grey levels, a changed label or row of a same-template screen does not
     elsewhere = (states >= 0) & ~occluder
     peak = float(grid.residual[elsewhere].max()) if elsewhere.any() else 0.0
+    # occluded tiles that no one compact occluder explains (the tops of other bars, a line drawn
+    # elsewhere), and changed tiles
+    explained = occluder & (occluded > 0) if fill >= COMPACT_FILL else np.zeros(states.shape, bool)
+    unexplained = (grid.added & ~explained) | changed
     return {
         "aligned_coverage": grid.coverage,
         "tiles_agree": float((states == 1).sum()) / covered,
@@ -249,6 +261,8 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
         "occluder_fill": float(fill),
         "occluder_scattered": float(scattered),
         "residual_peak": peak,
+        "tiles_textured": float(((states == 1) & grid.textured).sum()) / covered,
+        "tiles_unexplained": float(unexplained.sum()) / covered,
         "_tiles": covered,
     }
 

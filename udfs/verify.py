@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -304,15 +304,19 @@ class VerifierRule:
     """score = sigmoid(bias + sum(weight * transform(feature))); a pair is a hit when score >= decision.
 
     `inliers` enters as log1p(inliers); the other features as they are (all in [0, 1] or so).
-    A NaN feature (an image that could not be decoded) makes the score 0.
+    `limits` are vetoes: a pair with a feature above its limit scores 0 whatever the weights say
+    (`tiles_unexplained` above a few percent: content the training image adds all over the
+    benchmark image is not an edit of it). A NaN feature (an image that could not be decoded) makes
+    the score 0.
     """
 
     weights: Mapping[str, float]
     bias: float
     decision: float
+    limits: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.weights) - set(FEATURES)
+        unknown = (set(self.weights) | set(self.limits)) - set(FEATURES)
         if unknown:
             raise ValueError(f"verifier rule: unknown feature(s) {sorted(unknown)}; known: {list(FEATURES)}")
         if not 0 < self.decision < 1:
@@ -324,9 +328,18 @@ class VerifierRule:
 
         try:
             data = yaml.safe_load(Path(path).read_text())
-            return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]))
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: not a verifier rule (weights, bias, decision): {exc}") from None
+            limits = {name: float(value) for name, value in (data.get("limits") or {}).items()}
+            return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]), limits)
+        except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: not a verifier rule (weights, bias, decision, limits): {exc}") from None
+
+    def vetoed(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """bool [pairs]: some feature is above its limit."""
+        pairs = len(next(iter(features.values()))) if features else 0
+        out = np.zeros(pairs, bool)
+        for name, limit in self.limits.items():
+            out |= np.asarray(features[name], np.float64) > limit
+        return out
 
     def design(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """The rule's inputs: [pairs, len(weights)] in the order of `weights`."""
@@ -340,4 +353,4 @@ class VerifierRule:
         x = self.design(features)
         logits = self.bias + x @ np.array(list(self.weights.values()), np.float64)
         scores = 1.0 / (1.0 + np.exp(-logits))
-        return np.where(np.isnan(scores), 0.0, scores).astype(np.float32)
+        return np.where(np.isnan(scores) | self.vetoed(features), 0.0, scores).astype(np.float32)
