@@ -122,8 +122,8 @@ class EmbedConfig(Strict):
 
 class DecontaminateConfig(Strict):
     method: Literal["threshold", "verified"] = Field(
-        "threshold",
-        description="threshold: SSCD cosine >= threshold (FineVision); verified: candidates, then a verifier",
+        "verified",
+        description="verified: candidates, then a verifier (the default); threshold: SSCD cosine >= threshold (FineVision)",
     )
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
     candidate_threshold: float = Field(0.3, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")

@@ -52,6 +52,7 @@ EVIDENCE_LABELS = {
     "residual_peak": "worst tile's grey-level difference away from it",
     "tiles_textured": "aligned tiles that agree on texture",
     "tiles_unexplained": "aligned tiles with content no one occluder explains (limit)",
+    "frame_nesting": "one image's frame inside the other's after alignment",
 }
 
 THUMBNAILS = ArrayType(StructType([StructField(name, StringType()) for name in Thumbnail._fields]))

@@ -148,6 +148,7 @@ EVIDENCE = StructType(
                 "residual_peak",
                 "tiles_textured",
                 "tiles_unexplained",
+                "frame_nesting",
             )
         ),
         StructField("score", FloatType()),

@@ -119,7 +119,9 @@ def test_a_caption_occludes_one_region_while_other_data_changes_tiles_all_over(t
     assert template["tiles_changed"] > 0 and template["occluder_scattered"] > 0.02, template
 
 
-UNEXPLAINED_LIMIT = VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml").limits["tiles_unexplained"]
+UNEXPLAINED_LIMIT = VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml").vetoes["tiles_unexplained"][
+    "above"
+]
 
 
 def test_content_the_training_image_adds_all_over_is_unexplained_while_a_caption_is_not(tiles):
@@ -144,6 +146,44 @@ def test_a_line_chart_with_other_data_is_unexplained_where_the_line_moved():
     assert template["tiles_agree"] >= 0.75, template
     # ... but the line drawn elsewhere is content no caption or sticker explains
     assert template["tiles_unexplained"] > UNEXPLAINED_LIMIT, template
+
+
+def test_an_occluder_that_hides_all_the_benchmark_shows_explains_nothing():
+    # easy-VQA-like: one small square on a flat background, and a larger square of the same colour
+    # over the same place. The difference is one compact region, as a caption band is, but it
+    # covers every textured tile of the benchmark image: other content, not a sticker on a copy.
+    bench = np.full((64, 64), 230, np.uint8)
+    bench[28:38, 28:38] = 60
+    train = np.full((64, 64), 230, np.uint8)
+    train[20:46, 20:46] = 60
+    evidence = tile_evidence(train, bench)
+    assert evidence["occluder_fill"] >= 0.75 and evidence["tiles_occluded"] > 0, evidence
+    # every tile the training image adds is unexplained (the ones it only removes are not added)
+    assert 0 < evidence["tiles_unexplained"] <= evidence["tiles_occluded"], evidence
+    # and no textured tile agrees: the agreement is all flat background
+    assert evidence["tiles_textured"] == 0, evidence
+
+
+def test_a_crop_a_padded_copy_and_a_resize_nest_while_a_shifted_window_only_overlaps():
+    import skimage.data
+
+    photo = np.asarray(Image.fromarray(skimage.data.astronaut()).convert("L"))
+    padded = np.full((600, 600), 128, np.uint8)
+    padded[40:552, 50:562] = photo
+    copies = {
+        "crop": photo[40:400, 60:470].copy(),
+        "padded": padded,
+        "small": np.asarray(Image.fromarray(photo).resize((200, 200))),
+    }
+    for name, copy in copies.items():
+        evidence = tile_evidence(copy, photo)
+        assert evidence["frame_nesting"] >= 0.97 and evidence["tiles_agree"] >= 0.95, (name, evidence)
+    # the right 312 columns of the photograph on a grey canvas: every tile that overlaps agrees, but
+    # the alignment puts 40% of either frame outside the other, which no crop, padding or resize does
+    window = np.full((512, 512), 128, np.uint8)
+    window[:, :312] = photo[:, 200:]
+    evidence = tile_evidence(window, photo)
+    assert evidence["tiles_agree"] >= 0.95 and evidence["frame_nesting"] == pytest.approx(312 / 512, abs=0.03), evidence
 
 
 def test_agreement_counts_as_textured_only_where_there_is_texture():
@@ -253,16 +293,27 @@ def test_rule_file_errors_name_the_file(tmp_path):
     )
 
 
-def test_a_limit_vetoes_a_pair_whatever_the_weights_say(tmp_path):
-    rule = VerifierRule({"sscd_whole": 10.0}, -5.0, 0.5, {"tiles_unexplained": 0.05})
-    features = {"sscd_whole": np.array([0.99, 0.99, 0.2]), "tiles_unexplained": np.array([0.0, 0.2, 0.0])}
+def test_a_veto_rejects_a_pair_whatever_the_weights_say(tmp_path):
+    vetoes = {"tiles_unexplained": {"above": 0.05}, "frame_nesting": {"below": 0.9}}
+    rule = VerifierRule({"sscd_whole": 10.0}, -5.0, 0.5, vetoes)
+    features = {
+        "sscd_whole": np.array([0.99, 0.99, 0.99, 0.2]),
+        "tiles_unexplained": np.array([0.0, 0.2, 0.0, 0.0]),
+        "frame_nesting": np.array([1.0, 1.0, 0.6, 1.0]),
+    }
     scores = rule.score(features)
-    assert scores[0] >= 0.5 and scores[1] == 0 and scores[2] < 0.5, scores
+    assert scores[0] >= 0.5 and scores[1] == 0 and scores[2] == 0 and scores[3] < 0.5, scores
     written = tmp_path / "rule.yaml"
-    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nlimits: {tiles_unexplained: 0.05}\n")
-    assert VerifierRule.from_file(written) == VerifierRule({"sscd_whole": 10.0}, -5.0, 0.5, {"tiles_unexplained": 0.05})
-    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nlimits: {colour: 0.05}\n")
+    written.write_text(
+        "weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\n"
+        "vetoes: {tiles_unexplained: {above: 0.05}, frame_nesting: {below: 0.9}}\n"
+    )
+    assert VerifierRule.from_file(written) == rule
+    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nvetoes: {colour: {above: 0.05}}\n")
     with pytest.raises(ValueError, match=r"rule.yaml.*unknown feature.*colour"):
+        VerifierRule.from_file(written)
+    written.write_text("weights: {sscd_whole: 10}\nbias: -5\ndecision: 0.5\nvetoes: {frame_nesting: {under: 0.9}}\n")
+    with pytest.raises(ValueError, match=r"rule.yaml.*above.*below"):
         VerifierRule.from_file(written)
 
 

@@ -103,7 +103,7 @@ def test_decontamination_finds_the_copy_and_the_copied_question_only(spark, make
     config = make_config(
         contaminated_corpus["sources"],
         contaminated_corpus["data"],
-        **{"mlflow__enabled": "false", "decontaminate__policy": "remove"},
+        **{"mlflow__enabled": "false", "decontaminate__policy": "remove", "decontaminate__method": "threshold"},
     )
     run = PipelineRun(spark, config, "test")
     for job in (ingest, clean, embed, decontaminate):

@@ -36,6 +36,7 @@ TILE_FEATURES = (
     "residual_peak",
     "tiles_textured",
     "tiles_unexplained",
+    "frame_nesting",
 )
 SIFT_SIDE = 512  # SIFT runs with the longer side at this length (smaller images are upscaled)
 TILE_GRID_SIDE = 640  # the largest grid the aligned images are compared on, tile by tile
@@ -48,8 +49,9 @@ FIT_TOLERANCE = 12.0  # grey levels within which a pixel counts for the brightne
 # What a pair has when no alignment covers enough of the benchmark image: no agreement at all.
 NO_TILES = {"aligned_coverage": 0.0, "tiles_agree": 0.0, "tiles_occluded": 0.0, "tiles_changed": 1.0}
 NO_TILES |= {"occluder_fill": 0.0, "occluder_scattered": 1.0, "residual_peak": 255.0}
-NO_TILES |= {"tiles_textured": 0.0, "tiles_unexplained": 1.0}
+NO_TILES |= {"tiles_textured": 0.0, "tiles_unexplained": 1.0, "frame_nesting": 0.0}
 COMPACT_FILL = 0.75  # an occluded region filling this much of its bounding box is one occluder (a band, a sticker)
+MAX_HIDDEN = 0.5  # ... as long as it hides at most this share of the benchmark image's textured tiles
 
 
 # ---- tile evidence after alignment ------------------------------------------------------------
@@ -166,10 +168,12 @@ class TileGrid:
     """One alignment's comparison, per tile of the benchmark image (arrays [rows, cols])."""
 
     coverage: float  # share of the benchmark image the aligned training image covers
+    inside: float  # share of the aligned training image that lies on the benchmark image
     states: np.ndarray  # -1 not covered, 1 agree, 2 occluded, 3 changed
     residual: np.ndarray  # RMS grey-level difference after the brightness/contrast fit
     textured: np.ndarray  # texture on at least one side
     added: np.ndarray  # occluded by something the training image adds: texture or a level the benchmark lacks
+    content: np.ndarray  # texture on the benchmark side
 
 
 def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> TileGrid | None:
@@ -195,6 +199,8 @@ def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> Til
     covered = cv2.warpAffine(np.full(source.shape, 255, np.uint8), mapping, (cols_, rows_), flags=cv2.INTER_NEAREST)
     cover = cv2.erode((covered > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     coverage = float(cover.mean())
+    mapped_area = abs(float(np.linalg.det(mapping[:, :2]))) * source.shape[0] * source.shape[1]
+    inside = min(1.0, float((covered > 0).sum()) / max(mapped_area, 1.0))
     if cover.sum() < 64:
         return None
     a = cv2.GaussianBlur(warped, (3, 3), 0).astype(np.float64)
@@ -223,7 +229,7 @@ def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> Til
     residual = np.sqrt(np.maximum(_tile_sums((a - b) ** 2, rows, cols) / n, 0))
     # a copy loses detail (downscaling, JPEG), it never gains texture except under an occluder
     added = (states == 2) & ((level > LEVEL_DIFF) | (std_a > 2.5 * np.maximum(std_b, FLAT_STD / 2.5)))
-    return TileGrid(coverage, states, residual, ~both_flat, added)
+    return TileGrid(coverage, inside, states, residual, ~both_flat, added, ~flat_b)
 
 
 def summarise_tiles(grid: TileGrid) -> dict[str, float]:
@@ -233,7 +239,7 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     states = grid.states
     covered = int((states >= 0).sum())
     if covered == 0:
-        return {**NO_TILES, "aligned_coverage": grid.coverage}
+        return {**NO_TILES, "aligned_coverage": grid.coverage, "frame_nesting": max(grid.coverage, grid.inside)}
     occluded = (states == 2).astype(np.uint8)
     near_occluded = cv2.dilate(occluded, np.ones((3, 3), np.uint8)) > 0  # a band's edge tiles are partly covered
     changed = (states == 3) & ~near_occluded
@@ -251,7 +257,12 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     peak = float(grid.residual[elsewhere].max()) if elsewhere.any() else 0.0
     # occluded tiles that no one compact occluder explains (the tops of other bars, a line drawn
     # elsewhere), and changed tiles
-    explained = occluder & (occluded > 0) if fill >= COMPACT_FILL else np.zeros(states.shape, bool)
+    # one compact occluder explains its tiles, unless it hides most of what the benchmark image
+    # shows: a shape drawn elsewhere on a flat background is compact too, but it is other content
+    content = grid.content & (states >= 0)
+    hidden = float((occluder & content).sum()) / max(int(content.sum()), 1)
+    compact = fill >= COMPACT_FILL and hidden <= MAX_HIDDEN
+    explained = occluder & (occluded > 0) if compact else np.zeros(states.shape, bool)
     unexplained = (grid.added & ~explained) | changed
     return {
         "aligned_coverage": grid.coverage,
@@ -263,6 +274,10 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
         "residual_peak": peak,
         "tiles_textured": float(((states == 1) & grid.textured).sum()) / covered,
         "tiles_unexplained": float(unexplained.sum()) / covered,
+        # a crop lies inside the benchmark image, a padded copy or a screenshot around it; a shape
+        # drawn elsewhere on a flat background aligns onto the benchmark's only by a shift that
+        # leaves both frames partly outside each other
+        "frame_nesting": max(grid.coverage, grid.inside),
         "_tiles": covered,
     }
 

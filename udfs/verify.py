@@ -304,23 +304,27 @@ class VerifierRule:
     """score = sigmoid(bias + sum(weight * transform(feature))); a pair is a hit when score >= decision.
 
     `inliers` enters as log1p(inliers); the other features as they are (all in [0, 1] or so).
-    `limits` are vetoes: a pair with a feature above its limit scores 0 whatever the weights say
-    (`tiles_unexplained` above a few percent: content the training image adds all over the
-    benchmark image is not an edit of it). A NaN feature (an image that could not be decoded) makes
-    the score 0.
+    `vetoes` ({feature: {above: x}} or {feature: {below: x}}) score a pair 0 whatever the weights
+    say: `tiles_unexplained` above a few percent (content the training image adds all over the
+    benchmark image is not an edit of it), `frame_nesting` below 0.9 (no crop, padding or resize
+    leaves the two frames only partly overlapping). A NaN feature (an image that could not be
+    decoded) makes the score 0.
     """
 
     weights: Mapping[str, float]
     bias: float
     decision: float
-    limits: Mapping[str, float] = field(default_factory=dict)
+    vetoes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.weights) | set(self.limits)) - set(FEATURES)
+        unknown = (set(self.weights) | set(self.vetoes)) - set(FEATURES)
         if unknown:
             raise ValueError(f"verifier rule: unknown feature(s) {sorted(unknown)}; known: {list(FEATURES)}")
         if not 0 < self.decision < 1:
             raise ValueError(f"verifier rule: decision must be in (0, 1), not {self.decision}")
+        for name, bound in self.vetoes.items():
+            if not bound or set(bound) - {"above", "below"}:
+                raise ValueError(f"verifier rule: veto of {name} must be {{above: x}} and/or {{below: x}}, not {bound}")
 
     @classmethod
     def from_file(cls, path: str | Path) -> VerifierRule:
@@ -328,17 +332,24 @@ class VerifierRule:
 
         try:
             data = yaml.safe_load(Path(path).read_text())
-            limits = {name: float(value) for name, value in (data.get("limits") or {}).items()}
-            return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]), limits)
+            vetoes = {
+                name: {side: float(value) for side, value in bound.items()}
+                for name, bound in (data.get("vetoes") or {}).items()
+            }
+            return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]), vetoes)
         except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: not a verifier rule (weights, bias, decision, limits): {exc}") from None
+            raise ValueError(f"{path}: not a verifier rule (weights, bias, decision, vetoes): {exc}") from None
 
     def vetoed(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """bool [pairs]: some feature is above its limit."""
+        """bool [pairs]: some feature is beyond its veto's bound."""
         pairs = len(next(iter(features.values()))) if features else 0
         out = np.zeros(pairs, bool)
-        for name, limit in self.limits.items():
-            out |= np.asarray(features[name], np.float64) > limit
+        for name, bound in self.vetoes.items():
+            values = np.asarray(features[name], np.float64)
+            if "above" in bound:
+                out |= values > bound["above"]
+            if "below" in bound:
+                out |= values < bound["below"]
         return out
 
     def design(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
