@@ -1,11 +1,13 @@
 """Recall and false hits of decontamination on a labelled set of edited benchmark copies.
 
-    .venv/bin/python bench/decontam_recall.py --seed 2                 # report (the rule in conf/)
-    .venv/bin/python bench/decontam_recall.py --seed 1 3 --cv 5 --fit conf/decontaminate/verifier.yaml
+    .venv/bin/python bench/decontam_recall.py --seed 25 --cache .cache/decontam_recall   # report (the rule in conf/)
+    .venv/bin/python bench/decontam_recall.py --seed 1 3 4 5 6 7 --cache .cache/decontam_recall --cv seed \
+        --veto 'tiles_unexplained>0.05' --veto 'frame_nesting<0.9' --veto 'tiles_textured<0.02' \
+        --veto 'residual_peak>40' --exclude frame_nesting --negative-weight 80 --fit conf/decontaminate/verifier.yaml
 
 The labelled set is made here from the project's own sample generators (etl/samples): benchmark
-images of four kinds (bar/line/pie charts, documents, photographs from scikit-image, GUI screens),
-and for each a training copy under every edit type:
+images of five kinds (bar/line/pie charts, documents, photographs from scikit-image, GUI screens,
+and easy-VQA shapes as the sample corpus has them), and for each a training copy under every edit type:
 - `crop`: 80-95% of each side, at a random offset;
 - `downscale_jpeg`: x0.3-0.7, then JPEG quality 50-85;
 - `brightness_contrast`: brightness and contrast each x0.8-1.2;
@@ -14,17 +16,21 @@ and for each a training copy under every edit type:
 - `screenshot`: the image at another size (x0.6-1.4) inside a window, as a screenshot shows it;
 and hard negatives that are not copies: the same template with other content (the same chart
 with other data, the same document layout with other text, the same phone screen with other rows or apps,
-another crop of the same photograph overlapping the benchmark crop by a tenth).
+another crop of the same photograph overlapping the benchmark crop by a tenth, five easy-VQA
+training images of the shape's colour and shape).
 Copies carry the benchmark question half of the time; negatives carry their template's question.
 
 Both methods run the project's batch functions (what the Spark UDFs call) on the same SSCD
 embeddings: `threshold` (whole-image cosine >= 0.95, FineVision's rule) and `verified` (FAISS
 candidates at `--candidate-threshold`, top `--candidate-k` per training image, then
 `udfs.verify.pair_features` and the rule). A hit is a (training image, benchmark image) pair; a
-false hit is any hit other than a copy and its original. Prints recall per edit type and overall,
-false hits, and each method's cost (pairs verified, seconds). `--fit` fits the rule's logistic
-regression on these seeds' candidate pairs and writes it (tune on some seeds, report on another);
-`--cv K` prints out-of-fold recall over benchmark images within the given seeds, to choose features.
+false hit is any hit other than a copy and its original, counted apart when the training image is
+a copy of another benchmark image. Prints recall per edit type, per kind and overall (and without
+the shapes: the four kinds of the issue), false hits, and each method's cost (pairs verified,
+seconds). `--fit` fits the rule's logistic regression and vetoes on these seeds' candidate pairs and
+writes it (tune on some seeds, report on others); `--cv seed` prints each seed's recall under a rule
+fitted on the other seeds (`--cv K`: K folds of benchmark images), to choose features and settings.
+`--cache DIR` keeps each seed's candidate pairs and features, so a rule is refitted in seconds.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ def config_for(root, sources=None, data=None):
             f"lakehouse={root / 'lakehouse'}",
             f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
             "mlflow.enabled=false",
+            # the page as FineVision's method fills it; the verified method's evidence rows are
+            # tests/test_decontam_review.py's
+            "decontaminate.method=threshold",
             f"data_root={data or root}",
             f"sources_dir={sources or root / 'sources'}",
         ]

@@ -16,7 +16,11 @@ bounding box the largest occluded region fills (a band fills it, the tops of oth
 RMS grey-level difference away from that region: resampling and re-encoding leave every tile of a
 copy within a few grey levels, while a same-template image that differs only in a few small labels
 (a phone screen with other rows) has those tiles tens of levels apart, even when 98% of the tiles
-agree.
+agree. Three more say what a copy cannot be: `tiles_unexplained` (tiles where the training image
+adds texture or a level that no one compact occluder explains, plus changed tiles: a copy loses
+detail but adds nothing outside a caption or a sticker), `tiles_textured` (agreeing tiles with
+texture: two flat backgrounds agree everywhere without showing anything) and `frame_nesting` (how
+much of one frame lies inside the other after alignment: 1 for a crop, a padded copy or a resize).
 """
 
 from __future__ import annotations
@@ -255,10 +259,10 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     # copy within a few grey levels, a changed label or row of a same-template screen does not
     elsewhere = (states >= 0) & ~occluder
     peak = float(grid.residual[elsewhere].max()) if elsewhere.any() else 0.0
-    # occluded tiles that no one compact occluder explains (the tops of other bars, a line drawn
-    # elsewhere), and changed tiles
-    # one compact occluder explains its tiles, unless it hides most of what the benchmark image
-    # shows: a shape drawn elsewhere on a flat background is compact too, but it is other content
+    # unexplained: what the training image adds outside one compact occluder (the tops of other
+    # bars, a line drawn elsewhere), and changed tiles. An occluder that hides most of what the
+    # benchmark image shows explains nothing: a shape drawn over a flat image's only shape is
+    # compact too, but it is other content
     content = grid.content & (states >= 0)
     hidden = float((occluder & content).sum()) / max(int(content.sum()), 1)
     compact = fill >= COMPACT_FILL and hidden <= MAX_HIDDEN

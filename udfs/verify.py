@@ -22,7 +22,8 @@ decides:
 - `text_overlap`: where both sides have text, the share of the benchmark text's word 3-grams found
   in the training text (1.0 for a normalised exact match); 0 where either side has none.
 - the aligned tile evidence (`udfs.tiles`, TILE_FEATURES): the training image aligned onto the
-  benchmark image (resize, SIFT similarity or template shift) and compared tile by tile.
+  benchmark image (resize, SIFT similarity or template shift) and compared tile by tile, including
+  what a copy cannot be (`tiles_unexplained`, `tiles_textured`, `frame_nesting`).
 
 Images are decoded and embedded once per distinct image of a batch, so a batch of pairs costs
 O(images x views) model calls, O(images) ORB and SIFT extractions and O(pairs) matchings.
@@ -304,11 +305,11 @@ class VerifierRule:
     """score = sigmoid(bias + sum(weight * transform(feature))); a pair is a hit when score >= decision.
 
     `inliers` enters as log1p(inliers); the other features as they are (all in [0, 1] or so).
-    `vetoes` ({feature: {above: x}} or {feature: {below: x}}) score a pair 0 whatever the weights
-    say: `tiles_unexplained` above a few percent (content the training image adds all over the
-    benchmark image is not an edit of it), `frame_nesting` below 0.9 (no crop, padding or resize
-    leaves the two frames only partly overlapping). A NaN feature (an image that could not be
-    decoded) makes the score 0.
+    `vetoes` ({feature: {above: x}} and/or {below: x}) score a pair 0 whatever the weights say, e.g.
+    `tiles_unexplained` above a few percent (content the training image adds all over the benchmark
+    image is not an edit of it) or `frame_nesting` below 0.9 (no crop, padding or resize leaves the
+    two frames only partly overlapping). A NaN feature (an image that could not be decoded) makes
+    the score 0.
     """
 
     weights: Mapping[str, float]
