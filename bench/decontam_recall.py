@@ -107,8 +107,11 @@ def rgb(data: bytes) -> Image.Image:
 
 # ---- benchmark images and their same-template negatives ----------------------------------------
 
+Labelled = tuple[bytes, str]  # an image and its question
+Made = tuple[Labelled, list[Labelled]]  # a benchmark image and its same-template negatives
 
-def chart_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+
+def chart_pair(rng: np.random.Generator, index: int) -> Made:
     chart = charts.make_chart(rng, charts.BENCH_THEMES, charts.BENCH_METRICS, charts.KINDS[index % len(charts.KINDS)])
     other = dict(chart)
     if chart["kind"] == "pie":
@@ -123,10 +126,10 @@ def chart_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str],
             other["values"] = rng.permutation(chart["values"]).tolist()
         other["values"] = [max(5, v + int(rng.integers(-15, 16))) for v in other["values"]]
     question = chart["qa"][0][0]
-    return (charts.render(chart), question), (charts.render(other), question)
+    return (charts.render(chart), question), [(charts.render(other), question)]
 
 
-def document_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+def document_pair(rng: np.random.Generator, index: int) -> Made:
     style = int(rng.integers(1 << 30))
     text = documents.make_text(rng)
     other = documents.make_text(rng)
@@ -145,23 +148,22 @@ def document_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, st
     question = question if isinstance(question, str) else "What does the document say?"
     first = documents.render(np.random.default_rng(style), text)
     second = documents.render(np.random.default_rng(style), other)
-    return (png(first), question), (png(second), question)
+    return (png(first), question), [(png(second), question)]
 
 
-def photo_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+def photo_pair(rng: np.random.Generator, index: int) -> Made:
     import skimage
 
     photo = Image.open(Path(skimage.data_dir) / PHOTOS[index % len(PHOTOS)]).convert("RGB")
     width, height = photo.size
     keep = round(width * 0.55)  # two crops overlapping by a tenth of the width
     question = "Describe this image."
-    return (png(photo.crop((0, 0, keep, height))), question), (
-        png(photo.crop((width - keep, 0, width, height))),
-        question,
-    )
+    return (png(photo.crop((0, 0, keep, height))), question), [
+        (png(photo.crop((width - keep, 0, width, height))), question)
+    ]
 
 
-def gui_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+def gui_pair(rng: np.random.Generator, index: int) -> Made:
     """A phone screen and the same screen with other content: an app's list with other rows, or the
     home screen with other apps."""
     seeds = int(rng.integers(1 << 30)), int(rng.integers(1 << 30))
@@ -176,7 +178,7 @@ def gui_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], t
         while screens[1].elements == screens[0].elements:
             screens[1] = gui._mobile_home(random.Random(int(rng.integers(1 << 30))))
         question = "Which apps are on the home screen?"
-    return (gui.draw_png(screens[0]), question), (gui.draw_png(screens[1]), question)
+    return (gui.draw_png(screens[0]), question), [(gui.draw_png(screens[1]), question)]
 
 
 @functools.lru_cache(maxsize=2)
@@ -203,36 +205,21 @@ def _shapes(split: str) -> dict[str, list[tuple[int, str]]]:
 SHAPE_NEGATIVES = 5  # per benchmark shape image: easy-VQA has hundreds of each colour and shape
 
 
-def more_shapes(rng: np.random.Generator, original: bytes, count: int) -> list[tuple[bytes, str]]:
-    """`count` more easy-VQA training images of the benchmark image's colour and shape."""
-    import easy_vqa
-
-    train = _shapes("train")
-    kind = next(k for k, images in _shapes("test").items() if any(_test_bytes(i) == original for i, _ in images))
-    chosen = rng.choice(len(train[kind]), size=count, replace=False)
-    return [(Path(easy_vqa.get_train_image_paths()[train[kind][i][0]]).read_bytes(), train[kind][i][1]) for i in chosen]
-
-
-@functools.lru_cache(maxsize=4096)
-def _test_bytes(image_id: int) -> bytes:
-    import easy_vqa
-
-    return Path(easy_vqa.get_test_image_paths()[image_id]).read_bytes()
-
-
-def shape_pair(rng: np.random.Generator, index: int) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+def shape_pair(rng: np.random.Generator, index: int) -> Made:
     """An easy-VQA test image (a 64 px shape on a flat background, as the sample corpus' benchmark
-    has them) and a training image of the same shape and colour elsewhere, at another size."""
+    has them) and SHAPE_NEGATIVES training images of the same shape and colour elsewhere, at other
+    sizes: one flat background and one shape, so many training images look alike."""
     import easy_vqa
 
     test, train = _shapes("test"), _shapes("train")
     kind = sorted(set(test) & set(train))[int(rng.integers(len(set(test) & set(train))))]
     image_id, question = test[kind][int(rng.integers(len(test[kind])))]
-    other_id, other_question = train[kind][int(rng.integers(len(train[kind])))]
-    return (Path(easy_vqa.get_test_image_paths()[image_id]).read_bytes(), question), (
-        Path(easy_vqa.get_train_image_paths()[other_id]).read_bytes(),
-        other_question,
-    )
+    chosen = [int(rng.integers(len(train[kind])))]
+    chosen += rng.choice(len(train[kind]), size=SHAPE_NEGATIVES - 1, replace=False).tolist()
+    train_paths = easy_vqa.get_train_image_paths()
+    return (Path(easy_vqa.get_test_image_paths()[image_id]).read_bytes(), question), [
+        (Path(train_paths[train[kind][i][0]]).read_bytes(), train[kind][i][1]) for i in chosen
+    ]
 
 
 MAKERS = {"chart": chart_pair, "document": document_pair, "photo": photo_pair, "gui": gui_pair, "shape": shape_pair}
@@ -287,20 +274,19 @@ def edit(rng: np.random.Generator, data: bytes, kind: str) -> bytes:
 
 def labelled_set(seed: int, per_kind: int) -> tuple[list[Image_], list[Image_]]:
     """(benchmark images, training images): every benchmark image has one copy per edit type and
-    one same-template negative."""
+    its same-template negatives."""
     rng = np.random.default_rng(seed)
     bench: list[Image_] = []
     train: list[Image_] = []
     for kind in KINDS:
         for index in range(per_kind):
             offset = seed * 7 + index  # other photographs and chart kinds under another seed
-            (original, question), (negative, negative_question) = MAKERS[kind](rng, offset)
+            (original, question), negatives = MAKERS[kind](rng, offset)
             row = len(bench)
             bench.append(Image_(f"{kind}{index}", original, question, kind))
-            train.append(Image_(f"{kind}{index}-negative", negative, negative_question, kind, "negative", row))
-            if kind == "shape":  # a flat background and one shape: many training images look alike
-                for extra, (data, text) in enumerate(more_shapes(rng, bench[-1].data, SHAPE_NEGATIVES - 1)):
-                    train.append(Image_(f"{kind}{index}-negative{extra + 2}", data, text, kind, "negative", row))
+            for number, (negative, negative_question) in enumerate(negatives, start=1):
+                name = f"{kind}{index}-negative{number if number > 1 else ''}"
+                train.append(Image_(name, negative, negative_question, kind, "negative", row))
             for edit_type in EDITS:
                 text = question if rng.random() < 0.5 else "What is shown here?"
                 train.append(

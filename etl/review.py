@@ -51,7 +51,7 @@ EVIDENCE_LABELS = {
     "occluder_scattered": "occluded tiles outside it",
     "residual_peak": "worst tile's grey-level difference away from it",
     "tiles_textured": "aligned tiles that agree on texture",
-    "tiles_unexplained": "aligned tiles with content no one occluder explains (limit)",
+    "tiles_unexplained": "aligned tiles with content no one occluder explains",
     "frame_nesting": "one image's frame inside the other's after alignment",
 }
 

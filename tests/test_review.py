@@ -75,7 +75,9 @@ def lakehouse(spark, tmp_path_factory):
 
 
 def hit_rows(page: str) -> list[str]:
-    return re.findall(r'<tr class="hit .*?</tr>', page, flags=re.S)
+    """Each hit's row, whole: a verified hit's row holds an evidence table, so a row ends at its
+    meta cell's last line (the run), not at the first </tr>."""
+    return re.findall(r'<tr class="hit .*?<div class="muted">run [^<]*</div>\s*</td></tr>', page, flags=re.S)
 
 
 def assert_offline(page: str) -> None:

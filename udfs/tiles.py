@@ -179,6 +179,11 @@ class TileGrid:
     added: np.ndarray  # occluded by something the training image adds: texture or a level the benchmark lacks
     content: np.ndarray  # texture on the benchmark side
 
+    @property
+    def nesting(self) -> float:
+        """frame_nesting: 1 when one frame lies within the other (a crop, a padded copy, a resize)."""
+        return max(self.coverage, self.inside)
+
 
 def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> TileGrid | None:
     """The training image (grey) mapped by `matrix` (training -> benchmark pixels) onto the
@@ -243,7 +248,7 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     states = grid.states
     covered = int((states >= 0).sum())
     if covered == 0:
-        return {**NO_TILES, "aligned_coverage": grid.coverage, "frame_nesting": max(grid.coverage, grid.inside)}
+        return {**NO_TILES, "aligned_coverage": grid.coverage, "frame_nesting": grid.nesting}
     occluded = (states == 2).astype(np.uint8)
     near_occluded = cv2.dilate(occluded, np.ones((3, 3), np.uint8)) > 0  # a band's edge tiles are partly covered
     changed = (states == 3) & ~near_occluded
@@ -281,7 +286,7 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
         # a crop lies inside the benchmark image, a padded copy or a screenshot around it; a shape
         # drawn elsewhere on a flat background aligns onto the benchmark's only by a shift that
         # leaves both frames partly outside each other
-        "frame_nesting": max(grid.coverage, grid.inside),
+        "frame_nesting": grid.nesting,
         "_tiles": covered,
     }
 
