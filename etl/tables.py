@@ -41,7 +41,15 @@ CONFLICT_NAMES = {
     "ProtocolChangedException",
     "DeltaConcurrentModificationException",
 }
-CONFLICT_ERROR_CLASSES = ("DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+# DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION: two writers creating one path-based table at once, the
+# loser sees the winner's folder before its first commit (a folder that is not Delta at all fails
+# the same way, after the retries).
+CONFLICT_ERROR_CLASSES = (
+    "DELTA_CONCURRENT_",
+    "DELTA_METADATA_CHANGED",
+    "DELTA_PROTOCOL_CHANGED",
+    "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+)
 
 log = logging.getLogger("finevision")
 T = TypeVar("T")
