@@ -122,8 +122,9 @@ class EmbedConfig(Strict):
 
 class DecontaminateConfig(Strict):
     method: Literal["threshold", "verified"] = Field(
-        "verified",
-        description="verified: candidates, then a verifier (the default); threshold: SSCD cosine >= threshold (FineVision)",
+        "threshold",
+        description="threshold: SSCD cosine >= threshold (FineVision, the default); verified (opt-in): the threshold's "
+        "hits plus candidates below it that a verifier accepts",
     )
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
     candidate_threshold: float = Field(0.3, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
