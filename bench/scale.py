@@ -57,8 +57,9 @@ import yaml
 from PIL import Image
 
 SHARES = {"llava": 0.40, "parquet": 0.25, "sharegpt": 0.20, "webdataset": 0.15}
-PLANTED = {"benchmark_copy": 0.01, "exact_duplicate": 0.05, "near_duplicate": 0.05}
-NORMAL, BENCH_COPY, EXACT_DUP, NEAR_DUP = 0, 1, 2, 3
+PLANTED = {"benchmark_copy": 0.01, "exact_duplicate": 0.05, "near_duplicate": 0.05, "template": 0.10}
+NORMAL, BENCH_COPY, EXACT_DUP, NEAR_DUP, TEMPLATE = 0, 1, 2, 3, 4
+BENCH_TEMPLATE_SHARE = 0.3  # benchmark items that are charts, documents or GUI screens (as FineVision's are)
 IMAGE_SIDE = 48
 PARQUET_ROWS, PARQUET_ROW_GROUP, TAR_SAMPLES = 20_000, 2_000, 10_000
 BENCHMARK = "synthbench"
@@ -85,6 +86,32 @@ def _words(rng: np.random.Generator, low: int, high: int) -> str:
     return " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), int(rng.integers(low, high + 1))))
 
 
+def template_image(seed: int, namespace: int, index: int) -> bytes:
+    """A chart, a document page or a phone screen from the sample corpus' generators (etl/samples):
+    every one of a kind shares its template (axes and margins, page layout, app chrome) and differs
+    in its data, text or rows, as FineVision's chart, document and GUI subsets do. Namespace 0
+    draws the training side's themes, 1 the benchmark's."""
+    import random
+
+    from etl.samples import charts, documents, gui
+
+    rng = np.random.default_rng([seed, 7, namespace, index])
+    kind = index % 3
+    if kind == 0:
+        themes, metrics = (
+            (charts.TRAIN_THEMES, charts.TRAIN_METRICS)
+            if namespace == 0
+            else (charts.BENCH_THEMES, charts.BENCH_METRICS)
+        )
+        return charts.render(charts.make_chart(rng, themes, metrics))
+    if kind == 1:
+        buffer = io.BytesIO()
+        documents.render(rng, documents.make_text(rng)).save(buffer, format="PNG")
+        return buffer.getvalue()
+    screen_rng = random.Random(int(rng.integers(2**31)))
+    return gui.draw_png(gui._mobile_app(screen_rng.choice(gui.APPS), screen_rng))
+
+
 class Plan:
     """Which sample is what: kinds, the sample or benchmark item each planted one copies, counts."""
 
@@ -103,7 +130,9 @@ class Plan:
         ):
             self.kind[order[cut : cut + counts[kind]]] = code
             cut += counts[kind]
-        base = np.sort(order[cut:])  # the normal samples, which planted ones copy
+        # same-template look-alikes (not copies): their own images, so they are normal samples otherwise
+        self.kind[order[cut : cut + counts["template"]]] = TEMPLATE
+        base = np.sort(order[cut + counts["template"] :])  # the normal samples, which planted ones copy
         rng = np.random.default_rng([seed, 3])
         planted = order[:cut]
         bench = self.kind[planted] == BENCH_COPY
@@ -124,9 +153,13 @@ class Plan:
             noise = np.random.default_rng([self.seed, 6, i]).integers(-2, 3, (IMAGE_SIDE, IMAGE_SIDE, 3))
             brighter = np.clip(_pixels(self.seed, 0, source).astype(np.int16) + 12 + noise, 0, 255).astype(np.uint8)
             return _jpeg(brighter, quality=80)
+        if kind == TEMPLATE:
+            return template_image(self.seed, 0, i)
         return _jpeg(_pixels(self.seed, 0, i))
 
     def bench_image(self, b: int) -> bytes:
+        if b < round(self.bench_items * BENCH_TEMPLATE_SHARE):
+            return template_image(self.seed, 1, b)
         return _jpeg(_pixels(self.seed, 1, b))
 
     def bench_turn(self, b: int) -> tuple[str, str]:
@@ -418,32 +451,39 @@ def _shuffle_bytes(ui_url: str | None, job_group: str) -> int | None:
 
 
 def measure(
-    root: Path, n: int, embed_real_max: int, rate_max: int, sets: list[str], only: list[str] | None = None
+    root: Path,
+    n: int,
+    embed_real_max: int,
+    rate_max: int,
+    sets: list[str],
+    only: list[str] | None = None,
+    methods: list[str] | None = None,
 ) -> dict:
     """Run every stage (or the stages in `only`, on the tables an earlier run left) on the corpus
-    under root (in this process); per stage: rows, seconds, peaks."""
+    under root (in this process); per stage: rows, seconds, peaks, the stage's counters. With
+    `methods`, decontaminate runs once per decontamination method, one after the other on the same
+    tables (`decontaminate[<method>]`); the later stages read the first method's hits."""
     from etl.config import load_config
     from etl.jobs import STAGES
     from etl.runs import PipelineRun
     from etl.session import build_session
 
     judge = InstantJudge()
-    config = load_config(
-        overrides=[
-            f"lakehouse={root / 'lake'}",
-            f"data_root={root / 'data'}",
-            f"sources_dir={root / 'sources'}",
-            "mlflow.enabled=false",
-            "rate.text_judge=qwen3_32b",
-            f"rate.judges.qwen3_32b.base_url={judge.base_url}",
-            "rate.judges.qwen3_32b.extra_body={}",
-            "rate.max_turns_per_subset=null",
-            # chunks sized for the loopback judge: with the default 2000, a chunk of a real judge runs
-            # minutes, one of the loopback judge a second, and the bench would time commits, not data
-            "rate.commit_rows=100000",
-            *sets,
-        ]
-    )
+    overrides = [
+        f"lakehouse={root / 'lake'}",
+        f"data_root={root / 'data'}",
+        f"sources_dir={root / 'sources'}",
+        "mlflow.enabled=false",
+        "rate.text_judge=qwen3_32b",
+        f"rate.judges.qwen3_32b.base_url={judge.base_url}",
+        "rate.judges.qwen3_32b.extra_body={}",
+        "rate.max_turns_per_subset=null",
+        # chunks sized for the loopback judge: with the default 2000, a chunk of a real judge runs
+        # minutes, one of the loopback judge a second, and the bench would time commits, not data
+        "rate.commit_rows=100000",
+        *sets,
+    ]
+    config = load_config(overrides=overrides)
     spark = build_session(
         "local", {"spark.ui.enabled": "true", "spark.sql.shuffle.partitions": str(config.shuffle_partitions)}
     )
@@ -456,6 +496,24 @@ def measure(
             if only and stage.name not in only:
                 continue
             note = ""
+            if stage.name == "decontaminate" and methods:
+                for method in methods:
+                    method_run = PipelineRun(
+                        spark, load_config(overrides=[*overrides, f"decontaminate.method={method}"]), f"bench-{method}"
+                    )
+                    started = time.perf_counter()
+                    try:
+                        stage.runner()(method_run)
+                    finally:
+                        method_run.close()
+                    name = f"decontaminate[{method}]"
+                    results[name] = _stage_figures(method_run, time.perf_counter() - started, f"method {method}")
+                    results[name]["shuffle_bytes"] = _shuffle_bytes(ui_url, f"{method_run.run_id}-{stage.name}")
+                    print(
+                        f"[{n}] {name}: {results[name]['rows']} rows in {results[name]['seconds']:.1f} s",
+                        file=sys.stderr,
+                    )
+                continue
             started = time.perf_counter()
             if stage.name == "embed" and n > embed_real_max:
                 write_synthetic_embeddings(run)
@@ -469,19 +527,25 @@ def measure(
             seconds = time.perf_counter() - started
             report = run.reports[-1]
             print(f"[{n}] {stage.name}: {report.rows_in} rows in {seconds:.1f} s {note}", file=sys.stderr, flush=True)
-            results[stage.name] = {
-                "rows": report.rows_in,
-                "seconds": seconds,
-                "note": note,
-                "driver_peak_rss_mb": _peak_rss_mb(),
-                "jvm_peak_rss_mb": _peak_rss_mb(jvm_pid) if jvm_pid else None,
-                "shuffle_bytes": _shuffle_bytes(ui_url, f"{run.run_id}-{stage.name}"),
-            }
+            results[stage.name] = _stage_figures(run, seconds, note, jvm_pid)
+            results[stage.name]["shuffle_bytes"] = _shuffle_bytes(ui_url, f"{run.run_id}-{stage.name}")
     finally:
         run.close()
         spark.stop()
         judge.close()
     return {"size": n, "stages": results, "driver_peak_rss_mb": _peak_rss_mb()}
+
+
+def _stage_figures(run, seconds: float, note: str, jvm_pid: int | None = None) -> dict:
+    report = run.reports[-1]
+    return {
+        "rows": report.rows_in,
+        "seconds": seconds,
+        "note": note,
+        "driver_peak_rss_mb": _peak_rss_mb(),
+        "jvm_peak_rss_mb": _peak_rss_mb(jvm_pid) if jvm_pid else None,
+        "counters": dict(report.counters),
+    }
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -524,6 +588,23 @@ def report(results: list[dict]) -> dict:
             "seconds": [None if s is None else round(s, 2) for s in seconds],
             "exponent": None if not exponents or exponents[-1] is None else round(exponents[-1], 3),
         }
+    decontaminations = [name for name in stage_names if name.startswith("decontaminate")]
+    print(f"{'decontaminate':<26}{'size':>10}{'seconds':>10}{'candidate pairs':>17}{'pairs verified':>16}{'hits':>8}")
+    for name in decontaminations:
+        for r in results:
+            m = r["stages"].get(name, {})
+            if "seconds" in m:
+                counters = m.get("counters") or {}
+                hits = sum(
+                    v for k, v in counters.items() if k.startswith("hits.") and not k.startswith("hits.decided_by")
+                )
+                candidates, verified = counters.get("pairs.candidates", "-"), counters.get("pairs.verified", "-")
+                print(f"{name:<26}{r['size']:>10}{m['seconds']:>10.1f}{candidates:>17}{verified:>16}{hits:>8}")
+    if "decontaminate[threshold]" in stage_names and "decontaminate[verified]" in stage_names:
+        for r in results:
+            pair = [r["stages"].get(f"decontaminate[{m}]", {}).get("seconds") for m in ("threshold", "verified")]
+            if None not in pair and pair[0]:
+                print(f"verified / threshold at {r['size']}: {pair[1] / pair[0]:.2f}x")
     final = {
         "sizes": sizes,
         "stages": summary,
@@ -562,6 +643,11 @@ def main(argv: list[str] | None = None) -> None:
         help="rerun only these stages (comma-separated) on the lakehouse an earlier run of the size left, "
         "keeping that run's figures for the other stages (e.g. to measure one stage after a change)",
     )
+    parser.add_argument(
+        "--methods",
+        help="run decontaminate once per decontamination method (comma-separated, e.g. threshold,verified) "
+        "and report each one's seconds, candidate pairs and pairs verified, and their ratio",
+    )
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)  # the child process of one size
     parser.add_argument("--instant-judge", action="store_true", help=argparse.SUPPRESS)  # InstantJudge's process
     args = parser.parse_args(argv)
@@ -570,8 +656,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.one_size:
         only = args.stages.split(",") if args.stages else None
+        methods = args.methods.split(",") if args.methods else None
         result = measure(
-            args.workdir / str(args.one_size), args.one_size, args.embed_real_max, args.rate_max, args.sets, only
+            args.workdir / str(args.one_size),
+            args.one_size,
+            args.embed_real_max,
+            args.rate_max,
+            args.sets,
+            only,
+            methods,
         )
         print("RESULT " + json.dumps(result))
         return
@@ -595,6 +688,7 @@ def main(argv: list[str] | None = None) -> None:
             "embed_real": n <= args.embed_real_max,
             "rate": n <= args.rate_max,
             "sets": args.sets,
+            "template_share": PLANTED["template"],
         }
         earlier = _earlier_result(root, settings) if args.reuse or args.stages else None
         if args.stages and (earlier is None or not (root / "lake").is_dir()):
@@ -608,6 +702,7 @@ def main(argv: list[str] | None = None) -> None:
         if (
             not (root / "manifest.json").exists()
             or json.loads((root / "manifest.json").read_text())["seed"] != args.seed
+            or "template" not in json.loads((root / "manifest.json").read_text())["planted"]
         ):
             started = time.perf_counter()
             generate(root, n, args.seed)
@@ -627,6 +722,7 @@ def main(argv: list[str] | None = None) -> None:
             str(args.rate_max),
             *(f"--set={s}" for s in args.sets),
             *([f"--stages={args.stages}"] if args.stages else []),
+            *([f"--methods={args.methods}"] if args.methods else []),
         ]
         child = subprocess.run(
             command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())}

@@ -1,10 +1,12 @@
 """bench/scale.py's corpus generator: deterministic, in the stated formats, with the stated shares
-of exact duplicates, near-duplicates and benchmark copies (read back from the files, no Spark)."""
+of exact duplicates, near-duplicates, benchmark copies and same-template charts, documents and
+screens (read back from the files, no Spark)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -12,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 SPEC = importlib.util.spec_from_file_location("bench_scale", Path(__file__).parents[1] / "bench" / "scale.py")
 scale = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(scale)
 
 N = 400
+PNG = b"\x89PNG"
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -80,9 +84,19 @@ def test_the_corpus_has_the_stated_formats_and_planted_shares(corpus):
     assert len(copies) == round(N * scale.PLANTED["benchmark_copy"])
     assert all(question in bench_questions and len(question.split()) >= 13 for _, question in copies)
 
+    # the template share: charts, documents and phone screens (PNG), each its own image, as are
+    # the benchmark's first 30% of items
+    templates = [image for _, image, _ in samples if image not in bench_images and image.startswith(PNG)]
+    assert len(templates) == len(set(templates)) == round(N * scale.PLANTED["template"])
+    bench_templates = [b for b in bench_images if b.startswith(PNG)]
+    assert len(bench_templates) == round(len(bench) * scale.BENCH_TEMPLATE_SHARE)
+    kinds = [Image.open(io.BytesIO(image)).size for image in templates]
+    assert (384, 288) in kinds and (360, 640) in kinds  # charts and phone screens among them, and documents:
+    assert len(set(kinds)) > 2
+
     counts: dict[bytes, int] = {}
     for _, image, _ in samples:
-        if image not in bench_images:
+        if image not in bench_images and not image.startswith(PNG):
             counts[image] = counts.get(image, 0) + 1
     assert sum(c - 1 for c in counts.values()) == round(N * scale.PLANTED["exact_duplicate"])
     assert all(2_000 > len(image) > 500 for image in counts)  # small images of a few KB at most
