@@ -169,6 +169,8 @@ CONTAMINATION_HITS = StructType(
         StructField("method", StringType(), nullable=False),
         StructField("run_id", StringType()),
         StructField("evidence", EVIDENCE),  # the verified method's features and score; null otherwise
+        StructField("decided_by", StringType()),  # threshold | verified | both | text; null in older tables
+        StructField("rule", StringType()),  # the configuration that made the hit (etl.jobs.decontaminate.current_rules)
     ]
 )
 

@@ -64,7 +64,7 @@ def tiny_lakehouse(spark, make_config):
     commit = tables.Commit("test", "test", "0", "0")
     ref = lambda name: tables.TableRef.of(config, name)  # noqa: E731
     tables.overwrite(spark, ref("silver_samples"), spark.createDataFrame(silver, SAMPLES), commit, SAMPLES)
-    hit = [("img2", "s3", "beta", "bench", "item9", 0.99, "m", 0.95, "sscd-faiss-exact", "r", None)]
+    hit = [("img2", "s3", "beta", "bench", "item9", 0.99, "m", 0.95, "sscd-faiss-exact", "r", None, "threshold", None)]
     tables.overwrite(
         spark, ref("contamination_hits"), spark.createDataFrame(hit, CONTAMINATION_HITS), commit, CONTAMINATION_HITS
     )

@@ -13,6 +13,7 @@ from PIL import Image
 
 from etl import tables
 from etl.jobs import export as export_job
+from etl.jobs.decontaminate import current_rules
 from etl.runs import PipelineRun
 from etl.schema import (
     CONTAMINATION_HITS,
@@ -67,6 +68,7 @@ def exported(spark, tmp_path_factory):
         tables.append(spark, run.table(name), spark.createDataFrame(rows, schema), commit, schema)
 
     write("silver_samples", silver, SAMPLES)
+    rules = current_rules(config)
     write(
         "contamination_hits",
         [
@@ -81,6 +83,7 @@ def exported(spark, tmp_path_factory):
                 "threshold": 0.95,
                 "method": "sscd-faiss-exact",
                 "run_id": "r",
+                "rule": rules["image"],
             },
             {
                 "image_id": None,
@@ -93,6 +96,20 @@ def exported(spark, tmp_path_factory):
                 "threshold": 0.95,
                 "method": "text-ngram",
                 "run_id": "r",
+                "rule": rules["text"],
+            },
+            {  # a hit of another configuration (an earlier run's method): flags nothing
+                "image_id": grey["image_id"],
+                "sample_id": "s4",
+                "subset": "beta",
+                "benchmark": "b",
+                "benchmark_item_id": "i1",
+                "similarity": 0.5,
+                "model_id": "m",
+                "threshold": 0.95,
+                "method": "sscd-verified",
+                "run_id": "r0",
+                "rule": "sscd-verified|m|sscd>=0.95|rule 0123456789ab",
             },
         ],
         CONTAMINATION_HITS,

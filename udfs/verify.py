@@ -53,6 +53,7 @@ FEATURES = (
     "text_overlap",
     *TILE_FEATURES,
 )
+THRESHOLD, VERIFIED, BOTH = "threshold", "verified", "both"  # contamination_hits.decided_by
 VIEW_SCALES = (1.0, 0.85, 0.7)
 MATCH_SIDE = 512  # both images are resized so that their longer side is this long for ORB
 NCC_SIDE = 256  # the largest grid the aligned images are compared on
@@ -297,6 +298,23 @@ def _view_embeddings(spec: EmbedderSpec, images: list[np.ndarray]) -> list[np.nd
     return list(vectors.reshape(len(images), len(VIEW_SCALES), -1))
 
 
+# ---- the decision --------------------------------------------------------------------------
+
+
+def decide(similarity: np.ndarray, scores: np.ndarray, threshold: float, decision: float) -> np.ndarray:
+    """Per pair, the rule that makes it a hit, or None: `threshold` at SSCD cosine >= threshold
+    (FineVision's rule, whatever the verifier's score, vetoes included), `verified` below it when
+    the verifier's score reaches `decision`. So the verified method's hits include the threshold
+    method's: verification only adds hits below the threshold."""
+    similarity = np.asarray(similarity, np.float32)
+    above = similarity >= np.float32(threshold)
+    accepted = ~above & (np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0) >= decision)
+    out = np.full(len(similarity), None, dtype=object)
+    out[above] = THRESHOLD
+    out[accepted] = VERIFIED
+    return out
+
+
 # ---- the decision rule ----------------------------------------------------------------------
 
 
@@ -340,6 +358,15 @@ class VerifierRule:
             return cls(dict(data["weights"]), float(data["bias"]), float(data["decision"]), vetoes)
         except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: not a verifier rule (weights, bias, decision, vetoes): {exc}") from None
+
+    def digest(self) -> str:
+        """A short hash of the rule's content: a hit records which rule decided it."""
+        import hashlib
+        import json
+
+        content = {"weights": dict(self.weights), "bias": self.bias, "decision": self.decision}
+        content["vetoes"] = {name: dict(bound) for name, bound in self.vetoes.items()}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
     def vetoed(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """bool [pairs]: some feature is beyond its veto's bound."""

@@ -11,7 +11,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.config import CONF_DIR, ConfigError
+from etl.config import CONF_DIR, ConfigError, PipelineConfig
+from etl.confs import session_conf
 from etl.resources import task_cpus
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES, REMOVED_SAMPLES
@@ -25,7 +26,8 @@ from udfs.sscd import model_id
 from udfs.verify import VerifierRule
 
 log = logging.getLogger("finevision")
-HIT_KEYS = ["sample_id", "image_id", "benchmark", "benchmark_item_id", "method", "model_id", "threshold"]
+HIT_KEYS = ["sample_id", "image_id", "benchmark", "benchmark_item_id", "method", "model_id", "threshold", "rule"]
+ARROW_BATCH_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 
 
 def index_source(run: PipelineRun, data: bytes) -> stage.IndexSource:
@@ -46,20 +48,43 @@ def index_source(run: PipelineRun, data: bytes) -> stage.IndexSource:
     return stage.IndexSource(fingerprint, lambda: ArrowFiles().read_bytes(path, size + 1))
 
 
-def verifier_rule(run: PipelineRun) -> VerifierRule:
+def verifier_rule(config: PipelineConfig) -> VerifierRule:
     """The verified method's decision rule, read on the driver (it travels to executors in the UDF)."""
-    path = run.config.decontaminate.verifier_rule
+    path = config.decontaminate.verifier_rule
     try:
         return VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml" if path is None else path)
     except ValueError as exc:
         raise ConfigError(f"decontaminate.verifier_rule: {exc}") from None
 
 
+def image_method(config: PipelineConfig) -> str:
+    settings = config.decontaminate
+    return f"sscd-faiss-{settings.index}" if settings.method == "threshold" else "sscd-verified"
+
+
+def current_rules(config: PipelineConfig) -> dict[str, str]:
+    """The `rule` column of the image and text hits this configuration makes: method, model, the
+    thresholds and, for the verified method, its candidates and the rule's digest. Export and the
+    rates count only hits whose rule is one of these (`etl.stages.decontaminate.current_hits`)."""
+    settings = config.decontaminate
+    image = f"{image_method(config)}|{model_id(embedder_spec(config))}|sscd>={settings.threshold:g}"
+    if settings.method == "verified":
+        image += (
+            f"|candidates>={settings.candidate_threshold:g} top {settings.candidate_k}"
+            f"|rule {verifier_rule(config).digest()}"
+        )
+    min_words = settings.text_min_words or settings.text_ngram
+    return {"image": image, "text": f"text-ngram|word-{settings.text_ngram}gram|min {min_words} words"}
+
+
 def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.decontaminate
     model = model_id(embedder_spec(run.config))
-    method = f"sscd-faiss-{settings.index}" if settings.method == "threshold" else "sscd-verified"
-    with run.stage("decontaminate") as report:
+    method, rules = image_method(run.config), current_rules(run.config)
+    with (
+        run.stage("decontaminate") as report,
+        session_conf(spark, {ARROW_BATCH_BYTES: str(run.config.embed.arrow_batch_bytes)}),
+    ):
         silver = run.read_input(report, "silver_samples")
         items = run.read_input(report, "benchmark_items")
         embeddings = run.read_input(report, "image_embeddings").filter(F.col("model_id") == model)
@@ -71,56 +96,71 @@ def run(run: PipelineRun) -> None:
             text_decontam.benchmark_text_grams(items, n, min_words).toArrow()
         )
         hits = text_decontam.text_hits(silver, bench_grams, n, min_words, run.run_id)
+        hits = hits.withColumn("decided_by", F.lit("text")).withColumn("rule", F.lit(rules["text"]))
         bench_table = (
             embeddings.join(benchmark.select("image_id").distinct(), "image_id")
             .select("image_id", "embedding")
             .orderBy("image_id")
             .toArrow()
         )
-        if bench_table.num_rows:
-            vectors = vectors_from_arrow(bench_table)
-            index = build_index(vectors, kind=settings.index, nprobe=settings.nprobe)
-            log.info("[decontaminate] %s index over %d benchmark images", settings.index, bench_table.num_rows)
-            source = index_source(run, serialize_index(index))
-            index_rows = spark.createDataFrame(
-                pd.DataFrame(
-                    {
-                        "index_row": np.arange(bench_table.num_rows, dtype=np.int64),
-                        "bench_image_id": bench_table.column("image_id").to_pylist(),
-                    }
-                ),
-                "index_row long, bench_image_id string",
-            )
-            train_embeddings = held_embeddings(embeddings, silver)
-            if settings.method == "threshold":
-                found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
-                image_hits = stage.image_hits(
-                    found, index_rows, training, benchmark, model, settings.threshold, method, run.run_id
-                )
-            else:
-                found = stage.search_training_images(
-                    train_embeddings, source, settings.candidate_threshold, settings.k, top_k=settings.candidate_k
-                )
-                pairs = stage.image_pairs(found, index_rows, training, benchmark)
-                spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(run.config.embed.arrow_batch_bytes))
-                image_hits = stage.verified_hits(
-                    pairs,
-                    silver,
-                    items,
-                    embedder_spec(run.config, task_cpus(run.spark, None)),
-                    verifier_rule(run),
-                    model,
-                    method,
-                    run.run_id,
-                )
-            hits = image_hits.unionByName(hits)
+        vectors = vectors_from_arrow(bench_table) if bench_table.num_rows else np.zeros((0, 512), np.float32)
+        if not bench_table.num_rows:
+            log.warning("[decontaminate] no benchmark image has an embedding of %s: identical images only", model)
+        index = build_index(vectors, kind=settings.index if bench_table.num_rows else "exact", nprobe=settings.nprobe)
+        log.info("[decontaminate] %s index over %d benchmark images", settings.index, bench_table.num_rows)
+        source = index_source(run, serialize_index(index))
+        index_rows = spark.createDataFrame(
+            pd.DataFrame(
+                {
+                    "index_row": np.arange(bench_table.num_rows, dtype=np.int64),
+                    "bench_image_id": pd.Series(bench_table.column("image_id").to_pylist(), dtype=object),
+                }
+            ),
+            "index_row long, bench_image_id string",
+        )
+        train_embeddings = held_embeddings(embeddings, silver)
+        pair_counts: dict[str, int] = {}
+        if settings.method == "threshold":
+            found = stage.search_training_images(train_embeddings, source, settings.threshold, settings.k)
+            pairs = stage.image_pairs(found, index_rows, training, benchmark)
+            image_hits = stage.image_hits(pairs, model, settings.threshold, method, rules["image"], run.run_id)
         else:
-            log.warning("[decontaminate] no benchmark image has an embedding of %s: image side skipped", model)
+            found = stage.search_training_images(
+                train_embeddings,
+                source,
+                settings.threshold,
+                settings.k,
+                candidate_threshold=settings.candidate_threshold,
+                top_k=settings.candidate_k,
+            )
+            pairs = stage.image_pairs(found, index_rows, training, benchmark)
+            # what the cascade costs: candidate pairs, and those below the threshold that are verified
+            above = F.col("similarity") >= F.lit(settings.threshold).cast("float")
+            by_side = {
+                r["above"]: r["n"] for r in pairs.groupBy(above.alias("above")).agg(F.count("*").alias("n")).collect()
+            }
+            pair_counts = {"pairs.candidates": sum(by_side.values()), "pairs.verified": by_side.get(False, 0)}
+            image_hits = stage.verified_hits(
+                pairs,
+                silver,
+                items,
+                embedder_spec(run.config, task_cpus(run.spark, None)),
+                verifier_rule(run.config),
+                settings.threshold,
+                model,
+                method,
+                rules["image"],
+                run.run_id,
+            )
+        hits = image_hits.unionByName(hits)
         hits = hits.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            by_method = {r["method"]: r["n"] for r in hits.groupBy("method").agg(F.count("*").alias("n")).collect()}
+            counts = hits.groupBy("method", "decided_by").agg(F.count("*").alias("n")).collect()
             report.rows_in = silver.count()
-            report.counters = {f"hits.{m}": n for m, n in by_method.items()}
+            report.counters = dict(pair_counts)
+            for row in counts:  # hits per method, and per rule that decided them
+                for key in (f"hits.{row['method']}", f"hits.decided_by.{row['decided_by']}"):
+                    report.counters[key] = report.counters.get(key, 0) + row["n"]
             commit = run.commit("decontaminate")
             report.output_versions["contamination_hits"] = tables.merge_insert(
                 spark, run.table("contamination_hits"), hits, HIT_KEYS, commit, CONTAMINATION_HITS

@@ -9,9 +9,11 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, tables
+from etl.jobs.decontaminate import current_rules
 from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
 from etl.specs import configured_judges
+from etl.stages.decontaminate import current_hits
 from etl.stages.export import gold_samples, removal_reasons
 from etl.stages.rate import current_ratings
 
@@ -31,7 +33,8 @@ def run(run: PipelineRun) -> None:
     spark, settings = run.spark, run.config.export
     with run.stage("export") as report:
         silver = run.read_input(report, "silver_samples")
-        hits = run.read_input(report, "contamination_hits")
+        # only the hits of the configured method, thresholds and rule flag a sample
+        hits = current_hits(run.read_input(report, "contamination_hits"), current_rules(run.config).values())
         clusters = run.read_input(report, "near_duplicate_clusters")
         removed = run.read_optional_input(report, "removed_samples")
         ratings = run.read_optional_input(report, "turn_ratings")

@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StringType, StructField, StructType
 
 from etl.schema import CONTAMINATION_HITS, EVIDENCE, image_occurrences, require_columns
-from udfs.knn import cached_index, search_threshold_arrays
+from udfs.knn import Hits, cached_index, search_threshold_arrays, supports_range_search
 from udfs.sscd import EmbedderSpec
-from udfs.verify import FEATURES, VerifierRule, pair_features
+from udfs.verify import BOTH, FEATURES, THRESHOLD, VERIFIED, VerifierRule, decide, pair_features
 
 INDEX_HITS = StructType(
     [
@@ -53,11 +53,20 @@ class IndexSource:
 
 
 def search_training_images(
-    embeddings: DataFrame, index: IndexSource, threshold: float, k: int, top_k: int | None = None
+    embeddings: DataFrame,
+    index: IndexSource,
+    threshold: float,
+    k: int,
+    candidate_threshold: float | None = None,
+    top_k: int | None = None,
 ) -> DataFrame:
-    """(image_id, index_row, similarity) for every training embedding >= threshold to an indexed one;
-    with `top_k`, only each training image's `top_k` most similar (the verified method's candidates)."""
+    """(image_id, index_row, similarity) for every training embedding >= threshold to an indexed one,
+    all of them (a kNN-only index is searched again with a larger k where k bounded a query:
+    `search_complete`); with `candidate_threshold` (the verified method), also the pairs down to it,
+    of which `top_k` per training image are kept (`candidate_mask`: the cut never drops a pair at or
+    above `threshold`)."""
     require_columns(embeddings, ["image_id", "embedding"], "search_training_images")
+    floor = threshold if candidate_threshold is None else min(candidate_threshold, threshold)
 
     def search(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         faiss_index = cached_index(index.load, key=index.fingerprint)
@@ -65,8 +74,8 @@ def search_training_images(
             if frame.empty:
                 continue
             vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
-            hits = search_threshold_arrays(faiss_index, vectors, tau=threshold, k=k)
-            keep = top_k_per_query(hits.query_rows, hits.similarities, top_k) if top_k else slice(None)
+            hits = search_complete(faiss_index, vectors, floor, k)
+            keep = candidate_mask(hits.query_rows, hits.similarities, threshold, top_k)
             image_ids = frame["image_id"].to_numpy(dtype=object)[hits.query_rows[keep]]
             # object dtype: pandas would infer an Arrow-backed string column that Spark 4.1's
             # Arrow serializer receives as a ChunkedArray and rejects.
@@ -81,6 +90,41 @@ def search_training_images(
     return embeddings.select("image_id", "embedding").mapInPandas(search, INDEX_HITS)
 
 
+def search_complete(index, vectors: np.ndarray, tau: float, k: int) -> Hits:
+    """`search_threshold_arrays` with no pair >= tau lost to the k bound: flat and IVF indexes return
+    every pair >= tau of what they scan; a kNN-only index (HNSW) is searched again, k doubled, for
+    the queries whose k neighbours are all >= tau, until none is or k covers the whole index (HNSW's
+    beam stays approximate: `bench/decontam.py` measures its recall)."""
+    hits = search_threshold_arrays(index, vectors, tau=tau, k=k)
+    if supports_range_search(index):
+        return hits
+    while k < index.ntotal:
+        full = np.flatnonzero(np.bincount(hits.query_rows, minlength=len(vectors)) >= k)
+        if not len(full):
+            break
+        k = min(2 * k, index.ntotal)
+        again = search_threshold_arrays(index, vectors[full], tau=tau, k=k)
+        rest = ~np.isin(hits.query_rows, full)
+        rows = np.concatenate([hits.query_rows[rest], full[again.query_rows]])
+        ids = np.concatenate([hits.index_rows[rest], again.index_rows])
+        sims = np.concatenate([hits.similarities[rest], again.similarities])
+        order = np.lexsort((ids, rows))
+        hits = Hits(rows[order], ids[order], sims[order])
+    return hits
+
+
+def candidate_mask(queries: np.ndarray, similarities: np.ndarray, threshold: float, k: int | None) -> np.ndarray:
+    """Boolean mask: every pair at or above `threshold`, and, below it, each query's `k` most similar
+    (all of them when k is None)."""
+    above = similarities >= np.float32(threshold)
+    if k is None:
+        return np.ones(len(similarities), bool)
+    below = np.flatnonzero(~above)
+    keep = above.copy()
+    keep[below[top_k_per_query(queries[below], similarities[below], k)]] = True
+    return keep
+
+
 def top_k_per_query(queries: np.ndarray, similarities: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask keeping, for each query, its k most similar hits (ties: the earlier one)."""
     order = np.lexsort((-similarities, queries))
@@ -90,31 +134,39 @@ def top_k_per_query(queries: np.ndarray, similarities: np.ndarray, k: int) -> np
     return keep
 
 
+PAIR_KEYS = ["image_id", "sample_id", "subset", "bench_image_id", "benchmark", "benchmark_item_id"]
+HIT_GROUP = ["image_id", "sample_id", "subset", "benchmark", "benchmark_item_id"]
+
+
 def image_pairs(index_hits: DataFrame, index_rows: DataFrame, training: DataFrame, benchmark: DataFrame) -> DataFrame:
-    """(bench_image_id, image_id, sample_id, subset, benchmark, benchmark_item_id, similarity): the
-    search's hits spread over the samples and benchmark items holding each image. index_rows maps
-    `index_row` to the benchmark `bench_image_id`; training and benchmark are the occurrence frames."""
+    """(image_id, sample_id, subset, bench_image_id, benchmark, benchmark_item_id, similarity): the
+    search's hits spread over the samples and benchmark items holding each image, plus every
+    training image whose `image_id` a benchmark image has (the same bytes: similarity 1, found even
+    without an embedding or by an approximate index). index_rows maps `index_row` to the benchmark
+    `bench_image_id`; training and benchmark are the occurrence frames."""
+    bench = benchmark.withColumnRenamed("image_id", "bench_image_id")
+    searched = index_hits.join(index_rows, "index_row").join(training, "image_id").join(bench, "bench_image_id")
+    identical = training.join(F.broadcast(bench), F.col("image_id") == F.col("bench_image_id")).withColumn(
+        "similarity", F.lit(1.0).cast("float")
+    )
     return (
-        index_hits.join(index_rows, "index_row")
-        .join(training, "image_id")
-        .join(benchmark.withColumnRenamed("image_id", "bench_image_id"), "bench_image_id")
+        searched.select(*PAIR_KEYS, "similarity")
+        .unionByName(identical.select(*PAIR_KEYS, "similarity"))
+        .groupBy(*PAIR_KEYS)
+        .agg(F.max("similarity").alias("similarity"))
     )
 
 
-def image_hits(
-    index_hits: DataFrame,
-    index_rows: DataFrame,
-    training: DataFrame,
-    benchmark: DataFrame,
-    model_id: str,
-    threshold: float,
-    method: str,
-    run_id: str,
-) -> DataFrame:
+def image_hits(pairs: DataFrame, model_id: str, threshold: float, method: str, rule_id: str, run_id: str) -> DataFrame:
     """contamination_hits rows of the `threshold` method: one per (training sample image, benchmark
-    item) pair over threshold, without evidence."""
-    joined = image_pairs(index_hits, index_rows, training, benchmark)
-    return joined.select(
+    item) with a pair (from `image_pairs`) at or above threshold, without evidence."""
+    above = pairs.filter(F.col("similarity") >= F.lit(threshold).cast("float"))
+    best = above.groupBy(*HIT_GROUP).agg(F.max("similarity").alias("similarity"))
+    return _hit_rows(best, model_id, threshold, method, F.lit(THRESHOLD), rule_id, run_id, F.lit(None).cast(EVIDENCE))
+
+
+def _hit_rows(frame: DataFrame, model_id, threshold, method, decided_by, rule_id, run_id, evidence) -> DataFrame:
+    return frame.select(
         "image_id",
         "sample_id",
         "subset",
@@ -125,7 +177,9 @@ def image_hits(
         F.lit(threshold).cast("float").alias("threshold"),
         F.lit(method).alias("method"),
         F.lit(run_id).alias("run_id"),
-        F.lit(None).cast(EVIDENCE).alias("evidence"),
+        evidence.alias("evidence"),
+        decided_by.alias("decided_by"),
+        F.lit(rule_id).alias("rule"),
     ).select(*CONTAMINATION_HITS.fieldNames())
 
 
@@ -141,25 +195,26 @@ def verified_hits(
     items: DataFrame,
     spec: EmbedderSpec,
     rule: VerifierRule,
+    threshold: float,
     model_id: str,
     method: str,
+    rule_id: str,
     run_id: str,
 ) -> DataFrame:
-    """contamination_hits rows of the `verified` method: the candidate `pairs` (from `image_pairs`)
-    that the verifier accepts, each with its evidence.
+    """contamination_hits rows of the `verified` method from the candidate `pairs` (`image_pairs`):
+    every pair at or above `threshold` is a hit unverified (`decided_by` threshold), a pair below it
+    is a hit when the verifier accepts it (`verified`, with its evidence); `udfs.verify.decide` is
+    the decision. One row per (training image, benchmark item): `both` when one benchmark image of
+    the item is at the threshold and another one verified.
 
     The candidates are few (top k a training image), so they are broadcast to the samples to pick up
     the training images' bytes and texts where they lie (silver is streamed once, never shuffled),
     and the benchmark images they name are broadcast to them. The verifier runs per Arrow batch of
-    pairs on the executors (`udfs.verify`).
+    pairs on the executors (`udfs.verify`), on the pairs below the threshold only.
     """
     require_columns(samples, ["sample_id", "images", "texts"], "verified_hits")
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "verified_hits")
-    candidates = F.broadcast(
-        pairs.select(
-            "image_id", "sample_id", "subset", "bench_image_id", "benchmark", "benchmark_item_id", "similarity"
-        )
-    )
+    candidates = F.broadcast(pairs.select(*PAIR_KEYS, "similarity"))
     train_side = image_occurrences(
         samples.withColumn("train_text", _all_text("texts")), "sample_id", "train_text", fields=("image_id", "bytes")
     ).withColumnRenamed("bytes", "train_bytes")
@@ -193,59 +248,68 @@ def verified_hits(
         for frame in frames:
             if frame.empty:
                 continue
-            features = pair_features(
-                spec,
-                list(frame["train_bytes"]),
-                list(frame["bench_bytes"]),
-                list(frame["train_text"]),
-                list(frame["bench_text"]),
-            )
+            similarity = frame["similarity"].to_numpy(np.float32)
+            features = {name: np.full(len(frame), np.nan, np.float32) for name in FEATURES}
+            below = np.flatnonzero(similarity < np.float32(threshold))  # at or above: a hit, nothing to measure
+            if len(below):
+                measured = pair_features(
+                    spec,
+                    list(frame["train_bytes"].iloc[below]),
+                    list(frame["bench_bytes"].iloc[below]),
+                    list(frame["train_text"].iloc[below]),
+                    list(frame["bench_text"].iloc[below]),
+                )
+                for name in FEATURES:
+                    features[name][below] = measured[name]
             scores = rule.score(features)
             yield pd.DataFrame(
                 {
                     **{name: frame[name].astype(object) for name in PAIR_KEYS},
-                    "similarity": frame["similarity"].astype(np.float32),
+                    "similarity": similarity,
                     **{name: features[name].astype(np.float32) for name in FEATURES},
                     "score": scores.astype(np.float32),
+                    "decided_by": pd.Series(decide(similarity, scores, threshold, rule.decision), dtype=object),
                 }
             )
 
-    measured = joined.mapInPandas(verify, VERIFIED_PAIRS)
+    decided = joined.mapInPandas(verify, VERIFIED_PAIRS).filter(F.col("decided_by").isNotNull())
+    by_verifier = F.col("decided_by") == VERIFIED
     evidence = F.struct(
         # NaN (an undecodable image) is stored as null
         *(F.when(~F.isnan(name), F.col(name)).alias(name) for name in FEATURES),
         "score",
         F.lit(rule.decision).cast("float").alias("decision"),
     )
-    verified = measured.filter(F.col("score") >= F.lit(rule.decision).cast("float")).withColumn("evidence", evidence)
-    # several images of one sample may match one item: keep the best-scoring pair's evidence
-    best = verified.groupBy("sample_id", "subset", "benchmark", "benchmark_item_id").agg(
-        F.max_by(F.struct("image_id", "similarity", "evidence"), "evidence.score").alias("best")
+    best = decided.groupBy(*HIT_GROUP).agg(
+        F.max("similarity").alias("similarity"),
+        F.max((F.col("decided_by") == THRESHOLD).cast("int")).alias("t"),
+        F.max(by_verifier.cast("int")).alias("v"),
+        # the evidence where it was measured: the best-scoring verified pair's
+        F.max_by(F.when(by_verifier, evidence), F.when(by_verifier, F.col("score"))).alias("evidence"),
     )
-    return best.select(
-        "best.image_id",
-        "sample_id",
-        "subset",
-        "benchmark",
-        "benchmark_item_id",
-        F.col("best.similarity").cast("float").alias("similarity"),
-        F.lit(model_id).alias("model_id"),
-        F.lit(rule.decision).cast("float").alias("threshold"),
-        F.lit(method).alias("method"),
-        F.lit(run_id).alias("run_id"),
-        F.col("best.evidence").alias("evidence"),
-    ).select(*CONTAMINATION_HITS.fieldNames())
+    decided_by = (
+        F.when((F.col("t") == 1) & (F.col("v") == 1), F.lit(BOTH))
+        .when(F.col("t") == 1, F.lit(THRESHOLD))
+        .otherwise(F.lit(VERIFIED))
+    )
+    return _hit_rows(best, model_id, threshold, method, decided_by, rule_id, run_id, F.col("evidence"))
 
 
-PAIR_KEYS = ["image_id", "sample_id", "subset", "bench_image_id", "benchmark", "benchmark_item_id"]
 VERIFIED_PAIRS = StructType(
     [
         *(StructField(name, StringType()) for name in PAIR_KEYS),
         StructField("similarity", FloatType()),
         *(StructField(name, FloatType()) for name in FEATURES),
         StructField("score", FloatType()),
+        StructField("decided_by", StringType()),
     ]
 )
+
+
+def current_hits(hits: DataFrame, rules: Iterable[str]) -> DataFrame:
+    """The hits the current configuration makes (`rule` among `rules`): a hit of another method,
+    threshold, model or verifier rule that an earlier run left in the table flags nothing."""
+    return hits.filter(F.col("rule").isin(list(rules)))
 
 
 # ---- rates and policy -----------------------------------------------------------------------
