@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import their siblin
 import decontam_fit  # noqa: E402
 import decontam_labelled as labelled  # noqa: E402
 
-from udfs.verify import FEATURES  # noqa: E402
+from udfs.verify import FEATURES, VerifierRule  # noqa: E402
 
 TUNING, EVALUATION = (1, 2, 3), (25, 26, 27)
 
@@ -83,6 +83,27 @@ def test_the_fit_is_regularised_on_separable_data():
     accepted = rule.score(features) >= rule.decision
     assert not (accepted & ~labels).any()  # the decision sits above every negative
     assert accepted[labels].all()
+
+
+def test_the_rule_in_conf_states_its_command_and_stays_regularised():
+    path = ROOT / "conf" / "decontaminate" / "verifier.yaml"
+    text = path.read_text()
+    assert "# Fitted by: .venv/bin/python bench/decontam_fit.py --seed" in text
+    rule = VerifierRule.from_file(path)  # the stage's loader reads it
+    settings = decontam_fit.read_settings(path)
+    assert settings is not None and settings["l2"] in decontam_fit.STRENGTHS
+    seeds = text.split("--seed ", 1)[1].split(" --", 1)[0].split()
+    assert all(int(seed) < labelled.EVALUATION_FROM for seed in seeds)  # fitted on tuning seeds only
+    standardised = [abs(w) for w in eval_standardised(text).values() if w]
+    assert max(standardised) <= 100 * float(np.median(standardised))
+    assert set(rule.weights) <= set(FEATURES)
+
+
+def eval_standardised(text: str) -> dict[str, float]:
+    import json
+
+    line = next(line for line in text.splitlines() if "standardised weights: " in line)
+    return json.loads(line.split("standardised weights: ", 1)[1])
 
 
 @pytest.mark.slow
