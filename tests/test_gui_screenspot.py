@@ -66,7 +66,7 @@ def items(tmp_path_factory) -> list[dict]:
     for row in screenspot_rows(root):
         width, height = Image.open(root / row["img_filename"]).size
         reference = screenspot_reference(row["bbox"], width, height, row["data_source"], row["data_type"])
-        out.append({**row, "answer": reference})
+        out.append({**row, "answer": reference, "root": str(root)})
     return out
 
 
@@ -140,3 +140,58 @@ def test_scores_by_platform_and_element_type(spark, items):
     assert any(line.startswith("screenspot_v2/web/text") and "0.750" in line for line in lines)
     assert any(line.startswith("screenspot_v2/desktop/icon") and "1.000" in line for line in lines)
     assert any(line.startswith("screenspot_v2 ") and "0.875" in line for line in lines)
+
+
+def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, items, tmp_path):
+    """`finevision evaluate`'s function on benchmark_items made from the fixture, with the tiny
+    untrained model: what the command prints has a row per platform and element type."""
+    from etl import tables
+    from etl.config import load_config
+    from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS
+    from etl.train.config import load_train_config
+    from etl.train.evaluate import EvalConfig, evaluate
+    from etl.train.model import build_model, build_processor
+
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
+    config = load_train_config("tiny")
+    processor = build_processor(config, pipeline.clean.tokenizer)
+    build_model(config, processor).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    root = Path(items[0]["root"])
+    rows = [
+        {
+            "benchmark": "screenspot_v2",
+            "item_id": f"s{i}",
+            "sample_id": f"s{i}",
+            "subset": "screenspot_v2",
+            "category": "Grounding & Counting",
+            "source": "screenspot_v2",
+            "images": [{"bytes": (root / item["img_filename"]).read_bytes(), "path": None, "image_id": f"s{i}"}],
+            "texts": [{"user": item["instruction"], "assistant": item["answer"]}],
+            "source_ref": None,
+        }
+        for i, item in enumerate(items)
+    ]
+    commit = tables.Commit("test", "test", "0", "0")
+    for name, data, schema in [
+        ("benchmark_items", rows, BENCHMARK_ITEMS),
+        ("contamination_hits", [], CONTAMINATION_HITS),
+    ]:
+        ref = tables.TableRef.of(pipeline, name)
+        tables.overwrite(spark, ref, spark.createDataFrame(data, schema), commit, schema)
+
+    eval_config = EvalConfig(max_new_tokens=4, batch_size=4, metrics={"screenspot_v2": "click_accuracy"})
+    scores = evaluate(str(tmp_path / "model"), pipeline, eval_config, spark)
+    by_name = {s.benchmark: s for s in scores}
+    assert set(by_name) == {
+        "screenspot_v2",
+        "screenspot_v2/web/text",
+        "screenspot_v2/desktop/icon",
+        "screenspot_v2/mobile/icon",
+    }
+    assert [by_name[n].n_all for n in sorted(by_name)] == [4, 1, 1, 2]
+    assert all(s.metric == "click_accuracy" and 0.0 <= s.all <= 1.0 for s in scores)
+    printed = format_scores(scores)
+    assert "screenspot_v2/mobile/icon  click_accuracy" in printed
