@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from etl.schema import GOLD_RATING_AXES, GOLD_SAMPLES
 from etl.sources.gui_trajectory import NEXT_STEP_PROMPT
 from etl.stages.gui_steps import STEP_PROMPT, gui_prompts, gui_step_samples, step_calls
@@ -78,3 +80,71 @@ def test_step_calls_and_the_configured_prompts():
     assert prompts["gui_mobile"].startswith("You are a GUI agent operating a phone")
     assert "open_app(app_name: str)" in prompts["gui_mobile"] and "open_app" not in prompts["gui_desktop"]
     assert "{instruction}" in STEP_PROMPT and "{history}" in STEP_PROMPT
+
+
+def test_export_option_writes_the_steps_to_gold_and_the_release(spark, tmp_path):
+    import hashlib
+
+    from etl import tables
+    from etl.config import load_config
+    from etl.jobs import export as export_job
+    from etl.runs import PipelineRun
+    from etl.schema import CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
+
+    config = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", "mlflow.enabled=false", "export.gui_per_step=true"]
+    )
+    shots = []
+    for i in range(3):
+        data = png_bytes((20, 16), (80 * i, 10, 200))
+        shots.append(
+            {
+                "bytes": data,
+                "path": f"s/{i}.png",
+                "image_id": hashlib.sha256(data).hexdigest(),
+                "width": 20,
+                "height": 16,
+            }
+        )
+
+    def sample(sid, subset, images, turns):
+        return {
+            "sample_id": sid,
+            "subset": subset,
+            "category": "Grounding & Counting",
+            "source": subset,
+            "images": images,
+            "texts": [{"user": u, "assistant": a} for u, a in turns],
+            "source_ref": None,
+        }
+
+    calls = ["click(x=0.1, y=0.2)", "type('hello')", "final_answer('done')"]
+    silver = [
+        sample(
+            "t",
+            "gui_desktop",
+            shots,
+            [("Say hello", calls[0]), (NEXT_STEP_PROMPT, calls[1]), (NEXT_STEP_PROMPT, calls[2])],
+        ),
+        sample("q", "photos", shots[:1], [("What colour?", "Blue.")]),
+    ]
+    run = PipelineRun(spark, config, "gui-steps-test")
+    commit = run.commit("fixture")
+    for name, rows, schema in [
+        ("silver_samples", silver, SAMPLES),
+        ("contamination_hits", [], CONTAMINATION_HITS),
+        ("near_duplicate_clusters", [], NEAR_DUPLICATE_CLUSTERS),
+    ]:
+        tables.append(spark, run.table(name), spark.createDataFrame(rows, schema), commit, schema)
+    export_job.run(run)
+
+    gold = {r["sample_id"]: r for r in tables.read(spark, run.table("gold_samples")).collect()}
+    assert sorted(gold) == ["q", "t/step0", "t/step1", "t/step2"]
+    for i in range(3):
+        step = gold[f"t/step{i}"]
+        assert [img["path"] for img in step["images"]] == [f"s/{i}.png"]
+        assert step["texts"][0]["assistant"] == calls[i]
+        assert step["texts"][0]["user"].startswith(gui_prompts()["gui_desktop"])
+    assert gold["q"]["texts"][0]["assistant"] == "Blue."
+    release = sorted(p.parent.name for p in Path(export_job.release_dir(run)).rglob("*.parquet"))
+    assert release == ["gui_desktop", "photos"]
