@@ -160,6 +160,9 @@ class ExportConfig(Strict):
     release_dir: str | None = Field(None, description="release folder (local or URI); null = <lakehouse>/release")
     shard_rows: int = Field(10_000, gt=0, description="most rows per parquet shard of the release")
     name: str = Field("FineVision ETL export", description="dataset card title")
+    gui_per_step: bool = Field(
+        False, description="one sample per step of each GUI trajectory (etl/stages/gui_steps.py)"
+    )
 
 
 class SamplesConfig(Strict):

@@ -78,7 +78,7 @@ def test_pyautogui_trajectory_becomes_one_sample(tmp_path, shots):
         (shots["s/2.png"], "s/2.png"),
     ]
     assert sample.texts == [
-        ("Rename the file to 'budget' and save it.", "click(x=0.5, y=0.25)\ntype(text='budget')"),
+        ("Rename the file to 'budget' and save it.", "click(x=0.5, y=0.25)\ntype('budget')"),
         (NEXT_STEP_PROMPT, "press(keys=['ctrl', 's'])"),
         (NEXT_STEP_PROMPT, "drag(from_coord=[0.125, 0.25], to_coord=[0.625, 0.75])"),
     ]
@@ -101,7 +101,7 @@ def test_mobile_web_and_unified_dialects(tmp_path, shots):
     }
     [sample], _ = read(tmp_path, [mobile], dialect="mobile", coordinates="grid1000")
     assert [a for _, a in sample.texts] == [
-        "open_app(app_name='Clock')",
+        "open_app('Clock')",
         "click(x=0.25, y=0.75)",
         "swipe(from_coord=[0.5, 0.9], to_coord=[0.5, 0.1])",
         "navigate_back()",
@@ -116,10 +116,10 @@ def test_mobile_web_and_unified_dialects(tmp_path, shots):
         ],
     }
     [sample], _ = read(tmp_path, [web], dialect="web", coordinates="pixels", bbox="xywh")
-    assert sample.texts == [("Search flights to Paris", "click(x=0.5, y=0.208)\ntype(text='Paris')")]
+    assert sample.texts == [("Search flights to Paris", "click(x=0.5, y=0.2083)\ntype('Paris')")]
     web["steps"][0]["action"]["bbox"] = [300, 100, 500, 150]  # the same box as [left, top, right, bottom]
     [sample], _ = read(tmp_path, [web], dialect="web", coordinates="pixels", bbox="xyxy")
-    assert sample.texts == [("Search flights to Paris", "click(x=0.5, y=0.208)\ntype(text='Paris')")]
+    assert sample.texts == [("Search flights to Paris", "click(x=0.5, y=0.2083)\ntype('Paris')")]
 
     unified = {"instruction": "Go home", "steps": [{"screenshot": "s/2.png", "action": "navigate_home()"}]}
     [sample], _ = read(tmp_path, [unified], dialect="unified", coordinates="fraction")
@@ -150,7 +150,7 @@ def test_out_of_range_is_quarantined_with_its_reason(tmp_path, shots):
 def test_keep_policy_drops_only_bad_steps_and_counts_them(tmp_path, shots):
     line = with_steps("pyautogui.screenshot()", "pyautogui.press('enter')", "pyautogui.click(900, 10)")
     [sample], ctx = read(tmp_path, [line], **PYAUTOGUI, unsupported="keep")
-    assert sample.texts == [("Rename the file to 'budget' and save it.", "press(keys=['enter'])")]
+    assert sample.texts == [("Rename the file to 'budget' and save it.", "press(keys='enter')")]
     assert sample.images == [(shots["s/1.png"], "s/1.png")]
     assert ctx.stats == {
         "unsupported_action": 2,
@@ -257,7 +257,7 @@ def test_synthetic_gui_subset_goes_through_the_adapter(tmp_path):
     first_web = results["gui_web"][0][0]
     assert Image.open(io.BytesIO(first_web.images[0][0])).size == (800, 600)
     assert Image.open(io.BytesIO(mobile[0].images[0][0])).size == (360, 640)
-    assert first_web.texts[0][1].startswith("click(") and "\ntype(text=" in first_web.texts[0][1]
+    assert first_web.texts[0][1].startswith("click(") and "\ntype('" in first_web.texts[0][1]
     totals = sum(
         (action_counts(r.texts) for rs, _ in results.values() for r in rs if isinstance(r, RawSample)), Counter()
     )

@@ -15,6 +15,7 @@ from etl.schema import GOLD_SAMPLES
 from etl.specs import configured_judges
 from etl.stages.decontaminate import current_hits
 from etl.stages.export import gold_samples, removal_reasons
+from etl.stages.gui_steps import gui_step_samples
 from etl.stages.rate import current_ratings
 
 log = logging.getLogger("finevision")
@@ -51,8 +52,11 @@ def run(run: PipelineRun) -> None:
                     f"export: {report.rows_in} silver rows but {report.rows_out} gold + {report.dropped} removed"
                 )
             report.counters = {"rated_samples": gold.filter(F.col("relevance_min").isNotNull()).count()}
+            written = gui_step_samples(gold) if settings.gui_per_step else gold
+            if settings.gui_per_step:
+                report.counters["gold_rows_with_gui_steps"] = written.count()
             ref = run.table("gold_samples")
-            version = tables.overwrite(spark, ref, gold, run.commit("export"), GOLD_SAMPLES)
+            version = tables.overwrite(spark, ref, written, run.commit("export"), GOLD_SAMPLES)
             report.output_versions["gold_samples"] = version
         finally:
             gold.unpersist()

@@ -20,10 +20,17 @@ Source spec options (`options:` in the spec):
   and counts the dropped steps in `ctx.stats["unsupported_action"]` and per error reason in
   `ctx.stats["unsupported_action.<reason>"]`.
 - `bbox`: `xywh` (default) | `xyxy`, the element box convention of the `web` dialect.
+- `render`: `smol2operator` (default) | `unified`, the call text of the assistant turns
+  (`etl.sources.gui.actions.RENDER_STYLES`).
+- `reasoning`: `keep` (default) | `drop`. A step whose action text holds smol2operator's
+  `<think>...</think>` and `<code>...</code>` keeps them around the rendered calls (`keep`) or is
+  written as the calls alone (`drop`).
 
 Output: one sample per trajectory. Images are the kept steps' screenshots in step order; texts
 one turn per kept step: the first user turn is the instruction, the later ones
-`NEXT_STEP_PROMPT`; each assistant turn is the step's unified calls, one per line.
+`NEXT_STEP_PROMPT`; each assistant turn is the step's unified calls, one per line (inside its
+reasoning when kept). `finevision export` can write one sample per step instead
+(`export.gui_per_step`, etl/stages/gui_steps.py).
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ from etl.sources.base import (
 from etl.sources.gui import (
     BBOX_FORMATS,
     DIALECTS,
+    RENDER_STYLES,
     UNITS,
-    Action,
     ActionError,
     Frame,
     clean_user_text,
@@ -58,10 +65,12 @@ from etl.sources.gui import (
     parse_unified,
     render_step,
 )
+from etl.sources.gui.reasoning import Reasoned, split_reasoning, with_reasoning
 from etl.sources.records import iter_jsonl
 
 NEXT_STEP_PROMPT = "What is the next action?"
 POLICIES = ("quarantine", "keep")
+REASONING = ("keep", "drop")
 UNPARSED = "unparsed"
 
 
@@ -71,12 +80,21 @@ class GuiOptions:
     coordinates: str
     unsupported: str = "quarantine"
     bbox: str = "xywh"
+    render: str = "smol2operator"
+    reasoning: str = "keep"
 
 
 def gui_options(spec: SourceSpec) -> GuiOptions:
     """The spec's `options`, validated; a bad or missing one is a `ConfigError` naming the key."""
     options = dict(spec.options)
-    allowed = {"dialect": DIALECTS, "coordinates": UNITS, "unsupported": POLICIES, "bbox": BBOX_FORMATS}
+    allowed = {
+        "dialect": DIALECTS,
+        "coordinates": UNITS,
+        "unsupported": POLICIES,
+        "bbox": BBOX_FORMATS,
+        "render": RENDER_STYLES,
+        "reasoning": REASONING,
+    }
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ConfigError(f"source {spec.name}: options: unknown key(s) {unknown}; known: {sorted(allowed)}")
@@ -120,6 +138,14 @@ def _error_detail(index: int, error: ActionError) -> str:
     return f"{error.reason}: step {index}: {error.detail}"
 
 
+def _assistant(options: GuiOptions, frame: Frame, raw_action: Any) -> str:
+    """One step's assistant text: its rendered calls, inside its reasoning when kept."""
+    reasoned = split_reasoning(raw_action) if isinstance(raw_action, str) else Reasoned(None, "", False)
+    raw = reasoned.calls if reasoned.tagged else raw_action
+    calls = render_step(parse_step(raw, dialect=options.dialect, frame=frame, bbox=options.bbox), options.render)
+    return with_reasoning(reasoned, calls) if options.reasoning == "keep" else calls
+
+
 def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef) -> Iterator[Record]:
     if not isinstance(record, dict):
         raise TypeError(f"expected an object per line, got {type(record).__name__}")
@@ -133,15 +159,13 @@ def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef)
         yield Rejected(Reason.NO_TURNS, "trajectory has no steps", ref, ctx.preview(record))
         return
 
-    converted: list[tuple[str, list[Action]]] = []
+    converted: list[tuple[str, str]] = []
     errors: list[tuple[int, ActionError]] = []
     for index, (screenshot, raw_action) in enumerate(steps):
         try:
-            actions = parse_step(raw_action, dialect=options.dialect, frame=frame, bbox=options.bbox)
+            converted.append((screenshot, _assistant(options, frame, raw_action)))
         except ActionError as error:
             errors.append((index, error))
-        else:
-            converted.append((screenshot, actions))
 
     if errors and options.unsupported == "quarantine":
         more = f" (+{len(errors) - 1} more steps)" if len(errors) > 1 else ""
@@ -158,11 +182,11 @@ def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef)
 
     image_bytes: dict[str, bytes] = {}  # a screenshot shared by several steps is read once
     images, texts = [], []
-    for position, (screenshot, actions) in enumerate(converted):
+    for position, (screenshot, assistant) in enumerate(converted):
         if screenshot not in image_bytes:
             image_bytes[screenshot] = ctx.read_image(screenshot)
         images.append((image_bytes[screenshot], screenshot))
-        texts.append((instruction if position == 0 else NEXT_STEP_PROMPT, render_step(actions)))
+        texts.append((instruction if position == 0 else NEXT_STEP_PROMPT, assistant))
     yield RawSample(images, texts, ref, item_id_of(ctx.spec, record))
 
 
@@ -192,12 +216,14 @@ def action_counts(texts: Iterable[Any]) -> Counter[str]:
     """How often each unified function occurs in a sample's assistant turns.
 
     `texts` holds (user, assistant) pairs, `{"user", "assistant"}` mappings or Spark Rows. A turn
-    that is not unified call text counts once as `unparsed`.
+    that is not unified call text (in either render style, inside `<think>`/`<code>` or not)
+    counts once as `unparsed`.
     """
     counts: Counter[str] = Counter()
     for turn in texts:
         try:
-            counts.update(action.name for action in parse_unified(_assistant_text(turn) or ""))
+            calls = split_reasoning(_assistant_text(turn) or "").calls
+            counts.update(action.name for action in parse_unified(calls))
         except ActionError:
             counts[UNPARSED] += 1
     return counts

@@ -272,24 +272,39 @@ class Score:
         return self.n_all - self.n_contaminated
 
 
-def split_scores(predictions: DataFrame) -> list[Score]:
-    """Per benchmark: the mean item score over all, contaminated and clean items (one row per benchmark)."""
-    rows = (
-        predictions.groupBy("benchmark", "metric")
-        .agg(
-            F.avg("score").alias("all"),
-            F.avg(F.when(F.col("contaminated"), F.col("score"))).alias("contaminated"),
-            F.avg(F.when(~F.col("contaminated"), F.col("score"))).alias("clean"),
-            F.count(F.lit(1)).alias("n_all"),
-            F.count(F.when(F.col("contaminated"), F.lit(1))).alias("n_contaminated"),
-        )
-        .orderBy("benchmark")
-        .collect()
+def _aggregates():
+    return (
+        F.avg("score").alias("all"),
+        F.avg(F.when(F.col("contaminated"), F.col("score"))).alias("contaminated"),
+        F.avg(F.when(~F.col("contaminated"), F.col("score"))).alias("clean"),
+        F.count(F.lit(1)).alias("n_all"),
+        F.count(F.when(F.col("contaminated"), F.lit(1))).alias("n_contaminated"),
     )
+
+
+def _scores(rows) -> list[Score]:
     return [
         Score(r["benchmark"], r["metric"], r["all"], r["contaminated"], r["clean"], r["n_all"], r["n_contaminated"])
         for r in rows
     ]
+
+
+def split_scores(predictions: DataFrame) -> list[Score]:
+    """Per benchmark: the mean item score over all, contaminated and clean items (one row per benchmark)."""
+    return _scores(predictions.groupBy("benchmark", "metric").agg(*_aggregates()).orderBy("benchmark").collect())
+
+
+def click_scores(predictions: DataFrame) -> list[Score]:
+    """`click_accuracy` by platform and element type (ScreenSpot-V2's table), read from the
+    reference answers (`screenspot_reference`): one row `<benchmark>/<platform>/<type>` each."""
+    part = F.concat_ws(
+        "/",
+        "benchmark",
+        F.coalesce(F.get_json_object("answer", "$.platform"), F.lit("?")),
+        F.coalesce(F.get_json_object("answer", "$.element_type"), F.lit("?")),
+    )
+    clicks = predictions.filter(F.col("metric") == "click_accuracy").withColumn("benchmark", part)
+    return _scores(clicks.groupBy("benchmark", "metric").agg(*_aggregates()).orderBy("benchmark").collect())
 
 
 def evaluate(
@@ -338,7 +353,7 @@ def evaluate(
             spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()), EVAL_PREDICTIONS
         )
         written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
-        scores = split_scores(written)
+        scores = split_scores(written) + click_scores(written)
         if not scores:
             raise ConfigError("no benchmark item with a reference answer to evaluate on")
         mlflow.log_params(
@@ -362,10 +377,13 @@ def format_scores(scores: list[Score]) -> str:
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    lines = [f"{'benchmark':<18} {'metric':<17} {'all':>7} {'contaminated':>13} {'clean':>7}   items (contaminated)"]
+    width = max([18, *(len(s.benchmark) for s in scores)])
+    lines = [
+        f"{'benchmark':<{width}} {'metric':<17} {'all':>7} {'contaminated':>13} {'clean':>7}   items (contaminated)"
+    ]
     for s in scores:
         lines.append(
-            f"{s.benchmark:<18} {s.metric:<17} {cell(s.all):>7} {cell(s.contaminated):>13} {cell(s.clean):>7}"
+            f"{s.benchmark:<{width}} {s.metric:<17} {cell(s.all):>7} {cell(s.contaminated):>13} {cell(s.clean):>7}"
             f"   {s.n_all} ({s.n_contaminated})"
         )
     return "\n".join(lines)

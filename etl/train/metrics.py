@@ -14,15 +14,26 @@
 - `contains` (ocrbench/utils.py): the lower-cased reference is a substring of the prediction;
 - `option_accuracy` (multiple choice: AI2D, ScienceQA, MMMU, MMStar, SEED-Bench, MMBench): the
   option the prediction chooses (its letter, as mmstar/utils.py and seedbench/utils.py read it, or
-  the text of exactly one option) is the reference's option; see `score_item`.
+  the text of exactly one option) is the reference's option; see `score_item`;
+- `click_accuracy` (ScreenSpot-V2, as smol2operator evaluates it: huggingface/smol2operator
+  utils/eval_prompt.py@828582de asks for `click(x, y)` in normalised coordinates): the point the
+  predicted action clicks lies inside the element's box (edges included). The prediction is read by
+  the GUI parser of training (`etl.sources.gui`: `Action:` prefixes and `<think>`/`<code>` removed,
+  either render style, coordinates fractions of the screenshot); the reference is
+  `screenspot_reference(...)`, the box normalised by the same `Frame` as training coordinates.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import string
 from collections.abc import Callable
+from typing import Any
+
+from etl.sources.gui import ActionError, Frame, clean_assistant_text, parse_unified
+from etl.sources.gui.reasoning import split_reasoning
 
 _SPACE = re.compile(r"\s+")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -197,12 +208,62 @@ def chosen_option(prediction: str, options: dict[str, str]) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
+# ScreenSpot's `data_source` -> the platform ScreenSpot-V2 reports (mobile, desktop, web).
+SCREENSPOT_PLATFORMS = {"ios": "mobile", "android": "mobile", "macos": "desktop", "windows": "desktop"}
+
+
+def screenspot_reference(
+    bbox: Any, width: int, height: int, data_source: str, data_type: str, bbox_format: str = "xywh"
+) -> str:
+    """A ScreenSpot(-V2) row's reference answer: its box in fractions of the screenshot ([left,
+    top, right, bottom], the training coordinates' `Frame`), platform and element type, as JSON.
+    ScreenSpot's `bbox` is [left, top, width, height] in pixels (`xywh`)."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        raise ValueError(f"bbox must be four numbers, got {bbox!r}")
+    left, top, a, b = bbox
+    right, bottom = (left + a, top + b) if bbox_format == "xywh" else (a, b)
+    frame = Frame("pixels", width, height)
+    box = [*frame.point(left, top, "bbox"), *frame.point(right, bottom, "bbox")]
+    platform = SCREENSPOT_PLATFORMS.get(data_source.lower(), "web")
+    return json.dumps({"bbox": box, "platform": platform, "element_type": data_type.lower()})
+
+
+def click_point(prediction: str) -> tuple[float, float] | None:
+    """Where the first action with coordinates of a GUI action text clicks; None when there is no
+    such action (the whole text, else the first line that parses)."""
+    text = clean_assistant_text(prediction or "")
+    for candidate in [text, *text.splitlines()]:
+        try:
+            actions = parse_unified(split_reasoning(candidate).calls)
+        except ActionError:
+            continue
+        for action in actions:
+            arguments = action.kwargs
+            if "x" in arguments:
+                return arguments["x"], arguments["y"]
+        return None
+    return None
+
+
+def click_accuracy(prediction: str, answers: list[str]) -> float:
+    point = click_point(prediction)
+    if point is None:
+        return 0.0
+    x, y = point
+    for answer in answers:
+        left, top, right, bottom = json.loads(answer)["bbox"]
+        if left <= x <= right and top <= y <= bottom:
+            return 1.0
+    return 0.0
+
+
 METRICS: dict[str, Callable[[str, list[str]], float]] = {
     "exact_match": exact_match,
     "vqa_accuracy": vqa_accuracy,
     "relaxed_accuracy": relaxed_accuracy,
     "anls": anls,
     "contains": contains,
+    "click_accuracy": click_accuracy,
 }
 MULTIPLE_CHOICE = "option_accuracy"
 METRIC_NAMES = (*METRICS, MULTIPLE_CHOICE)

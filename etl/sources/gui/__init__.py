@@ -7,8 +7,11 @@ fractions of the screenshot's width and height.
 Entry points:
 - `parse_step(raw, dialect=..., frame=..., bbox=...)`: one step of a source (call text or a JSON
   object) -> the unified `Action`s it stands for, in order.
-- `render(action)` / `render_step(actions)`: unified call text; `parse_unified(text)` reads it back,
-  so `parse_unified(render(a)) == [a]`.
+- `render(action, style)` / `render_step(actions, style)`: unified call text in a `RENDER_STYLES`
+  style (`smol2operator`, the default, or `unified`); `parse_unified(text)` reads either back, so
+  `parse_unified(render(a)) == [a]`.
+- `split_reasoning(text)` / `with_reasoning(...)` (module `reasoning`): smol2operator's
+  `<think>`/`<code>` around a step's calls.
 - `normalise_chat(messages)`, `SYSTEM_PROMPT`: the chat rules of the reference.
 
 Modules: `actions` (the unified functions, `Action`, `ActionError`, rendering), `coordinates`
@@ -24,6 +27,7 @@ from etl.sources.gui.actions import (
     MAX_CALLS,
     MAX_CHARS,
     REASONS,
+    RENDER_STYLES,
     SIGNATURES,
     SYSTEM_PROMPT,
     UNITS,
@@ -51,6 +55,7 @@ __all__ = [
     "MOBILE_CALLS",
     "PYAUTOGUI_CALLS",
     "REASONS",
+    "RENDER_STYLES",
     "SIGNATURES",
     "SYSTEM_PROMPT",
     "UNITS",

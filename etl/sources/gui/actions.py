@@ -2,8 +2,21 @@
 
 Every failure of the package is an `ActionError` (a `ValueError`) whose `reason` is one of
 `REASONS`. Input is at most `MAX_CHARS` characters and a step at most `MAX_CALLS` calls/actions.
-A coordinate is a fraction in [0, 1] rounded to `COORD_DECIMALS` (3) decimals with Python's `round`
-(0.51249 -> 0.512, 0.5126 -> 0.513); `wait` seconds are rounded the same way.
+A coordinate is a fraction in [0, 1] rounded to `COORD_DECIMALS` (4, as smol2operator's AGUVIS data
+keeps them) decimals with Python's `round` (0.51249 -> 0.5125, 0.51264 -> 0.5126); `wait` seconds are
+rounded the same way. `click`, `double_click` and `right_click` may have no coordinates (at the
+mouse's position), as smol2operator writes `double_click()`.
+
+Two call texts (`RENDER_STYLES`), both read back by `parse_unified`:
+- `smol2operator` (the default): what smol2operator's function parser prints after its action
+  conversion (huggingface/smol2operator, utils/function_parser.py `FunctionCall.to_string` and
+  preprocessing/action_conversion.py, commit 1de75ee5): the text argument of `type`, `final_answer`
+  and `open_app` positional (`type('hello')`), one key as a string (`press(keys='enter')`), whole
+  seconds as an integer (`wait(seconds=3)`), coordinates with up to four decimals. Strings are
+  Python literals (`repr`), which is smol2operator's `'...'` except for text holding a quote or a
+  backslash, where its unescaped form would not parse.
+- `unified`: the earlier form, keyword arguments only and three decimals (`type(text='hello')`,
+  `press(keys=['enter'])`, `wait(seconds=3.0)`).
 """
 
 from __future__ import annotations
@@ -18,7 +31,13 @@ MAX_CALLS = 32
 MAX_KEYS = 8
 MAX_SCROLL_AMOUNT = 100_000
 MAX_WAIT_SECONDS = 3600.0
-COORD_DECIMALS = 3
+COORD_DECIMALS = 4
+UNIFIED_DECIMALS = 3  # the `unified` render style's precision
+RENDER_STYLES = ("smol2operator", "unified")
+# smol2operator's clicks take optional coordinates: `double_click()` clicks where the mouse is.
+OPTIONAL_POINT = frozenset({"click", "double_click", "right_click"})
+# Functions whose single text argument smol2operator writes positionally.
+POSITIONAL_TEXT = frozenset({"type", "final_answer", "open_app"})
 
 DIALECTS = ("pyautogui", "mobile", "web", "unified")
 UNITS = ("pixels", "grid1000", "fraction")
@@ -189,6 +208,8 @@ class Action:
         if name not in PARAMETERS:
             raise ActionError("unsupported_action", f"{name!r} is not a unified function")
         parameters = PARAMETERS[name]
+        if name in OPTIONAL_POINT and not arguments:
+            return cls(name)
         expected = [p for p, _ in parameters]
         if sorted(arguments) != sorted(expected):
             raise ActionError("bad_arguments", f"{name} takes ({', '.join(expected)}), got ({', '.join(arguments)})")
@@ -199,21 +220,44 @@ class Action:
         return dict(self.args)
 
 
-def _render_value(value: Any) -> str:
+def _unified_value(value: Any) -> str:
     if isinstance(value, tuple):
-        return "[" + ", ".join(_render_value(v) for v in value) + "]"
+        return "[" + ", ".join(_unified_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        value = round(value, UNIFIED_DECIMALS)
     return repr(value)  # float: shortest round-tripping form; str: a Python literal
 
 
-def render(action: Action) -> str:
-    """The unified call text, keyword arguments only: `click(x=0.512, y=0.3)`."""
-    arguments = ", ".join(f"{name}={_render_value(value)}" for name, value in action.args)
+def _smol_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_smol_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _smol_argument(action: Action, name: str, value: Any) -> str:
+    if action.name in POSITIONAL_TEXT:
+        return repr(value)
+    if name == "keys" and len(value) == 1:
+        return f"keys={value[0]!r}"
+    if name == "seconds" and float(value).is_integer():
+        return f"seconds={int(value)}"
+    return f"{name}={_smol_value(value)}"
+
+
+def render(action: Action, style: str = "smol2operator") -> str:
+    """The call text of one action in a `RENDER_STYLES` style: `click(x=0.5124, y=0.3)`."""
+    if style == "smol2operator":
+        arguments = ", ".join(_smol_argument(action, name, value) for name, value in action.args)
+    elif style == "unified":
+        arguments = ", ".join(f"{name}={_unified_value(value)}" for name, value in action.args)
+    else:
+        raise ValueError(f"render style must be one of {list(RENDER_STYLES)}, got {style!r}")
     return f"{action.name}({arguments})"
 
 
-def render_step(actions: Sequence[Action]) -> str:
+def render_step(actions: Sequence[Action], style: str = "smol2operator") -> str:
     """The calls of one step, one per line (the assistant text of a turn)."""
-    return "\n".join(render(action) for action in actions)
+    return "\n".join(render(action, style) for action in actions)
 
 
 def _short(text: str, limit: int = 60) -> str:

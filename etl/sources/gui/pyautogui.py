@@ -1,9 +1,12 @@
 """The pyautogui dialect (desktop call text).
 
 Fixed conversion rules: `click(button="right")` -> right_click, `click(clicks=2)` -> double_click;
-`press` of a list presses the keys one after another (one `press` each), `hotkey` presses them
-together; `dragTo` starts where the previous call of the same step left the mouse (a `moveTo` right
-before it is folded into the drag) and is an error without one; `scroll(clicks)` is pyautogui's own
+`click()`, `doubleClick()`, `rightClick()` without coordinates are the unified action without
+coordinates (smol2operator's `double_click()`); `press` of a list presses the keys one after another
+(one `press` each), `hotkey` presses them together (also as `hotkey(keys=[...])`, AGUVIS's form);
+`dragTo(from_coord=[x, y], to_coord=[x, y])` (AGUVIS's form) is one drag; `dragTo(x, y)` starts where
+the previous call of the same step left the mouse (a `moveTo` right before it is folded into the
+drag) and is an error without one; `scroll(clicks)` is pyautogui's own
 sign (positive = up), `scroll(page=p)` follows the reference (p < 0 = up, amount int(|p|*100));
 `scroll(.., x, y)` first moves the mouse there.
 """
@@ -16,7 +19,20 @@ from typing import Any
 from etl.sources.gui.actions import MAX_CALLS, MAX_SCROLL_AMOUNT, Action, ActionError, _finite, _keys
 from etl.sources.gui.calls import _answer_call, _Step, _terminate, _wait, _xy
 
+Point = tuple[float, float] | None
+
 _BUTTONS = {"left": "left", "primary": "left", "right": "right", "secondary": "right"}
+
+
+def _pointer(s: _Step, x: Any, y: Any, what: str) -> Point:
+    """The call's position, or None for a click without coordinates (where the mouse is)."""
+    if x is None and y is None:
+        return None
+    return s.at(x, y, what)
+
+
+def _clicked(kind: str, point: Point) -> Action:
+    return Action.of(kind) if point is None else _xy(kind, point)
 
 
 def _button(value: Any, call: str) -> str:
@@ -41,12 +57,12 @@ def _click(
     logScreenshot=None,
     _pause=None,
 ):
-    point = s.at(x, y, "click")
+    point = _pointer(s, x, y, "click")
     kinds = {("left", 1): "click", ("left", 2): "double_click", ("right", 1): "right_click"}
     kind = kinds.get((_button(button, "click"), clicks)) if type(clicks) is int else None
     if kind is None:
         raise ActionError("unsupported_action", f"click with button={button!r}, clicks={clicks!r}")
-    return [_xy(kind, point)]
+    return [_clicked(kind, point)]
 
 
 def _double_click(
@@ -54,11 +70,11 @@ def _double_click(
 ):
     if _button(button, "doubleClick") != "left":
         raise ActionError("unsupported_action", f"doubleClick with button={button!r}")
-    return [_xy("double_click", s.at(x, y, "doubleClick"))]
+    return [_clicked("double_click", _pointer(s, x, y, "doubleClick"))]
 
 
 def _right_click(s: _Step, x=None, y=None, interval=None, duration=None, tween=None, logScreenshot=None, _pause=None):
-    return [_xy("right_click", s.at(x, y, "rightClick"))]
+    return [_clicked("right_click", _pointer(s, x, y, "rightClick"))]
 
 
 def _move_to(s: _Step, x=None, y=None, duration=None, tween=None, logScreenshot=None, _pause=None):
@@ -69,8 +85,13 @@ def _write(s: _Step, message, interval=None, logScreenshot=None, _pause=None):
     return [Action.of("type", text=message)]
 
 
-def _hotkey(s: _Step, *keys, interval=None, logScreenshot=None, _pause=None):
-    names = keys[0] if len(keys) == 1 and isinstance(keys[0], list) else keys
+def _hotkey(s: _Step, *names, keys=None, interval=None, logScreenshot=None, _pause=None):
+    if keys is not None and names:
+        raise ActionError("bad_arguments", "hotkey takes keys positionally or as keys=, not both")
+    if keys is not None:
+        names = tuple(_keys(keys, "hotkey.keys"))
+    elif len(names) == 1 and isinstance(names[0], list):
+        names = tuple(names[0])
     return [Action.of("press", keys=list(names))]
 
 
@@ -93,9 +114,16 @@ def _drag_to(
     logScreenshot=None,
     _pause=None,
     mouseDownUp=True,
+    from_coord=None,
+    to_coord=None,
 ):
     if _button(button, "dragTo") != "left" or mouseDownUp is not True:
         raise ActionError("unsupported_action", f"dragTo with button={button!r}, mouseDownUp={mouseDownUp!r}")
+    if from_coord is not None or to_coord is not None:
+        if from_coord is None or to_coord is None or x is not None or y is not None:
+            raise ActionError("bad_arguments", "dragTo takes from_coord and to_coord together, or x and y")
+        origin = s.frame.pair(from_coord, "dragTo.from_coord")
+        return [Action.of("drag", from_coord=origin, to_coord=s.moved(s.frame.pair(to_coord, "dragTo.to_coord")))]
     start = s.position
     if start is None:
         raise ActionError("bad_arguments", "dragTo without a known start (no moveTo/click before it in the step)")

@@ -1,0 +1,197 @@
+"""ScreenSpot-V2's click accuracy: the metric, its reference boxes, and the scores by platform and
+element type, on a ScreenSpot-V2-shaped fixture made from the sample corpus's GUI screens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from etl.samples.gui import write_gui_subset
+from etl.sources.gui import FRACTION, Frame, parse_step, render_step
+from etl.train.evaluate import click_scores, format_scores, split_scores
+from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item, screenspot_reference
+
+
+def screenspot_rows(root: Path) -> list[dict]:
+    """ScreenSpot-V2's row shape (img_filename, bbox [left, top, width, height] in pixels,
+    instruction, data_type, data_source) over the sample corpus's screens: the web subset's element
+    boxes as they are, boxes of 40x40 px around the desktop and mobile subsets' click targets."""
+    write_gui_subset(root, n_trajectories=4, seed=0)
+    rows = []
+    web = json.loads((root / "web_mind2web.jsonl").read_text().splitlines()[0])
+    for step in web["steps"][:2]:
+        rows.append(
+            {
+                "img_filename": step["screenshot"],
+                "bbox": step["action"]["bbox"],
+                "instruction": web["instruction"],
+                "data_type": "text",
+                "data_source": "shop",
+            }
+        )
+    desktop = json.loads((root / "desktop_pyautogui.jsonl").read_text().splitlines()[0])
+    [click] = parse_step(desktop["steps"][1]["action"], dialect="pyautogui", frame=Frame("pixels", 800, 600))
+    x, y = click.kwargs["x"] * 800, click.kwargs["y"] * 600
+    rows.append(
+        {
+            "img_filename": desktop["steps"][1]["screenshot"],
+            "bbox": [x - 20, y - 20, 40, 40],
+            "instruction": desktop["instruction"],
+            "data_type": "icon",
+            "data_source": "windows",
+        }
+    )
+    mobile = json.loads((root / "mobile_android.jsonl").read_text().splitlines()[0])
+    tap = next(s for s in mobile["steps"] if s["action"].get("action_type") == "click")
+    x, y = tap["action"]["x"] / 1000 * 360, tap["action"]["y"] / 1000 * 640
+    rows.append(
+        {
+            "img_filename": tap["screenshot"],
+            "bbox": [x - 20, y - 20, 40, 40],
+            "instruction": mobile["instruction"],
+            "data_type": "icon",
+            "data_source": "android",
+        }
+    )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory) -> list[dict]:
+    root = tmp_path_factory.mktemp("screenspot")
+    out = []
+    for row in screenspot_rows(root):
+        width, height = Image.open(root / row["img_filename"]).size
+        reference = screenspot_reference(row["bbox"], width, height, row["data_source"], row["data_type"])
+        out.append({**row, "answer": reference, "root": str(root)})
+    return out
+
+
+def test_reference_boxes_use_the_training_normalisation(items):
+    web = json.loads(items[0]["answer"])
+    assert web["platform"] == "web" and web["element_type"] == "text"
+    left, top, w, h = items[0]["bbox"]
+    assert web["bbox"] == [
+        round(left / 800, 4),
+        round(top / 600, 4),
+        round((left + w) / 800, 4),
+        round((top + h) / 600, 4),
+    ]
+    # the click the training data writes for this element (its centre) is inside the reference box
+    op = {"operation": "CLICK", "bbox": items[0]["bbox"]}
+    trained = render_step(parse_step(op, dialect="web", frame=Frame("pixels", 800, 600)))
+    assert click_accuracy(trained, [items[0]["answer"]]) == 1.0
+    assert [json.loads(i["answer"])["platform"] for i in items] == ["web", "web", "desktop", "mobile"]
+
+
+def test_click_accuracy_reads_predictions_with_the_training_parser(items):
+    box = json.loads(items[2]["answer"])["bbox"]
+    cx, cy = round((box[0] + box[2]) / 2, 4), round((box[1] + box[3]) / 2, 4)
+    reference = [items[2]["answer"]]
+    hits = [
+        f"click({cx}, {cy})",  # smol2operator's ScreenSpot prompt asks for click(0.XXXX, 0.YYYY)
+        f"Action: click(x={cx}, y={cy})",
+        f"<think>\nThe icon is there.\n</think>\n<code>\nclick(x={cx}, y={cy})\n</code>",
+        f"I will click it.\nclick(x={cx}, y={cy})",
+        f"double_click(x={box[0]}, y={box[1]})",  # the box's edge counts as inside
+    ]
+    misses = [
+        f"click(x={min(1.0, box[2] + 0.01)}, y={cy})",
+        f"click(x={cx * 800}, y={cy * 600})",  # pixels are not the training coordinates: no point
+        "navigate_back()",
+        "click()",
+        "the icon at the top",
+        "",
+    ]
+    assert [click_accuracy(p, reference) for p in hits] == [1.0] * len(hits)
+    assert [click_accuracy(p, reference) for p in misses] == [0.0] * len(misses)
+    assert click_point(f"click(x={cx}, y={cy})") == (cx, cy)
+    assert "click_accuracy" in METRIC_NAMES
+    assert score_item("click_accuracy", f"click({cx}, {cy})", reference[0], "") == (1.0, None)
+    assert parse_step(f"click({cx}, {cy})", dialect="unified", frame=FRACTION)  # the same parser
+
+
+def test_scores_by_platform_and_element_type(spark, items):
+    predictions = []
+    for i, item in enumerate(items):
+        box = json.loads(item["answer"])["bbox"]
+        right = f"click(x={(box[0] + box[2]) / 2:.4f}, y={(box[1] + box[3]) / 2:.4f})"
+        wrong = "click(x=0.0, y=0.0)"
+        for j, prediction in enumerate([right, wrong if i == 0 else right]):
+            score = click_accuracy(prediction, [item["answer"]])
+            predictions.append(
+                ("screenspot_v2", f"{i}-{j}", j == 1, "click_accuracy", item["answer"], prediction, score)
+            )
+    predictions.append(("easyvqa_test", "q", False, "exact_match", "red", "red", 1.0))
+    frame = spark.createDataFrame(
+        predictions,
+        "benchmark string, item_id string, contaminated boolean, metric string, answer string, prediction string, score double",
+    )
+    by_part = {s.benchmark: s for s in click_scores(frame)}
+    assert sorted(by_part) == ["screenspot_v2/desktop/icon", "screenspot_v2/mobile/icon", "screenspot_v2/web/text"]
+    assert by_part["screenspot_v2/web/text"].all == pytest.approx(0.75)  # 3 of 4 clicks inside
+    assert by_part["screenspot_v2/web/text"].contaminated == pytest.approx(0.5)
+    assert by_part["screenspot_v2/mobile/icon"].all == 1.0 and by_part["screenspot_v2/mobile/icon"].n_all == 2
+    printed = format_scores(split_scores(frame) + click_scores(frame))
+    lines = printed.splitlines()
+    assert any(line.startswith("screenspot_v2/web/text") and "0.750" in line for line in lines)
+    assert any(line.startswith("screenspot_v2/desktop/icon") and "1.000" in line for line in lines)
+    assert any(line.startswith("screenspot_v2 ") and "0.875" in line for line in lines)
+
+
+def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, items, tmp_path):
+    """`finevision evaluate`'s function on benchmark_items made from the fixture, with the tiny
+    untrained model: what the command prints has a row per platform and element type."""
+    from etl import tables
+    from etl.config import load_config
+    from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS
+    from etl.train.config import load_train_config
+    from etl.train.evaluate import EvalConfig, evaluate
+    from etl.train.model import build_model, build_processor
+
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
+    config = load_train_config("tiny")
+    processor = build_processor(config, pipeline.clean.tokenizer)
+    build_model(config, processor).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    root = Path(items[0]["root"])
+    rows = [
+        {
+            "benchmark": "screenspot_v2",
+            "item_id": f"s{i}",
+            "sample_id": f"s{i}",
+            "subset": "screenspot_v2",
+            "category": "Grounding & Counting",
+            "source": "screenspot_v2",
+            "images": [{"bytes": (root / item["img_filename"]).read_bytes(), "path": None, "image_id": f"s{i}"}],
+            "texts": [{"user": item["instruction"], "assistant": item["answer"]}],
+            "source_ref": None,
+        }
+        for i, item in enumerate(items)
+    ]
+    commit = tables.Commit("test", "test", "0", "0")
+    for name, data, schema in [
+        ("benchmark_items", rows, BENCHMARK_ITEMS),
+        ("contamination_hits", [], CONTAMINATION_HITS),
+    ]:
+        ref = tables.TableRef.of(pipeline, name)
+        tables.overwrite(spark, ref, spark.createDataFrame(data, schema), commit, schema)
+
+    eval_config = EvalConfig(max_new_tokens=4, batch_size=4, metrics={"screenspot_v2": "click_accuracy"})
+    scores = evaluate(str(tmp_path / "model"), pipeline, eval_config, spark)
+    by_name = {s.benchmark: s for s in scores}
+    assert set(by_name) == {
+        "screenspot_v2",
+        "screenspot_v2/web/text",
+        "screenspot_v2/desktop/icon",
+        "screenspot_v2/mobile/icon",
+    }
+    assert [by_name[n].n_all for n in sorted(by_name)] == [4, 1, 1, 2]
+    assert all(s.metric == "click_accuracy" and 0.0 <= s.all <= 1.0 for s in scores)
+    printed = format_scores(scores)
+    assert "screenspot_v2/mobile/icon  click_accuracy" in printed
