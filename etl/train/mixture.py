@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, Strict, _one_line, _read_yaml
+from etl.config import PROJECT_ROOT, SUBSET_NAME, ConfigError, Strict, _one_line, _read_yaml
 from etl.schema import GOLD_RATING_AXES
 
 MIXTURES_DIR = PROJECT_ROOT / "conf" / "mixtures"
@@ -36,8 +36,8 @@ class MixtureSpec(Strict):
     @classmethod
     def _subsets(cls, value: dict[str, float]) -> dict[str, float]:
         for subset, weight in value.items():
-            if not IDENTIFIER.match(subset):
-                raise ValueError(f"subset {subset!r} is not an identifier")
+            if not SUBSET_NAME.match(subset):
+                raise ValueError(f"subset {subset!r}: letters, digits and _ . ( ) - only")
             if not 0 < weight <= 1:
                 raise ValueError(f"weight of {subset} must be in (0, 1], got {weight}")
         return value
@@ -77,7 +77,7 @@ def mixture_predicate(spec: MixtureSpec) -> str | None:
     if spec.subsets:
         parts = []
         for subset, weight in sorted(spec.subsets.items()):
-            part = f"subset = '{subset}'"  # an identifier (validated): safe inside quotes
+            part = f"subset = '{subset}'"  # SUBSET_NAME (validated, no quote): safe inside quotes
             if weight < 1:
                 part += f" AND sample_id < '{share_bound(weight)}'"
             parts.append(f"({part})")
