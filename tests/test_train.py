@@ -5,6 +5,7 @@ mixtures, and TorchDistributor with two CPU processes."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 
 import pyarrow as pa
@@ -514,3 +515,36 @@ def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
     assert table_ref("/data/gold", databricks).path == "/data/gold"
     with pytest.raises(ValueError, match="neither a path nor a table name"):
         table_ref("gold samples; DROP", databricks)
+
+
+def test_the_saved_processor_templates_chats_as_training_formats_them(tmp_path):
+    """An evaluator loads the saved folder with transformers' processor and applies its chat template
+    to a conversation with an image: the tokens equal what training fed the model for that sample."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from etl.train.model import build_processor
+    from tests.conftest import png_bytes
+
+    config = load_train_config("tiny")
+    build_processor(config, load_config().clean.tokenizer).save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    image = png_bytes((40, 30), (10, 200, 30))
+    row = {
+        "images": [{"bytes": image, "path": None}],
+        "texts": [{"user": "What colour is it?", "assistant": "Green."}, {"user": "Sure?", "assistant": "Yes."}],
+    }
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Green."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Sure?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes."}]},
+    ]
+    prompt = loaded.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
+    assert prompt == data.prompt_text("What colour is it?", 1)
+    conversation = loaded.apply_chat_template(messages, tokenize=False)
+    assert conversation.startswith("<|im_start|>User:<image>What colour is it?<end_of_utterance>\nAssistant: Green.")
+    pil = Image.open(io.BytesIO(image)).convert("RGB")
+    templated = loaded(text=[conversation], images=[[pil]], return_tensors="pt")["input_ids"][0].tolist()
+    trained = data.encode(build_processor(config, load_config().clean.tokenizer), row, 4096, 4, data.EncodeStats())
+    assert trained is not None and templated == trained.input_ids
