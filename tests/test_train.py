@@ -548,3 +548,87 @@ def test_the_saved_processor_templates_chats_as_training_formats_them(tmp_path):
     templated = loaded(text=[conversation], images=[[pil]], return_tensors="pt")["input_ids"][0].tolist()
     trained = data.encode(build_processor(config, load_config().clean.tokenizer), row, 4096, 4, data.EncodeStats())
     assert trained is not None and templated == trained.input_ids
+
+
+def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_repeat(tmp_path):
+    """Per-turn filtering as nanoVLM's loader does it (the sample stays while a turn is left, its
+    ratings follow its turns) and mixture weights above 1, in the training reader."""
+    from deltalake import write_deltalake
+
+    from etl.train.mixture import mixture_repeats
+
+    turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("subset", pa.string()),
+            ("contaminated", pa.bool_()),
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            ("texts", pa.list_(turn)),
+            ("relevance_ratings", pa.list_(pa.int32())),
+        ]
+    )
+
+    def row(sid, subset, ratings, turns=2):
+        texts = [{"user": f"{sid} q{i}", "assistant": f"a{i}"} for i in range(turns)]
+        return {
+            "sample_id": sid,
+            "subset": subset,
+            "contaminated": False,
+            "images": [],
+            "texts": texts,
+            "relevance_ratings": ratings,
+        }
+
+    rated = [
+        row("a", "geo170k(qa)", [5, 2]),
+        row("b", "geo170k(qa)", [1], 1),
+        row("c", "geo170k(qa)", None),
+        row("d", "geo170k(qa)", [4, None]),
+    ]
+    many = [row(hashlib.sha256(f"u{i}".encode()).hexdigest(), "up", [5], 1) for i in range(4000)]
+    write_deltalake(str(tmp_path / "g"), pa.Table.from_pylist(rated + many, schema))
+    spec = MixtureSpec(name="m", subsets={"geo170k(qa)": 1.0, "up": 2.5}, min_turn_ratings={"relevance": 3})
+
+    def read(keep_unrated):
+        source = data.GoldSource(
+            str(tmp_path / "g"),
+            0,
+            mixture_predicate(spec),
+            "m",
+            mixture_repeats(spec),
+            dict(spec.min_turn_ratings),
+            keep_unrated,
+        )
+        return list(data.delta_rows(source))
+
+    rows = read(keep_unrated=True)
+    geo = {r["sample_id"]: r for r in rows if r["subset"] == "geo170k(qa)"}
+    assert set(geo) == {"a", "c", "d"}  # b's only turn scored 1: nothing left
+    assert [t["user"] for t in geo["a"]["texts"]] == ["a q0"] and geo["a"]["relevance_ratings"] == [5]
+    assert len(geo["c"]["texts"]) == 2 and len(geo["d"]["texts"]) == 2  # unrated turns stay
+    strict = {r["sample_id"]: r for r in read(keep_unrated=False) if r["subset"] == "geo170k(qa)"}
+    assert set(strict) == {"a", "d"} and [t["user"] for t in strict["d"]["texts"]] == ["d q0"]
+    copies = [r["sample_id"] for r in rows if r["subset"] == "up"]
+    assert len(set(copies)) == 4000 and 0.9 * 10_000 < len(copies) < 1.1 * 10_000  # weight 2.5
+    assert {copies.count(s) for s in set(copies)} == {2, 3}
+    with pytest.raises(ValueError, match="weight of up must be in"):
+        MixtureSpec(name="m", subsets={"up": 101.0})
+
+
+def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(tmp_path):
+    from etl.train.mixture import mixture_order
+
+    rows = [
+        {"sample_id": f"s{i}", "subset": "alpha", "relevance_min": score}
+        for i, score in enumerate([3, None, 1, 5, 2, None, 4])
+    ]
+    gold = _write_gold(tmp_path / "g", rows)
+    for order, want in (("relevance_min", [1, 2, 3, 4, 5]), ("relevance_min desc", [5, 4, 3, 2, 1])):
+        spec = MixtureSpec(name="c", order_by=order, include_contaminated=True)
+        source = data.GoldSource(gold, 0, mixture_predicate(spec), "c", order_by=mixture_order(spec))
+        read = [r["sample_id"] for r in data.delta_rows(source)]
+        scores = {r["sample_id"]: r["relevance_min"] for r in rows}
+        assert [scores[s] for s in read] == [*want, None, None]
+    with pytest.raises(ValueError, match="order_by 'texts'"):
+        MixtureSpec(name="c", order_by="texts")

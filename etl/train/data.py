@@ -28,12 +28,18 @@ COLUMNS = ["sample_id", "subset", "images", "texts"]
 
 @dataclass(frozen=True)
 class GoldSource:
-    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages)."""
+    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages);
+    `repeats` (SQL) says how many times a row is yielded (upsampling), `turn_min` the minimum score
+    per axis a turn needs to stay (a sample without a turn left is skipped)."""
 
     uri: str
     version: int
     where: str | None = None
     mixture: str | None = None
+    repeats: str | None = None
+    turn_min: dict[str, int] | None = None
+    keep_unrated: bool = True
+    order_by: str | None = None  # SQL ORDER BY of a curriculum
 
     def __str__(self) -> str:
         return f"{self.uri} @ version {self.version} (mixture {self.mixture or '-'}, where {self.where or 'true'})"
@@ -77,16 +83,50 @@ def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 
     from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(source.uri, version=source.version)
-    reader = QueryBuilder().register("gold", table).execute(query(source, columns, rank_predicate(rank, world)))
+    sql = query(source, columns, rank_predicate(rank, world))
+    if source.order_by:
+        sql += f" ORDER BY {source.order_by}"
+    reader = QueryBuilder().register("gold", table).execute(sql)
     return pa.RecordBatchReader.from_stream(reader)  # deltalake returns arro3 objects
 
 
 def delta_rows(source: GoldSource, rank: int = 0, world: int = 1, prefetch: int = 4) -> Iterator[dict]:
-    """The rows of this process's share; up to `prefetch` record batches are read ahead in a thread,
-    so reading and decoding Delta overlaps with the training step."""
-    batches = (batch.to_pylist() for batch in delta_batches(source, COLUMNS, rank, world))
+    """The rows of this process's share, each `repeats` times, turns below `turn_min` left out; up to
+    `prefetch` record batches are read ahead in a thread, so reading Delta overlaps with training."""
+    turn_min = source.turn_min or {}
+    columns = [*COLUMNS, *(f"{axis}_ratings" for axis in sorted(turn_min)), f"{source.repeats or 1} AS _repeats"]
+    batches = (batch.to_pylist() for batch in delta_batches(source, columns, rank, world))
     for rows in prefetched(batches, prefetch) if prefetch else batches:
-        yield from rows
+        for row in rows:
+            repeats = int(row.pop("_repeats"))
+            kept = filter_turns(row, turn_min, source.keep_unrated) if turn_min else row
+            if kept is not None:
+                for _ in range(repeats):
+                    yield kept
+
+
+def filter_turns(row: dict, turn_min: dict[str, int], keep_unrated: bool = True) -> dict | None:
+    """The row without the turns scored below `turn_min` on an axis (as nanoVLM's loader drops
+    turns), their ratings following them; None when no turn is left. An unrated turn (no ratings
+    on the axis, or a null score) stays if keep_unrated."""
+    turns = row.get("texts") or []
+    keep = []
+    for index in range(len(turns)):
+        passes = True
+        for axis, minimum in turn_min.items():
+            scores = row.get(f"{axis}_ratings")
+            score = scores[index] if scores is not None and index < len(scores) else None
+            passes = passes and (keep_unrated if score is None else score >= minimum)
+        keep.append(passes)
+    if not any(keep):
+        return None
+    kept = dict(row)
+    kept["texts"] = [t for t, k in zip(turns, keep, strict=True) if k]
+    for axis in turn_min:
+        scores = row.get(f"{axis}_ratings")
+        if scores is not None:
+            kept[f"{axis}_ratings"] = [s for s, k in zip(scores, keep, strict=False) if k]
+    return kept
 
 
 def prefetched(items: Iterator, depth: int) -> Iterator:
