@@ -632,3 +632,84 @@ def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(tmp_path):
         assert [scores[s] for s in read] == [*want, None, None]
     with pytest.raises(ValueError, match="order_by 'texts'"):
         MixtureSpec(name="c", order_by="texts")
+
+
+def test_weighted_loss_is_the_models_loss_at_weight_one_and_scales_with_the_weights():
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, 3, 4, -100, 5, 1], [-100, -100, 2, 2, -100, -100]])
+    mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    ones = torch.ones(2, 6)
+    assert data.weighted_loss(logits, labels, ones).item() == pytest.approx(mean.item(), rel=1e-6)
+    assert data.weighted_loss(logits, labels, ones * 0.5).item() == pytest.approx(mean.item() / 2, rel=1e-6)
+    assert data.weighted_loss(logits, labels, torch.zeros(2, 6)).item() == 0.0
+
+
+def test_tiny_run_trains_with_per_turn_filtering_and_score_weights(tmp_path):
+    """A tiny training run end to end (mixture file -> reader -> encode -> weighted loss -> MLflow)
+    with a turn threshold and turn weights from the relevance scores."""
+    from deltalake import write_deltalake
+
+    from tests.conftest import png_bytes
+
+    turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("subset", pa.string()),
+            ("contaminated", pa.bool_()),
+            ("relevance_min", pa.int32()),
+            ("images", pa.list_(image)),
+            ("texts", pa.list_(turn)),
+            ("relevance_ratings", pa.list_(pa.int32())),
+        ]
+    )
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+    rows = []
+    for i in range(12):
+        name = list(colours)[i % 3]
+        rows.append(
+            {
+                "sample_id": hashlib.sha256(f"w{i}".encode()).hexdigest(),
+                "subset": "geo170k(qa)",
+                "contaminated": False,
+                "relevance_min": 1,
+                "images": [{"bytes": png_bytes((24, 20), colours[name]), "path": None}],
+                "texts": [{"user": "Colour?", "assistant": name}, {"user": "And?", "assistant": "junk junk"}],
+                "relevance_ratings": [4 if i % 2 else 5, 1],
+            }
+        )
+    write_deltalake(str(tmp_path / "gold"), pa.Table.from_pylist(rows, schema))
+    mixture = tmp_path / "weighted.yaml"
+    mixture.write_text(
+        "name: weighted\nsubsets: {'geo170k(qa)': 2.0}\nmin_turn_ratings: {relevance: 3}\n"
+        "turn_weights: {relevance: {4: 0.5}}\ninclude_contaminated: false\n"
+    )
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
+    config = load_train_config(
+        "tiny",
+        [
+            f"data.table={tmp_path / 'gold'}",
+            f"data.mixture={mixture}",
+            f"output_dir={tmp_path / 'out'}",
+            "max_steps=2",
+            "checkpoint_every=0",
+            "batch_size=2",
+            "grad_accum=1",
+            "mlflow.registered_model_name=null",
+            "mlflow.system_metrics=false",
+        ],
+    )
+    result = train(config, pipeline)
+    assert len(result.losses) == 2 and all(math.isfinite(x) and x > 0 for x in result.losses)
+    assert result.source.turn_min == {"relevance": 3} and result.source.turn_weights == {"relevance": {4: 0.5}}
+    read = list(data.delta_rows(result.source))
+    assert len(read) == 24  # weight 2: every sample twice
+    assert all(len(r["texts"]) == 1 for r in read)  # the score-1 turn left every sample
+    assert {tuple(r["_turn_weights"]) for r in read} == {(1.0,), (0.5,)}  # score 5 weighs 1, score 4 0.5
+    assert not any("junk" in t["assistant"] for r in read for t in r["texts"])

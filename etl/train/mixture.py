@@ -37,6 +37,10 @@ class MixtureSpec(Strict):
     min_turn_ratings: dict[str, int] = Field(
         default_factory=dict, description="axis -> minimum score of a turn (1-5); lower turns leave their sample"
     )
+    turn_weights: dict[str, dict[int, float]] = Field(
+        default_factory=dict,
+        description="axis -> {score: loss weight} of a turn's answer tokens (scores not listed weigh 1; axes multiply)",
+    )
     order_by: str | None = Field(
         None,
         description="curriculum: `<axis>_min` or `<axis>_min desc` orders each process's rows by score "
@@ -63,6 +67,16 @@ class MixtureSpec(Strict):
             axes = [f"{a}_min" for a in GOLD_RATING_AXES]
             if column not in axes or direction not in ([], ["asc"], ["desc"]):
                 raise ValueError(f"order_by {value!r}: one of {axes}, optionally followed by asc or desc")
+        return value
+
+    @field_validator("turn_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+        for axis, by_score in value.items():
+            if axis not in GOLD_RATING_AXES:
+                raise ValueError(f"unknown rating axis {axis!r}; axes are {list(GOLD_RATING_AXES)}")
+            if any(not 1 <= s <= 5 or w < 0 for s, w in by_score.items()):
+                raise ValueError(f"turn_weights of {axis}: scores 1-5 with weights >= 0, got {by_score}")
         return value
 
     @field_validator("min_ratings", "min_turn_ratings")

@@ -81,6 +81,7 @@ def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) ->
         dict(spec.min_turn_ratings) if spec and spec.min_turn_ratings else None,
         spec.keep_unrated if spec else True,
         mixture_order(spec) if spec else None,
+        {a: dict(w) for a, w in spec.turn_weights.items()} if spec and spec.turn_weights else None,
     )
     return source, data.count_rows(source)
 
