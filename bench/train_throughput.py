@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from etl.config import load_config  # noqa: E402
-from etl.release import RELEASE_ARROW  # noqa: E402
+from etl.release import GOLD_ARROW  # noqa: E402
 from etl.schema import GOLD_RATING_AXES  # noqa: E402
 from etl.train import data  # noqa: E402
 from etl.train.config import load_train_config  # noqa: E402
@@ -63,7 +63,7 @@ def synthetic_gold(path: str, rows: int, seed: int = 0) -> None:
                 "dup_cluster_id": None,
             }
         )
-    write_deltalake(path, pa.Table.from_pylist(records, schema=RELEASE_ARROW), mode="overwrite")
+    write_deltalake(path, pa.Table.from_pylist(records, schema=GOLD_ARROW), mode="overwrite")
 
 
 def measure(config, processor, rows_for_epoch) -> float:

@@ -13,6 +13,7 @@ import typer
 
 from etl.benchmarks_cli import benchmarks_app
 from etl.config import ConfigError, PipelineConfig, load_config
+from etl.release_cli import release_app
 
 app = typer.Typer(
     add_completion=False,
@@ -23,6 +24,7 @@ log = logging.getLogger("finevision")
 app.add_typer(benchmarks_app, name="benchmarks")
 assets_app = typer.Typer(no_args_is_help=True, help="Files the executors open, prepared once for a cluster.")
 app.add_typer(assets_app, name="assets")
+app.add_typer(release_app, name="release")
 
 
 @dataclass

@@ -30,6 +30,8 @@ PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # where the wheel carr
 CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else PROJECT_ROOT / "conf"
 DEFAULT_CONFIG = CONF_DIR / "pipeline.yaml"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A subset (a release config) as FineVision names them: `aguvis-stage-1`, `geo170k(qa)`, `chart2text.v2`.
+SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.()\-]{0,127}$")
 
 SourceFormat = Literal[
     "hf_parquet", "llava_json", "sharegpt_jsonl", "vqa_jsonl", "vqa_csv", "webdataset", "gui_trajectory"
@@ -59,12 +61,22 @@ class SourceSpec(Strict):
     question_templates: list[str] = Field(default_factory=list, description="questions for caption-style data")
     group_by: str | None = Field(None, description="source field whose equal values become turns of one sample")
     options: dict[str, Any] = Field(default_factory=dict, description="format-specific settings")
+    license: str | None = Field(None, description="the source's license (SPDX id or name), for the dataset card")
+    citation: str | None = Field(None, description="the source's BibTeX, for the dataset card")
+    homepage: str | None = Field(None, description="where the source is published, for the dataset card")
 
-    @field_validator("name", "subset")
+    @field_validator("name")
     @classmethod
     def _identifier(cls, value: str) -> str:
         if not IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not an identifier (letters, digits, underscore)")
+        return value
+
+    @field_validator("subset")
+    @classmethod
+    def _subset(cls, value: str) -> str:
+        if not SUBSET_NAME.match(value):
+            raise ValueError(f"subset {value!r}: letters, digits and _ . ( ) - only, starting with a letter or digit")
         return value
 
     @field_validator("category")
@@ -158,11 +170,17 @@ class DedupConfig(Strict):
 
 class ExportConfig(Strict):
     release_dir: str | None = Field(None, description="release folder (local or URI); null = <lakehouse>/release")
-    shard_rows: int = Field(10_000, gt=0, description="most rows per parquet shard of the release")
+    shard_bytes: int = Field(500_000_000, gt=0, description="about this much Arrow data per parquet shard")
     name: str = Field("FineVision ETL export", description="dataset card title")
     gui_per_step: bool = Field(
         False, description="one sample per step of each GUI trajectory (etl/stages/gui_steps.py)"
     )
+    keep_contaminated: bool = Field(False, description="release contaminated samples too (the card says so)")
+    keep_duplicates: bool = Field(
+        False, description="release every sample of a duplicate cluster, not only its representative"
+    )
+    shuffled_default: bool = Field(True, description="also write a `default` config of every row, shuffled")
+    shuffle_seed: int = Field(0, description="seed of the `default` config's order")
 
 
 class SamplesConfig(Strict):

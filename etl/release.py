@@ -1,19 +1,28 @@
-"""The release folder: parquet shards per subset in FineVision's Hub layout, and a dataset card.
+"""The release folder in the layout of the Hub's FineVision (`HuggingFaceM4/FineVision`):
 
-    <release>/README.md                                  dataset card (YAML: configs, features, sizes)
-    <release>/<subset>/train-00000-of-00002.parquet      one config per subset, split `train`
+    <release>/README.md                                     dataset card (YAML: configs, features, sizes)
+    <release>/default/train-00000-of-00004.parquet          every subset, globally shuffled (nanoVLM streams it)
+    <release>/<folder>/train-00000-of-00002.parquet         one config per subset, split `train`
+    <release>/_provenance/<folder>/train-00000-of-00002.parquet   the project's columns of the same rows
 
-Shards are written by Spark tasks (`mapInArrow`), never gathered on the driver: gold is range-
-partitioned on (subset, sample_id), each task writes its rows with pyarrow into a staging folder
-and returns what it wrote; the driver then only renames files into the `train-i-of-n` names.
-Every shard carries the Hugging Face `features` in its schema metadata, so
-`datasets.load_dataset("parquet", ...)` decodes `images` as images.
+A shard holds exactly FineVision's columns and features (`RELEASE_FEATURES`: ratings int64), so it
+concatenates with the Hub's subsets; `sample_id`, `subset`, `category`, `contaminated` and
+`dup_cluster_id` go to the side file of the same name under `_provenance/`, one row per shard row
+(`row` = its index in the shard). A config is named as its subset (FineVision's names, such as
+`geo170k(qa)`, included); its folder is the name made path-safe (`folder_names`).
+
+Shards are written by Spark tasks (`mapInArrow`), never gathered on the driver: the rows are range-
+partitioned on (config, key) into about `shard_bytes` per task, each task writes its rows with
+pyarrow into a staging folder in row groups of 100 rows (what `datasets` writes for image data),
+starting a new file past `shard_bytes`, and returns what it wrote; the driver then only renames
+files into the `train-i-of-n` names.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,14 +33,56 @@ from pyarrow import fs as pafs
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import ArrayType, DataType, StructType
 
-from etl.schema import GOLD_RATING_AXES, GOLD_SAMPLES, RELEASE_IMAGE
+from etl.schema import GOLD_SAMPLES
+
+# FineVision's rating axes in the order of the card's columns.
+RELEASE_AXES = ("relevance", "visual_dependency", "image_correspondence", "formatting")
+PROVENANCE_COLUMNS = ("sample_id", "subset", "category", "contaminated", "dup_cluster_id")
+DEFAULT_CONFIG = "default"
+ROW_GROUP_ROWS = (
+    100  # datasets' parquet row group size for image data (config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS)
+)
+
+
+def _value(dtype: str) -> dict:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+# The features of a release shard, as `datasets` >= 4 writes them (`List`) in the parquet metadata.
+RELEASE_FEATURES: dict[str, dict] = {
+    "images": {"feature": {"_type": "Image"}, "_type": "List"},
+    "texts": {"feature": {"user": _value("string"), "assistant": _value("string")}, "_type": "List"},
+    "source": _value("string"),
+}
+for _axis in RELEASE_AXES:
+    RELEASE_FEATURES[f"{_axis}_ratings"] = {"feature": _value("int64"), "_type": "List"}
+    RELEASE_FEATURES[f"{_axis}_min"] = _value("int64")
+
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+_TURN = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+RELEASE_ARROW = pa.schema(
+    [("images", pa.list_(_IMAGE)), ("texts", pa.list_(_TURN)), ("source", pa.string())]
+    + [
+        field
+        for axis in RELEASE_AXES
+        for field in ((f"{axis}_ratings", pa.list_(pa.int64())), (f"{axis}_min", pa.int64()))
+    ]
+).with_metadata({"huggingface": json.dumps({"info": {"features": RELEASE_FEATURES}})})
+PROVENANCE_ARROW = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("sample_id", pa.string()),
+        ("subset", pa.string()),
+        ("category", pa.string()),
+        ("contaminated", pa.bool_()),
+        ("dup_cluster_id", pa.string()),
+    ]
+)
 
 
 def _pyarrow_defaults(dtype: pa.DataType) -> pa.DataType:
-    """The type with pyarrow's defaults, as the shards have always been written: every field nullable
-    and list items named `item` (Spark's conversion names them `element` and keeps NOT NULL)."""
+    """The type with pyarrow's defaults: every field nullable and list items named `item`."""
     if pa.types.is_list(dtype):
         return pa.list_(_pyarrow_defaults(dtype.value_type))
     if pa.types.is_struct(dtype):
@@ -39,31 +90,29 @@ def _pyarrow_defaults(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
-# Arrow types of the release columns, from gold's schema.
-RELEASE_ARROW = pa.schema([pa.field(f.name, _pyarrow_defaults(f.type)) for f in to_arrow_schema(GOLD_SAMPLES)])
+# gold_samples' columns as Arrow (int32 ratings, the project's columns): for tools writing gold-shaped tables.
+GOLD_ARROW = pa.schema([pa.field(f.name, _pyarrow_defaults(f.type)) for f in to_arrow_schema(GOLD_SAMPLES)])
 
-_HF_VALUE = {"string": "string", "int": "int32", "boolean": "bool"}
-
-
-def hf_feature(dtype: DataType) -> dict:
-    """The Hugging Face `datasets` feature of a gold column's Spark type (`images` decode as images)."""
-    if dtype == RELEASE_IMAGE:
-        return {"_type": "Image"}
-    if isinstance(dtype, ArrayType):
-        return {"feature": hf_feature(dtype.elementType), "_type": "List"}
-    if isinstance(dtype, StructType):
-        return {field.name: hf_feature(field.dataType) for field in dtype.fields}
-    if dtype.simpleString() not in _HF_VALUE:
-        raise ValueError(f"no Hugging Face feature for the gold type {dtype.simpleString()}; known: {list(_HF_VALUE)}")
-    return {"dtype": _HF_VALUE[dtype.simpleString()], "_type": "Value"}
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-HF_FEATURES = {field.name: hf_feature(field.dataType) for field in GOLD_SAMPLES.fields}
-SHARD_SCHEMA = RELEASE_ARROW.with_metadata({"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
-_WRITTEN = "subset string, file string, rows long, bytes long"
-_WRITTEN_ARROW = pa.schema(
-    [("subset", pa.string()), ("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())]
-)
+def folder_names(configs: Iterable[str]) -> dict[str, str]:
+    """config name -> folder: characters other than letters, digits, `.`, `_`, `-` become `_`
+    (`geo170k(qa)` -> `geo170k_qa_`); a safe name keeps itself, and a changed name that would collide
+    with another's folder, or start with `_` or `.` (hidden from `datasets`' file discovery), gets a
+    short digest appended."""
+    import hashlib
+
+    names = sorted(configs)
+    folders: dict[str, str] = {c: c for c in names if not _SAFE.search(c) and c[:1] not in ("_", ".")}
+    for config in names:
+        if config in folders:
+            continue
+        folder = _SAFE.sub("_", config)
+        if folder in folders.values() or folder[:1] in ("_", ".", ""):
+            folder = f"{folder}-{hashlib.sha256(config.encode()).hexdigest()[:8]}".lstrip("_.")
+        folders[config] = folder
+    return {c: folders[c] for c in names}
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -75,53 +124,89 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
-class _ShardWriter:
-    """Writes a task's rows, sorted by subset, as files of one subset and at most shard_rows rows."""
+_WRITTEN = "config string, file string, side string, first_key string, rows long, bytes long, arrow_bytes long"
+_WRITTEN_ARROW = pa.schema(
+    [(n, pa.string()) for n in ("config", "file", "side", "first_key")]
+    + [(n, pa.int64()) for n in ("rows", "bytes", "arrow_bytes")]
+)
 
-    def __init__(self, staging: str, shard_rows: int):
+
+class _ShardWriter:
+    """Writes a task's rows, sorted by (config, key), as files of one config, in row groups of
+    ROW_GROUP_ROWS rows, starting a new file once a file holds shard_bytes of Arrow data."""
+
+    def __init__(self, staging: str, shard_bytes: int):
         self.fs, self.root = filesystem(staging)
-        self.shard_rows = shard_rows
+        self.shard_bytes = shard_bytes
         self.task = uuid.uuid4().hex  # unique per attempt: a retried task never overwrites a finished one
         self.written: list[dict] = []
-        self.writer: pq.ParquetWriter | None = None
-        self.subset: str | None = None
-        self.path: str | None = None
-        self.rows = 0
+        self.data: pq.ParquetWriter | None = None
+        self.side: pq.ParquetWriter | None = None
+        self.config: str | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = self.rows = self.arrow_bytes = 0
+        self.current: dict = {}
 
-    def _open(self, subset: str) -> pq.ParquetWriter:
+    def _open(self, config: str, first_key: str) -> None:
         self.close()
-        self.subset, self.rows = subset, 0
-        self.fs.create_dir(f"{self.root}/{subset}", recursive=True)
-        self.path = f"{self.root}/{subset}/{self.task}-{len(self.written):05d}.parquet"
-        return pq.ParquetWriter(self.path, SHARD_SCHEMA, filesystem=self.fs)
+        name = f"{self.task}-{len(self.written):05d}.parquet"
+        data, side = f"{self.root}/{config}/{name}", f"{self.root}/_provenance/{config}/{name}"
+        self.fs.create_dir(f"{self.root}/{config}", recursive=True)
+        self.fs.create_dir(f"{self.root}/_provenance/{config}", recursive=True)
+        self.data = pq.ParquetWriter(data, RELEASE_ARROW, filesystem=self.fs)
+        self.side = pq.ParquetWriter(side, PROVENANCE_ARROW, filesystem=self.fs)
+        self.config, self.rows, self.arrow_bytes = config, 0, 0
+        self.current = {"config": config, "file": data, "side": side, "first_key": first_key}
+
+    def _flush(self) -> None:
+        if not self.pending or self.data is None or self.side is None:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        release = table.select(RELEASE_ARROW.names).cast(RELEASE_ARROW)
+        self.data.write_table(release, row_group_size=ROW_GROUP_ROWS)
+        rows = pa.array(range(self.rows, self.rows + table.num_rows), pa.int64())
+        side = table.select(PROVENANCE_ARROW.names[1:]).add_column(0, "row", rows).cast(PROVENANCE_ARROW)
+        self.side.write_table(side, row_group_size=max(ROW_GROUP_ROWS, side.num_rows))
+        self.rows += table.num_rows
+        self.arrow_bytes += release.nbytes
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            size = self.fs.get_file_info(self.path).size
-            self.written.append({"subset": self.subset, "file": self.path, "rows": self.rows, "bytes": size})
-            self.writer = None
+        self._flush()
+        if self.data is not None and self.side is not None:
+            self.data.close()
+            self.side.close()
+            size = self.fs.get_file_info(self.current["file"]).size
+            self.written.append(self.current | {"rows": self.rows, "bytes": size, "arrow_bytes": self.arrow_bytes})
+            self.data = self.side = None
 
     def write(self, table: pa.Table) -> None:
-        subsets = table.column("subset").to_pylist()
+        configs = table.column("config").to_pylist()
+        keys = table.column("key").to_pylist()
         start = 0
-        while start < len(subsets):
-            subset = subsets[start]
-            if self.writer is None or subset != self.subset or self.rows >= self.shard_rows:
-                self.writer = self._open(subset)
-            end, limit = start, start + self.shard_rows - self.rows
-            while end < len(subsets) and end < limit and subsets[end] == subset:
+        while start < len(configs):
+            config = configs[start]
+            if (
+                self.data is None
+                or config != self.config
+                or (not self.pending and self.arrow_bytes >= self.shard_bytes)
+            ):
+                self._open(config, keys[start])
+            end, limit = start, start + ROW_GROUP_ROWS - self.pending_rows
+            while end < len(configs) and end < limit and configs[end] == config:
                 end += 1
-            self.writer.write_table(table.slice(start, end - start).replace_schema_metadata(SHARD_SCHEMA.metadata))
-            self.rows += end - start
+            self.pending.append(table.slice(start, end - start))
+            self.pending_rows += end - start
+            if self.pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
             start = end
 
 
-def _write_partition(staging: str, shard_rows: int):
+def _write_partition(staging: str, shard_bytes: int):
     def write(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        shards = _ShardWriter(staging, shard_rows)
+        shards = _ShardWriter(staging, shard_bytes)
         for batch in batches:
-            shards.write(pa.Table.from_batches([batch]).select(RELEASE_ARROW.names).cast(RELEASE_ARROW))
+            shards.write(pa.Table.from_batches([batch]))
         shards.close()
         if shards.written:
             yield pa.RecordBatch.from_pylist(shards.written, schema=_WRITTEN_ARROW)
@@ -131,184 +216,93 @@ def _write_partition(staging: str, shard_rows: int):
 
 @dataclass(frozen=True)
 class Shard:
-    subset: str
+    config: str
     path: str  # relative to the release folder
+    provenance: str  # the side file, relative to the release folder
     rows: int
-    bytes: int
+    bytes: int  # parquet file size
+    arrow_bytes: int  # uncompressed Arrow size (the Hub's num_bytes)
 
 
-def write_shards(gold: DataFrame, release_dir: str, shard_rows: int, total_rows: int) -> list[Shard]:
-    """Write gold as `<subset>/train-i-of-n.parquet` under release_dir (replacing old shards)."""
+def _row_bytes():
+    """About the Arrow size of a row: image bytes and text characters."""
+    images = F.aggregate(
+        "images", F.lit(0).cast("long"), lambda acc, i: acc + F.coalesce(F.length(i["bytes"]), F.lit(0))
+    )
+    texts = F.aggregate(
+        "texts",
+        F.lit(0).cast("long"),
+        lambda acc, t: acc + F.coalesce(F.length(t["user"]), F.lit(0)) + F.coalesce(F.length(t["assistant"]), F.lit(0)),
+    )
+    return F.coalesce(images, F.lit(0)) + F.coalesce(texts, F.lit(0)) + F.lit(64)
+
+
+def release_frame(rows: DataFrame, folders: dict[str, str], shuffled_default: bool, seed: int) -> DataFrame:
+    """The rows to write, with `config` (the folder) and `key` (the order within a config): each
+    subset by sample_id, and, if asked, every row again under `default` in a seeded hash order."""
+    columns = [*RELEASE_ARROW.names, *PROVENANCE_COLUMNS]
+    mapping = F.create_map(*[F.lit(x) for pair in sorted(folders.items()) for x in pair])
+    frame = rows.select(mapping[F.col("subset")].alias("config"), F.col("sample_id").alias("key"), *columns)
+    if shuffled_default:
+        key = F.sha2(F.concat(F.lit(f"{seed}:"), F.col("sample_id")), 256)
+        frame = frame.unionByName(rows.select(F.lit(DEFAULT_CONFIG).alias("config"), key.alias("key"), *columns))
+    return frame
+
+
+def write_shards(frame: DataFrame, release_dir: str, shard_bytes: int) -> list[Shard]:
+    """Write `release_frame`'s rows as `<config>/train-i-of-n.parquet` and their side files under
+    release_dir, replacing the shard folders of an earlier export."""
     fs, root = filesystem(release_dir)
-    staging = f"{root}/_staging-{uuid.uuid4().hex[:8]}"
+    staging_name = f"_staging-{uuid.uuid4().hex[:8]}"
+    staging = f"{root}/{staging_name}"
     fs.create_dir(staging, recursive=True)
-    partitions = max(1, math.ceil(total_rows / shard_rows))
-    ordered = gold.repartitionByRange(partitions, "subset", "sample_id").sortWithinPartitions("subset", "sample_id")
+    sized = frame.select(F.sum(_row_bytes()).alias("bytes"), F.count("*").alias("rows")).first()
+    total, count = (sized["bytes"] or 0, sized["rows"]) if sized else (0, 0)
+    # a task per shard_bytes, but at least a row group's rows each (tiny shard_bytes in tests)
+    partitions = max(1, min(math.ceil(total / shard_bytes), math.ceil(count / ROW_GROUP_ROWS)))
+    ordered = frame.repartitionByRange(partitions, "config", "key").sortWithinPartitions("config", "key")
     staging_uri = f"{release_dir.split('://', 1)[0]}://{staging}" if "://" in release_dir else staging
-    written = ordered.mapInArrow(_write_partition(staging_uri, shard_rows), _WRITTEN).collect()
-    # File names carry the task id, not its range: order each subset's files by their first key.
-    by_subset: dict[str, list] = {}
-    for row in written:
-        by_subset.setdefault(row["subset"], []).append(row)
+    written = ordered.mapInArrow(_write_partition(staging_uri, shard_bytes), _WRITTEN).collect()
+    by_config: dict[str, list] = {}
+    for row in written:  # file names carry the task id, not its range: order a config's files by first key
+        by_config.setdefault(row["config"], []).append(row)
+    _remove_old_shards(fs, root, staging_name)
     shards = []
-    for subset, files in sorted(by_subset.items()):
-        files.sort(key=lambda r: _first_id(fs, r["file"]))
-        target = f"{root}/{subset}"
-        if fs.get_file_info(target).type != pafs.FileType.NotFound:
-            fs.delete_dir(target)
-        fs.create_dir(target, recursive=True)
+    for config, files in sorted(by_config.items()):
+        files.sort(key=lambda r: r["first_key"])
+        for folder in (f"{root}/{config}", f"{root}/_provenance/{config}"):
+            fs.create_dir(folder, recursive=True)
         for i, row in enumerate(files):
             name = f"train-{i:05d}-of-{len(files):05d}.parquet"
-            fs.move(row["file"], f"{target}/{name}")
-            shards.append(Shard(subset, f"{subset}/{name}", row["rows"], row["bytes"]))
+            fs.move(row["file"], f"{root}/{config}/{name}")
+            fs.move(row["side"], f"{root}/_provenance/{config}/{name}")
+            shards.append(
+                Shard(
+                    config,
+                    f"{config}/{name}",
+                    f"_provenance/{config}/{name}",
+                    row["rows"],
+                    row["bytes"],
+                    row["arrow_bytes"],
+                )
+            )
     fs.delete_dir(staging)
     return shards
 
 
-def _first_id(fs: pafs.FileSystem, path: str) -> str:
-    with fs.open_input_file(path) as handle:
-        first = pq.ParquetFile(handle).read_row_group(0, columns=["sample_id"]).column(0)
-        return first[0].as_py() if len(first) else ""
+_SHARD_NAME = re.compile(r"^train-\d{5}-of-\d{5}\.parquet$")
 
 
-def subset_statistics(gold: DataFrame) -> list[dict]:
-    """Per subset: samples, images, turns, contaminated samples and rate, samples with a duplicate,
-    and the mean of each `<axis>_min` where rated."""
-    aggregates = [
-        F.count("*").alias("samples"),
-        F.sum(F.size("images")).alias("images"),
-        F.sum(F.size("texts")).alias("turns"),
-        F.sum(F.col("contaminated").cast("long")).alias("contaminated_samples"),
-        F.sum(F.col("dup_cluster_id").isNotNull().cast("long")).alias("duplicated_samples"),
-        F.first("category").alias("category"),
-        *[F.avg(f"{a}_min").alias(f"mean_{a}_min") for a in GOLD_RATING_AXES],
-    ]
-    rows = [r.asDict() for r in gold.groupBy("subset").agg(*aggregates).orderBy("subset").collect()]
-    for row in rows:
-        row["contamination_rate"] = row["contaminated_samples"] / row["samples"] if row["samples"] else 0.0
-    return rows
-
-
-def _features_yaml() -> list[dict]:
-    """HF_FEATURES in the dataset card's `dataset_info.features` form."""
-
-    def entry(name: str, feature: dict) -> dict:
-        if feature["_type"] == "Value":
-            return {"name": name, "dtype": feature["dtype"]}
-        if feature["_type"] == "Image":
-            return {"name": name, "dtype": "image"}
-        inner = feature["feature"]
-        if inner.get("_type") in ("Value", "Image"):
-            return {"name": name, "list": entry("", inner)["dtype"]}
-        return {"name": name, "list": [entry(k, v) for k, v in inner.items()]}
-
-    return [entry(name, feature) for name, feature in HF_FEATURES.items()]
-
-
-def dataset_card(
-    name: str, shards: list[Shard], stats: list[dict], gold_table: str, gold_version: int, provenance: dict[str, str]
-) -> str:
-    """README.md of the release: YAML metadata (configs, features, sizes) and per-subset statistics."""
-    import yaml
-
-    files: dict[str, list[Shard]] = {}
-    for shard in shards:
-        files.setdefault(shard.subset, []).append(shard)
-    features = _features_yaml()
-    configs, infos = [], []
-    for subset, parts in sorted(files.items()):
-        size = sum(s.bytes for s in parts)
-        configs.append({"config_name": subset, "data_files": [{"split": "train", "path": f"{subset}/train-*"}]})
-        infos.append(
-            {
-                "config_name": subset,
-                "features": features,
-                "splits": [{"name": "train", "num_bytes": size, "num_examples": sum(s.rows for s in parts)}],
-                "download_size": size,
-                "dataset_size": size,
-            }
-        )
-    total = sum(s["samples"] for s in stats)
-    contaminated = sum(s["contaminated_samples"] for s in stats)
-    header = {
-        "pretty_name": name,
-        "task_categories": ["image-text-to-text"],
-        "size_categories": [_size_category(total)],
-        "configs": configs,
-        "dataset_info": infos,
-    }
-    lines = [
-        "---",
-        yaml.safe_dump(header, sort_keys=False).rstrip(),
-        "---",
-        "",
-        f"# {name}",
-        "",
-        "Vision-language training data curated by the FineVision ETL (Spark + Delta Lake), in the layout of",
-        "[FineVision](https://huggingface.co/datasets/HuggingFaceM4/FineVision): one config per subset, split `train`.",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        f'ds = load_dataset("parquet", data_files="<this folder>/{configs[0]["config_name"] if configs else "<subset>"}/train-*.parquet", split="train")',
-        "```",
-        "",
-        "## Columns",
-        "",
-        "FineVision's columns (`images`, `texts`, `source`, `<axis>_ratings` one judge score 1-5 per turn,",
-        "`<axis>_min` the lowest over the turns; null where not rated), plus `sample_id` (stable id from",
-        "source, record location and content), `subset`, `category`, `contaminated` (an image with SSCD",
-        "cosine >= the threshold to a benchmark test image, or a turn containing a benchmark text n-gram)",
-        "and `dup_cluster_id` (the near-duplicate or exact-duplicate cluster of the sample's images; null if",
-        "none). Contaminated samples are flagged, not removed, unless the curation ran with a removal policy.",
-        "",
-        "## Subsets",
-        "",
-        "| subset | category | samples | images | turns | contaminated | rate | with duplicates |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in stats:
-        lines.append(
-            f"| {s['subset']} | {s['category']} | {s['samples']} | {s['images']} | {s['turns']} | "
-            f"{s['contaminated_samples']} | {s['contamination_rate']:.2%} | {s['duplicated_samples']} |"
-        )
-    lines += [
-        f"| **all** | | {total} | {sum(s['images'] for s in stats)} | {sum(s['turns'] for s in stats)} | "
-        f"{contaminated} | {contaminated / total if total else 0:.2%} | {sum(s['duplicated_samples'] for s in stats)} |",
-        "",
-    ]
-    rated = [s for s in stats if any(s[f"mean_{a}_min"] is not None for a in GOLD_RATING_AXES)]
-    if rated:
-        lines += [
-            "Mean of the per-sample minimum rating:",
-            "",
-            "| subset | " + " | ".join(GOLD_RATING_AXES) + " |",
-            "|---|" + "---:|" * len(GOLD_RATING_AXES),
-        ]
-        for s in rated:
-            cells = [f"{s[f'mean_{a}_min']:.2f}" if s[f"mean_{a}_min"] is not None else "-" for a in GOLD_RATING_AXES]
-            lines.append(f"| {s['subset']} | " + " | ".join(cells) + " |")
-        lines.append("")
-    else:
-        lines += ["No `turn_ratings` table existed at export time: the rating columns are null.", ""]
-    lines += [
-        "## How it was made",
-        "",
-        f"Exported from the Delta table `{gold_table}` at version {gold_version}. Curation: ingest into one",
-        "chat schema, clean (images downscaled to 2,048 px, corrupt images and over-long turns dropped),",
-        "SSCD embeddings, decontamination against the benchmark test sets, near-duplicate clustering,",
-        "then this export. Provenance:",
-        "",
-        *[f"- {key}: `{value}`" for key, value in provenance.items()],
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return label
-    return "1M<n<10M" if n < 10_000_000 else "10M<n<100M"
+def _remove_old_shards(fs: pafs.FileSystem, root: str, keep: str) -> None:
+    """Delete the folders an earlier export wrote (`_provenance`, and every folder holding only
+    `train-i-of-n.parquet` files); anything else in the release folder stays."""
+    for entry in fs.get_file_info(pafs.FileSelector(root)):
+        if entry.type != pafs.FileType.Directory or entry.base_name == keep:
+            continue
+        inside = fs.get_file_info(pafs.FileSelector(entry.path, recursive=True))
+        files = [i for i in inside if i.type == pafs.FileType.File]
+        if entry.base_name == "_provenance" or (files and all(_SHARD_NAME.match(i.base_name) for i in files)):
+            fs.delete_dir(entry.path)
 
 
 def write_card(release_dir: str, text: str) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from etl import tables
+from etl import release, tables
 from etl.jobs import export as export_job
 from etl.jobs.decontaminate import current_rules
 from etl.runs import PipelineRun
@@ -51,15 +50,15 @@ def exported(spark, tmp_path_factory):
     from etl.config import load_config
 
     root = tmp_path_factory.mktemp("export")
-    config = load_config(overrides=[f"lakehouse={root / 'lake'}", "mlflow.enabled=false", "export.shard_rows=2"])
+    config = load_config(overrides=[f"lakehouse={root / 'lake'}", "mlflow.enabled=false"])
     red, green, blue, grey = _image((255, 0, 0)), _image((0, 255, 0)), _image((0, 0, 255)), _image((90, 90, 90))
     silver = [
         _sample("s1", "alpha", [red], [("What colour?", "Red."), ("Sure?", "Yes.")]),
         _sample("s2", "alpha", [red, green], [("Colours?", "Red and green.")]),  # shares red with s1
         _sample("s3", "alpha", [blue], [("Colour?", "Blue.")]),  # near-duplicate of grey
-        _sample("s4", "beta", [grey], [("Shade?", "Grey.")]),
-        _sample("s5", "beta", [], [("2+2?", "4")]),  # text-only
-        _sample("s6", "beta", [green], [("Removed?", "Yes.")]),
+        _sample("s4", "geo170k(qa)", [grey], [("Shade?", "Grey.")]),
+        _sample("s5", "geo170k(qa)", [], [("2+2?", "4")]),  # text-only
+        _sample("s6", "geo170k(qa)", [green], [("Removed?", "Yes.")]),
     ]
     run = PipelineRun(spark, config, "export-test")
     commit = run.commit("fixture")
@@ -88,7 +87,7 @@ def exported(spark, tmp_path_factory):
             {
                 "image_id": None,
                 "sample_id": "s5",
-                "subset": "beta",
+                "subset": "geo170k(qa)",
                 "benchmark": "b",
                 "benchmark_item_id": "i2",
                 "similarity": 1.0,
@@ -128,7 +127,7 @@ def exported(spark, tmp_path_factory):
         [
             {
                 "sample_id": "s6",
-                "subset": "beta",
+                "subset": "geo170k(qa)",
                 "stage": "dedup",
                 "reason": "near_duplicate",
                 "detail": "",
@@ -191,44 +190,41 @@ def test_without_turn_ratings_the_rating_columns_are_typed_nulls(spark, exported
     assert dict(rating_columns(silver, None).dtypes)["relevance_ratings"] == "array<int>"
 
 
-def test_release_loads_with_datasets_and_matches_gold_row_for_row(exported):
+def test_release_carries_the_clean_representatives_and_the_side_files_name_them(exported):
+    """By default the release leaves out the contaminated samples (s3, s5) and all but one sample of
+    each duplicate cluster (s1 and s2 share an image: s2 goes); s4 is left to represent its cluster."""
     import datasets
+    import pyarrow.parquet as pq
     import yaml
 
     run, gold, _ = exported
-    folder = export_job.release_dir(run)
-    loaded = {}
-    for subset, rows in (("alpha", 3), ("beta", 2)):
-        files = sorted(str(p) for p in (Path(folder) / subset).glob("*.parquet"))
-        n = len(files)
-        assert n >= math.ceil(rows / 2)  # shard_rows=2
-        assert [f.rsplit("/", 1)[1] for f in files] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
-        assert len(ds) == rows
-        assert isinstance(ds.features["images"].feature, datasets.Image)
-        for row in ds:
-            loaded[row["sample_id"]] = row
-    assert set(loaded) == set(gold)
-    for sid, row in loaded.items():
+    folder = Path(export_job.release_dir(run))
+    released = {}
+    for name, ids in (("alpha", ["s1"]), ("geo170k(qa)", ["s4"])):
+        ds = datasets.load_dataset(str(folder), name=name, split="train")
+        shard = sorted((folder / "_provenance" / release.folder_names([name])[name]).glob("train-*.parquet"))
+        side = pq.read_table(shard).to_pylist()
+        assert [r["sample_id"] for r in side] == ids and [r["row"] for r in side] == list(range(len(ids)))
+        assert [r["subset"] for r in side] == [name] * len(ids)
+        for sid, row in zip(ids, ds, strict=True):
+            released[sid] = row
+    for sid, row in released.items():
         want = gold[sid]
-        assert [im.size for im in row["images"]] == [Image.open(io.BytesIO(i["bytes"])).size for i in want["images"]]
         assert [im.tobytes() for im in row["images"]] == [
-            Image.open(io.BytesIO(i["bytes"])).tobytes() for i in want["images"]
+            Image.open(io.BytesIO(i["bytes"])).convert("RGB").tobytes() for i in want["images"]
         ]
         assert row["texts"] == [t.asDict() for t in want["texts"]]
-        for column in (
-            "source",
-            "subset",
-            "category",
-            "contaminated",
-            "dup_cluster_id",
-            "relevance_ratings",
-            "relevance_min",
-        ):
-            assert row[column] == want[column], (sid, column)
-    card = (Path(folder) / "README.md").read_text()
+        assert row["source"] == want["source"] and row["relevance_ratings"] == want["relevance_ratings"]
+        assert "sample_id" not in row and "contaminated" not in row
+    default = datasets.load_dataset(str(folder), split="train")
+    assert sorted(r["source"] for r in default) == ["alpha", "geo170k(qa)"]
+    card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
-    assert [c["config_name"] for c in meta["configs"]] == ["alpha", "beta"]
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "alpha", "geo170k(qa)"]
     sizes = {i["config_name"]: i["splits"][0]["num_examples"] for i in meta["dataset_info"]}
-    assert sizes == {"alpha": 3, "beta": 2}
-    assert "| alpha | General VQA | 3 | 4 | 4 | 1 | 33.33% | 3 |" in card
+    assert sizes == {"default": 2, "alpha": 1, "geo170k(qa)": 1}
+    assert "**left out**, 2 samples." in card and "(the smallest `sample_id`), 1 samples left out." in card
+    assert "| alpha | `alpha` | General VQA | 1 | 1 | 2 | 0 | 1 | 1 |" in card
+    assert "| geo170k(qa) | `geo170k_qa_` | General VQA | 1 | 1 | 1 | 0 | 1 | 0 |" in card
+    report = next(r for r in run.reports if r.stage == "export")
+    assert report.counters["release_left_out_contaminated"] == 2 and report.counters["release_left_out_duplicate"] == 1

@@ -5,6 +5,7 @@ mixtures, and TorchDistributor with two CPU processes."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 
 import pyarrow as pa
@@ -514,3 +515,201 @@ def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
     assert table_ref("/data/gold", databricks).path == "/data/gold"
     with pytest.raises(ValueError, match="neither a path nor a table name"):
         table_ref("gold samples; DROP", databricks)
+
+
+def test_the_saved_processor_templates_chats_as_training_formats_them(tmp_path):
+    """An evaluator loads the saved folder with transformers' processor and applies its chat template
+    to a conversation with an image: the tokens equal what training fed the model for that sample."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from etl.train.model import build_processor
+    from tests.conftest import png_bytes
+
+    config = load_train_config("tiny")
+    build_processor(config, load_config().clean.tokenizer).save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    image = png_bytes((40, 30), (10, 200, 30))
+    row = {
+        "images": [{"bytes": image, "path": None}],
+        "texts": [{"user": "What colour is it?", "assistant": "Green."}, {"user": "Sure?", "assistant": "Yes."}],
+    }
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Green."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Sure?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes."}]},
+    ]
+    prompt = loaded.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
+    assert prompt == data.prompt_text("What colour is it?", 1)
+    conversation = loaded.apply_chat_template(messages, tokenize=False)
+    assert conversation.startswith("<|im_start|>User:<image>What colour is it?<end_of_utterance>\nAssistant: Green.")
+    pil = Image.open(io.BytesIO(image)).convert("RGB")
+    templated = loaded(text=[conversation], images=[[pil]], return_tensors="pt")["input_ids"][0].tolist()
+    trained = data.encode(build_processor(config, load_config().clean.tokenizer), row, 4096, 4, data.EncodeStats())
+    assert trained is not None and templated == trained.input_ids
+
+
+def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_repeat(tmp_path):
+    """Per-turn filtering as nanoVLM's loader does it (the sample stays while a turn is left, its
+    ratings follow its turns) and mixture weights above 1, in the training reader."""
+    from deltalake import write_deltalake
+
+    from etl.train.mixture import mixture_repeats
+
+    turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("subset", pa.string()),
+            ("contaminated", pa.bool_()),
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            ("texts", pa.list_(turn)),
+            ("relevance_ratings", pa.list_(pa.int32())),
+        ]
+    )
+
+    def row(sid, subset, ratings, turns=2):
+        texts = [{"user": f"{sid} q{i}", "assistant": f"a{i}"} for i in range(turns)]
+        return {
+            "sample_id": sid,
+            "subset": subset,
+            "contaminated": False,
+            "images": [],
+            "texts": texts,
+            "relevance_ratings": ratings,
+        }
+
+    rated = [
+        row("a", "geo170k(qa)", [5, 2]),
+        row("b", "geo170k(qa)", [1], 1),
+        row("c", "geo170k(qa)", None),
+        row("d", "geo170k(qa)", [4, None]),
+    ]
+    many = [row(hashlib.sha256(f"u{i}".encode()).hexdigest(), "up", [5], 1) for i in range(4000)]
+    write_deltalake(str(tmp_path / "g"), pa.Table.from_pylist(rated + many, schema))
+    spec = MixtureSpec(name="m", subsets={"geo170k(qa)": 1.0, "up": 2.5}, min_turn_ratings={"relevance": 3})
+
+    def read(keep_unrated):
+        source = data.GoldSource(
+            str(tmp_path / "g"),
+            0,
+            mixture_predicate(spec),
+            "m",
+            mixture_repeats(spec),
+            dict(spec.min_turn_ratings),
+            keep_unrated,
+        )
+        return list(data.delta_rows(source))
+
+    rows = read(keep_unrated=True)
+    geo = {r["sample_id"]: r for r in rows if r["subset"] == "geo170k(qa)"}
+    assert set(geo) == {"a", "c", "d"}  # b's only turn scored 1: nothing left
+    assert [t["user"] for t in geo["a"]["texts"]] == ["a q0"] and geo["a"]["relevance_ratings"] == [5]
+    assert len(geo["c"]["texts"]) == 2 and len(geo["d"]["texts"]) == 2  # unrated turns stay
+    strict = {r["sample_id"]: r for r in read(keep_unrated=False) if r["subset"] == "geo170k(qa)"}
+    assert set(strict) == {"a", "d"} and [t["user"] for t in strict["d"]["texts"]] == ["d q0"]
+    copies = [r["sample_id"] for r in rows if r["subset"] == "up"]
+    assert len(set(copies)) == 4000 and 0.9 * 10_000 < len(copies) < 1.1 * 10_000  # weight 2.5
+    assert {copies.count(s) for s in set(copies)} == {2, 3}
+    with pytest.raises(ValueError, match="weight of up must be in"):
+        MixtureSpec(name="m", subsets={"up": 101.0})
+
+
+def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(tmp_path):
+    from etl.train.mixture import mixture_order
+
+    rows = [
+        {"sample_id": f"s{i}", "subset": "alpha", "relevance_min": score}
+        for i, score in enumerate([3, None, 1, 5, 2, None, 4])
+    ]
+    gold = _write_gold(tmp_path / "g", rows)
+    for order, want in (("relevance_min", [1, 2, 3, 4, 5]), ("relevance_min desc", [5, 4, 3, 2, 1])):
+        spec = MixtureSpec(name="c", order_by=order, include_contaminated=True)
+        source = data.GoldSource(gold, 0, mixture_predicate(spec), "c", order_by=mixture_order(spec))
+        read = [r["sample_id"] for r in data.delta_rows(source)]
+        scores = {r["sample_id"]: r["relevance_min"] for r in rows}
+        assert [scores[s] for s in read] == [*want, None, None]
+    with pytest.raises(ValueError, match="order_by 'texts'"):
+        MixtureSpec(name="c", order_by="texts")
+
+
+def test_weighted_loss_is_the_models_loss_at_weight_one_and_scales_with_the_weights():
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, 3, 4, -100, 5, 1], [-100, -100, 2, 2, -100, -100]])
+    mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    ones = torch.ones(2, 6)
+    assert data.weighted_loss(logits, labels, ones).item() == pytest.approx(mean.item(), rel=1e-6)
+    assert data.weighted_loss(logits, labels, ones * 0.5).item() == pytest.approx(mean.item() / 2, rel=1e-6)
+    assert data.weighted_loss(logits, labels, torch.zeros(2, 6)).item() == 0.0
+
+
+def test_tiny_run_trains_with_per_turn_filtering_and_score_weights(tmp_path):
+    """A tiny training run end to end (mixture file -> reader -> encode -> weighted loss -> MLflow)
+    with a turn threshold and turn weights from the relevance scores."""
+    from deltalake import write_deltalake
+
+    from tests.conftest import png_bytes
+
+    turn = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("subset", pa.string()),
+            ("contaminated", pa.bool_()),
+            ("relevance_min", pa.int32()),
+            ("images", pa.list_(image)),
+            ("texts", pa.list_(turn)),
+            ("relevance_ratings", pa.list_(pa.int32())),
+        ]
+    )
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+    rows = []
+    for i in range(12):
+        name = list(colours)[i % 3]
+        rows.append(
+            {
+                "sample_id": hashlib.sha256(f"w{i}".encode()).hexdigest(),
+                "subset": "geo170k(qa)",
+                "contaminated": False,
+                "relevance_min": 1,
+                "images": [{"bytes": png_bytes((24, 20), colours[name]), "path": None}],
+                "texts": [{"user": "Colour?", "assistant": name}, {"user": "And?", "assistant": "junk junk"}],
+                "relevance_ratings": [4 if i % 2 else 5, 1],
+            }
+        )
+    write_deltalake(str(tmp_path / "gold"), pa.Table.from_pylist(rows, schema))
+    mixture = tmp_path / "weighted.yaml"
+    mixture.write_text(
+        "name: weighted\nsubsets: {'geo170k(qa)': 2.0}\nmin_turn_ratings: {relevance: 3}\n"
+        "turn_weights: {relevance: {4: 0.5}}\ninclude_contaminated: false\n"
+    )
+    pipeline = load_config(
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    )
+    config = load_train_config(
+        "tiny",
+        [
+            f"data.table={tmp_path / 'gold'}",
+            f"data.mixture={mixture}",
+            f"output_dir={tmp_path / 'out'}",
+            "max_steps=2",
+            "checkpoint_every=0",
+            "batch_size=2",
+            "grad_accum=1",
+            "mlflow.registered_model_name=null",
+            "mlflow.system_metrics=false",
+        ],
+    )
+    result = train(config, pipeline)
+    assert len(result.losses) == 2 and all(math.isfinite(x) and x > 0 for x in result.losses)
+    assert result.source.turn_min == {"relevance": 3} and result.source.turn_weights == {"relevance": {4: 0.5}}
+    read = list(data.delta_rows(result.source))
+    assert len(read) == 24  # weight 2: every sample twice
+    assert all(len(r["texts"]) == 1 for r in read)  # the score-1 turn left every sample
+    assert {tuple(r["_turn_weights"]) for r in read} == {(1.0,), (0.5,)}  # score 5 weighs 1, score 4 0.5
+    assert not any("junk" in t["assistant"] for r in read for t in r["texts"])

@@ -1,5 +1,7 @@
 """`finevision export`: silver minus removed samples, flagged and rated -> gold_samples (Delta),
-then the release folder (parquet per subset + dataset card) from the gold version just written."""
+then the release folder (FineVision's layout: parquet per subset, a shuffled `default` config, side
+files of the project's columns, dataset card) from the gold version just written, without the
+contaminated samples and all but one sample of each duplicate cluster unless configured to keep them."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ import logging
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl import release, tables
+from etl import release, release_card, tables
 from etl.jobs.decontaminate import current_rules
 from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
 from etl.specs import configured_judges
 from etl.stages.decontaminate import current_hits
-from etl.stages.export import gold_samples, removal_reasons
+from etl.stages.export import gold_samples, release_exclusions, removal_reasons
 from etl.stages.gui_steps import gui_step_samples
 from etl.stages.rate import current_ratings
 
@@ -63,19 +65,61 @@ def run(run: PipelineRun) -> None:
 
         pinned = tables.read(spark, ref, version)
         folder = release_dir(run)
-        shards = release.write_shards(pinned, folder, settings.shard_rows, report.rows_out)
-        stats = release.subset_statistics(pinned)
+        shards, stats, folders = write_release(run, pinned, folder)
         provenance = {
             "curation run": run.run_id,
             "mlflow run": run.mlflow_run_id or "-",
             "config hash": run.config_hash,
             "git revision": run.git_revision,
+            "gold table": f"{ref} version {version}",
             **{f"input {name}": f"version {v}" for name, v in report.input_versions.items()},
         }
-        card = release.dataset_card(settings.name, shards, stats, str(ref), version, provenance)
-        path = release.write_card(folder, card)
+        card = release_card.CardInputs(
+            settings.name,
+            shards,
+            stats,
+            folders,
+            sources_of(run),
+            settings.keep_contaminated,
+            settings.keep_duplicates,
+            provenance,
+        )
+        path = release.write_card(folder, release_card.dataset_card(card))
         report.counters["release_shards"] = len(shards)
-        report.counters["contaminated_samples"] = sum(s["contaminated_samples"] for s in stats)
+        report.counters["release_samples"] = sum(s["samples"] for s in stats)
+        report.counters["release_left_out_contaminated"] = sum(s["left_out_contaminated"] for s in stats)
+        report.counters["release_left_out_duplicate"] = sum(s["left_out_duplicate"] for s in stats)
         log.info(
             "[export] gold_samples version %d; release of %d shards in %s (card %s)", version, len(shards), folder, path
         )
+
+
+def write_release(run: PipelineRun, gold, folder: str):
+    """The release's shards and side files, its per-subset statistics and its config -> folder names."""
+    settings = run.config.export
+    rows = release_exclusions(gold, settings.keep_contaminated, settings.keep_duplicates)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stats = release_card.subset_statistics(rows)
+        folders = release.folder_names(s["subset"] for s in stats)
+        if settings.shuffled_default and release.DEFAULT_CONFIG in folders:
+            raise ValueError(
+                "a subset is named `default`, the shuffled config's name: rename it or set export.shuffled_default=false"
+            )
+        kept = rows.filter(F.col("excluded").isNull())
+        frame = release.release_frame(kept, folders, settings.shuffled_default, settings.shuffle_seed)
+        shards = release.write_shards(frame, folder, settings.shard_bytes)
+    finally:
+        rows.unpersist()
+    return shards, stats, folders
+
+
+def sources_of(run: PipelineRun) -> dict[str, list[dict]]:
+    """subset -> the license, homepage and citation of each source spec feeding it."""
+    found: dict[str, list[dict]] = {}
+    for spec in run.config.source_specs():
+        if spec.benchmark is None:
+            found.setdefault(spec.subset, []).append(
+                {"name": spec.name, "license": spec.license, "homepage": spec.homepage, "citation": spec.citation}
+            )
+    return found

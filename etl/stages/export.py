@@ -129,3 +129,33 @@ def gold_samples(
         )
     )
     return rating_columns(flagged, turn_ratings).select(*GOLD_SAMPLES.fieldNames())
+
+
+def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates: bool) -> DataFrame:
+    """gold with `excluded`: null for a row the release carries, else the rule that leaves it out:
+    `contaminated` (unless keep_contaminated), then `duplicate`: of the samples of one duplicate
+    cluster that are left, all but the one with the smallest sample_id (unless keep_duplicates)."""
+    require_columns(gold, ["sample_id", "contaminated", "dup_cluster_id"], "release_exclusions")
+    rows = gold.withColumn(
+        "excluded", F.when(F.lit(not keep_contaminated) & F.col("contaminated"), F.lit("contaminated"))
+    )
+    if keep_duplicates:
+        return rows
+    # rows without a cluster never meet the join: it would send all of them to one task (null key)
+    clustered = rows.filter(F.col("dup_cluster_id").isNotNull())
+    representatives = (
+        clustered.filter(F.col("excluded").isNull())
+        .groupBy("dup_cluster_id")
+        .agg(F.min("sample_id").alias("_representative"))
+    )
+    marked = (
+        clustered.join(representatives, "dup_cluster_id", "left")
+        .withColumn(
+            "excluded",
+            F.when(
+                F.col("excluded").isNull() & (F.col("sample_id") != F.col("_representative")), "duplicate"
+            ).otherwise(F.col("excluded")),
+        )
+        .select(*rows.columns)
+    )
+    return rows.filter(F.col("dup_cluster_id").isNull()).unionByName(marked)

@@ -28,12 +28,19 @@ COLUMNS = ["sample_id", "subset", "images", "texts"]
 
 @dataclass(frozen=True)
 class GoldSource:
-    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages)."""
+    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages);
+    `repeats` (SQL) says how many times a row is yielded (upsampling), `turn_min` the minimum score
+    per axis a turn needs to stay (a sample without a turn left is skipped)."""
 
     uri: str
     version: int
     where: str | None = None
     mixture: str | None = None
+    repeats: str | None = None
+    turn_min: dict[str, int] | None = None
+    keep_unrated: bool = True
+    order_by: str | None = None  # SQL ORDER BY of a curriculum
+    turn_weights: dict[str, dict[int, float]] | None = None  # axis -> score -> loss weight of a turn
 
     def __str__(self) -> str:
         return f"{self.uri} @ version {self.version} (mixture {self.mixture or '-'}, where {self.where or 'true'})"
@@ -77,16 +84,77 @@ def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 
     from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(source.uri, version=source.version)
-    reader = QueryBuilder().register("gold", table).execute(query(source, columns, rank_predicate(rank, world)))
+    sql = query(source, columns, rank_predicate(rank, world))
+    if source.order_by:
+        sql += f" ORDER BY {source.order_by}"
+    reader = QueryBuilder().register("gold", table).execute(sql)
     return pa.RecordBatchReader.from_stream(reader)  # deltalake returns arro3 objects
 
 
 def delta_rows(source: GoldSource, rank: int = 0, world: int = 1, prefetch: int = 4) -> Iterator[dict]:
-    """The rows of this process's share; up to `prefetch` record batches are read ahead in a thread,
-    so reading and decoding Delta overlaps with the training step."""
-    batches = (batch.to_pylist() for batch in delta_batches(source, COLUMNS, rank, world))
+    """The rows of this process's share, each `repeats` times, turns below `turn_min` left out; up to
+    `prefetch` record batches are read ahead in a thread, so reading Delta overlaps with training."""
+    turn_min, weights = source.turn_min or {}, source.turn_weights or {}
+    axes = sorted(set(turn_min) | set(weights))
+    columns = [*COLUMNS, *(f"{axis}_ratings" for axis in axes), f"{source.repeats or 1} AS _repeats"]
+    batches = (batch.to_pylist() for batch in delta_batches(source, columns, rank, world))
     for rows in prefetched(batches, prefetch) if prefetch else batches:
-        yield from rows
+        for row in rows:
+            repeats = int(row.pop("_repeats"))
+            kept = filter_turns(row, turn_min, source.keep_unrated) if turn_min else row
+            if kept is not None and weights:
+                kept["_turn_weights"] = turn_weights(kept, weights)
+            if kept is not None:
+                for _ in range(repeats):
+                    yield kept
+
+
+def turn_weights(row: dict, weights: dict[str, dict[int, float]]) -> list[float]:
+    """The loss weight of each turn: the product over axes of the weight of its score (a score not
+    listed, or no score, weighs 1)."""
+    out = []
+    for index in range(len(row.get("texts") or [])):
+        weight = 1.0
+        for axis, by_score in weights.items():
+            scores = row.get(f"{axis}_ratings")
+            score = scores[index] if scores is not None and index < len(scores) else None
+            weight *= by_score.get(score, 1.0) if score is not None else 1.0
+        out.append(weight)
+    return out
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy with a weight per label token, over the number of label tokens (so a
+    turn weighted 0.5 counts half as much as it would unweighted)."""
+    shifted, target, weight = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:].to(logits.device)
+    losses = torch.nn.functional.cross_entropy(
+        shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
+    )
+    return (losses * weight.reshape(-1)).sum() / (target != IGNORE).sum().clamp(min=1)
+
+
+def filter_turns(row: dict, turn_min: dict[str, int], keep_unrated: bool = True) -> dict | None:
+    """The row without the turns scored below `turn_min` on an axis (as nanoVLM's loader drops
+    turns), their ratings following them; None when no turn is left. An unrated turn (no ratings
+    on the axis, or a null score) stays if keep_unrated."""
+    turns = row.get("texts") or []
+    keep = []
+    for index in range(len(turns)):
+        passes = True
+        for axis, minimum in turn_min.items():
+            scores = row.get(f"{axis}_ratings")
+            score = scores[index] if scores is not None and index < len(scores) else None
+            passes = passes and (keep_unrated if score is None else score >= minimum)
+        keep.append(passes)
+    if not any(keep):
+        return None
+    kept = dict(row)
+    kept["texts"] = [t for t, k in zip(turns, keep, strict=True) if k]
+    for axis in turn_min:
+        scores = row.get(f"{axis}_ratings")
+        if scores is not None:
+            kept[f"{axis}_ratings"] = [s for s, k in zip(scores, keep, strict=False) if k]
+    return kept
 
 
 def prefetched(items: Iterator, depth: int) -> Iterator:
@@ -169,6 +237,7 @@ class Encoded:
     pixel_values: torch.Tensor | None  # [tiles, 3, H, W]
     pixel_attention_mask: torch.Tensor | None
     images: int
+    weights: list[float] | None = None  # loss weight per token (the turn's), when the mixture weighs turns
 
 
 @dataclass
@@ -205,6 +274,8 @@ def encode(processor, row: dict, seq_len: int, max_images: int, stats: EncodeSta
         ids = tok(prompt_text(first["user"], 0), add_special_tokens=False)["input_ids"]
         pixel_values = pixel_mask = None
     labels = [IGNORE] * len(ids)
+    turn_weight = row.get("_turn_weights")
+    weights: list[float] | None = [0.0] * len(ids) if turn_weight is not None else None
     for index, turn in enumerate(turns):
         if index > 0:
             prompt = tok(prompt_text(turn["user"], 0), add_special_tokens=False)["input_ids"]
@@ -220,8 +291,10 @@ def encode(processor, row: dict, seq_len: int, max_images: int, stats: EncodeSta
             break
         ids += prompt + answer + newline
         labels += [IGNORE] * len(prompt) + answer + [IGNORE] * len(newline)
+        if weights is not None and turn_weight is not None:
+            weights += [0.0] * len(prompt) + [turn_weight[index]] * len(answer) + [0.0] * len(newline)
     stats.samples += 1
-    return Encoded(ids, labels, pixel_values, pixel_mask, len(images))
+    return Encoded(ids, labels, pixel_values, pixel_mask, len(images), weights)
 
 
 def encoded(processor, rows: Iterable[dict], seq_len: int, max_images: int, stats: EncodeStats) -> Iterator[Encoded]:
@@ -240,6 +313,9 @@ def _concat(samples: list[Encoded]) -> Encoded:
         torch.cat(tiles) if tiles else None,
         torch.cat(masks) if masks else None,
         sum(s.images for s in samples),
+        [w for s in samples for w in (s.weights or [1.0] * len(s.input_ids))]
+        if any(s.weights is not None for s in samples)
+        else None,
     )
 
 
@@ -272,6 +348,11 @@ def collate(sequences: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, : len(s.labels)] = torch.tensor(s.labels)
         attention[row, : len(s.input_ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if any(s.weights is not None for s in sequences):
+        weights = torch.zeros((len(sequences), width), dtype=torch.float32)
+        for row, s in enumerate(sequences):
+            weights[row, : len(s.input_ids)] = torch.tensor(s.weights or [1.0] * len(s.input_ids))
+        batch["loss_weights"] = weights
     with_images = [
         (row, s.pixel_values, s.pixel_attention_mask)
         for row, s in enumerate(sequences)

@@ -107,9 +107,12 @@ def train_process(
             sync = micro == config.grad_accum - 1 or world == 1
             ddp = isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
             context = wrapped.no_sync() if ddp and not sync else _null()  # type: ignore[operator]  # DDP method, typed as a Module attribute
+            weights = batch.pop("loss_weights", None)  # a mixture's per-turn loss weights
             with context:
                 with autocast:
-                    loss = wrapped(**batch).loss / config.grad_accum
+                    out = wrapped(**batch)
+                    full = out.loss if weights is None else data.weighted_loss(out.logits, batch["labels"], weights)
+                    loss = full / config.grad_accum
                 loss.backward()
             step_loss += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -23,13 +23,34 @@ IDEFICS3_TOKENS = ["<fake_token_around_image>", IMAGE_TOKEN, "<global-img>", END
     f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)
 ]
 
+# The chat format training feeds the model (etl.train.data.prompt_text and encode), as a Jinja chat
+# template, so processor-based evaluators (lmms-eval, `apply_chat_template` with images) prompt the
+# model as it was trained: `<|im_start|>User:<image>...question<end_of_utterance>\nAssistant:`,
+# answers ` answer<end_of_utterance>\n`; a user turn's images come before its text, as in training.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<|im_start|>User:"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<end_of_utterance>\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<end_of_utterance>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
 
 def build_processor(config: TrainConfig, tokenizer: TokenizerConfig):
     """Idefics3Processor over the SmolLM2 tokenizer (the packaged GGUF's, or `tokenizer.path`)."""
     from transformers import AutoProcessor, AutoTokenizer, Idefics3ImageProcessor, Idefics3Processor
 
     if config.model.init == "hub":
-        return AutoProcessor.from_pretrained(config.model.hub_id)
+        processor = AutoProcessor.from_pretrained(config.model.hub_id)
+        processor.chat_template = processor.tokenizer.chat_template = CHAT_TEMPLATE
+        return processor
     from udfs.tokens import prepare_tokenizer
 
     tokenizer_json = Path(
@@ -40,13 +61,16 @@ def build_processor(config: TrainConfig, tokenizer: TokenizerConfig):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or "<|endoftext|>"
     tok.image_token = IMAGE_TOKEN
+    tok.chat_template = CHAT_TEMPLATE  # not SmolLM2's text-only ChatML: the saved folder carries the training format
     tile = config.model.vision.image_size
     image_processor = Idefics3ImageProcessor(
         do_image_splitting=config.images.splitting,
         size={"longest_edge": max(tile, config.images.longest_edge)},
         max_image_size={"longest_edge": tile},
     )
-    return Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=config.image_seq_len)
+    return Idefics3Processor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=config.image_seq_len, chat_template=CHAT_TEMPLATE
+    )
 
 
 def build_model(config: TrainConfig, processor) -> torch.nn.Module:

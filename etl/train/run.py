@@ -22,7 +22,7 @@ from etl.runs import _flat_params
 from etl.tables import TableRef
 from etl.train import data
 from etl.train.config import TrainConfig
-from etl.train.mixture import load_mixture, mixture_predicate
+from etl.train.mixture import load_mixture, mixture_order, mixture_predicate, mixture_repeats
 
 log = logging.getLogger("finevision")
 RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -70,15 +70,19 @@ def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) ->
 
     uri = table_uri(config.data.table, pipeline, spark)
     version = config.data.version if config.data.version is not None else DeltaTable(uri).version()
-    predicates = [
-        p
-        for p in (
-            mixture_predicate(load_mixture(config.data.mixture)) if config.data.mixture else None,
-            config.data.where,
-        )
-        if p
-    ]
-    source = data.GoldSource(uri, version, " AND ".join(f"({p})" for p in predicates) or None, config.data.mixture)
+    spec = load_mixture(config.data.mixture) if config.data.mixture else None
+    predicates = [p for p in (mixture_predicate(spec) if spec else None, config.data.where) if p]
+    source = data.GoldSource(
+        uri,
+        version,
+        " AND ".join(f"({p})" for p in predicates) or None,
+        config.data.mixture,
+        mixture_repeats(spec) if spec else None,
+        dict(spec.min_turn_ratings) if spec and spec.min_turn_ratings else None,
+        spec.keep_unrated if spec else True,
+        mixture_order(spec) if spec else None,
+        {a: dict(w) for a, w in spec.turn_weights.items()} if spec and spec.turn_weights else None,
+    )
     return source, data.count_rows(source)
 
 
