@@ -159,6 +159,9 @@ class ExportConfig(Strict):
     release_dir: str | None = Field(None, description="release folder (local or URI); null = <lakehouse>/release")
     shard_rows: int = Field(10_000, gt=0, description="most rows per parquet shard of the release")
     name: str = Field("FineVision ETL export", description="dataset card title")
+    retention_days: int = Field(
+        30, ge=7, description="days each gold_samples version stays readable (VACUUM and log cleanup keep it)"
+    )
 
 
 class SamplesConfig(Strict):

@@ -303,6 +303,22 @@ def unqualified(predicate: str, alias: str) -> str:
     return "".join([*parts, qualifier.sub("", predicate[last:])])
 
 
+def retention_properties(days: int) -> dict[str, str]:
+    """Table properties that keep every version of the last `days` days readable: VACUUM (by hand
+    or by Unity Catalog's predictive optimisation) keeps their data files, log cleanup their commits."""
+    interval = f"interval {days} days"
+    return {"delta.deletedFileRetentionDuration": interval, "delta.logRetentionDuration": interval}
+
+
+def set_properties(spark: SparkSession, ref: TableRef, properties: dict[str, str]) -> None:
+    """Set the table properties that differ from `properties` (no commit when none does)."""
+    current = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ref.sql}").collect()}
+    changed = {key: value for key, value in properties.items() if current.get(key) != value}
+    if changed:
+        pairs = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in changed.items())
+        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ({pairs})")
+
+
 def sql_string(value: str) -> str:
     """`value` as a Spark SQL string literal (quotes and backslashes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

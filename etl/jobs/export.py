@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, tables
@@ -37,8 +36,7 @@ def run(run: PipelineRun) -> None:
         ratings = run.read_optional_input(report, "turn_ratings")
         if ratings is not None:  # only the configured judge and prompt of each axis count
             ratings = current_ratings(ratings, configured_judges(run.config))
-        gold = gold_samples(silver, hits, clusters, removed, ratings).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        with run.reused(gold_samples(silver, hits, clusters, removed, ratings), "export_gold") as gold:
             report.rows_in = silver.count()
             report.rows_out = gold.count()
             reasons = removal_reasons(silver, removed).groupBy("reason").agg(F.count("*").alias("n")).collect()
@@ -49,10 +47,10 @@ def run(run: PipelineRun) -> None:
                 )
             report.counters = {"rated_samples": gold.filter(F.col("relevance_min").isNotNull()).count()}
             ref = run.table("gold_samples")
+            tables.ensure_table(spark, ref, GOLD_SAMPLES)  # pinned versions outlive upkeep for retention_days
+            tables.set_properties(spark, ref, tables.retention_properties(settings.retention_days))
             version = tables.overwrite(spark, ref, gold, run.commit("export"), GOLD_SAMPLES)
             report.output_versions["gold_samples"] = version
-        finally:
-            gold.unpersist()
 
         pinned = tables.read(spark, ref, version)
         folder = release_dir(run)
