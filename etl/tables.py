@@ -134,7 +134,19 @@ class Commit:
         return json.dumps({**fields, "git": self.git_revision, "write": write_id}, sort_keys=True)
 
 
+def build_info() -> dict[str, str] | None:
+    """The version and commit an installed wheel was built from (hatch_build.py), None in a checkout."""
+    from importlib.resources import files
+
+    path = files("etl").joinpath("build_info.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def git_revision() -> str:
+    """The commit of the running code: the wheel's build record, else the checkout's git HEAD."""
+    info = build_info()
+    if info:
+        return info["git_revision"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
