@@ -174,14 +174,21 @@ def current_version(spark: SparkSession, ref: TableRef) -> int | None:
     return None if latest is None else int(latest[0])
 
 
-def version_of(spark: SparkSession, ref: TableRef, metadata: str) -> int:
+def version_of(spark: SparkSession, ref: TableRef, metadata: str, read_version: int) -> int:
     """The version whose commit carries exactly `metadata` (a write's own, write id included):
-    other writers may have committed after it, so the newest version need not be ours."""
+    other writers may have committed after it, so the newest version need not be ours. A write
+    that changed nothing (no new rows) records no commit (Delta skips empty commits): then the
+    version it read, whose content it leaves as it was."""
     history = spark.sql(f"DESCRIBE HISTORY {ref.sql}").filter(F.col("userMetadata") == metadata)
     found = history.agg(F.max("version").alias("v")).first()
-    if found is None or found["v"] is None:
-        raise RuntimeError(f"table {ref}: no commit in its history carries {metadata}")
-    return int(found["v"])
+    return read_version if found is None or found["v"] is None else int(found["v"])
+
+
+def _version_now(spark: SparkSession, ref: TableRef) -> int:
+    version = current_version(spark, ref)
+    if version is None:
+        raise RuntimeError(f"table {ref} does not exist after it was created")
+    return version
 
 
 def _save(writer, ref: TableRef) -> None:
@@ -283,9 +290,12 @@ def merge_insert(
         matched = f"({target_filter}) AND {matched}"
     source = rows.select(*schema.fieldNames()).dropDuplicates(keys).alias("s")
     metadata = commit.metadata(uuid.uuid4().hex)
+    read_version = _version_now(spark, ref)
 
     def write() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
-        table = read(spark, ref).alias("t")
+        nonlocal read_version
+        read_version = _version_now(spark, ref)
+        table = read(spark, ref, read_version).alias("t")
         if replace_when is None:
             writer = source.join(table, F.expr(matched), "left_anti").write.format("delta").mode("append")
         else:
@@ -298,7 +308,7 @@ def merge_insert(
         _save(writer.option("userMetadata", metadata), ref)
 
     retry_on_conflict(write, f"merge into {ref}")
-    return version_of(spark, ref, metadata)
+    return version_of(spark, ref, metadata, read_version)
 
 
 STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
@@ -338,10 +348,10 @@ def sql_string(value: str) -> str:
 
 def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
     ensure_table(spark, ref, schema)
-    metadata = commit.metadata(uuid.uuid4().hex)
+    metadata, read_version = commit.metadata(uuid.uuid4().hex), _version_now(spark, ref)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("append")
     _save(writer.option("userMetadata", metadata), ref)
-    return version_of(spark, ref, metadata)
+    return version_of(spark, ref, metadata, read_version)
 
 
 def overwrite(
@@ -358,9 +368,9 @@ def overwrite(
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    metadata = commit.metadata(uuid.uuid4().hex)
+    metadata, read_version = commit.metadata(uuid.uuid4().hex), _version_now(spark, ref)
     _save(writer.option("userMetadata", metadata).option("overwriteSchema", "false"), ref)
-    return version_of(spark, ref, metadata)
+    return version_of(spark, ref, metadata, read_version)
 
 
 def scratch(spark: SparkSession, ref: TableRef, rows: DataFrame) -> DataFrame:
