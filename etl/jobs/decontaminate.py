@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
@@ -15,6 +14,7 @@ from etl.config import CONF_DIR, ConfigError
 from etl.resources import task_cpus
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES, REMOVED_SAMPLES
+from etl.session import is_serverless
 from etl.sources.files import ArrowFiles
 from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
@@ -102,7 +102,10 @@ def run(run: PipelineRun) -> None:
                     train_embeddings, source, settings.candidate_threshold, settings.k, top_k=settings.candidate_k
                 )
                 pairs = stage.image_pairs(found, index_rows, training, benchmark)
-                spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(run.config.embed.arrow_batch_bytes))
+                if not is_serverless(spark):  # serverless refuses the conf: its default batch size applies
+                    spark.conf.set(
+                        "spark.sql.execution.arrow.maxBytesPerBatch", str(run.config.embed.arrow_batch_bytes)
+                    )
                 image_hits = stage.verified_hits(
                     pairs,
                     silver,
@@ -116,8 +119,7 @@ def run(run: PipelineRun) -> None:
             hits = image_hits.unionByName(hits)
         else:
             log.warning("[decontaminate] no benchmark image has an embedding of %s: image side skipped", model)
-        hits = hits.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        with run.reused(hits, "decontaminate_hits") as hits:
             by_method = {r["method"]: r["n"] for r in hits.groupBy("method").agg(F.count("*").alias("n")).collect()}
             report.rows_in = silver.count()
             report.counters = {f"hits.{m}": n for m, n in by_method.items()}
@@ -139,5 +141,3 @@ def run(run: PipelineRun) -> None:
                 )
                 report.dropped = {"contaminated": report.counters["contaminated_samples"]}
                 report.rows_out = report.rows_in - report.dropped["contaminated"]
-        finally:
-            hits.unpersist()
