@@ -107,3 +107,79 @@ def test_a_table_an_older_version_wrote_gains_the_fields_a_newer_schema_adds(spa
     assert tables.read(spark, ref).schema == new
     assert rows["a"]["evidence"]["tiles_unexplained"] is None and rows["a"]["note"] is None
     assert rows["b"]["evidence"]["tiles_unexplained"] == pytest.approx(0.01) and rows["b"]["note"] == "n"
+
+
+def test_concurrent_writers_each_carry_their_own_metadata_and_record_their_own_commit(spark, tmp_path):
+    """Threads of one session write one table at once (as decontaminate and dedup do into
+    removed_samples): each commit's userMetadata is its own writer's (metadata travels with the
+    write, not through the shared session), and each writer's returned version is the commit that
+    carries it, though others committed after."""
+    import json
+
+    ref = tables.TableRef(name="removed_samples", path=str(tmp_path / "removed_samples"))
+    writers = [(f"run{n}", stage) for n in range(3) for stage in ("decontaminate", "dedup")]
+
+    def write(run_id: str, stage: str) -> tuple[str, str, int]:
+        rows = [
+            {"sample_id": f"{run_id}-{i}", "subset": "a", "stage": stage, "reason": "r", "detail": "", "run_id": run_id}
+            for i in range(20)
+        ]
+        commit = tables.Commit(run_id=run_id, stage=stage, config_hash="h", git_revision="g")
+        frame = spark.createDataFrame(rows, REMOVED_SAMPLES)
+        if stage == "dedup":
+            return run_id, stage, tables.append(spark, ref, frame, commit, REMOVED_SAMPLES)
+        return run_id, stage, tables.merge_insert(spark, ref, frame, ["sample_id", "stage"], commit, REMOVED_SAMPLES)
+
+    tables.ensure_table(spark, ref, REMOVED_SAMPLES)  # the race is over commits, not over creating the table
+    with ThreadPoolExecutor(len(writers)) as pool:
+        written = list(pool.map(lambda w: write(*w), writers))
+
+    history = {r["version"]: r["userMetadata"] for r in spark.sql(f"DESCRIBE HISTORY {ref.sql}").collect()}
+    assert len({version for _, _, version in written}) == len(writers)  # one commit each
+    for run_id, stage, version in written:
+        metadata = json.loads(history[version])
+        assert (metadata["run_id"], metadata["stage"]) == (run_id, stage)
+        # the version holds this writer's rows
+        rows = tables.read(spark, ref, version).filter(f"run_id = '{run_id}' AND stage = '{stage}'").count()
+        before = tables.read(spark, ref, version - 1).filter(f"run_id = '{run_id}' AND stage = '{stage}'").count()
+        assert (before, rows) == (0, 20)
+    assert max(history) == len(writers)  # version 0 created the table; nothing committed twice
+
+
+def test_a_replacing_merge_replaces_only_matched_rows_where_the_predicate_holds(spark, tmp_path):
+    """rate's retry of failed ratings: in the key range, a failed row is replaced by the new one, a
+    scored row is kept, a new key is inserted; rows outside the range are untouched."""
+    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+
+    schema = StructType(
+        [StructField("id", StringType()), StructField("score", IntegerType()), StructField("error", StringType())]
+    )
+    ref = tables.TableRef(name="ratings", path=str(tmp_path / "ratings"))
+    commit = tables.Commit(run_id="r1", stage="rate", config_hash="h", git_revision="g")
+    old = [("a", None, "request failed: 503"), ("b", 4, None), ("z", None, "request failed: 429")]
+    tables.merge_insert(spark, ref, spark.createDataFrame(old, schema), ["id"], commit, schema)
+    new = [("a", 5, None), ("b", 1, None), ("c", 3, None)]
+    tables.merge_insert(
+        spark,
+        ref,
+        spark.createDataFrame(new, schema),
+        ["id"],
+        tables.Commit(run_id="r2", stage="rate", config_hash="h", git_revision="g"),
+        schema,
+        replace_when="t.score IS NULL AND t.error LIKE 'request failed%'",
+        target_filter="t.id BETWEEN 'a' AND 'c'",
+    )
+    assert sorted(tuple(r) for r in tables.read(spark, ref).collect()) == [
+        ("a", 5, None),  # failed, replaced
+        ("b", 4, None),  # scored, kept
+        ("c", 3, None),  # new
+        ("z", None, "request failed: 429"),  # outside the range: untouched
+    ]
+    with pytest.raises(ValueError, match="replace_when needs a target_filter"):
+        tables.merge_insert(spark, ref, spark.createDataFrame(new, schema), ["id"], commit, schema, replace_when="true")
+
+
+def test_unqualified_drops_the_alias_outside_string_literals():
+    assert tables.unqualified("t.sample_id BETWEEN 't.a' AND 'z' AND s.t.x = t.`y`", "t") == (
+        "sample_id BETWEEN 't.a' AND 'z' AND s.t.x = `y`"
+    )
