@@ -25,15 +25,12 @@ setup: .venv/.synced
 
 jars: .ivy/.resolved
 
-demo: setup jars
-	$(CLI) samples
-	$(CLI) run
-	$(CLI) tables
-	$(CLI) review contamination
-	$(CLI) review duplicates
-	$(CLI) report
-	$(CLI) train --train-config tiny
-	$(CLI) evaluate --model models/tiny/final
+# One process, one Spark session for every step (`finevision demo`): samples, run, tables, review
+# contamination, review duplicates, report, train --train-config tiny, evaluate --model models/tiny/final.
+# Its session resolves the Delta jars on a fresh clone (no separate JVM for `jars`).
+demo: setup
+	$(CLI) demo
+	@test ! -s .ivy/resolved-jars.txt || touch .ivy/.resolved
 
 # Test tiers (markers come from the fixtures a test uses, see tests/conftest.py):
 #   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)
@@ -46,8 +43,9 @@ test-fast: setup
 test-spark: setup jars
 	$(PYTEST) -m "not pipeline and not browser and not cluster and not slow"
 
+# Every run prints its 25 slowest tests (setup included), to see where the time goes.
 test: setup jars chromium
-	$(PYTEST) --durations=15
+	$(PYTEST) --durations=25
 
 # ruff (format and lint) and mypy, configured in pyproject.toml; `make format` applies the fixes. The docs/
 # reference builds without a warning (broken links and anchors fail it) into site/ (git-ignored).

@@ -323,6 +323,15 @@ def evaluate(
 
 
 @app.command()
+def demo(ctx: typer.Context) -> None:
+    """Every step of `make demo` in one process and one Spark session: samples, run, tables, both
+    review pages, report, the tiny model's training and evaluation."""
+    from etl.demo import run_demo
+
+    run_demo(ctx)
+
+
+@app.command()
 def preview(
     ctx: typer.Context,
     source: Annotated[str, typer.Option(help="source name (a spec in sources_dir)")],

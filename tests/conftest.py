@@ -10,6 +10,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -49,16 +50,21 @@ def spark():
     session.stop()
 
 
+def missing_prerequisite(reason: str) -> NoReturn:
+    """A tier's prerequisite is missing: skip with the reason, except under `CI` (where `make test`
+    provides every prerequisite), where the test fails, so a tier never goes silently unrun there."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """Headless Chromium through playwright. Without CI a missing browser skips with the reason;
     under CI (where `make test` installs it) it fails."""
     path = shutil.which("chromium")
     if not path:
-        reason = "chromium is not installed: `make chromium` installs Debian's package"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_prerequisite("chromium is not installed: `make chromium` installs Debian's package")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -67,8 +73,29 @@ def chromium():
         browser.close()
 
 
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory):
+    """`fresh(path)` makes `path` an empty MLflow SQLite store, unless it exists: a copy of one made
+    once per session. A new store creates its tables and runs every schema migration (seconds each
+    time); the copy is the same empty store (its Default experiment only) for a file copy."""
+    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+
+    def fresh(path: Path) -> Path:
+        if not template.exists():
+            from mlflow import MlflowClient
+
+            template.parent.mkdir(exist_ok=True)
+            MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the tables
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(template, path)
+        return path
+
+    return fresh
+
+
 @pytest.fixture
-def make_config(tmp_path):
+def make_config(tmp_path, mlflow_store):
     """A PipelineConfig whose lakehouse, MLflow store and data root live in tmp_path."""
 
     def make(sources_dir: Path | None = None, data_root: Path | None = None, **overrides):
@@ -79,7 +106,10 @@ def make_config(tmp_path):
             f"sources_dir={sources_dir or tmp_path / 'sources'}",
         ]
         sets += [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
-        return load_config(overrides=sets)
+        config = load_config(overrides=sets)
+        if config.mlflow.enabled:
+            mlflow_store(tmp_path / "mlflow.db")
+        return config
 
     return make
 
@@ -193,6 +223,41 @@ def dirty_corpus(tmp_path):
     return {"sources": sources, "data": data}
 
 
+@pytest.fixture(scope="session")
+def embedded_contaminated_corpus(spark, tmp_path_factory):
+    """tests/test_decontaminate.py's contaminated corpus through ingest, clean and embed, once per
+    session: (corpus, lakehouse). Read-only: the decontamination-method and review tests start from
+    a copy of the lakehouse (`contaminated_lakehouse`, or their own)."""
+    from etl.jobs import clean, embed, ingest
+    from etl.runs import PipelineRun
+    from tests.test_decontaminate import contaminated_corpus
+
+    root = tmp_path_factory.mktemp("embedded-corpus")
+    corpus = contaminated_corpus.__wrapped__(root)
+    config = load_config(
+        overrides=[
+            f"lakehouse={root / 'lakehouse'}",
+            "mlflow.enabled=false",
+            f"data_root={corpus['data']}",
+            f"sources_dir={corpus['sources']}",
+        ]
+    )
+    run = PipelineRun(spark, config, "embedded-corpus")
+    for job in (ingest, clean, embed):
+        job.run(run)
+    return corpus, root / "lakehouse"
+
+
+@pytest.fixture
+def contaminated_lakehouse(embedded_contaminated_corpus, tmp_path):
+    """The contaminated corpus (its files, read-only) and a copy of its lakehouse after ingest,
+    clean and embed at tmp_path/lakehouse, where `make_config` puts the lakehouse: the tests run the
+    stages after embed on it. A copy of a few small Delta tables instead of re-running three stages."""
+    corpus, lakehouse = embedded_contaminated_corpus
+    shutil.copytree(lakehouse, tmp_path / "lakehouse")
+    return corpus
+
+
 SAMPLE_CORPUS_SOURCES = [
     "easyvqa",
     "easyvqa_test",
@@ -207,7 +272,7 @@ SAMPLE_CORPUS_SOURCES = [
 
 
 @pytest.fixture(scope="session")
-def sample_lakehouse(spark, tmp_path_factory):
+def sample_lakehouse(spark, tmp_path_factory, mlflow_store):
     """The sample corpus through every pipeline stage, once per session: (run, manifest, root).
 
     Shared by the end-to-end pipeline test, the analytics, report and notebook tests, so the
@@ -218,6 +283,7 @@ def sample_lakehouse(spark, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("corpus")
     build_samples(root / "data" / "samples")
+    mlflow_store(root / "mlflow.db")
     config = load_config(
         overrides=[
             f"lakehouse={root / 'lake'}",

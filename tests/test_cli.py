@@ -182,3 +182,24 @@ def test_relative_delta_paths_are_resolved_against_the_working_directory(tmp_pat
     sql = "SELECT * FROM delta.`lakehouse/quarantine` q JOIN delta.`/abs/t` a JOIN DELTA.`s3://b/t` s"
     expected = f"SELECT * FROM delta.`{tmp_path.resolve()}/lakehouse/quarantine` q JOIN delta.`/abs/t` a"
     assert resolve_table_paths(sql, tmp_path) == expected + " JOIN DELTA.`s3://b/t` s"
+
+
+def test_demo_runs_the_steps_of_make_demo_in_order_in_one_process(monkeypatch):
+    from etl import cli, demo
+    from etl.train.config import load_train_config
+
+    calls = []
+    for name in ("samples", "run", "show_tables", "review", "report", "train", "evaluate"):
+        monkeypatch.setattr(cli, name, lambda ctx, *args, _name=name, **kwargs: calls.append((_name, args, kwargs)))
+    demo.run_demo(None)
+    assert calls == [
+        ("samples", (), {}),
+        ("run", (), {}),
+        ("show_tables", (), {}),
+        ("review", ("contamination",), {}),
+        ("review", ("duplicates",), {}),
+        ("report", (), {}),
+        ("train", (), {}),
+        ("evaluate", (), {"model": "models/tiny/final"}),
+    ]
+    assert demo.TINY_MODEL == f"{load_train_config('tiny').output_dir}/final"  # where `train` puts the model

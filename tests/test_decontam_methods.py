@@ -10,11 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from etl import tables
-from etl.jobs import clean, decontaminate, embed, ingest
+from etl.jobs import decontaminate
 from etl.runs import PipelineRun
-from tests.test_decontaminate import contaminated_corpus  # noqa: F401 - the fixture
-
-pytestmark = pytest.mark.usefixtures("contaminated_corpus")
 
 
 def brute_force_pairs(spark, run, threshold: float) -> set[tuple[str, str]]:
@@ -36,15 +33,15 @@ def brute_force_pairs(spark, run, threshold: float) -> set[tuple[str, str]]:
     }
 
 
-def test_threshold_is_brute_force_and_verified_keeps_its_hits(spark, make_config, contaminated_corpus):  # noqa: F811
+def test_threshold_is_brute_force_and_verified_keeps_its_hits(spark, make_config, contaminated_lakehouse):
+    # the lakehouse holds tests/test_decontaminate.py's corpus after ingest, clean and embed (tests/conftest.py)
     config = make_config(
-        contaminated_corpus["sources"],
-        contaminated_corpus["data"],
+        contaminated_lakehouse["sources"],
+        contaminated_lakehouse["data"],
         **{"mlflow__enabled": "false", "decontaminate__method": "threshold"},
     )
     run = PipelineRun(spark, config, "methods")
-    for job in (ingest, clean, embed, decontaminate):
-        job.run(run)
+    decontaminate.run(run)
     hits = tables.read(spark, run.table("contamination_hits"))
     threshold_hits = hits.filter("method = 'sscd-faiss-exact'").collect()
     assert {(h["sample_id"], h["benchmark_item_id"]) for h in threshold_hits} == brute_force_pairs(spark, run, 0.95)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
+from pathlib import Path
 
 import markupsafe
 import pytest
@@ -18,7 +20,7 @@ from etl.pages import Thumbnail
 from etl.review import render_contamination_page, write_contamination_review, write_duplicate_review
 from etl.runs import PipelineRun
 from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
-from tests.test_decontaminate import LONG_QUESTION, contaminated_corpus, encode, photo
+from tests.test_decontaminate import LONG_QUESTION, encode, photo
 
 
 def config_for(root, sources=None, data=None):
@@ -37,11 +39,15 @@ def config_for(root, sources=None, data=None):
 
 
 @pytest.fixture(scope="module")
-def lakehouse(spark, tmp_path_factory):
+def lakehouse(spark, tmp_path_factory, embedded_contaminated_corpus):
     """The decontamination corpus plus a source holding a photo twice (PNG, and re-encoded as
-    JPEG), run through every stage up to dedup."""
+    JPEG), run through every stage up to dedup. It starts from a copy of the session's corpus
+    already through ingest, clean and embed (tests/conftest.py): the stages then add the new
+    source's rows and images (ingest merges, clean and embed take only what is new)."""
     root = tmp_path_factory.mktemp("review")
-    corpus = contaminated_corpus.__wrapped__(root)  # the fixture's function, at module scope
+    embedded, embedded_lakehouse = embedded_contaminated_corpus
+    corpus = {name: Path(shutil.copytree(embedded[name], root / name)) for name in ("data", "sources")}
+    shutil.copytree(embedded_lakehouse, root / "lakehouse")
     slide = photo("immunohistochemistry")
     (corpus["data"] / "img" / "slide.png").write_bytes(encode(slide))
     (corpus["data"] / "img" / "slide_copy.jpg").write_bytes(encode(slide, "JPEG", quality=85))

@@ -119,7 +119,9 @@ def small_gold(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_gold, tmp_path, monkeypatch):
+def test_final_model_of_processes_on_executors_reaches_the_driver(
+    spark, small_gold, tmp_path, monkeypatch, mlflow_store
+):
     """With `local_mode: false` rank 0 runs in an executor's working directory: a relative output_dir
     there is not the driver's, as on a cluster where it is another machine's disk."""
     import mlflow
@@ -127,7 +129,7 @@ def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_g
     gold, _ = small_gold
     monkeypatch.chdir(tmp_path)
     pipeline = load_config(
-        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{mlflow_store(tmp_path / 'm.db')}"]
     )
     config = load_train_config(
         "tiny",
@@ -156,11 +158,14 @@ def test_final_model_of_processes_on_executors_reaches_the_driver(spark, small_g
 
 
 @pytest.fixture(scope="module")
-def setting(corpus_run, tmp_path_factory):
+def setting(corpus_run, tmp_path_factory, mlflow_store):
     run, _ = corpus_run
     root = tmp_path_factory.mktemp("train")
     pipeline = load_config(
-        overrides=[f"lakehouse={run.config.lakehouse}", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
+        overrides=[
+            f"lakehouse={run.config.lakehouse}",
+            f"mlflow.tracking_uri=sqlite:///{mlflow_store(root / 'mlflow.db')}",
+        ]
     )
     return run, pipeline, root
 
@@ -320,7 +325,7 @@ def test_batched_generation_answers_as_one_item_at_a_time():
     assert batched == one_by_one
 
 
-def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, tmp_path):
+def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, tmp_path, mlflow_store):
     import pandas as pd
     from mlflow import MlflowClient
 
@@ -330,7 +335,7 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
     from tests.conftest import png_bytes
 
     pipeline = load_config(
-        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{mlflow_store(tmp_path / 'm.db')}"]
     )
     config = load_train_config("tiny")
     processor = build_processor(config, pipeline.clean.tokenizer)
