@@ -378,25 +378,6 @@ def review(
 
 
 @app.command()
-def maintain(
-    ctx: typer.Context,
-    table: Annotated[list[str] | None, typer.Option(help="only this table (repeatable); default: every table")] = None,
-) -> None:
-    """OPTIMIZE (z-ordered by sample_id where rows are read by sample) and VACUUM (each table's
-    retention) the path-based tables; catalog tables are Unity Catalog's predictive optimisation's."""
-    from etl.maintain import maintain as run_upkeep
-    from etl.session import build_session
-
-    options = _options(ctx)
-    try:
-        done = run_upkeep(build_session(options.profile), options.config, table)
-    except ValueError as exc:
-        _fail(str(exc))
-    for upkeep in done:
-        typer.echo(f"{upkeep.table}: optimized{' (z-order sample_id)' if upkeep.zorder else ''}, vacuumed")
-
-
-@app.command()
 def report(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option(help="folder to write (index.html + review pages)")] = None,

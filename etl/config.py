@@ -181,9 +181,6 @@ class ExportConfig(Strict):
     )
     shuffled_default: bool = Field(True, description="also write a `default` config of every row, shuffled")
     shuffle_seed: int = Field(0, description="seed of the `default` config's order")
-    retention_days: int = Field(
-        30, ge=7, description="days each gold_samples version stays readable (VACUUM and log cleanup keep it)"
-    )
 
 
 class SamplesConfig(Strict):

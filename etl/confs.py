@@ -5,30 +5,19 @@
 
 A job that sets a conf for its UDFs and leaves it set changes every later stage of the session
 (clean's 64-row Arrow batches would reach the embed and judge UDFs). Works over Spark Connect.
-On a serverless session (`etl.session.is_serverless`), which refuses these tuning confs, nothing is
-set and Spark's defaults apply (logged once per key).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
-from etl.session import is_serverless
-
-log = logging.getLogger("finevision")
-
 
 @contextmanager
 def session_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
     """Set `values` in the session; restore each key's previous value (or unset it) on exit, also on error."""
-    if is_serverless(spark):
-        log.info("serverless: %s left at the platform's defaults", ", ".join(sorted(values)))
-        yield
-        return
     previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in values}
     for key, value in values.items():
         spark.conf.set(key, value)

@@ -138,13 +138,6 @@ def _inputs(spark: SparkSession, config: PipelineConfig, names: list[str]) -> _I
     return _Inputs(frames, versions)
 
 
-def _held(spark: SparkSession, bounded: DataFrame) -> DataFrame:
-    """A frame of at most a page's rows, gathered once and given back as local data: every later
-    join reads the same rows (a top-N by a tied order may differ between evaluations), with no
-    checkpoint, which serverless lacks."""
-    return spark.createDataFrame(bounded.collect(), bounded.schema)
-
-
 def write_contamination_review(spark: SparkSession, config: PipelineConfig, out: Path, limit: int = 200) -> Path:
     """The top `limit` contamination hits by similarity, each beside its benchmark item."""
     if limit < 1:
@@ -168,7 +161,7 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
         "sample_id",
         F.asc_nulls_first("image_id"),
     ]
-    top = _held(spark, hits.orderBy(*order).limit(limit))  # one pinned set of rows for both joins
+    top = hits.orderBy(*order).limit(limit).localCheckpoint()  # one pinned set of rows for both joins
     train = silver.join(F.broadcast(top.select("sample_id").distinct()), "sample_id").select(
         "sample_id",
         F.col("images").alias("train_images"),
@@ -238,8 +231,8 @@ def write_duplicate_review(
         .agg(F.count(F.lit(1)).alias("cluster_size"))
         .orderBy(F.desc("cluster_size"), "cluster_id")
         .limit(max_clusters)
+        .localCheckpoint()
     )
-    top = _held(spark, top)
     members = clusters.select("image_id", "cluster_id", "representative").join(
         F.broadcast(top.select("cluster_id")), "cluster_id"
     )

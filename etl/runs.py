@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, overload
 
 from pydantic import BaseModel
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
 from etl.schema import PIPELINE_RUNS, QUARANTINE
-from etl.session import is_connect, is_serverless
+from etl.session import is_connect
 from etl.stages.quarantine import quarantine_rows
 
 log = logging.getLogger("finevision")
@@ -116,28 +114,6 @@ class PipelineRun:
 
     def table(self, name: str) -> tables.TableRef:
         return tables.TableRef.of(self.config, name)
-
-    @contextmanager
-    def reused(self, frame: DataFrame, name: str) -> Iterator[DataFrame]:
-        """`frame` computed once for everything inside the block that reads it: persisted (memory,
-        then disk) and unpersisted after, or, on serverless (which refuses caching), written to the
-        scratch table `_scratch_<name>` and read back."""
-        if is_serverless(self.spark):
-            yield tables.scratch(self.spark, self.table(f"_scratch_{name}"), frame)
-            return
-        kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            yield kept
-        finally:
-            kept.unpersist()
-
-    def lineage_cut(self, name: str) -> Callable[[DataFrame], DataFrame] | None:
-        """How an iterative stage cuts its plan's lineage each round: None (the stage's own
-        `localCheckpoint`), or on serverless, which has no checkpoints, a round trip through the
-        scratch table `_scratch_<name>`."""
-        if not is_serverless(self.spark):
-            return None
-        return lambda frame: tables.scratch(self.spark, self.table(f"_scratch_{name}"), frame)
 
     def read_input(self, report: StageReport, name: str) -> DataFrame:
         """A stage's input table, pinned to its current version, which the report records."""

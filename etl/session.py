@@ -6,17 +6,13 @@ offline; once resolved, later sessions put the recorded jars on `spark.jars` dir
 resolution report on every command). If `.cache/delta-jars/` holds jars (see `make delta-jars-offline`), they are used instead
 of the resolver. `standalone`, `databricks` and `emr` take the session spark-submit (or the
 cluster) made and never set jars. `connect` talks to a Spark Connect server (`remote`, or the
-`SPARK_REMOTE` environment variable): the server owns Spark, Delta and the jars. `serverless`
-(Databricks serverless jobs) takes the task's session and marks it serverless: stages then reuse
-results through scratch Delta tables instead of caching or checkpoints and set no session conf
-(see `is_serverless`).
+`SPARK_REMOTE` environment variable): the server owns Spark, Delta and the jars.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import weakref
 from pathlib import Path
 
 import yaml
@@ -42,11 +38,6 @@ class Profile(BaseModel):
     delta_jars: str = "provided"  # maven | provided
     ivy_dir: str | None = None
     conf: dict[str, str] = {}
-    # Databricks serverless: refuses caching, checkpoints and session confs outside its short list
-    serverless: bool = False
-
-
-_SERVERLESS_SESSIONS: weakref.WeakSet = weakref.WeakSet()
 
 
 def load_profile(name: str) -> Profile:
@@ -74,8 +65,6 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
         for key, value in {**profile.conf, **(extra_conf or {})}.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
-        if profile.serverless:
-            _SERVERLESS_SESSIONS.add(session)
         quiet_error_logs()
         return session
 
@@ -98,12 +87,6 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
 def is_connect(spark) -> bool:
     """Whether `spark` is a Spark Connect session: no SparkContext, no JVM on this side."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-def is_serverless(spark) -> bool:
-    """Whether `spark` came from a profile with `serverless: true` (`--profile serverless`): a
-    session that refuses `persist`/`cache`/checkpoints and most `spark.conf.set` calls."""
-    return spark in _SERVERLESS_SESSIONS
 
 
 def quiet_error_logs() -> None:

@@ -1,12 +1,8 @@
 """The one module that reads and writes Delta tables.
 
 A `TableRef` is either a path under the lakehouse root or a metastore name
-`catalog.schema.table`; stages never know which. Every data write is one DataFrame write that
-carries its own `userMetadata` write option (run id, stage, config hash, git revision and a write
-id), never session state: writers on threads of one session cannot swap each other's metadata, and
-serverless compute (which refuses most session confs) takes it. The version a write returns is the
-one whose metadata is its own in `DESCRIBE HISTORY`, not the newest (another writer may have
-committed since).
+`catalog.schema.table`; stages never know which. Writes carry `userMetadata` (run id, config hash,
+git revision) so `DESCRIBE HISTORY` says which run made each version.
 
     ref = TableRef.of(config, "silver_samples")
     df = read(spark, ref, version=3)
@@ -18,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import subprocess
 import time
 import uuid
@@ -28,11 +23,11 @@ from typing import TypeVar
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
 
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 CONFLICT_RETRIES = 6
 # Delta's optimistic-concurrency failures: another writer committed first (by class, as delta-spark
 # names them on classic sessions, or by error class, as any client reports them).
@@ -128,25 +123,14 @@ class Commit:
     config_hash: str
     git_revision: str
 
-    def metadata(self, write_id: str = "") -> str:
-        """The commit's `userMetadata`; `write_id` tells apart the writes of one stage of one run."""
-        fields = {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash}
-        return json.dumps({**fields, "git": self.git_revision, "write": write_id}, sort_keys=True)
-
-
-def build_info() -> dict[str, str] | None:
-    """The version and commit an installed wheel was built from (hatch_build.py), None in a checkout."""
-    from importlib.resources import files
-
-    path = files("etl").joinpath("build_info.json")
-    return json.loads(path.read_text()) if path.is_file() else None
+    def metadata(self) -> str:
+        return json.dumps(
+            {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash, "git": self.git_revision},
+            sort_keys=True,
+        )
 
 
 def git_revision() -> str:
-    """The commit of the running code: the wheel's build record, else the checkout's git HEAD."""
-    info = build_info()
-    if info:
-        return info["git_revision"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
@@ -174,25 +158,11 @@ def current_version(spark: SparkSession, ref: TableRef) -> int | None:
     return None if latest is None else int(latest[0])
 
 
-def version_of(spark: SparkSession, ref: TableRef, metadata: str, read_version: int) -> int:
-    """The version whose commit carries exactly `metadata` (a write's own, write id included):
-    other writers may have committed after it, so the newest version need not be ours. A write
-    that changed nothing (no new rows) records no commit (Delta skips empty commits): then the
-    version it read, whose content it leaves as it was."""
-    history = spark.sql(f"DESCRIBE HISTORY {ref.sql}").filter(F.col("userMetadata") == metadata)
-    found = history.agg(F.max("version").alias("v")).first()
-    return read_version if found is None or found["v"] is None else int(found["v"])
-
-
-def _version_now(spark: SparkSession, ref: TableRef) -> int:
+def _written_version(spark: SparkSession, ref: TableRef) -> int:
     version = current_version(spark, ref)
     if version is None:
-        raise RuntimeError(f"table {ref} does not exist after it was created")
+        raise RuntimeError(f"table {ref} has no version after a write")
     return version
-
-
-def _save(writer, ref: TableRef) -> None:
-    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
 
 
 def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> DataFrame:
@@ -256,6 +226,19 @@ def _create_table(
         spark.sql(f"ALTER TABLE {ref.sql} ADD CONSTRAINT {name} CHECK ({expression})")
 
 
+class _commit_metadata:
+    """Sets Delta's commit userMetadata for the operations inside the block."""
+
+    def __init__(self, spark: SparkSession, commit: Commit):
+        self.spark, self.commit = spark, commit
+
+    def __enter__(self):
+        self.spark.conf.set(USER_METADATA_CONF, self.commit.metadata())
+
+    def __exit__(self, *exc):
+        self.spark.conf.unset(USER_METADATA_CONF)
+
+
 def merge_insert(
     spark: SparkSession,
     ref: TableRef,
@@ -267,78 +250,38 @@ def merge_insert(
     replace_when: str | None = None,
     target_filter: str | None = None,
 ) -> int:
-    """Insert rows whose key is not in the table yet; returns the version of this write's commit.
+    """Insert rows whose key is not in the table yet (insert-only MERGE); returns the new version.
 
     Rows are deduplicated on the key first, so re-running a stage after a crash converges to
-    the same table with no duplicates. One append of the new rows (an anti-join against the table)
-    that carries the commit metadata as a write option; it reads the table inside its own
-    transaction, so a writer that committed meanwhile makes it fail and retry against the new table.
-    `target_filter` (an SQL predicate on `t.`, the table row, that every row the new rows could
-    match satisfies, e.g. a key range) limits the rows compared. With `replace_when` (an SQL
-    predicate on `t.` and `s.`, the new row) a matched row is replaced where it holds, e.g. a failed
-    rating that a retry now fills: then `target_filter` is required, and the write replaces the
-    filter's range (`replaceWhere`) with its old rows less the replaced ones plus the new rows.
+    the same table with no duplicates. With `replace_when` (an SQL predicate on `t.`, the table
+    row, and `s.`, the new row) a matched row is replaced where it holds, e.g. a failed rating
+    that a retry now fills. `target_filter` (an SQL predicate on `t.` that every row the new rows
+    could match satisfies, e.g. a key range) joins the merge condition, so Delta skips the files
+    outside it instead of reading the whole table for every commit.
     """
     for key in keys:
         if key not in rows.columns:
             raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")
-    if replace_when and not target_filter:
-        raise ValueError(f"{ref.name}: replace_when needs a target_filter (the range the write replaces)")
     ensure_table(spark, ref, schema, constraints)
-    matched = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)  # null-safe: keys may be null
     if target_filter:
-        matched = f"({target_filter}) AND {matched}"
-    source = rows.select(*schema.fieldNames()).dropDuplicates(keys).alias("s")
-    metadata = commit.metadata(uuid.uuid4().hex)
-    read_version = _version_now(spark, ref)
+        condition = f"({target_filter}) AND {condition}"
+    source = rows.select(*schema.fieldNames()).dropDuplicates(keys)
 
-    def write() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
-        nonlocal read_version
-        read_version = _version_now(spark, ref)
-        table = read(spark, ref, read_version).alias("t")
-        if replace_when is None:
-            writer = source.join(table, F.expr(matched), "left_anti").write.format("delta").mode("append")
-        else:
-            assert target_filter is not None
-            replace = f"{matched} AND coalesce({replace_when}, false)"
-            kept = table.filter(F.expr(target_filter)).join(source, F.expr(replace), "left_anti")
-            new = source.join(table, F.expr(f"{matched} AND NOT coalesce({replace_when}, false)"), "left_anti")
-            writer = kept.select(*schema.fieldNames()).unionByName(new).write.format("delta").mode("overwrite")
-            writer = writer.option("replaceWhere", unqualified(target_filter, "t"))
-        _save(writer.option("userMetadata", metadata), ref)
+    view = f"finevision_merge_{uuid.uuid4().hex}"  # the source, named for SQL, in this session only
+    matched = f"WHEN MATCHED AND ({replace_when}) THEN UPDATE SET * " if replace_when else ""
+    statement = f"MERGE INTO {ref.sql} AS t USING {view} AS s ON {condition} {matched}WHEN NOT MATCHED THEN INSERT *"
 
-    retry_on_conflict(write, f"merge into {ref}")
-    return version_of(spark, ref, metadata, read_version)
+    def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
+        with _commit_metadata(spark, commit):
+            spark.sql(statement)
 
-
-STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
-
-
-def unqualified(predicate: str, alias: str) -> str:
-    """`predicate` with the `alias.` qualifier dropped outside string literals (`t.a < 'x.t.'` ->
-    `a < 'x.t.'`): the same condition over the table's own columns, as `replaceWhere` takes it."""
-    qualifier = re.compile(rf"(?<![\w.`]){re.escape(alias)}\.")
-    parts, last = [], 0
-    for literal in STRING_LITERAL.finditer(predicate):
-        parts += [qualifier.sub("", predicate[last : literal.start()]), literal.group()]
-        last = literal.end()
-    return "".join([*parts, qualifier.sub("", predicate[last:])])
-
-
-def retention_properties(days: int) -> dict[str, str]:
-    """Table properties that keep every version of the last `days` days readable: VACUUM (by hand
-    or by Unity Catalog's predictive optimisation) keeps their data files, log cleanup their commits."""
-    interval = f"interval {days} days"
-    return {"delta.deletedFileRetentionDuration": interval, "delta.logRetentionDuration": interval}
-
-
-def set_properties(spark: SparkSession, ref: TableRef, properties: dict[str, str]) -> None:
-    """Set the table properties that differ from `properties` (no commit when none does)."""
-    current = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ref.sql}").collect()}
-    changed = {key: value for key, value in properties.items() if current.get(key) != value}
-    if changed:
-        pairs = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in changed.items())
-        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ({pairs})")
+    source.createOrReplaceTempView(view)
+    try:
+        retry_on_conflict(merge, f"merge into {ref}")
+    finally:
+        spark.catalog.dropTempView(view)
+    return _written_version(spark, ref)
 
 
 def sql_string(value: str) -> str:
@@ -348,10 +291,10 @@ def sql_string(value: str) -> str:
 
 def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
     ensure_table(spark, ref, schema)
-    metadata, read_version = commit.metadata(uuid.uuid4().hex), _version_now(spark, ref)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("append")
-    _save(writer.option("userMetadata", metadata), ref)
-    return version_of(spark, ref, metadata, read_version)
+    writer = writer.option("userMetadata", commit.metadata())
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
+    return _written_version(spark, ref)
 
 
 def overwrite(
@@ -368,16 +311,6 @@ def overwrite(
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    metadata, read_version = commit.metadata(uuid.uuid4().hex), _version_now(spark, ref)
-    _save(writer.option("userMetadata", metadata).option("overwriteSchema", "false"), ref)
-    return version_of(spark, ref, metadata, read_version)
-
-
-def scratch(spark: SparkSession, ref: TableRef, rows: DataFrame) -> DataFrame:
-    """`rows` written to the scratch table `ref` (replacing what it held) and read back, pinned to
-    that version: how a result is computed once and read many times where caching is refused
-    (Databricks serverless). A scratch table belongs to one stage, which alone writes it."""
-    _save(rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true"), ref)
-    version = current_version(spark, ref)
-    assert version is not None
-    return read(spark, ref, version)
+    writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
+    writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
+    return _written_version(spark, ref)

@@ -30,8 +30,7 @@ from etl.session import load_profile
 BUNDLE = PROJECT_ROOT / "deploy" / "databricks"
 EMR = PROJECT_ROOT / "deploy" / "emr"
 GPU_STAGES = {"embed", "rate"}
-# decontaminate embeds candidate views with the embed model: the bundle's is TorchScript (torch, the ML runtime)
-GPU_TASKS = GPU_STAGES | {"train", "decontaminate"}
+GPU_TASKS = GPU_STAGES | {"train"}
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
 # The bundle JSON schema of the Databricks CLI: `databricks bundle schema > .cache/databricks/bundle-jsonschema.json`
 # (or the file bundle/schema/jsonschema.json of github.com/databricks/cli at a release tag).
@@ -362,35 +361,3 @@ def test_deploy_files_are_generated_from_the_current_stages():
     spec.loader.exec_module(generate)
     for path, content in generate.generated().items():
         assert path.read_text() == content, f"{path} is stale: run `python deploy/generate.py`"
-
-
-def test_serverless_tasks_run_the_serverless_profile_with_the_cpu_extra_on_the_spark_41_client(bundle):
-    """Serverless tasks take `--profile serverless` (no caching, no session confs), their environment
-    installs the `cpu` extra beside the wheel (decontaminate's SSCD views need onnxruntime and the
-    model), and the environment version is 5, whose Databricks Connect 18 is the client of Runtime
-    18 = Spark 4.1 (docs.databricks.com/aws/release-notes/serverless/environment-version, read 2026-12-07)."""
-    root, resources = bundle
-    cpu_extra = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cpu"]
-    assert any(r.startswith("onnxruntime") for r in cpu_extra) and not any(r.startswith("torch") for r in cpu_extra)
-    assert root["variables"]["serverless_environment_version"]["default"] == "5"
-    serverless = 0
-    for job in resources["jobs"].values():
-        environments = {e["environment_key"]: e["spec"] for e in job.get("environments", [])}
-        for task in job["tasks"]:
-            parameters = task["python_wheel_task"]["parameters"]
-            profile = parameters[parameters.index("--profile") + 1]
-            if "environment_key" in task:
-                serverless += 1
-                assert profile == "serverless" and load_profile(profile).serverless, task["task_key"]
-                assert set(cpu_extra) <= set(environments[task["environment_key"]]["dependencies"])
-            else:
-                assert profile == "databricks" and not load_profile(profile).serverless, task["task_key"]
-    assert serverless > 0
-
-
-def test_the_emr_cpu_archive_packs_the_cpu_extra_and_its_smoke_check_loads_the_model():
-    dockerfile = (EMR / "Dockerfile").read_text()
-    cpu_stage = dockerfile.split("FROM base AS cpu", 1)[1].split("FROM ", 1)[0]
-    assert '"--extra cpu"' in cpu_stage
-    assert "import onnxruntime, udfs.sscd; udfs.sscd.default_onnx_model_path()" in cpu_stage
-    assert '! /opt/finevision_venv_cpu/bin/python -c "import torch"' in cpu_stage  # and still no torch

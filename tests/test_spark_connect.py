@@ -2,10 +2,8 @@
 separate JVM with Delta configured on the server side) and the `finevision --profile connect` CLI
 in a subprocess that cannot start a JVM of its own, so every stage reaches Spark through the
 Connect client only. Its tables must equal those of a classic session's run of the same stages on
-the same input. The same server, under a guard that refuses what Databricks serverless refuses
-(tests/serverless_guard.py), runs the sample pipeline from ingest to export with `serverless: true`
-and must write the tables of the session's classic run. Also here: the ingest adapters' counters,
-which travel with the rows (no accumulator, which Connect lacks).
+the same input. Also here: the ingest adapters' counters, which travel with the rows (no
+accumulator, which Connect lacks).
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from pyspark.sql.types import ArrayType, DoubleType, FloatType
 from etl import tables
 from etl.config import PROJECT_ROOT, IngestConfig, SourceSpec, load_config
 from etl.session import OFFLINE_JARS_DIR, RESOLVED_JARS
-from tests.conftest import SAMPLE_CORPUS_SOURCES
 
 STAGES = ["ingest", "clean", "embed", "decontaminate", "dedup"]
 SERVER_START_S = 600  # a JVM on a machine shared with other work
@@ -67,7 +64,6 @@ def connect_server(tmp_path_factory):
         "spark.sql.shuffle.partitions": "2",
         "spark.ui.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.ansi.enabled": "true",  # as on Databricks serverless (and Spark 4's default)
     }
     command = [str(spark_home / "bin" / "spark-submit"), "--class", CONNECT_SERVER, "--master", "local[2]"]
     command += ["--driver-memory", "2g", "--jars", ",".join(jars)]
@@ -175,85 +171,6 @@ def test_connect_run_writes_the_tables_of_a_classic_run(spark, connect_server, d
         assert over_connect["dropped"] == report.dropped, report.stage
         assert over_connect["counters"] == report.counters, report.stage
     assert by_stage["ingest"]["rows_in"] == 12 and by_stage["clean"]["rows_in"] > 0
-
-
-# --- Databricks serverless, as documented, over the same server -------------------------------------
-
-GUARD = Path(__file__).with_name("serverless_guard.py")
-SERVERLESS_STAGES = ["ingest", "clean", "embed", "decontaminate", "dedup", "rate", "export"]
-
-
-def _guarded(connect_server: str, tmp_path: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
-    """tests/serverless_guard.py in a subprocess that has no JVM (JAVA_HOME leads nowhere)."""
-    env = {**os.environ, "SPARK_REMOTE": connect_server, "JAVA_HOME": str(tmp_path / "no-java")}
-    return subprocess.run(
-        [sys.executable, str(GUARD), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.mark.cluster
-@pytest.mark.timeout(5400)
-def test_the_sample_pipeline_under_the_serverless_guard_writes_the_classic_runs_tables(
-    spark, connect_server, sample_lakehouse, tmp_path
-):
-    import json
-
-    from etl.jobs import STAGES_BY_NAME
-
-    # The guard is real: it refuses what the pipeline used to do, and lets the rest through.
-    check = _guarded(connect_server, tmp_path, "self-check", timeout=600)
-    assert check.returncode == 0, check.stderr[-4000:]
-    assert json.loads(check.stdout.strip().splitlines()[-1]) == {
-        "persist": "refused",
-        "cache": "refused",
-        "localCheckpoint": "refused",
-        "checkpoint": "refused",
-        "set arrow batch": "refused",
-        "set commit metadata": "refused",
-        "SQL SET": "refused",
-        "CACHE TABLE": "refused",
-        "set shuffle partitions": "allowed",
-        "count": "allowed",
-    }
-
-    classic_run, _, root = sample_lakehouse
-    lake = tmp_path / "serverless-lake"
-    profile = tmp_path / "serverless.yaml"
-    profile.write_text(f"remote: {connect_server}\nserverless: true\n")
-    settings = [
-        f"lakehouse={lake}",
-        f"data_root={root / 'data'}",
-        f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
-        "mlflow.enabled=false",
-    ]
-    sets = [arg for setting in settings for arg in ("--set", setting)]
-    stages = [arg for stage in SERVERLESS_STAGES for arg in ("--stage", stage)]
-    result = _guarded(connect_server, tmp_path, "run", "--profile", str(profile), *sets, "run", *stages, timeout=4000)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    assert (lake / "_scratch_ingest_parsed").is_dir()  # reuse went through scratch tables, not caching
-
-    serverless_config = load_config(overrides=settings)
-    written = sorted({name for stage in SERVERLESS_STAGES for name in STAGES_BY_NAME[stage].writes})
-    assert {"gold_samples", "turn_ratings", "contamination_hits", "near_duplicate_clusters"} <= set(written)
-    for name in written:
-        classic_ref, serverless_ref = classic_run.table(name), tables.TableRef.of(serverless_config, name)
-        assert tables.exists(spark, serverless_ref) == tables.exists(spark, classic_ref), name
-        if not tables.exists(spark, classic_ref):
-            continue
-        classic_rows, serverless_rows = tables.read(spark, classic_ref), tables.read(spark, serverless_ref)
-        assert serverless_rows.schema == classic_rows.schema, name
-        assert serverless_rows.count() == classic_rows.count(), name
-        serverless_rows, classic_rows = _comparable(serverless_rows), _comparable(classic_rows)
-        assert serverless_rows.exceptAll(classic_rows).isEmpty(), name
-        assert classic_rows.exceptAll(serverless_rows).isEmpty(), name
-
-    # Each stage recorded the version of its own commit of each table it wrote.
-    for report in tables.read(spark, tables.TableRef.of(serverless_config, "pipeline_runs")).collect():
-        assert report["status"] == "succeeded", report["stage"]
-        for name, version in report["output_versions"].items():
-            ref = tables.TableRef.of(serverless_config, name)
-            commit = spark.sql(f"DESCRIBE HISTORY {ref.sql}").filter(f"version = {version}").first()
-            assert json.loads(commit["userMetadata"])["stage"] == report["stage"], (report["stage"], name)
 
 
 # --- the ingest adapters' counters travel with the rows ---------------------------------------------

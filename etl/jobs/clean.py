@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
@@ -32,7 +33,8 @@ def run(run: PipelineRun) -> None:
             rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
         # small Arrow batches for the image UDF, for this job only: later stages keep their own
         with session_conf(spark, {ARROW_BATCH_ROWS: str(config.clean.arrow_batch_rows)}):
-            with run.reused(clean_samples(todo, rules), "clean_samples") as cleaned:
+            cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
                 summary = (
                     cleaned.groupBy(F.col("reject_reason").alias("reason"))
                     .agg(
@@ -54,6 +56,8 @@ def run(run: PipelineRun) -> None:
                     spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
                 )
                 run.write_quarantine(report, rejected_rows(cleaned), commit)
+            finally:
+                cleaned.unpersist()
 
 
 def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):

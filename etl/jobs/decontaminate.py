@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
@@ -152,7 +153,8 @@ def run(run: PipelineRun) -> None:
                 run.run_id,
             )
         hits = image_hits.unionByName(hits)
-        with run.reused(hits, "decontaminate_hits") as hits:
+        hits = hits.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
             counts = hits.groupBy("method", "decided_by").agg(F.count("*").alias("n")).collect()
             report.rows_in = silver.count()
             report.counters = dict(pair_counts)
@@ -177,3 +179,5 @@ def run(run: PipelineRun) -> None:
                 )
                 report.dropped = {"contaminated": report.counters["contaminated_samples"]}
                 report.rows_out = report.rows_in - report.dropped["contaminated"]
+        finally:
+            hits.unpersist()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
@@ -29,8 +30,8 @@ def run(run: PipelineRun) -> None:
             max_buckets=settings.max_buckets,
             max_group_vectors=settings.max_group_vectors,
         )
-        clusters = near_duplicate_clusters(pairs, cut=run.lineage_cut("dedup_components"))
-        with run.reused(clusters, "dedup_clusters") as clusters:
+        clusters = near_duplicate_clusters(pairs).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
             summary = clusters.agg(
                 F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")
             ).first()
@@ -46,19 +47,25 @@ def run(run: PipelineRun) -> None:
                 spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
             )
             if settings.policy == "keep-one":
-                removals = keep_one_removals(silver, clusters).select(
-                    "sample_id",
-                    "subset",
-                    F.lit("dedup").alias("stage"),
-                    "reason",
-                    "detail",
-                    F.lit(run.run_id).alias("run_id"),
-                )
-                with run.reused(removals, "dedup_removed") as removed:
-                    report.dropped = {
-                        r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
-                    }
-                    report.rows_out = report.rows_in - sum(report.dropped.values())
-                    report.output_versions["removed_samples"] = tables.merge_insert(
-                        spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES
+                removed = (
+                    keep_one_removals(silver, clusters)
+                    .select(
+                        "sample_id",
+                        "subset",
+                        F.lit("dedup").alias("stage"),
+                        "reason",
+                        "detail",
+                        F.lit(run.run_id).alias("run_id"),
                     )
+                    .persist()
+                )
+                report.dropped = {
+                    r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
+                }
+                report.rows_out = report.rows_in - sum(report.dropped.values())
+                report.output_versions["removed_samples"] = tables.merge_insert(
+                    spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES
+                )
+                removed.unpersist()
+        finally:
+            clusters.unpersist()

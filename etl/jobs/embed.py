@@ -5,6 +5,7 @@ Incremental: only images without an embedding of the configured model are embedd
 
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
@@ -33,7 +34,8 @@ def run(run: PipelineRun) -> None:
         existing = tables.read(spark, target) if tables.exists(spark, target) else None
         todo = images_to_embed(frames, existing, model)
         with session_conf(spark, {ARROW_BATCH_BYTES: str(config.embed.arrow_batch_bytes)}):
-            with run.reused(embed_images(todo, spec, model, profile), "embed_images") as embedded:
+            embedded = embed_images(todo, spec, model, profile).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
                 undecodable = F.when(F.col("embedding").isNull(), F.lit(str(Reason.UNDECODABLE_IMAGE)))
                 report.count_outcomes(counts_by_reason(embedded, undecodable))
                 commit = run.commit("embed")
@@ -52,3 +54,5 @@ def run(run: PipelineRun) -> None:
                     run.write_quarantine(
                         report, image_rejections(failed, frames, Reason.UNDECODABLE_IMAGE, detail), commit
                     )
+            finally:
+                embedded.unpersist()

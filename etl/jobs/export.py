@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, release_card, tables
@@ -42,7 +43,8 @@ def run(run: PipelineRun) -> None:
         ratings = run.read_optional_input(report, "turn_ratings")
         if ratings is not None:  # only the configured judge and prompt of each axis count
             ratings = current_ratings(ratings, configured_judges(run.config))
-        with run.reused(gold_samples(silver, hits, clusters, removed, ratings), "export_gold") as gold:
+        gold = gold_samples(silver, hits, clusters, removed, ratings).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
             report.rows_in = silver.count()
             report.rows_out = gold.count()
             reasons = removal_reasons(silver, removed).groupBy("reason").agg(F.count("*").alias("n")).collect()
@@ -56,10 +58,10 @@ def run(run: PipelineRun) -> None:
             if settings.gui_per_step:
                 report.counters["gold_rows_with_gui_steps"] = written.count()
             ref = run.table("gold_samples")
-            tables.ensure_table(spark, ref, GOLD_SAMPLES)  # pinned versions outlive upkeep for retention_days
-            tables.set_properties(spark, ref, tables.retention_properties(settings.retention_days))
             version = tables.overwrite(spark, ref, written, run.commit("export"), GOLD_SAMPLES)
             report.output_versions["gold_samples"] = version
+        finally:
+            gold.unpersist()
 
         pinned = tables.read(spark, ref, version)
         folder = release_dir(run)
@@ -95,8 +97,9 @@ def run(run: PipelineRun) -> None:
 def write_release(run: PipelineRun, gold, folder: str):
     """The release's shards and side files, its per-subset statistics and its config -> folder names."""
     settings = run.config.export
-    excluded = release_exclusions(gold, settings.keep_contaminated, settings.keep_duplicates)
-    with run.reused(excluded, "export_release_rows") as rows:
+    rows = release_exclusions(gold, settings.keep_contaminated, settings.keep_duplicates)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
         stats = release_card.subset_statistics(rows)
         folders = release.folder_names(s["subset"] for s in stats)
         if settings.shuffled_default and release.DEFAULT_CONFIG in folders:
@@ -106,6 +109,8 @@ def write_release(run: PipelineRun, gold, folder: str):
         kept = rows.filter(F.col("excluded").isNull())
         frame = release.release_frame(kept, folders, settings.shuffled_default, settings.shuffle_seed)
         shards = release.write_shards(frame, folder, settings.shard_bytes)
+    finally:
+        rows.unpersist()
     return shards, stats, folders
 
 

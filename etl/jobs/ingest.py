@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
@@ -91,7 +92,8 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
         tasks = shard_tasks(spark, tasks, config)
         report.counters["shards"] = len(tasks)
         parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest)
-        with run.reused(parsed, "ingest_parsed") as parsed:
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
             report.count_outcomes(counts_by_reason(parsed))
             report.counters.update({r["name"]: r["n"] for r in ingest.adapter_counters(parsed).collect()})
             commit = run.commit("ingest")
@@ -104,3 +106,5 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
                     spark, run.table(name), rows, ["sample_id"], commit, schema
                 )
             run.write_quarantine(report, rejected_rows(parsed), commit)
+        finally:
+            parsed.unpersist()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -51,8 +52,9 @@ def run(run: PipelineRun) -> None:
         # The pending keys, once per run (ids only), then the judges' inputs joined to them once and
         # written by chunk: each chunk reads its own rows of rate_pending, never silver again.
         requests = stage.turn_requests(silver, assignments, settings.max_turns_per_subset)
+        requests = requests.persist(StorageLevel.MEMORY_AND_DISK)
         chunks: list[tuple[DataFrame, tuple[str, str]]] = []
-        with run.reused(requests, "rate_requests") as requests:
+        try:
             todo = stage.pending_requests(requests, existing)
             total, pending = requests.count(), todo.count()
             report.rows_in = pending
@@ -62,6 +64,8 @@ def run(run: PipelineRun) -> None:
             if pending:
                 work = stage.pending_work(silver, todo, assignments, n_chunks)
                 chunks = _write_work(run, report, work)
+        finally:
+            requests.unpersist()
         tasks = settings.partitions or default_parallelism(spark)
         for number, (rows, id_range) in enumerate(chunks, 1):
             rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
@@ -98,7 +102,8 @@ def _write_work(run: PipelineRun, report, work: DataFrame) -> list[tuple[DataFra
 
 
 def _rate_chunk(run: PipelineRun, report, rated, id_range: tuple[str, str]) -> None:
-    with run.reused(rated, "rate_chunk") as rated:  # the judges run once, then counts and merge read it
+    rated = rated.persist(StorageLevel.MEMORY_AND_DISK)  # the judges run once, then counts and merge read it
+    try:
         kind = (
             F.when(F.col("score").isNotNull(), "scored")
             .when(F.col("error").startswith(REQUEST_FAILED), "request_failed")
@@ -124,6 +129,8 @@ def _rate_chunk(run: PipelineRun, report, rated, id_range: tuple[str, str]) -> N
             # the chunk's own range of sample_id: the MERGE skips the files other chunks wrote
             target_filter=f"t.sample_id BETWEEN {tables.sql_string(id_range[0])} AND {tables.sql_string(id_range[1])}",
         )
+    finally:
+        rated.unpersist()
 
 
 def distribution_summary(spark: SparkSession, config: PipelineConfig) -> str:

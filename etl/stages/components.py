@@ -3,8 +3,6 @@ driver sees one count a round, never the edges."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -62,12 +60,7 @@ def _propagate_once(labels: DataFrame, neighbourhoods: DataFrame) -> DataFrame:
     )
 
 
-def connected_components(
-    edges: DataFrame,
-    max_iterations: int = 50,
-    reliable_checkpoint: bool = False,
-    cut: Callable[[DataFrame], DataFrame] | None = None,
-) -> DataFrame:
+def connected_components(edges: DataFrame, max_iterations: int = 50, reliable_checkpoint: bool = False) -> DataFrame:
     """(node, component) for every node of the undirected graph `edges` (src, dst), component =
     the smallest node id of its connected component.
 
@@ -79,24 +72,20 @@ def connected_components(
     each round re-plan all the earlier ones: 1.9 s a round growing to 12 s by the 4th on a toy
     graph, against a flat ~1.5 s, on a busy 2-core machine); `reliable_checkpoint=True` uses
     `checkpoint()` instead (needs the caller's `SparkContext.setCheckpointDir`; survives losing
-    executors, e.g. under dynamic allocation). `cut`, where given, replaces both: a function that
-    materialises a frame and returns it without its lineage, e.g. a round trip through a scratch
-    Delta table on Databricks serverless, which has no checkpoints. Raises RuntimeError if labels
-    still change after `max_iterations` rounds.
+    executors, e.g. under dynamic allocation). Raises RuntimeError if labels still change after
+    `max_iterations` rounds.
     """
     require_columns(edges, ["src", "dst"], "connected_components")
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
 
-    def checkpoint(frame: DataFrame, eager: bool) -> DataFrame:
-        if cut is not None:
-            return cut(frame)
+    def cut(frame: DataFrame, eager: bool) -> DataFrame:
         return frame.checkpoint(eager) if reliable_checkpoint else frame.localCheckpoint(eager)
 
-    neighbourhoods = checkpoint(_neighbourhoods(edges), eager=True)
+    neighbourhoods = cut(_neighbourhoods(edges), eager=True)
     labels = _initial_labels(neighbourhoods)
     for _ in range(max_iterations):
-        step = checkpoint(_propagate_once(labels, neighbourhoods), eager=False)
+        step = cut(_propagate_once(labels, neighbourhoods), eager=False)
         # This count computes the round, and so materialises the checkpoint, in the same job.
         changed = step.filter(F.col("component") != F.col("previous")).count()
         labels = step.select("node", "component")
