@@ -32,8 +32,8 @@ def test_every_subset_lands_where_the_manifest_says(spark, corpus_run):
 def test_decontamination_finds_the_injected_copies_and_nothing_unrelated(spark, corpus_run):
     """The default method (`threshold`, FineVision's rule) finds every copy a 0.95 threshold must
     find and flags no other image: the corpus' easy-VQA shapes and same-template charts are the
-    look-alikes a lower threshold would flag. (The verified method on this corpus:
-    tests/test_decontam_invariants.py.)"""
+    look-alikes a lower threshold would flag. (The verified method, opt-in, is checked on planted
+    copies of its own in tests/test_decontam_invariants.py and test_decontam_methods.py.)"""
     run, manifest = corpus_run
     assert run.config.decontaminate.method == "threshold"
     hits = tables.read(spark, run.table("contamination_hits")).filter(F.col("image_id").isNotNull()).collect()
