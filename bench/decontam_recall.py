@@ -39,7 +39,7 @@ from etl.config import CONF_DIR
 from etl.stages.decontaminate import top_k_per_query
 from udfs import knn
 from udfs.sscd import EmbedderSpec, embed_bytes
-from udfs.verify import FEATURES, VerifierRule, pair_features
+from udfs.verify import FEATURES, VerifierRule, pair_features, view_bound
 
 Pairs = set[tuple[int, int]]
 
@@ -207,6 +207,18 @@ def accepted_pairs(measured: Measured, rule: VerifierRule, mask: np.ndarray | No
     return set(zip(measured.rows[accepted].tolist(), measured.bench_rows[accepted].tolist(), strict=True))
 
 
+def cascade_line(features: dict[str, np.ndarray], rule: VerifierRule, decided: np.ndarray) -> str:
+    """How far the stage's cascade (`udfs.verify.verify_pairs`) goes for the pairs the rule decides."""
+    unmeasured = {**features, "sscd_views": np.full_like(features["sscd_views"], np.nan)}
+    vetoed = rule.vetoed(unmeasured) & decided
+    bounded = ~np.isnan(view_bound(rule, features)) & decided & ~vetoed
+    views = decided & ~vetoed & ~bounded
+    return (
+        f"cascade: of {int(decided.sum())} pairs the rule decides, {int(vetoed.sum())} vetoed on tile evidence, "
+        f"{int(bounded.sum())} settled by the score's bounds, {int(views.sum())} need the SSCD views"
+    )
+
+
 # ---- the report ---------------------------------------------------------------------------------
 
 
@@ -280,6 +292,7 @@ def main() -> None:
         f"{len(truth - floor - set(zip(measured.rows.tolist(), measured.bench_rows.tolist(), strict=True)))} copies "
         f"neither candidates nor at the floor; features {measured.verify_seconds:.1f} s"
     )
+    print(cascade_line(measured.features, rule, decided))
     alone = accepted_pairs(measured, rule)
     default = floor | accepted_pairs(measured, rule, decided)
     results = {

@@ -4,6 +4,7 @@ and a tiny seed end to end with the two figures."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,12 @@ def test_a_tiny_seed_end_to_end_prints_both_figures(tmp_path):
     assert "missed that the threshold finds: 0" in out
     assert "found that the threshold misses: " in out
     assert "the rule alone would have missed " in out
+    cascade = re.search(
+        r"cascade: of (\d+) pairs .*, (\d+) vetoed .*, (\d+) settled .*, (\d+) need the SSCD views", out
+    )
+    assert cascade, out
+    decided, vetoed, bounded, views = map(int, cascade.groups())
+    assert decided > 0 and vetoed + bounded + views == decided
     held_out = out.split("held-out edit families", 1)[1]
     assert all(f"  {family} " in held_out for family in labelled.EDITS)
     # identity copies are hits by the floor whatever the rule says

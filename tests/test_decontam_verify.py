@@ -23,6 +23,7 @@ from udfs.verify import (
     pair_features,
     text_overlap,
     tile_evidence,
+    verify_pairs,
 )
 
 SPEC = EmbedderSpec(intra_op_threads=1)
@@ -251,7 +252,7 @@ def test_undecodable_images_have_no_image_evidence(images):
 
 
 @pytest.fixture(scope="module")
-def labelled(images, screens):
+def labelled_pairs(images, screens):
     """A handful of labelled pairs within the benchmark's edit ranges: five copies, three non-copies.
     (A phone screen downscaled to half and JPEG'd is left out: the rule still misses some of those,
     see the README.)"""
@@ -271,14 +272,55 @@ def labelled(images, screens):
         (images["photo"], images["chart"], False),
         (screens["other_rows"], screens["screen"], False),
     ]
-    features = pair_features(SPEC, [p[0] for p in pairs], [p[1] for p in pairs])
-    return features, [p[2] for p in pairs]
+    return [(p[0], p[1]) for p in pairs], [p[2] for p in pairs]
+
+
+@pytest.fixture(scope="module")
+def labelled(labelled_pairs):
+    pairs, copies = labelled_pairs
+    return pair_features(SPEC, [p[0] for p in pairs], [p[1] for p in pairs]), copies
 
 
 def test_packaged_rule_accepts_the_copies_and_rejects_the_others(labelled):
     features, copies = labelled
     rule = VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml")
     assert (rule.score(features) >= rule.decision).tolist() == copies
+
+
+# A rule that needs the views to decide: the whole images' cosine is worth little and the views decide.
+VIEWS_DECIDE = VerifierRule({"sscd_views": 12.0, "aligned_ncc": 1.0}, -10.0, 0.5)
+# A negative weight on the views reverses the bounds: sscd_whole gives the upper score, 1.0 the lower.
+VIEWS_NEGATIVE = VerifierRule({"sscd_whole": 4.0, "sscd_views": -2.0, "inlier_area": 2.0}, -1.5, 0.5)
+
+
+@pytest.mark.parametrize("which", ["packaged", "views_decide", "views_negative"])
+def test_the_cascade_decides_as_measuring_everything_would(labelled_pairs, which):
+    """`verify_pairs` measures only what the decision needs, and decides every pair as the rule does
+    on every feature; the views (model calls) are measured exactly for the pairs it says."""
+    pairs, copies = labelled_pairs
+    rule = {
+        "packaged": VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml"),
+        "views_decide": VIEWS_DECIDE,
+        "views_negative": VIEWS_NEGATIVE,
+    }[which]
+    trains, benches = [p[0] for p in pairs], [p[1] for p in pairs]
+    similarity = pair_features(SPEC, trains, benches)["sscd_whole"]  # what the search gives the stage
+    everything = pair_features(SPEC, trains, benches, similarity=similarity)
+    verdicts = verify_pairs(SPEC, rule, similarity, trains, benches)
+    assert ((verdicts.scores >= rule.decision) == (rule.score(everything) >= rule.decision)).all(), verdicts
+    views = verdicts.settled_by == "views"
+    assert (~np.isnan(verdicts.features["sscd_views"]) == views).all(), verdicts
+    if which == "packaged":
+        assert ((verdicts.scores >= rule.decision).tolist()) == copies
+        assert views.sum() < len(pairs) // 2, verdicts.settled_by  # most pairs are settled without the model
+    else:
+        assert views.any(), verdicts.settled_by
+
+
+def test_the_cascade_rejects_undecodable_pairs_without_measuring(images):
+    rule = VerifierRule.from_file(CONF_DIR / "decontaminate" / "verifier.yaml")
+    verdicts = verify_pairs(SPEC, rule, [0.5], [b"not an image"], [images["photo"]])
+    assert verdicts.settled_by.tolist() == ["undecodable"] and verdicts.scores.tolist() == [0.0]
 
 
 def test_rule_file_errors_name_the_file(tmp_path):

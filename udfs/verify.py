@@ -6,10 +6,12 @@ that the training image is an edited copy of the benchmark image, and a small do
 (`VerifierRule`, a logistic regression whose weights live in `conf/decontaminate/verifier.yaml`)
 decides:
 
-- `sscd_whole`: SSCD cosine of the two whole images (what FineVision thresholds at 0.95).
+- `sscd_whole`: SSCD cosine of the two whole images (what FineVision thresholds at 0.95); in the
+  stage, the search's cosine of the embed stage's vectors.
 - `sscd_views`: the best SSCD cosine between views of the two images: the whole image and its
   centre crops at `VIEW_SCALES` on each side, so that a crop of the benchmark image meets the
-  matching crop, and a padded copy meets the benchmark image through its own centre crop.
+  matching crop, and a padded copy meets the benchmark image through its own centre crop (at least
+  `sscd_whole`: the whole images are one of the views).
 - `inliers`, `inlier_area`: ORB keypoints matched with Lowe's ratio test, then a RANSAC homography
   (OpenCV): the inlier count and the share of the benchmark image that the inliers' convex hull
   covers. A copy agrees on one geometry over most of the image; a same-template chart agrees on
@@ -25,15 +27,19 @@ decides:
   benchmark image (resize, SIFT similarity or template shift) and compared tile by tile, including
   what a copy cannot be (`tiles_unexplained`, `tiles_textured`, `frame_nesting`).
 
-Images are decoded and embedded once per distinct image of a batch, so a batch of pairs costs
-O(images x views) model calls, O(images) ORB and SIFT extractions and O(pairs) matchings.
+Images are decoded once per distinct image of a batch. The stage decides a batch with
+`verify_pairs`, a cascade from cheap evidence to costly (tile evidence and its vetoes, then ORB
+geometry, then the SSCD views only where the score's bounds leave the decision open), which
+decides every pair exactly as measuring every feature (`pair_features`, what the rule is fitted
+on) would; on the labelled set the views, three model calls an image and most of the cost, are
+needed for under 1% of the pairs the rule decides.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +246,108 @@ def text_overlap(train_text: str | None, bench_text: str | None) -> float:
     return len(bench_grams & train_grams) / len(bench_grams)
 
 
-# ---- the batch function ---------------------------------------------------------------------
+# ---- the batch functions --------------------------------------------------------------------
+
+
+class _Images:
+    """The distinct images of a batch, each decoded once, with its derived inputs computed on first use."""
+
+    def __init__(self, spec: EmbedderSpec, blobs: Sequence[bytes | None]):
+        self.spec = spec
+        self.pixels: dict[bytes, np.ndarray] = {}
+        for blob in blobs:
+            if blob and blob not in self.pixels:
+                image = decode_rgb(blob)
+                if image is not None:
+                    self.pixels[blob] = image
+        self._orb: dict[bytes, tuple] = {}
+        self._sift: dict[bytes, tuple] = {}
+        self._full_grey: dict[bytes, np.ndarray] = {}
+        self._views: dict[bytes, np.ndarray] = {}
+
+    def decoded(self, *blobs: bytes | None) -> bool:
+        return all(blob in self.pixels for blob in blobs)
+
+    def full_grey(self, blob: bytes) -> np.ndarray:
+        if blob not in self._full_grey:
+            self._full_grey[blob] = _full_grey(self.pixels[blob])
+        return self._full_grey[blob]
+
+    def sift(self, blob: bytes) -> tuple:
+        if blob not in self._sift:
+            self._sift[blob] = sift_keypoints(self.full_grey(blob))
+        return self._sift[blob]
+
+    def orb(self, blob: bytes) -> tuple:
+        """(grey at MATCH_SIDE, ORB keypoints and descriptors)."""
+        if blob not in self._orb:
+            grey = _grey_at(self.pixels[blob], MATCH_SIDE)
+            self._orb[blob] = (grey, _orb(grey))
+        return self._orb[blob]
+
+    def views(self, blobs: Iterable[bytes]) -> dict[bytes, np.ndarray]:
+        """Per image, float32 [len(VIEW_SCALES), 512] unit rows; the missing ones embedded in one batch."""
+        missing = list(dict.fromkeys(blob for blob in blobs if blob not in self._views))
+        if missing:
+            embedded = _view_embeddings(self.spec, [self.pixels[blob] for blob in missing])
+            self._views.update(zip(missing, embedded, strict=True))
+        return self._views
+
+
+def _measure_tiles(images: _Images, out: dict[str, np.ndarray], pairs: list[tuple[int, bytes, bytes]]) -> None:
+    for row, train, bench in pairs:
+        tiles = tile_evidence(images.full_grey(train), images.full_grey(bench), images.sift(train), images.sift(bench))
+        for name, value in tiles.items():
+            out[name][row] = value
+
+
+def _measure_geometry(images: _Images, out: dict[str, np.ndarray], pairs: list[tuple[int, bytes, bytes]]) -> None:
+    for row, train, bench in pairs:
+        (train_grey, train_orb), (bench_grey, bench_orb) = images.orb(train), images.orb(bench)
+        geometry = geometric_match(train_grey, bench_grey, train_orb, bench_orb)
+        out["inliers"][row] = geometry.inliers
+        out["inlier_area"][row] = geometry.inlier_area
+        out["aligned_ncc"][row], out["aligned_ncc_low"][row] = aligned_ncc(
+            images.pixels[train], images.pixels[bench], geometry
+        )
+
+
+def _measure_views(images: _Images, out: dict[str, np.ndarray], pairs: list[tuple[int, bytes, bytes]]) -> None:
+    """`sscd_views` (and `sscd_whole` where the caller gave no similarity): the best cosine between
+    views, at least the whole images' cosine."""
+    views = images.views(blob for _, train, bench in pairs for blob in (train, bench))
+    for row, train, bench in pairs:
+        cosines = views[train] @ views[bench].T  # [views, views], [0, 0] = the whole images
+        if np.isnan(out["sscd_whole"][row]):
+            out["sscd_whole"][row] = cosines[0, 0]
+        out["sscd_views"][row] = max(float(cosines.max()), float(out["sscd_whole"][row]))
+
+
+def _texts(out: dict[str, np.ndarray], train_texts, bench_texts) -> None:
+    for row in range(len(out["text_overlap"])):
+        train_text = train_texts[row] if train_texts is not None else None
+        bench_text = bench_texts[row] if bench_texts is not None else None
+        out["text_overlap"][row] = text_overlap(train_text, bench_text)
+
+
+def _start(
+    spec: EmbedderSpec, train_images, bench_images, train_texts, bench_texts, similarity
+) -> tuple[_Images, dict[str, np.ndarray], list[tuple[int, bytes, bytes]]]:
+    """The decoded images, the features (NaN = not measured; `sscd_whole` from `similarity` where
+    given, text measured) and the pairs whose two images decode."""
+    count = len(train_images)
+    out = {name: np.full(count, np.nan, np.float32) for name in FEATURES}
+    images = _Images(spec, [*train_images, *bench_images])
+    decodable = [
+        (row, train, bench)
+        for row, (train, bench) in enumerate(zip(train_images, bench_images, strict=True))
+        if images.decoded(train, bench)
+    ]
+    if similarity is not None:
+        for row, _, _ in decodable:
+            out["sscd_whole"][row] = similarity[row]
+    _texts(out, train_texts, bench_texts)
+    return images, out, decodable
 
 
 def pair_features(
@@ -249,42 +356,79 @@ def pair_features(
     bench_images: Sequence[bytes | None],
     train_texts: Sequence[str | None] | None = None,
     bench_texts: Sequence[str | None] | None = None,
+    similarity: Sequence[float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """FEATURES for each pair (train_images[i], bench_images[i]) as float32 arrays; a pair with an
-    undecodable image gets NaN image features."""
-    pairs = len(train_images)
-    out = {name: np.full(pairs, np.nan, np.float32) for name in FEATURES}
-    decoded: dict[bytes, np.ndarray | None] = {}
-    for blob in [*train_images, *bench_images]:
-        if blob and blob not in decoded:
-            decoded[blob] = decode_rgb(blob)
-    pixels = {blob: image for blob, image in decoded.items() if image is not None}
-    images = list(pixels)
-    views = _view_embeddings(spec, [pixels[blob] for blob in images])
-    view_of = dict(zip(images, views, strict=True))
-    greys = {blob: _grey_at(pixels[blob], MATCH_SIDE) for blob in images}
-    keypoints = {blob: _orb(greys[blob]) for blob in images}
-    full_greys = {blob: _full_grey(pixels[blob]) for blob in images}
-    sifts = {blob: sift_keypoints(full_greys[blob]) for blob in images}
-    for row, (train_blob, bench_blob) in enumerate(zip(train_images, bench_images, strict=True)):
-        if train_blob not in view_of or bench_blob not in view_of:
-            continue
-        cosines = view_of[train_blob] @ view_of[bench_blob].T  # [views, views], row 0 = whole image
-        out["sscd_whole"][row] = cosines[0, 0]
-        out["sscd_views"][row] = cosines.max()
-        geometry = geometric_match(greys[train_blob], greys[bench_blob], keypoints[train_blob], keypoints[bench_blob])
-        out["inliers"][row] = geometry.inliers
-        out["inlier_area"][row] = geometry.inlier_area
-        out["aligned_ncc"][row], out["aligned_ncc_low"][row] = aligned_ncc(
-            pixels[train_blob], pixels[bench_blob], geometry
-        )
-        tiles = tile_evidence(full_greys[train_blob], full_greys[bench_blob], sifts[train_blob], sifts[bench_blob])
-        for name, value in tiles.items():
-            out[name][row] = value
-    for row in range(pairs):
-        train_text = train_texts[row] if train_texts is not None else None
-        bench_text = bench_texts[row] if bench_texts is not None else None
-        out["text_overlap"][row] = text_overlap(train_text, bench_text)
+    """Every one of FEATURES for each pair (train_images[i], bench_images[i]) as float32 arrays (what
+    the rule is fitted on); a pair with an undecodable image gets NaN image features. `sscd_whole`
+    is `similarity[i]` where given (the search's cosine of the embed stage's vectors), else computed."""
+    images, out, decodable = _start(spec, train_images, bench_images, train_texts, bench_texts, similarity)
+    _measure_tiles(images, out, decodable)
+    _measure_geometry(images, out, decodable)
+    _measure_views(images, out, decodable)
+    return out
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """`verify_pairs`' answer: the features measured (NaN = not needed for the decision), each pair's
+    score (where the cascade settled a pair without a feature, the bound that settled it: at or above
+    the decision for an accepted pair, below it for a rejected one), and the step that settled it."""
+
+    features: dict[str, np.ndarray]
+    scores: np.ndarray
+    settled_by: np.ndarray  # object: "undecodable" | "veto" | "bounds" | "views" per pair
+
+
+def verify_pairs(
+    spec: EmbedderSpec,
+    rule: VerifierRule,
+    similarity: Sequence[float],
+    train_images: Sequence[bytes | None],
+    bench_images: Sequence[bytes | None],
+    train_texts: Sequence[str | None] | None = None,
+    bench_texts: Sequence[str | None] | None = None,
+) -> Verdicts:
+    """The rule's score of each pair, measuring only the evidence its decision needs: a cascade from
+    cheap to costly that decides every pair exactly as `rule.score(pair_features(...))` would.
+
+    1. Tile evidence (SIFT per image, then per pair) and text: a veto on them rejects the pair.
+    2. ORB geometry and aligned correlation for the pairs left.
+    3. The score's bounds over the one feature left, `sscd_views`, which lies in [sscd_whole, 1]
+       (the whole images are one of the views): when both bounds fall on one side of the decision,
+       that settles the pair.
+    4. The SSCD views (len(VIEW_SCALES) model calls per image, the costly step) only for the rest.
+    `similarity` is the search's cosine of the pair (`sscd_whole`): no model call for the whole images.
+    """
+    images, out, decodable = _start(spec, train_images, bench_images, train_texts, bench_texts, similarity)
+    settled_by = np.full(len(out["sscd_whole"]), "undecodable", dtype=object)
+    _measure_tiles(images, out, decodable)
+    early = rule.vetoed(out)  # a feature not measured yet (NaN) vetoes nothing
+    left = [pair for pair in decodable if not early[pair[0]]]
+    settled_by[[row for row, _, _ in decodable if early[row]]] = "veto"
+    _measure_geometry(images, out, left)
+    bound = view_bound(rule, out)
+    bounded = [row for row, _, _ in left if not np.isnan(bound[row])]
+    costly = [pair for pair in left if np.isnan(bound[pair[0]])]
+    _measure_views(images, out, costly)
+    scores = rule.score(out)
+    scores[bounded] = bound[bounded]
+    settled_by[bounded] = "bounds"
+    settled_by[[row for row, _, _ in costly]] = "views"
+    return Verdicts(out, scores.astype(np.float32), settled_by)
+
+
+def view_bound(rule: VerifierRule, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per pair, the score bound that settles it whatever `sscd_views` is within [sscd_whole, 1]:
+    the lower bound where even it reaches the decision, the upper where even it falls short; NaN
+    where the views decide (the score is monotone in `sscd_views`, unless a veto reads it)."""
+    low, high = dict(features), dict(features)
+    low["sscd_views"], high["sscd_views"] = features["sscd_whole"], np.ones_like(features["sscd_whole"])
+    ends = np.stack([rule.score(low), rule.score(high)]).astype(np.float64)
+    out = np.full(ends.shape[1], np.nan)
+    if "sscd_views" in rule.vetoes:
+        return out
+    accepted, rejected = ends.min(0) >= rule.decision, ends.max(0) < rule.decision
+    out[accepted], out[rejected] = ends.min(0)[accepted], ends.max(0)[rejected]
     return out
 
 

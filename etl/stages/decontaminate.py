@@ -22,7 +22,7 @@ from pyspark.sql.types import FloatType, LongType, StringType, StructField, Stru
 from etl.schema import CONTAMINATION_HITS, EVIDENCE, image_occurrences, require_columns
 from udfs.knn import Hits, cached_index, search_threshold_arrays, supports_range_search
 from udfs.sscd import EmbedderSpec
-from udfs.verify import BOTH, FEATURES, THRESHOLD, VERIFIED, VerifierRule, decide, pair_features
+from udfs.verify import BOTH, FEATURES, THRESHOLD, VERIFIED, VerifierRule, decide, verify_pairs
 
 INDEX_HITS = StructType(
     [
@@ -210,7 +210,9 @@ def verified_hits(
     The candidates are few (top k a training image), so they are broadcast to the samples to pick up
     the training images' bytes and texts where they lie (silver is streamed once, never shuffled),
     and the benchmark images they name are broadcast to them. The verifier runs per Arrow batch of
-    pairs on the executors (`udfs.verify`), on the pairs below the threshold only.
+    pairs on the executors (`udfs.verify.verify_pairs`), on the pairs below the threshold only,
+    measuring evidence from cheap to costly only as far as the decision needs (a feature it did not
+    need is stored null in the evidence).
     """
     require_columns(samples, ["sample_id", "images", "texts"], "verified_hits")
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "verified_hits")
@@ -250,18 +252,21 @@ def verified_hits(
                 continue
             similarity = frame["similarity"].to_numpy(np.float32)
             features = {name: np.full(len(frame), np.nan, np.float32) for name in FEATURES}
+            scores = np.zeros(len(frame), np.float32)
             below = np.flatnonzero(similarity < np.float32(threshold))  # at or above: a hit, nothing to measure
             if len(below):
-                measured = pair_features(
+                verdicts = verify_pairs(
                     spec,
+                    rule,
+                    similarity[below],
                     list(frame["train_bytes"].iloc[below]),
                     list(frame["bench_bytes"].iloc[below]),
                     list(frame["train_text"].iloc[below]),
                     list(frame["bench_text"].iloc[below]),
                 )
                 for name in FEATURES:
-                    features[name][below] = measured[name]
-            scores = rule.score(features)
+                    features[name][below] = verdicts.features[name]
+                scores[below] = verdicts.scores
             yield pd.DataFrame(
                 {
                     **{name: frame[name].astype(object) for name in PAIR_KEYS},
