@@ -161,7 +161,8 @@ def dataset_card(card: CardInputs) -> str:
         + (
             "**every sample kept** (`export.keep_duplicates`)."
             if card.keep_duplicates
-            else f"**one sample per cluster kept** (the smallest `sample_id`), {left_duplicate} samples left out."
+            else f"**one sample per cluster kept** (the smallest `sample_id`; a GUI trajectory's per-step samples "
+            f"count as one), {left_duplicate} samples left out."
         ),
         "",
         "## Subsets",
