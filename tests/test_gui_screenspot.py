@@ -11,8 +11,9 @@ from PIL import Image
 
 from etl.samples.gui import write_gui_subset
 from etl.sources.gui import FRACTION, Frame, parse_step, render_step
+from etl.sources.gui.screenspot import screenspot_reference
 from etl.train.evaluate import click_scores, format_scores, split_scores
-from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item, screenspot_reference
+from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item
 
 
 def screenspot_rows(root: Path) -> list[dict]:
