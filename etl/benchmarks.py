@@ -5,7 +5,8 @@ columns map onto a benchmark item) and/or names of source specs in `conf/sources
 describe a local benchmark (`sources`):
 
 - `conf/benchmarks/lmms_eval.yaml`: FineVision's 66 lmms-lab units plus MMStar and OCRBench;
-- `conf/benchmarks/samples.yaml`: the local demo's benchmark source specs.
+- `conf/benchmarks/samples.yaml`: the local demo's benchmark source specs;
+- `conf/benchmarks/gui.yaml`: ScreenSpot-V2, GUI grounding scored by `click_accuracy` (docs/gui.md).
 
 A unit's parquet files live under a location in the Hub's own layout, `<location>/<hub_id>/
 <data_files>` (what `finevision benchmarks pull` downloads, or a copy of the Hub repos on a
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from etl.config import CONF_DIR, IDENTIFIER, ConfigError, SourceSpec, Strict, _one_line, _read_yaml
 
@@ -64,6 +65,18 @@ class BenchmarkUnit(Strict):
     )
     answer_key: str | None = Field(None, description="answers are a list of structs: the key holding the text")
     id_field: str | None = None
+    bbox_field: str | None = Field(
+        None,
+        description="GUI grounding (ScreenSpot-V2): the element's box column; the answer is the box normalised to the "
+        "screenshot with its platform and element type (etl.sources.gui.screenspot), scored by click_accuracy",
+    )
+    bbox_format: Literal["xywh", "xyxy"] = Field(
+        "xywh", description="the box's pixel form: [left, top, width, height] or [left, top, right, bottom]"
+    )
+    platform_field: str | None = Field(
+        None, description="with bbox_field: the platform column (ScreenSpot's data_source)"
+    )
+    element_type_field: str | None = Field(None, description="with bbox_field: the element type column (text, icon)")
     category: str | None = Field(None, description=f"FineVision category of its source spec; null = {DEFAULT_CATEGORY}")
     checked: str = Field("", description="where the column names and types were checked")
 
@@ -91,6 +104,9 @@ class BenchmarkUnit(Strict):
         "answer_field",
         "answer_key",
         "id_field",
+        "bbox_field",
+        "platform_field",
+        "element_type_field",
     )
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
@@ -113,6 +129,18 @@ class BenchmarkUnit(Strict):
             raise ValueError("option columns must be distinct, non-empty names")
         return value
 
+    @model_validator(mode="after")
+    def _grounding(self) -> BenchmarkUnit:
+        if self.bbox_field is None:
+            if self.platform_field or self.element_type_field:
+                raise ValueError("platform_field and element_type_field go with bbox_field")
+            return self
+        if self.platform_field is None or self.element_type_field is None:
+            raise ValueError("bbox_field needs platform_field and element_type_field (the scores are reported by both)")
+        if self.answer_field is not None or self.options_field is not None:
+            raise ValueError("bbox_field is the answer: answer_field and options_field must be null")
+        return self
+
     @property
     def files_glob(self) -> str:
         """The split's parquet files relative to the repo root (the Hub's `push_to_hub` layout by default)."""
@@ -129,6 +157,9 @@ class BenchmarkUnit(Strict):
             "answer": self.answer_field,
             "id": self.id_field,
             "options": self.options_field if isinstance(self.options_field, str) else None,
+            "bbox": self.bbox_field,
+            "platform": self.platform_field,
+            "element_type": self.element_type_field,
         }
         return {key: column for key, column in named.items() if column is not None}
 
@@ -228,6 +259,8 @@ def to_source_spec(unit: BenchmarkUnit, location: str, category: str | None = No
         options["answer_format"] = unit.answer_format
     if unit.answer_key is not None:
         options["answer_key"] = unit.answer_key
+    if unit.bbox_field is not None:
+        options["bbox_format"] = unit.bbox_format
     try:
         return SourceSpec(
             name=unit.name,

@@ -130,6 +130,10 @@ def list_units(
         columns = chosen.options_field
         options = columns if isinstance(columns, str) else "/".join(columns or [])
         answer = f"{chosen.answer_field}" + ("" if chosen.answer_format == "text" else f" ({chosen.answer_format})")
+        if chosen.bbox_field is not None:  # GUI grounding: the element's box, by platform and element type
+            answer = (
+                f"{chosen.bbox_field} (box {chosen.bbox_format}; {chosen.platform_field}, {chosen.element_type_field})"
+            )
         line = f"{chosen.name:<48} {hub:<58} image={image} question={chosen.question_field}"
         line += f" options={options or None} answer={answer}"
         if location is not None:

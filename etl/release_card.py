@@ -161,7 +161,8 @@ def dataset_card(card: CardInputs) -> str:
         + (
             "**every sample kept** (`export.keep_duplicates`)."
             if card.keep_duplicates
-            else f"**one sample per cluster kept** (the smallest `sample_id`), {left_duplicate} samples left out."
+            else f"**one sample per cluster kept** (the smallest `sample_id`), {left_duplicate} samples left out. "
+            "The per-step samples of a GUI trajectory (`export.gui_per_step`) count as one sample."
         ),
         "",
         "## Subsets",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -202,6 +203,14 @@ def test_to_source_spec_refuses_a_unit_without_images(lmms_eval):
         ("units:\n  - {name: a, hub_id: x/y, data_files: ../up/*.parquet}\n", "units.0.data_files: Value error"),
         ("units:\n  - {name: a, hub_id: x/y, options_field: [A, A]}\n", "units.0.options_field: Value error"),
         ("units:\n  - {name: a, hub_id: x/y, answer_format: number}\n", "units.0.answer_format: Input should be"),
+        # a grounding unit (ScreenSpot-V2): the box is the answer, reported by platform and element type
+        ("units:\n  - {name: a, hub_id: x/y, bbox_field: bbox}\n", "units.0: Value error, bbox_field needs"),
+        (
+            "units:\n  - {name: a, hub_id: x/y, bbox_field: b, platform_field: p, element_type_field: t, answer_field: a}\n",
+            "units.0: Value error, bbox_field is the answer",
+        ),
+        ("units:\n  - {name: a, hub_id: x/y, platform_field: p}\n", "units.0: Value error, platform_field and"),
+        ("units:\n  - {name: a, hub_id: x/y, bbox_format: xy}\n", "units.0.bbox_format: Input should be"),
         ("sources: [a, a]\n", "sources: Value error, duplicate"),
         ("units: [\n", "not valid YAML"),
     ],
@@ -288,6 +297,47 @@ def test_benchmark_layout_keeps_every_distinct_reference_and_quarantines_a_missi
     ]
     records, _ = _benchmark_records(tmp_path, table, {"image": "image", "question": "question"})
     assert {(str(r.reason), r.detail) for r in records} == {("missing_field", "missing field 'question'")}
+
+
+def test_benchmark_layout_writes_a_grounding_items_box_as_its_reference(tmp_path):
+    """`bbox_field` (ScreenSpot-V2): one answer, the box in fractions of the screenshot with the
+    platform and element type; `bbox_format: xyxy` reads [left, top, right, bottom] pixels."""
+    from etl.train.metrics import click_accuracy
+
+    image = {"bytes": png_bytes((200, 100)), "path": None}
+    table = pa.table(
+        {
+            "image": [image, image],
+            "instruction": ["open the menu", "close the dialog"],
+            "bbox": [[20.0, 10.0, 60.0, 30.0], [150.0, 50.0, 160.0, 60.0]],
+            "data_source": ["macos", "gitlab"],
+            "data_type": ["icon", "text"],
+        }
+    )
+    fields = {
+        "image": "image",
+        "question": "instruction",
+        "bbox": "bbox",
+        "platform": "data_source",
+        "element_type": "data_type",
+    }
+    records, _ = _benchmark_records(tmp_path, table, fields, bbox_format="xyxy")
+    assert [r.texts[0][0] for r in records] == ["open the menu", "close the dialog"]
+    references = [json.loads(r.texts[0][1]) for r in records]
+    assert references == [
+        {"bbox": [0.1, 0.1, 0.3, 0.3], "platform": "desktop", "element_type": "icon"},
+        {"bbox": [0.75, 0.5, 0.8, 0.6], "platform": "web", "element_type": "text"},
+    ]
+    assert click_accuracy("click(x=0.2, y=0.2)", [records[0].texts[0][1]]) == 1.0
+    assert click_accuracy("click(x=0.2, y=0.2)", [records[1].texts[0][1]]) == 0.0
+    # the same boxes read as ScreenSpot's own [left, top, width, height] (the default)
+    records, _ = _benchmark_records(tmp_path, table, fields)
+    assert json.loads(records[0].texts[0][1])["bbox"] == [0.1, 0.1, 0.4, 0.4]
+    assert [(str(r.reason), r.detail) for r in records[1:]] == [
+        ("adapter_error", "ActionError: out_of_range: bbox.x=310.0 (pixels) is outside the screen")
+    ]
+    records, _ = _benchmark_records(tmp_path, table.drop_columns(["data_type"]), fields)
+    assert {(str(r.reason), r.detail) for r in records} == {("missing_field", "missing field 'data_type'")}
 
 
 def _cli(*args: str):

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from etl.samples.gui import write_gui_subset
 from etl.sources.gui import FRACTION, Frame, parse_step, render_step
+from etl.sources.gui.screenspot import screenspot_reference
 from etl.train.evaluate import click_scores, format_scores, split_scores
-from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item, screenspot_reference
+from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item
 
 
 def screenspot_rows(root: Path) -> list[dict]:
@@ -57,6 +60,28 @@ def screenspot_rows(root: Path) -> list[dict]:
         }
     )
     return rows
+
+
+# lmms-lab/ScreenSpot-v2's parquet layout (conf/benchmarks/gui.yaml, `checked`: the authors' columns
+# img_filename, bbox [x, y, w, h] in pixels, instruction, data_type, data_source, plus the image).
+SCREENSPOT_V2_COLUMNS = pa.schema(
+    [
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        ("img_filename", pa.string()),
+        ("bbox", pa.list_(pa.float64())),
+        ("instruction", pa.string()),
+        ("data_type", pa.string()),
+        ("data_source", pa.string()),
+    ]
+)
+
+
+def pixel_box(item) -> tuple[float, float, float, float]:
+    """The item's box [left, top, right, bottom] in fractions of its 800x600 / 360x640 screenshot,
+    worked out here from ScreenSpot's [left, top, width, height] pixels (not by the reader)."""
+    width, height = Image.open(Path(item["root"]) / item["img_filename"]).size
+    left, top, w, h = item["bbox"]
+    return left / width, top / height, (left + w) / width, (top + h) / height
 
 
 @pytest.fixture(scope="module")
@@ -142,45 +167,107 @@ def test_scores_by_platform_and_element_type(spark, items):
     assert any(line.startswith("screenspot_v2 ") and "0.875" in line for line in lines)
 
 
-def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, items, tmp_path):
-    """`finevision evaluate`'s function on benchmark_items made from the fixture, with the tiny
-    untrained model: what the command prints has a row per platform and element type."""
+@pytest.fixture(scope="module")
+def ingested(spark, items, tmp_path_factory):
+    """The fixture written as lmms-lab/ScreenSpot-v2's parquet file at the catalogue unit's Hub path,
+    plus one row whose box leaves the screenshot, then `finevision benchmarks specs --catalogue gui`
+    and `finevision ingest`'s job: (pipeline config, ingest report, benchmark_items rows by row)."""
+    from typer.testing import CliRunner
+
     from etl import tables
+    from etl.benchmarks import catalogue_path, load_catalogue
+    from etl.cli import app
     from etl.config import load_config
-    from etl.schema import BENCHMARK_ITEMS, CONTAMINATION_HITS
+    from etl.jobs import ingest
+    from etl.runs import PipelineRun
+
+    tmp = tmp_path_factory.mktemp("screenspot_v2")
+    root = Path(items[0]["root"])
+    unit = load_catalogue(catalogue_path("gui")).unit("screenspot_v2")
+    rows = [
+        {
+            "image": {"bytes": (root / item["img_filename"]).read_bytes(), "path": item["img_filename"]},
+            **{k: item[k] for k in ("img_filename", "bbox", "instruction", "data_type", "data_source")},
+        }
+        for item in items
+    ]
+    rows.append(rows[2] | {"bbox": [790.0, 10.0, 40.0, 40.0], "instruction": "the box leaves the screen"})
+    path = tmp / "hub" / unit.hub_id / unit.files_glob.replace("*", "00000-of-00001")
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, SCREENSPOT_V2_COLUMNS), path)
+
+    specs = tmp / "specs"
+    args = ["benchmarks", "specs", "--catalogue", "gui", "--location", str(tmp / "hub"), "--out", str(specs)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pipeline = load_config(
+        overrides=[
+            f"lakehouse={tmp / 'lake'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp / 'm.db'}",
+            "mlflow.enabled=false",
+            f"sources_dir={specs}",
+            f"data_root={tmp}",
+        ]
+    )
+    run = PipelineRun(spark, pipeline, "screenspot-ingest")
+    ingest.run(run)
+    run.close()
+    read = tables.read(spark, run.table("benchmark_items")).collect()
+    return pipeline, run.reports[0], {r["source_ref"]["row"]: r for r in read}
+
+
+def test_the_catalogue_unit_reads_screenspot_v2_boxes_as_click_references(items, ingested):
+    _, report, by_row = ingested
+    assert sorted(by_row) == [0, 1, 2, 3]  # the fifth row's box leaves the 800x600 screen: quarantined
+    assert report.dropped == {"adapter_error": 1}
+    for row, item in enumerate(items):
+        got = by_row[row]
+        assert got["benchmark"] == "screenspot_v2" and got["category"] == "Grounding & Counting"
+        assert [i["bytes"] for i in got["images"]] == [(Path(item["root"]) / item["img_filename"]).read_bytes()]
+        [turn] = got["texts"]
+        assert turn["user"] == item["instruction"]
+        reference = json.loads(turn["assistant"])
+        assert (reference["platform"], reference["element_type"]) == [
+            ("web", "text"),
+            ("web", "text"),
+            ("desktop", "icon"),
+            ("mobile", "icon"),
+        ][row]
+        # clicks worked out from the pixel box: its centre and corners count, a point past its right
+        # edge or below its bottom does not (an [x1, y1, x2, y2] reading would miss the 40 px boxes)
+        left, top, right, bottom = pixel_box(item)
+        centre = f"click(x={(left + right) / 2:.4f}, y={(top + bottom) / 2:.4f})"
+        inside = [
+            centre,
+            f"click({left + 0.0001:.4f}, {top + 0.0001:.4f})",
+            f"click({right - 0.0001:.4f}, {bottom - 0.0001:.4f})",
+        ]
+        outside = [
+            f"click(x={right + 0.01:.4f}, y={(top + bottom) / 2:.4f})",
+            f"click(x={(left + right) / 2:.4f}, y={bottom + 0.01:.4f})",
+        ]
+        assert [click_accuracy(p, [turn["assistant"]]) for p in inside] == [1.0] * 3, (row, reference)
+        assert [click_accuracy(p, [turn["assistant"]]) for p in outside] == [0.0] * 2, (row, reference)
+
+
+def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, ingested, tmp_path):
+    """`finevision evaluate`'s function, with the tiny untrained model, on the benchmark_items the
+    ScreenSpot-V2 catalogue unit ingested: what the command prints has a row per platform and
+    element type."""
+    from etl import tables
+    from etl.schema import CONTAMINATION_HITS
     from etl.train.config import load_train_config
     from etl.train.evaluate import EvalConfig, evaluate
     from etl.train.model import build_model, build_processor
 
-    pipeline = load_config(
-        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
-    )
+    pipeline, _, _ = ingested
     config = load_train_config("tiny")
     processor = build_processor(config, pipeline.clean.tokenizer)
     build_model(config, processor).save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    root = Path(items[0]["root"])
-    rows = [
-        {
-            "benchmark": "screenspot_v2",
-            "item_id": f"s{i}",
-            "sample_id": f"s{i}",
-            "subset": "screenspot_v2",
-            "category": "Grounding & Counting",
-            "source": "screenspot_v2",
-            "images": [{"bytes": (root / item["img_filename"]).read_bytes(), "path": None, "image_id": f"s{i}"}],
-            "texts": [{"user": item["instruction"], "assistant": item["answer"]}],
-            "source_ref": None,
-        }
-        for i, item in enumerate(items)
-    ]
+    ref = tables.TableRef.of(pipeline, "contamination_hits")
     commit = tables.Commit("test", "test", "0", "0")
-    for name, data, schema in [
-        ("benchmark_items", rows, BENCHMARK_ITEMS),
-        ("contamination_hits", [], CONTAMINATION_HITS),
-    ]:
-        ref = tables.TableRef.of(pipeline, name)
-        tables.overwrite(spark, ref, spark.createDataFrame(data, schema), commit, schema)
+    tables.overwrite(spark, ref, spark.createDataFrame([], CONTAMINATION_HITS), commit, CONTAMINATION_HITS)
 
     eval_config = EvalConfig(max_new_tokens=4, batch_size=4, metrics={"screenspot_v2": "click_accuracy"})
     scores = evaluate(str(tmp_path / "model"), pipeline, eval_config, spark)

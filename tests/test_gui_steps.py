@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from etl.schema import GOLD_RATING_AXES, GOLD_SAMPLES
 from etl.sources.gui_trajectory import NEXT_STEP_PROMPT
@@ -98,7 +97,7 @@ def test_export_option_writes_the_steps_to_gold_and_the_release(spark, tmp_path)
         overrides=[f"lakehouse={tmp_path / 'lake'}", "mlflow.enabled=false", "export.gui_per_step=true"]
     )
     shots = []
-    for i in range(3):
+    for i in range(4):
         data = png_bytes((20, 16), (80 * i, 10, 200))
         shots.append(
             {
@@ -126,10 +125,13 @@ def test_export_option_writes_the_steps_to_gold_and_the_release(spark, tmp_path)
         sample(
             "t",
             "gui_desktop",
-            shots,
+            shots[:3],
             [("Say hello", calls[0]), (NEXT_STEP_PROMPT, calls[1]), (NEXT_STEP_PROMPT, calls[2])],
         ),
-        sample("q", "photos", shots[:1], [("What colour?", "Blue.")]),
+        sample("q", "photos", shots[3:], [("What colour?", "Blue.")]),
+        # z reuses t's first screenshot: one duplicate cluster, whose representative is the trajectory
+        # t (t < z), so all three steps are released (not t/step0 alone) and z is left out
+        sample("z", "photos", shots[:1], [("What is on the screen?", "A form.")]),
     ]
     run = PipelineRun(spark, config, "gui-steps-test")
     commit = run.commit("fixture")
@@ -142,17 +144,67 @@ def test_export_option_writes_the_steps_to_gold_and_the_release(spark, tmp_path)
     export_job.run(run)
 
     gold = {r["sample_id"]: r for r in tables.read(spark, run.table("gold_samples")).collect()}
-    assert sorted(gold) == ["q", "t/step0", "t/step1", "t/step2"]
+    assert sorted(gold) == ["q", "t/step0", "t/step1", "t/step2", "z"]
     for i in range(3):
         step = gold[f"t/step{i}"]
         assert [img["path"] for img in step["images"]] == [f"s/{i}.png"]
         assert step["texts"][0]["assistant"] == calls[i]
         assert step["texts"][0]["user"].startswith(gui_prompts()["gui_desktop"])
-    assert gold["q"]["texts"][0]["assistant"] == "Blue."
+        assert step["dup_cluster_id"] == gold["z"]["dup_cluster_id"] == shots[0]["image_id"]
+    assert gold["q"]["texts"][0]["assistant"] == "Blue." and gold["q"]["dup_cluster_id"] is None
     folder = Path(export_job.release_dir(run))
     # one config per subset beside the shuffled `default` (FineVision's layout, docs/release.md)
     configs = sorted({p.parent.name for p in folder.glob("*/*.parquet")})
-    if "gui_desktop" not in configs:  # found at the merge of issues 28 and 29, open in the session note
-        pytest.xfail(f"known bug: the per-step rows reach gold but not the Hub-layout release ({configs})")
     assert configs == ["default", "gui_desktop", "photos"]
-    assert sum(pq.read_metadata(p).num_rows for p in folder.glob("gui_desktop/*.parquet")) == 3  # the 3 steps
+
+    def released(config):
+        return [
+            r["sample_id"]
+            for p in sorted(folder.glob(f"_provenance/{config}/*.parquet"))
+            for r in pq.read_table(p).to_pylist()
+        ]
+
+    assert released("gui_desktop") == ["t/step0", "t/step1", "t/step2"]  # the 3 steps
+    assert sum(pq.read_metadata(p).num_rows for p in folder.glob("gui_desktop/*.parquet")) == 3
+    assert released("photos") == ["q"]  # z: a duplicate of the trajectory t
+    assert sorted(released("default")) == ["q", "t/step0", "t/step1", "t/step2"]
+
+
+def test_the_release_keeps_or_leaves_out_a_trajectorys_steps_together(spark):
+    from etl.stages.export import release_exclusions
+
+    def row(sample_id, cluster, contaminated=False):
+        return _row(sample_id, "gui_mobile", [], []) | {"dup_cluster_id": cluster, "contaminated": contaminated}
+
+    gold = spark.createDataFrame(
+        [
+            # cluster c: the trajectory t is the representative (t < z): every step stays, not t/step0 alone
+            *[row(f"t/step{i}", "c") for i in range(3)],
+            row("z", "c"),
+            # cluster d: q is the representative (q < u): every step of u goes
+            *[row(f"u/step{i}", "d") for i in range(2)],
+            row("q", "d"),
+            # cluster e: the contaminated trajectory a is no representative, so the sample b is
+            *[row(f"a/step{i}", "e", contaminated=True) for i in range(2)],
+            row("b", "e"),
+            # a sample id with `/step` not at its end is a sample of its own
+            row("k/step1x", "f"),
+            row("k/step2x", "f"),
+        ],
+        GOLD_SAMPLES,
+    )
+    excluded = {r["sample_id"]: r["excluded"] for r in release_exclusions(gold, False, False).collect()}
+    assert excluded == {
+        "t/step0": None,
+        "t/step1": None,
+        "t/step2": None,
+        "z": "duplicate",
+        "u/step0": "duplicate",
+        "u/step1": "duplicate",
+        "q": None,
+        "a/step0": "contaminated",
+        "a/step1": "contaminated",
+        "b": None,
+        "k/step1x": None,
+        "k/step2x": "duplicate",
+    }

@@ -9,11 +9,16 @@ columns (see `etl.benchmarks.BenchmarkUnit`); only the `fields` named are read: 
 column, or `options.option_columns`), `answer` (`options.answer_format`: text, index or letter;
 `options.answer_key` for lists of structs) and `id`. The question carries the lettered options;
 each distinct answer is a turn; an item without answers keeps one turn with an empty answer.
+A GUI grounding set (ScreenSpot-V2) names `bbox`, `platform` and `element_type` instead of an
+answer: its one answer is the element's box in fractions of the screenshot, with the platform and
+element type (`etl.sources.gui.screenspot.screenspot_reference`, `options.bbox_format`: xywh or
+xyxy pixels), which `click_accuracy` scores.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import posixpath
 from collections.abc import Iterator
 
@@ -33,6 +38,7 @@ from etl.sources.base import (
     iter_with_rejects,
     template_for,
 )
+from etl.sources.gui.screenspot import screenspot_reference
 
 
 def row_group_count(files, path: str) -> int:
@@ -162,6 +168,25 @@ def _benchmark_answers(ctx: ReadContext, record: dict, options: list[tuple[str, 
     return answers
 
 
+def _element_box(ctx: ReadContext, record: dict, images: list[tuple[bytes, str | None]]) -> str:
+    """A GUI grounding item's answer: its element's box normalised to its one screenshot."""
+    from PIL import Image
+
+    fields = ctx.spec.fields
+    if len(images) != 1:
+        raise ValueError(f"a GUI grounding item needs one screenshot, got {len(images)}")
+    with Image.open(io.BytesIO(images[0][0])) as screenshot:
+        width, height = screenshot.size
+    return screenspot_reference(
+        record[fields["bbox"]],
+        width,
+        height,
+        _text_of(record[fields["platform"]], f"field {fields['platform']!r}"),
+        _text_of(record[fields["element_type"]], f"field {fields['element_type']!r}"),
+        ctx.spec.options.get("bbox_format", "xywh"),
+    )
+
+
 def _benchmark_record(ctx: ReadContext, record: dict):
     spec = ctx.spec
     options = _benchmark_options(spec, record)
@@ -169,8 +194,12 @@ def _benchmark_record(ctx: ReadContext, record: dict):
     parts = [_text_of(record[column], f"field {column!r}") for column in columns]
     parts.append("\n".join(f"{letter}. {text}" for letter, text in options))
     question = "\n".join(part for part in parts if part)
-    answers = _benchmark_answers(ctx, record, options) or [""]
-    return _benchmark_images(ctx, record), [(question, answer) for answer in answers]
+    images = _benchmark_images(ctx, record)
+    if "bbox" in spec.fields:
+        answers = [_element_box(ctx, record, images)]
+    else:
+        answers = _benchmark_answers(ctx, record, options) or [""]
+    return images, [(question, answer) for answer in answers]
 
 
 def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:

@@ -19,6 +19,7 @@ from pyspark.sql.types import ArrayType, IntegerType
 
 from etl.schema import GOLD_RATING_AXES as RATING_AXES
 from etl.schema import GOLD_SAMPLES, image_occurrences, require_columns
+from etl.stages.gui_steps import trajectory_id
 
 RATING_COLUMNS = tuple(f"{axis}_ratings" for axis in RATING_AXES) + tuple(f"{axis}_min" for axis in RATING_AXES)
 
@@ -134,7 +135,11 @@ def gold_samples(
 def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates: bool) -> DataFrame:
     """gold with `excluded`: null for a row the release carries, else the rule that leaves it out:
     `contaminated` (unless keep_contaminated), then `duplicate`: of the samples of one duplicate
-    cluster that are left, all but the one with the smallest sample_id (unless keep_duplicates)."""
+    cluster that are left, all but the one with the smallest sample_id (unless keep_duplicates).
+
+    The steps of a GUI trajectory (`export.gui_per_step`: `<sample_id>/step<i>`, which carry the
+    trajectory's flags) count as their trajectory: they are kept or left out together, so the
+    release holds the same trajectories with and without `gui_per_step`."""
     require_columns(gold, ["sample_id", "contaminated", "dup_cluster_id"], "release_exclusions")
     rows = gold.withColumn(
         "excluded", F.when(F.lit(not keep_contaminated) & F.col("contaminated"), F.lit("contaminated"))
@@ -142,19 +147,19 @@ def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates
     if keep_duplicates:
         return rows
     # rows without a cluster never meet the join: it would send all of them to one task (null key)
-    clustered = rows.filter(F.col("dup_cluster_id").isNotNull())
+    clustered = rows.filter(F.col("dup_cluster_id").isNotNull()).withColumn("_unit", trajectory_id(F.col("sample_id")))
     representatives = (
         clustered.filter(F.col("excluded").isNull())
         .groupBy("dup_cluster_id")
-        .agg(F.min("sample_id").alias("_representative"))
+        .agg(F.min("_unit").alias("_representative"))
     )
     marked = (
         clustered.join(representatives, "dup_cluster_id", "left")
         .withColumn(
             "excluded",
-            F.when(
-                F.col("excluded").isNull() & (F.col("sample_id") != F.col("_representative")), "duplicate"
-            ).otherwise(F.col("excluded")),
+            F.when(F.col("excluded").isNull() & (F.col("_unit") != F.col("_representative")), "duplicate").otherwise(
+                F.col("excluded")
+            ),
         )
         .select(*rows.columns)
     )

@@ -13,7 +13,8 @@ Step `i` of trajectory `s` becomes the row `s/step<i>` with
   user turn) and the previous steps' calls (`Step j: call; call`, `None` at the first step),
   `assistant` = the step's assistant turn as it is (reasoning included);
 - the `<axis>_ratings` of that turn alone (a one-element array) and `<axis>_min` = its score;
-- `source`, `subset`, `category`, `contaminated`, `dup_cluster_id` of the trajectory.
+- `source`, `subset`, `category`, `contaminated`, `dup_cluster_id` of the trajectory: the release
+  leaves a trajectory's steps out or keeps them together (`trajectory_id`, `release_exclusions`).
 
     steps = gui_step_samples(gold, prompts)      # DataFrame -> DataFrame, GOLD_SAMPLES columns
 """
@@ -21,12 +22,13 @@ Step `i` of trajectory `s` becomes the row `s/step<i>` with
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, StringType
@@ -41,6 +43,17 @@ STEP_PROMPT = (
     "Please generate the next action according to the screenshot, the instruction and the previous actions."
     "\n\nInstruction: {instruction}\n\nPrevious actions:\n{history}"
 )
+STEP_ID = re.compile(r"/step[0-9]+$")  # `<sample_id>/step<i>`: ingest's sample ids are hex digests
+
+
+def step_id(sample_id: Column, pos: Column) -> Column:
+    """The sample_id of step `pos` (0-based) of the trajectory `sample_id`."""
+    return F.concat(sample_id, F.lit("/step"), pos.cast("string"))
+
+
+def trajectory_id(sample_id: Column) -> Column:
+    """The sample a row was made from: a step's trajectory (`step_id`'s inverse), else the row itself."""
+    return F.regexp_replace(sample_id, STEP_ID.pattern, "")
 
 
 @cache
@@ -99,7 +112,7 @@ def gui_step_samples(gold: DataFrame, prompts: dict[str, str] | None = None) -> 
     columns = {
         "images": F.array(F.element_at("images", at)),
         "texts": F.array(F.struct(user.alias("user"), F.col("_turn")["assistant"].alias("assistant"))),
-        "sample_id": F.concat("sample_id", F.lit("/step"), pos.cast("string")),
+        "sample_id": step_id(F.col("sample_id"), pos),
         **{
             f"{a}_ratings": F.when(F.col(f"{a}_ratings").isNotNull(), F.array(F.col(f"{a}_ratings")[pos]))
             for a in GOLD_RATING_AXES

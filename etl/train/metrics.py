@@ -20,7 +20,8 @@
   predicted action clicks lies inside the element's box (edges included). The prediction is read by
   the GUI parser of training (`etl.sources.gui`: `Action:` prefixes and `<think>`/`<code>` removed,
   either render style, coordinates fractions of the screenshot); the reference is
-  `screenspot_reference(...)`, the box normalised by the same `Frame` as training coordinates.
+  `etl.sources.gui.screenspot.screenspot_reference(...)`, the box normalised by the same `Frame`
+  as training coordinates, which the ScreenSpot-V2 benchmark reader writes.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import re
 import statistics
 import string
 from collections.abc import Callable
-from typing import Any
 
-from etl.sources.gui import ActionError, Frame, clean_assistant_text, parse_unified
+from etl.sources.gui import ActionError, clean_assistant_text, parse_unified
 from etl.sources.gui.reasoning import split_reasoning
 
 _SPACE = re.compile(r"\s+")
@@ -206,26 +206,6 @@ def chosen_option(prediction: str, options: dict[str, str]) -> str | None:
             return match.group(1).upper()
     named = [k for k, v in options.items() if _norm_option(v) and _norm_option(v) in _norm_option(text)]
     return named[0] if len(named) == 1 else None
-
-
-# ScreenSpot's `data_source` -> the platform ScreenSpot-V2 reports (mobile, desktop, web).
-SCREENSPOT_PLATFORMS = {"ios": "mobile", "android": "mobile", "macos": "desktop", "windows": "desktop"}
-
-
-def screenspot_reference(
-    bbox: Any, width: int, height: int, data_source: str, data_type: str, bbox_format: str = "xywh"
-) -> str:
-    """A ScreenSpot(-V2) row's reference answer: its box in fractions of the screenshot ([left,
-    top, right, bottom], the training coordinates' `Frame`), platform and element type, as JSON.
-    ScreenSpot's `bbox` is [left, top, width, height] in pixels (`xywh`)."""
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise ValueError(f"bbox must be four numbers, got {bbox!r}")
-    left, top, a, b = bbox
-    right, bottom = (left + a, top + b) if bbox_format == "xywh" else (a, b)
-    frame = Frame("pixels", width, height)
-    box = [*frame.point(left, top, "bbox"), *frame.point(right, bottom, "bbox")]
-    platform = SCREENSPOT_PLATFORMS.get(data_source.lower(), "web")
-    return json.dumps({"bbox": box, "platform": platform, "element_type": data_type.lower()})
 
 
 def click_point(prediction: str) -> tuple[float, float] | None:

@@ -17,7 +17,8 @@ Entry points:
 Modules: `actions` (the unified functions, `Action`, `ActionError`, rendering), `coordinates`
 (`Frame`: the unit a source's coordinates come in), `calls` (call text -> calls, never evaluated),
 one module per dialect (`pyautogui`, `mobile`, `web`, `unified`, each stating its fixed conversion
-rules), `steps` (`parse_step`, which picks the dialect) and `chat`.
+rules), `steps` (`parse_step`, which picks the dialect), `chat`, and `screenspot` (ScreenSpot-V2's
+element boxes as the reference answers of `click_accuracy`).
 """
 
 from etl.sources.gui.actions import (
