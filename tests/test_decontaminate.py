@@ -13,7 +13,8 @@ from PIL import Image
 from etl import tables
 from etl.jobs import clean, decontaminate, embed, ingest
 from etl.runs import PipelineRun
-from etl.stages.text_decontam import benchmark_grams, normalised_words, training_grams
+from etl.stages.text_decontam import benchmark_grams, training_grams
+from udfs.words import normalised_words
 
 
 def photo(name: str) -> Image.Image:

@@ -48,6 +48,7 @@ from PIL import Image
 
 from udfs.sscd import MAX_DECODE_PIXELS, RESIZE_FILTER, EmbedderSpec, get_embedder
 from udfs.tiles import TILE_FEATURES, sift_keypoints, tile_evidence
+from udfs.words import normalised_words
 
 FEATURES = (
     "sscd_whole",
@@ -234,8 +235,6 @@ def aligned_ncc(train: np.ndarray, bench: np.ndarray, geometry: Geometry) -> tup
 def text_overlap(train_text: str | None, bench_text: str | None) -> float:
     """Share of the benchmark text's word 3-grams found in the training text (whole texts under 3
     words must match exactly); 0 when either side has no text."""
-    from etl.stages.text_decontam import normalised_words
-
     train_words, bench_words = normalised_words(train_text), normalised_words(bench_text)
     if not train_words or not bench_words:
         return 0.0

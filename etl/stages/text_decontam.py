@@ -9,8 +9,6 @@ place, never shuffled.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -23,15 +21,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, LongType, StringType, StructField, StructType
 
 from etl.schema import EVIDENCE, require_columns
-
-_NON_WORD = re.compile(r"[^\w]+")
-
-
-def normalised_words(text: str | None) -> list[str]:
-    """Lower-cased NFKC words, punctuation removed: the unit n-grams are made of."""
-    if not text:
-        return []
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
+from udfs.words import normalised_words
 
 
 def _hash(words: list[str]) -> int:
