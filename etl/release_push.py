@@ -66,21 +66,15 @@ def push(
 
     api = api or HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    upload = {
+        "repo_id": repo_id,
+        "folder_path": str(folder),
+        "repo_type": "dataset",
+        "revision": revision,
+        "ignore_patterns": IGNORE_PATTERNS,
+    }
     if hasattr(api, "upload_large_folder"):  # huggingface_hub < 2: the resumable uploader has its own name
-        api.upload_large_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            ignore_patterns=IGNORE_PATTERNS,
-        )
+        api.upload_large_folder(**upload)
     else:  # huggingface_hub >= 2: upload_folder is resumable and commits large folders in parts (hf_xet)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            ignore_patterns=IGNORE_PATTERNS,
-            commit_message="FineVision ETL release",
-        )
+        api.upload_folder(**upload, commit_message="FineVision ETL release")
     return files
