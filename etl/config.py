@@ -144,6 +144,12 @@ class DecontaminateConfig(Strict):
     verifier_rule: str | None = Field(
         None, description="verified: the decision rule's YAML; null = the packaged conf/decontaminate/verifier.yaml"
     )
+    broadcast_pairs: int = Field(
+        200_000,
+        ge=0,
+        description="verified: up to this many candidate pairs are broadcast to silver's images; more are joined "
+        "by a shuffle (the pairs grow with the corpus, about candidate_k a training image)",
+    )
     index: Literal["exact", "ivf", "hnsw"] = "exact"
     nprobe: int = Field(16, gt=0)
     k: int = Field(32, gt=0, description="neighbours per query for HNSW")

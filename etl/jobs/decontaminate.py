@@ -151,6 +151,7 @@ def run(run: PipelineRun) -> None:
                 method,
                 rules["image"],
                 run.run_id,
+                broadcast_pairs=pair_counts["pairs.candidates"] <= settings.broadcast_pairs,
             )
         hits = image_hits.unionByName(hits)
         hits = hits.persist(StorageLevel.MEMORY_AND_DISK)

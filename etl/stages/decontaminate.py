@@ -200,6 +200,7 @@ def verified_hits(
     method: str,
     rule_id: str,
     run_id: str,
+    broadcast_pairs: bool = True,
 ) -> DataFrame:
     """contamination_hits rows of the `verified` method from the candidate `pairs` (`image_pairs`):
     every pair at or above `threshold` is a hit unverified (`decided_by` threshold), a pair below it
@@ -207,16 +208,18 @@ def verified_hits(
     the decision. One row per (training image, benchmark item): `both` when one benchmark image of
     the item is at the threshold and another one verified.
 
-    The candidates are few (top k a training image), so they are broadcast to the samples to pick up
-    the training images' bytes and texts where they lie (silver is streamed once, never shuffled),
-    and the benchmark images they name are broadcast to them. The verifier runs per Arrow batch of
+    With `broadcast_pairs` the candidates are broadcast to the samples to pick up the training
+    images' bytes and texts where they lie (silver is streamed once, never shuffled); the caller
+    turns it off when the pairs (about `candidate_k` a training image) outgrow a broadcast, and the
+    two sides meet in a shuffle join. The benchmark images the pairs name are broadcast to them. The verifier runs per Arrow batch of
     pairs on the executors (`udfs.verify.verify_pairs`), on the pairs below the threshold only,
     measuring evidence from cheap to costly only as far as the decision needs (a feature it did not
     need is stored null in the evidence).
     """
     require_columns(samples, ["sample_id", "images", "texts"], "verified_hits")
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "verified_hits")
-    candidates = F.broadcast(pairs.select(*PAIR_KEYS, "similarity"))
+    candidates = pairs.select(*PAIR_KEYS, "similarity")
+    candidates = F.broadcast(candidates) if broadcast_pairs else candidates
     train_side = image_occurrences(
         samples.withColumn("train_text", _all_text("texts")), "sample_id", "train_text", fields=("image_id", "bytes")
     ).withColumnRenamed("bytes", "train_bytes")
