@@ -144,6 +144,10 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
         raise ValueError(f"limit must be >= 1, got {limit}")
     inputs = _inputs(spark, config, ["contamination_hits", "silver_samples", "benchmark_items"])
     hits, silver, items = (inputs.frames[n] for n in ("contamination_hits", "silver_samples", "benchmark_items"))
+    from etl.jobs.decontaminate import current_rules
+    from etl.stages.decontaminate import current_hits
+
+    hits = current_hits(hits, current_rules(config).values())  # an earlier configuration's hits are not shown
 
     counts = [
         r.asDict()

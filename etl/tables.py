@@ -249,6 +249,7 @@ def merge_insert(
     constraints: dict[str, str] | None = None,
     replace_when: str | None = None,
     target_filter: str | None = None,
+    owned_rows: str | None = None,
 ) -> int:
     """Insert rows whose key is not in the table yet (insert-only MERGE); returns the new version.
 
@@ -257,7 +258,9 @@ def merge_insert(
     row, and `s.`, the new row) a matched row is replaced where it holds, e.g. a failed rating
     that a retry now fills. `target_filter` (an SQL predicate on `t.` that every row the new rows
     could match satisfies, e.g. a key range) joins the merge condition, so Delta skips the files
-    outside it instead of reading the whole table for every commit.
+    outside it instead of reading the whole table for every commit. `owned_rows` (an SQL predicate
+    on `t.`) names the rows the writer owns: those no new row matches are deleted, so the owned rows
+    become exactly the new ones (e.g. a stage's removals under its current configuration).
     """
     for key in keys:
         if key not in rows.columns:
@@ -271,6 +274,8 @@ def merge_insert(
     view = f"finevision_merge_{uuid.uuid4().hex}"  # the source, named for SQL, in this session only
     matched = f"WHEN MATCHED AND ({replace_when}) THEN UPDATE SET * " if replace_when else ""
     statement = f"MERGE INTO {ref.sql} AS t USING {view} AS s ON {condition} {matched}WHEN NOT MATCHED THEN INSERT *"
+    if owned_rows:
+        statement += f" WHEN NOT MATCHED BY SOURCE AND ({owned_rows}) THEN DELETE"
 
     def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
         with _commit_metadata(spark, commit):

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from etl import tables
 from etl.jobs import clean, decontaminate, dedup, embed, export, ingest
 from etl.jobs.decontaminate import current_rules
+from etl.review import write_contamination_review
 from etl.runs import PipelineRun
 
 PHOTO_ITEMS = ["p1", "p2", "p3", "p4", "p5"]  # one photograph, re-encoded five ways
@@ -124,7 +125,7 @@ def lake(spark, tmp_path_factory):
     def configured(**sets):
         return load_config(overrides=base + [f"decontaminate.{k}={v}" for k, v in sets.items()])
 
-    return {"spark": spark, "configured": configured, "sample_of": sample_of, "rules": rules}
+    return {"spark": spark, "configured": configured, "sample_of": sample_of, "rules": rules, "root": root}
 
 
 def decontaminated(lake, **sets):
@@ -195,6 +196,8 @@ def test_switching_method_and_rule_leaves_no_stale_flag(lake):
     flags = gold_flags(lake, accept)
     assert flags["edited"] and all(flags[t] for t in COPIES)
     assert overall_rate(lake, accept) == sum(flags.values())
+    edited_id, page = lake["sample_of"]["edited"], lake["root"] / "review.html"
+    assert edited_id in write_contamination_review(lake["spark"], accept, page).read_text()
 
     exact = {t for t in COPIES}
     for step in (
@@ -206,3 +209,14 @@ def test_switching_method_and_rule_leaves_no_stale_flag(lake):
         assert {t for t, flagged in flags.items() if flagged and t in exact | {"edited"}} == exact, step
         assert not flags["edited"], f"a stale verified hit flags a gold row after {step}"
         assert overall_rate(lake, config) == sum(flags.values())
+        shown = write_contamination_review(lake["spark"], config, page).read_text()
+        assert edited_id not in shown, f"the review page shows a stale verified hit after {step}"
+
+    # policy remove: the accepting rule removes the edited copy; the threshold method then keeps it
+    for rule, removed in (("accept.yaml", exact | {"edited"}), ("veto.yaml", exact)):
+        config, _ = decontaminated(lake, method="verified", verifier_rule=lake["rules"] / rule, policy="remove")
+        kept = gold_flags(lake, config)
+        assert (exact | {"edited"}) & kept.keys() == {"edited"} - removed, rule
+        assert not any(kept.values()), f"{rule}: a kept sample is flagged"
+    config, _ = decontaminated(lake, method="threshold")  # policy flag again: nothing stays removed
+    assert exact | {"edited"} <= gold_flags(lake, config).keys()

@@ -61,6 +61,35 @@ def test_two_stages_merging_into_one_table_at_once_both_land(spark, tmp_path, ca
     assert tables.read(spark, ref).count() == len(expected)  # no row twice
 
 
+def test_a_stage_replaces_only_the_rows_it_owns(spark, tmp_path):
+    """removed_samples under a changed configuration: decontaminate's rows become exactly its new
+    removals (a sample an earlier method removed comes back), and dedup's rows are untouched."""
+    ref = tables.TableRef(name="removed_samples", path=str(tmp_path / "removed_samples"))
+
+    def write(stage: str, ids: list[str]) -> int:
+        rows = [
+            {"sample_id": i, "subset": "a", "stage": stage, "reason": "r", "detail": "", "run_id": stage} for i in ids
+        ]
+        commit = tables.Commit(run_id=stage, stage=stage, config_hash="h", git_revision="g")
+        return tables.merge_insert(
+            spark,
+            ref,
+            spark.createDataFrame(rows, REMOVED_SAMPLES),
+            ["sample_id", "stage"],
+            commit,
+            REMOVED_SAMPLES,
+            owned_rows=f"t.stage = '{stage}'",
+        )
+
+    write("dedup", ["s1", "s2"])
+    write("decontaminate", ["s1", "s3", "s4"])
+    write("decontaminate", ["s3", "s5"])
+    landed = {(r["sample_id"], r["stage"]) for r in tables.read(spark, ref).collect()}
+    assert landed == {("s1", "dedup"), ("s2", "dedup"), ("s3", "decontaminate"), ("s5", "decontaminate")}
+    write("decontaminate", [])  # e.g. policy `flag` now: none of its rows stay
+    assert {r["stage"] for r in tables.read(spark, ref).collect()} == {"dedup"}
+
+
 def test_a_pinned_read_records_the_version_and_names_the_stage_that_writes_a_missing_table(spark, tmp_path):
     config = PipelineConfig(lakehouse=str(tmp_path))
     versions: dict[str, int] = {}

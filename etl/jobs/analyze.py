@@ -15,10 +15,12 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.jobs.decontaminate import current_rules
 from etl.runs import PipelineRun
 from etl.schema import ACTION_STATS, DIVERSITY_METRICS, SUBSET_STATS
 from etl.specs import configured_judges, embedder_spec, rules_from, ship_to_executors
 from etl.stages.corpus_stats import slim_samples, subset_stats
+from etl.stages.decontaminate import current_hits
 from etl.stages.diversity import diversity_metrics, grouped_embeddings
 from etl.stages.gui_stats import action_distribution
 from etl.stages.rate import current_ratings
@@ -32,6 +34,8 @@ def run(run: PipelineRun) -> None:
     with run.stage("analyze") as report:
         silver = slim_samples(run.read_input(report, "silver_samples")).persist(StorageLevel.MEMORY_AND_DISK)
         extra = {name: run.read_optional_input(report, name) for name in OPTIONAL_INPUTS}
+        if extra["contamination_hits"] is not None:  # only the configured method, thresholds and rule count
+            extra["contamination_hits"] = current_hits(extra["contamination_hits"], current_rules(run.config).values())
         if extra["turn_ratings"] is not None:  # only the configured judge and prompt of each axis count
             extra["turn_ratings"] = current_ratings(extra["turn_ratings"], configured_judges(run.config))
         commit = run.commit("analyze")

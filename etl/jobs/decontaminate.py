@@ -173,11 +173,21 @@ def run(run: PipelineRun) -> None:
             overall = rates.filter("subset = '*'").first()
             report.counters["contaminated_samples"] = overall["contaminated_samples"] if overall else 0
             report.rows_out = report.rows_in
-            if settings.policy == "remove":
-                removed = stage.removals(hits, run.run_id)
+            removing = settings.policy == "remove"
+            if removing or tables.exists(spark, run.table("removed_samples")):
+                # this stage's rows become its current removals: none under `flag`, and none that a
+                # hit of an earlier method, threshold or rule made
+                removed = stage.removals(hits, run.run_id) if removing else spark.createDataFrame([], REMOVED_SAMPLES)
                 report.output_versions["removed_samples"] = tables.merge_insert(
-                    spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES
+                    spark,
+                    run.table("removed_samples"),
+                    removed,
+                    ["sample_id", "stage"],
+                    commit,
+                    REMOVED_SAMPLES,
+                    owned_rows="t.stage = 'decontaminate'",
                 )
+            if removing:
                 report.dropped = {"contaminated": report.counters["contaminated_samples"]}
                 report.rows_out = report.rows_in - report.dropped["contaminated"]
         finally:

@@ -46,10 +46,11 @@ def run(run: PipelineRun) -> None:
             report.output_versions["near_duplicate_clusters"] = tables.overwrite(
                 spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
             )
-            if settings.policy == "keep-one":
+            keeping_one = settings.policy == "keep-one"
+            if keeping_one or tables.exists(spark, run.table("removed_samples")):
+                # this stage's rows become its current removals: none under `annotate`
                 removed = (
-                    keep_one_removals(silver, clusters)
-                    .select(
+                    keep_one_removals(silver, clusters).select(
                         "sample_id",
                         "subset",
                         F.lit("dedup").alias("stage"),
@@ -57,14 +58,22 @@ def run(run: PipelineRun) -> None:
                         "detail",
                         F.lit(run.run_id).alias("run_id"),
                     )
-                    .persist()
-                )
-                report.dropped = {
-                    r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
-                }
-                report.rows_out = report.rows_in - sum(report.dropped.values())
+                    if keeping_one
+                    else spark.createDataFrame([], REMOVED_SAMPLES)
+                ).persist()
+                if keeping_one:
+                    report.dropped = {
+                        r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
+                    }
+                    report.rows_out = report.rows_in - sum(report.dropped.values())
                 report.output_versions["removed_samples"] = tables.merge_insert(
-                    spark, run.table("removed_samples"), removed, ["sample_id", "stage"], commit, REMOVED_SAMPLES
+                    spark,
+                    run.table("removed_samples"),
+                    removed,
+                    ["sample_id", "stage"],
+                    commit,
+                    REMOVED_SAMPLES,
+                    owned_rows="t.stage = 'dedup'",
                 )
                 removed.unpersist()
         finally:

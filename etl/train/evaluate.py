@@ -313,7 +313,9 @@ def evaluate(
     """Answer, score, write `eval_predictions`, log to MLflow; returns the scores per benchmark."""
     import mlflow
 
+    from etl.jobs.decontaminate import current_rules
     from etl.resources import stage_resource_profile
+    from etl.stages.decontaminate import current_hits
     from etl.train.run import experiment_name
 
     items_ref, hits_ref = (
@@ -330,7 +332,7 @@ def evaluate(
         raise ConfigError(f"evaluate needs contamination_hits ({hits_ref}): run decontaminate first")
     items = evaluation_items(
         tables.read(spark, items_ref, versions["benchmark_items"]),
-        tables.read(spark, hits_ref, versions["contamination_hits"]),
+        current_hits(tables.read(spark, hits_ref, versions["contamination_hits"]), current_rules(pipeline).values()),
         config,
     )
     if config.partitions:
