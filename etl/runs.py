@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
-from etl.schema import PIPELINE_RUNS, QUARANTINE
+from etl.schema import PIPELINE_RUNS, QUARANTINE, REMOVED_SAMPLES
 from etl.session import is_connect
 from etl.stages.quarantine import quarantine_rows
 
@@ -135,6 +135,24 @@ class PipelineRun:
         rows = quarantine_rows(rejected, report.stage, self.run_id)
         report.output_versions["quarantine"] = tables.merge_insert(
             self.spark, self.table("quarantine"), rows, ["quarantine_id"], commit, QUARANTINE
+        )
+
+    def write_removals(self, report: StageReport, removed: DataFrame | None, commit: tables.Commit) -> None:
+        """The stage's rows of removed_samples become exactly `removed` (None: the stage removes
+        nothing under its policy), so no removal an earlier configuration made stays. A stage that
+        removes nothing and finds no table writes none."""
+        if removed is None:
+            if not tables.exists(self.spark, self.table("removed_samples")):
+                return
+            removed = self.spark.createDataFrame([], REMOVED_SAMPLES)
+        report.output_versions["removed_samples"] = tables.merge_insert(
+            self.spark,
+            self.table("removed_samples"),
+            removed,
+            ["sample_id", "stage"],
+            commit,
+            REMOVED_SAMPLES,
+            owned_rows=f"t.stage = {tables.sql_string(report.stage)}",
         )
 
     @contextmanager

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 CONFLICT_RETRIES = 6
+# A writer finds its own commit among the table's newest entries (others may commit after it).
+HISTORY_SCAN = 100
 # Delta's optimistic-concurrency failures: another writer committed first (by class, as delta-spark
 # names them on classic sessions, or by error class, as any client reports them).
 CONFLICT_NAMES = {
@@ -123,11 +126,10 @@ class Commit:
     config_hash: str
     git_revision: str
 
-    def metadata(self) -> str:
-        return json.dumps(
-            {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash, "git": self.git_revision},
-            sort_keys=True,
-        )
+    def metadata(self, write_id: str | None = None) -> str:
+        """The JSON of the commit; `write_id` (one per write) lets the writer find its own version."""
+        fields = {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash, "git": self.git_revision}
+        return json.dumps(fields | ({"write": write_id} if write_id else {}), sort_keys=True)
 
 
 def git_revision() -> str:
@@ -158,7 +160,15 @@ def current_version(spark: SparkSession, ref: TableRef) -> int | None:
     return None if latest is None else int(latest[0])
 
 
-def _written_version(spark: SparkSession, ref: TableRef) -> int:
+def _written_version(spark: SparkSession, ref: TableRef, write_id: str) -> int:
+    """The version this write committed: the newest history entry carrying its `write_id`, not the
+    table's newest version, which a writer that committed after it (decontaminate and dedup into
+    removed_samples at once) may own. A MERGE that changed nothing may commit nothing: then the
+    latest version holds the writer's rows."""
+    history = spark.sql(f"DESCRIBE HISTORY {ref.sql} LIMIT {HISTORY_SCAN}").select("version", "userMetadata")
+    for row in history.collect():
+        if write_id in (row["userMetadata"] or ""):
+            return int(row["version"])
     version = current_version(spark, ref)
     if version is None:
         raise RuntimeError(f"table {ref} has no version after a write")
@@ -183,7 +193,12 @@ def ensure_table(
     """Create the table with its schema (CHECK constraints, partition columns) if it does not exist
     yet; add the columns and struct fields a newer schema has to a table an older version wrote
     (their old rows read null)."""
-    retry_on_conflict(lambda: _create_table(spark, ref, schema, constraints, partition_by), f"create {ref}")
+
+    def create() -> None:
+        with _session_lock(spark):  # no other thread's MERGE metadata is set on the session meanwhile
+            _create_table(spark, ref, schema, constraints, partition_by)
+
+    retry_on_conflict(create, f"create {ref}")
 
 
 def missing_fields(existing: StructType, wanted: StructType, prefix: str = "") -> list[str]:
@@ -226,17 +241,41 @@ def _create_table(
         spark.sql(f"ALTER TABLE {ref.sql} ADD CONSTRAINT {name} CHECK ({expression})")
 
 
-class _commit_metadata:
-    """Sets Delta's commit userMetadata for the operations inside the block."""
+_LOCKS_LOCK = threading.Lock()
 
-    def __init__(self, spark: SparkSession, commit: Commit):
-        self.spark, self.commit = spark, commit
+
+def _session_lock(spark: SparkSession) -> threading.RLock:
+    """One lock per session for the SQL that commits: the session conf carrying a MERGE's metadata
+    is set only while the lock is held."""
+    with _LOCKS_LOCK:
+        lock = getattr(spark, "_finevision_commit_lock", None)
+        if lock is None:
+            lock = threading.RLock()
+            spark._finevision_commit_lock = lock  # type: ignore[attr-defined]
+        return lock
+
+
+class _commit_metadata:
+    """Sets Delta's commit userMetadata for the SQL inside the block (a MERGE has no write option
+    for it). The session conf is shared by the session's threads, so one block runs at a time per
+    session: a writer on another thread never commits under this writer's metadata."""
+
+    def __init__(self, spark: SparkSession, metadata: str):
+        self.spark, self.metadata, self.lock = spark, metadata, _session_lock(spark)
 
     def __enter__(self):
-        self.spark.conf.set(USER_METADATA_CONF, self.commit.metadata())
+        self.lock.acquire()
+        try:
+            self.spark.conf.set(USER_METADATA_CONF, self.metadata)
+        except BaseException:
+            self.lock.release()
+            raise
 
     def __exit__(self, *exc):
-        self.spark.conf.unset(USER_METADATA_CONF)
+        try:
+            self.spark.conf.unset(USER_METADATA_CONF)
+        finally:
+            self.lock.release()
 
 
 def merge_insert(
@@ -277,8 +316,10 @@ def merge_insert(
     if owned_rows:
         statement += f" WHEN NOT MATCHED BY SOURCE AND ({owned_rows}) THEN DELETE"
 
+    write_id = uuid.uuid4().hex
+
     def merge() -> None:  # a retry re-reads the table, so rows another writer inserted meanwhile match
-        with _commit_metadata(spark, commit):
+        with _commit_metadata(spark, commit.metadata(write_id)):
             spark.sql(statement)
 
     source.createOrReplaceTempView(view)
@@ -286,7 +327,7 @@ def merge_insert(
         retry_on_conflict(merge, f"merge into {ref}")
     finally:
         spark.catalog.dropTempView(view)
-    return _written_version(spark, ref)
+    return _written_version(spark, ref, write_id)
 
 
 def sql_string(value: str) -> str:
@@ -297,9 +338,10 @@ def sql_string(value: str) -> str:
 def append(spark: SparkSession, ref: TableRef, rows: DataFrame, commit: Commit, schema: StructType) -> int:
     ensure_table(spark, ref, schema)
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("append")
-    writer = writer.option("userMetadata", commit.metadata())
+    write_id = uuid.uuid4().hex
+    writer = writer.option("userMetadata", commit.metadata(write_id))
     writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
-    return _written_version(spark, ref)
+    return _written_version(spark, ref, write_id)
 
 
 def overwrite(
@@ -316,6 +358,7 @@ def overwrite(
     writer = rows.select(*schema.fieldNames()).write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    writer = writer.option("userMetadata", commit.metadata()).option("overwriteSchema", "false")
+    write_id = uuid.uuid4().hex
+    writer = writer.option("userMetadata", commit.metadata(write_id)).option("overwriteSchema", "false")
     writer.saveAsTable(ref.qualified_name) if ref.qualified_name else writer.save(ref.location)
-    return _written_version(spark, ref)
+    return _written_version(spark, ref, write_id)

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.jobs import analyze
+from etl.jobs.decontaminate import current_rules
 from etl.report import write_report
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, NEAR_DUPLICATE_CLUSTERS, SAMPLES
@@ -64,7 +65,9 @@ def tiny_lakehouse(spark, make_config):
     commit = tables.Commit("test", "test", "0", "0")
     ref = lambda name: tables.TableRef.of(config, name)  # noqa: E731
     tables.overwrite(spark, ref("silver_samples"), spark.createDataFrame(silver, SAMPLES), commit, SAMPLES)
-    hit = [("img2", "s3", "beta", "bench", "item9", 0.99, "m", 0.95, "sscd-faiss-exact", "r", None, "threshold", None)]
+    rule = current_rules(config)["image"]  # a hit of the configuration in force (others count nowhere)
+    hit = [("img2", "s3", "beta", "bench", "item9", 0.99, "m", 0.95, "sscd-faiss-exact", "r", None, "threshold", rule)]
+    hit += [("img1", "s1", "alpha", "bench", "item8", 0.9, "m", 0.95, "sscd-verified", "r0", None, "verified", "old")]
     tables.overwrite(
         spark, ref("contamination_hits"), spark.createDataFrame(hit, CONTAMINATION_HITS), commit, CONTAMINATION_HITS
     )
@@ -135,6 +138,7 @@ def test_subset_stats_per_subset_category_and_total(spark, tiny_lakehouse):
     )
     assert beta["near_duplicate_share"] == 1.0 and alpha["near_duplicate_share"] == 0.0
     assert beta["contaminated_sample_rate"] == 1.0 and beta["contaminated_image_rate"] == 0.5
+    assert alpha["contaminated_sample_rate"] == 0.0  # an earlier configuration's hit counts for nothing
     assert total["contaminated_sample_rate"] == 0.25 and total["contaminated_image_rate"] == pytest.approx(1 / 3)
     assert (beta["side_p10"], beta["side_p90"]) == (40, 300) and gamma["side_p50"] is None
     assert alpha["rating_formatting"] == 3.0 and alpha["rating_relevance"] == 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -34,31 +35,56 @@ def test_retry_repeats_a_write_that_lost_a_commit_race_and_nothing_else(monkeypa
         tables.retry_on_conflict(lambda: (_ for _ in ()).throw(ValueError("bad rows")), "merge into t")
 
 
+def _merge_removals(session, ref, stage: str, ids, keys=("sample_id", "stage"), **options) -> int:
+    """`stage`'s removed_samples rows for `ids`, merged into `ref` under that stage's commit."""
+    rows = [{"sample_id": i, "subset": "a", "stage": stage, "reason": "r", "detail": "", "run_id": stage} for i in ids]
+    commit = tables.Commit(run_id=f"run-{stage}", stage=stage, config_hash="h", git_revision="g")
+    frame = session.createDataFrame(rows, REMOVED_SAMPLES)
+    return tables.merge_insert(session, ref, frame, list(keys), commit, REMOVED_SAMPLES, **options)
+
+
+def _stage_of_version(spark, ref) -> dict[int, str]:
+    history = spark.sql(f"DESCRIBE HISTORY {ref.sql}").collect()
+    return {h["version"]: json.loads(h["userMetadata"])["stage"] for h in history if h["userMetadata"]}
+
+
 def test_two_stages_merging_into_one_table_at_once_both_land(spark, tmp_path, caplog):
-    """Four writers (two rounds of decontaminate and dedup) MERGE into one new table at the same
-    time; without retries one of them fails with Delta's concurrent-modification error."""
+    """Four writers (two rounds of decontaminate and dedup, each in its own session, as bundle tasks
+    are) MERGE into one new table at the same time; without retries one of them fails with Delta's
+    concurrent-modification error. Each records the version of its own commit, not the newest."""
     ref = tables.TableRef(name="removed_samples", path=str(tmp_path / "removed_samples"))
 
     def write(stage: str, start: int) -> int:
-        rows = [
-            {"sample_id": f"s{i}", "subset": "a", "stage": stage, "reason": "r", "detail": "", "run_id": stage}
-            for i in range(start, start + 50)
-        ]
-        commit = tables.Commit(run_id=stage, stage=stage, config_hash="h", git_revision="g")
-        return tables.merge_insert(
-            spark, ref, spark.createDataFrame(rows, REMOVED_SAMPLES), ["sample_id", "stage"], commit, REMOVED_SAMPLES
-        )
+        return _merge_removals(spark.newSession(), ref, stage, [f"s{i}" for i in range(start, start + 50)])
 
     writers = [("decontaminate", 0), ("dedup", 0), ("decontaminate", 25), ("dedup", 25)]
     with ThreadPoolExecutor(len(writers)) as pool:
         versions = list(pool.map(lambda w: write(*w), writers))
 
-    assert all(v is not None for v in versions)
+    assert len(set(versions)) == len(writers)
+    stage_of = _stage_of_version(spark, ref)
+    assert [stage_of[v] for v in versions] == [stage for stage, _ in writers]
     assert "another writer committed first" in caplog.text  # the race happened and was retried
     landed = {(r["sample_id"], r["stage"]) for r in tables.read(spark, ref).collect()}
     expected = {(f"s{i}", stage) for stage in ("decontaminate", "dedup") for i in range(75)}
     assert landed == expected
     assert tables.read(spark, ref).count() == len(expected)  # no row twice
+
+
+def test_writers_on_threads_of_one_session_commit_under_their_own_metadata(spark, tmp_path):
+    """A MERGE's commit metadata travels in the session's conf: writers on threads of one session
+    take turns, so no commit carries another writer's run or stage."""
+    stages = ["ingest", "clean", "embed", "dedup"]
+
+    def write(stage: str) -> tuple[tables.TableRef, int]:
+        ref = tables.TableRef(name=stage, path=str(tmp_path / stage))
+        return ref, _merge_removals(spark, ref, stage, [f"s{i}" for i in range(20)], keys=["sample_id"])
+
+    with ThreadPoolExecutor(len(stages)) as pool:
+        written = list(pool.map(write, stages))
+    for stage, (ref, version) in zip(stages, written, strict=True):
+        assert _stage_of_version(spark, ref) == {version: stage}
+    assert spark.conf.get(tables.USER_METADATA_CONF, None) is None  # nothing left set on the session
 
 
 def test_a_stage_replaces_only_the_rows_it_owns(spark, tmp_path):
@@ -67,19 +93,7 @@ def test_a_stage_replaces_only_the_rows_it_owns(spark, tmp_path):
     ref = tables.TableRef(name="removed_samples", path=str(tmp_path / "removed_samples"))
 
     def write(stage: str, ids: list[str]) -> int:
-        rows = [
-            {"sample_id": i, "subset": "a", "stage": stage, "reason": "r", "detail": "", "run_id": stage} for i in ids
-        ]
-        commit = tables.Commit(run_id=stage, stage=stage, config_hash="h", git_revision="g")
-        return tables.merge_insert(
-            spark,
-            ref,
-            spark.createDataFrame(rows, REMOVED_SAMPLES),
-            ["sample_id", "stage"],
-            commit,
-            REMOVED_SAMPLES,
-            owned_rows=f"t.stage = '{stage}'",
-        )
+        return _merge_removals(spark, ref, stage, ids, owned_rows=f"t.stage = '{stage}'")
 
     write("dedup", ["s1", "s2"])
     write("decontaminate", ["s1", "s3", "s4"])

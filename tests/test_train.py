@@ -367,7 +367,10 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
         item("quiz", "q1", mc, "apple", image=False),  # multiple choice, the answer as the option's text
         item("quiz", "q2", mc, "B", image=False),  # multiple choice, the answer as a letter
     ]
-    hits = [(None, "s", "colours", "colours", "c3", 1.0, "m", 1.0, "text-ngram", "r", None, "text", None)]
+    from etl.jobs.decontaminate import current_rules
+
+    rule = current_rules(pipeline)["text"]  # a hit of the configuration in force (others split nothing)
+    hits = [(None, "s", "colours", "colours", "c3", 1.0, "m", 1.0, "text-ngram", "r", None, "text", rule)]
     commit = tables.Commit("test", "test", "0", "0")
     tables.overwrite(
         spark,

@@ -15,7 +15,7 @@ from etl.config import CONF_DIR, ConfigError, PipelineConfig
 from etl.confs import session_conf
 from etl.resources import task_cpus
 from etl.runs import PipelineRun
-from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES, REMOVED_SAMPLES
+from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES
 from etl.sources.files import ArrowFiles
 from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
@@ -174,19 +174,7 @@ def run(run: PipelineRun) -> None:
             report.counters["contaminated_samples"] = overall["contaminated_samples"] if overall else 0
             report.rows_out = report.rows_in
             removing = settings.policy == "remove"
-            if removing or tables.exists(spark, run.table("removed_samples")):
-                # this stage's rows become its current removals: none under `flag`, and none that a
-                # hit of an earlier method, threshold or rule made
-                removed = stage.removals(hits, run.run_id) if removing else spark.createDataFrame([], REMOVED_SAMPLES)
-                report.output_versions["removed_samples"] = tables.merge_insert(
-                    spark,
-                    run.table("removed_samples"),
-                    removed,
-                    ["sample_id", "stage"],
-                    commit,
-                    REMOVED_SAMPLES,
-                    owned_rows="t.stage = 'decontaminate'",
-                )
+            run.write_removals(report, stage.removals(hits, run.run_id) if removing else None, commit)
             if removing:
                 report.dropped = {"contaminated": report.counters["contaminated_samples"]}
                 report.rows_out = report.rows_in - report.dropped["contaminated"]

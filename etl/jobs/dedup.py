@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.runs import PipelineRun
-from etl.schema import NEAR_DUPLICATE_CLUSTERS, REMOVED_SAMPLES
+from etl.schema import NEAR_DUPLICATE_CLUSTERS
 from etl.specs import embedder_spec
 from etl.stages.dedup import exact_duplicate_images, keep_one_removals, near_duplicate_clusters, near_duplicate_pairs
 from etl.stages.embed import held_embeddings
@@ -46,11 +46,12 @@ def run(run: PipelineRun) -> None:
             report.output_versions["near_duplicate_clusters"] = tables.overwrite(
                 spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
             )
-            keeping_one = settings.policy == "keep-one"
-            if keeping_one or tables.exists(spark, run.table("removed_samples")):
-                # this stage's rows become its current removals: none under `annotate`
+            if settings.policy != "keep-one":
+                run.write_removals(report, None, commit)  # annotate removes nothing
+            else:
                 removed = (
-                    keep_one_removals(silver, clusters).select(
+                    keep_one_removals(silver, clusters)
+                    .select(
                         "sample_id",
                         "subset",
                         F.lit("dedup").alias("stage"),
@@ -58,23 +59,13 @@ def run(run: PipelineRun) -> None:
                         "detail",
                         F.lit(run.run_id).alias("run_id"),
                     )
-                    if keeping_one
-                    else spark.createDataFrame([], REMOVED_SAMPLES)
-                ).persist()
-                if keeping_one:
-                    report.dropped = {
-                        r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
-                    }
-                    report.rows_out = report.rows_in - sum(report.dropped.values())
-                report.output_versions["removed_samples"] = tables.merge_insert(
-                    spark,
-                    run.table("removed_samples"),
-                    removed,
-                    ["sample_id", "stage"],
-                    commit,
-                    REMOVED_SAMPLES,
-                    owned_rows="t.stage = 'dedup'",
+                    .persist()
                 )
+                report.dropped = {
+                    r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
+                }
+                report.rows_out = report.rows_in - sum(report.dropped.values())
+                run.write_removals(report, removed, commit)
                 removed.unpersist()
         finally:
             clusters.unpersist()
