@@ -301,6 +301,8 @@ def merge_insert(
     on `t.`) names the rows the writer owns: those no new row matches are deleted, so the owned rows
     become exactly the new ones (e.g. a stage's removals under its current configuration).
     """
+    if owned_rows and target_filter:  # rows outside the filter would read as unmatched and be deleted
+        raise ValueError("merge_insert: owned_rows and target_filter cannot be combined")
     for key in keys:
         if key not in rows.columns:
             raise ValueError(f"merge key {key!r} is not a column of the rows for {ref.name}")

@@ -211,8 +211,8 @@ def verified_hits(
     With `broadcast_pairs` the candidates are broadcast to the samples to pick up the training
     images' bytes and texts where they lie (silver is streamed once, never shuffled); the caller
     turns it off when the pairs (about `candidate_k` a training image) outgrow a broadcast, and the
-    two sides meet in a shuffle join. The benchmark images the pairs name are broadcast to them. The verifier runs per Arrow batch of
-    pairs on the executors (`udfs.verify.verify_pairs`), on the pairs below the threshold only,
+    two sides meet in a shuffle join. The benchmark images the pairs name are broadcast to them.
+    The verifier runs per Arrow batch of pairs on the executors (`udfs.verify.verify_pairs`), on the pairs below the threshold only,
     measuring evidence from cheap to costly only as far as the decision needs (a feature it did not
     need is stored null in the evidence).
     """
