@@ -43,9 +43,11 @@ test-fast: setup
 test-spark: setup jars
 	$(PYTEST) -m "not pipeline and not browser and not cluster and not slow"
 
-# Every run prints its 25 slowest tests (setup included), to see where the time goes.
+# Two pytest-xdist workers; the tests of a shared multi-minute fixture stay on one worker and the
+# longest groups start first (tests/conftest.py). Every run prints its 25 slowest tests (setup included).
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test: setup jars chromium
-	$(PYTEST) --durations=25
+	$(PYTEST) $(XDIST) --durations=25
 
 # ruff (format and lint) and mypy, configured in pyproject.toml; `make format` applies the fixes. The docs/
 # reference builds without a warning (broken links and anchors fail it) into site/ (git-ignored).

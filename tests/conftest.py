@@ -31,10 +31,45 @@ TIER_OF_FIXTURE = {
 }
 
 
+# Session fixtures that take minutes to build. `make test` runs two pytest-xdist workers, and each
+# worker builds its own session fixtures: so every module whose tests use one of these runs on one
+# worker (an `xdist_group`), and each is built once per `make test`.
+SHARED_FIXTURES = ("sample_lakehouse", "embedded_contaminated_corpus")
+# Work that runs for minutes in processes of its own (a standalone cluster, a Spark Connect server):
+# scheduled first, so it overlaps the other worker's tests instead of trailing them.
+LONG_MODULES = ("test_sample_corpus_pipeline.py", "test_cluster_standalone.py", "test_spark_connect.py")
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _worker_groups(items) -> dict[str, str]:
+    """module -> its xdist group: modules that share a SHARED_FIXTURES fixture (directly, through
+    another fixture, or through a module that shares another one) form one group; every other module
+    is a group of its own, so module-scoped fixtures are built once too."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & set(SHARED_FIXTURES):
+            parent[root(_module(item))] = root(fixture)
+    return {_module(item): Path(root(_module(item))).stem for item in items}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
+    groups = _worker_groups(items)
     for item in items:
         for fixture in set(getattr(item, "fixturenames", ())) & TIER_OF_FIXTURE.keys():
             item.add_marker(TIER_OF_FIXTURE[fixture])
+        item.add_marker(pytest.mark.xdist_group(groups[_module(item)]))
+    long_groups = {groups[module] for module in groups if Path(module).name in LONG_MODULES}
+    items.sort(key=lambda item: groups[_module(item)] not in long_groups)  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,10 @@ conversion of a packaged GGUF checkpoint into a transformers folder (`prepare_gg
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from udfs.convert_once import converted_once
 from udfs.devices import pick_device
 from udfs.extras import require
 from udfs.judge import DIGITS, JudgeRequest, JudgeSpec, Verdict, digit_expectation, parse_score
@@ -127,31 +126,29 @@ def prepare_gguf_model(gguf_package: str, gguf_file: str, cache_dir: str) -> str
     into a model built from the GGUF's config does not, and executors then load plain
     safetensors from the cache instead of dequantising again.
     """
-    target = Path(cache_dir).resolve()
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return str(target)
-    for module in ("torch", "transformers", "gguf"):
-        require(module, "rate")
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    from udfs.tokens import gguf_path
+    def convert(folder: Path) -> None:
+        for module in ("torch", "transformers", "gguf"):
+            require(module, "rate")
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    source = gguf_path(gguf_package, gguf_file)
-    config = AutoConfig.from_pretrained(str(source.parent), gguf_file=source.name)
-    model = AutoModelForCausalLM.from_config(config)
-    tensors = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)["tensors"]
-    result = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-    untied = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if untied or result.unexpected_keys:
-        raise RuntimeError(f"{source.name}: missing {untied}, unexpected {result.unexpected_keys}")
-    model.tie_weights()
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    staging = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    if target.exists():  # an earlier conversion that did not finish
-        shutil.rmtree(target)
-    staging.replace(target)
-    return str(target)
+        from udfs.tokens import gguf_path
+
+        source = gguf_path(gguf_package, gguf_file)
+        config = AutoConfig.from_pretrained(str(source.parent), gguf_file=source.name)
+        model = AutoModelForCausalLM.from_config(config)
+        tensors = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)["tensors"]
+        result = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
+        untied = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+        if untied or result.unexpected_keys:
+            raise RuntimeError(f"{source.name}: missing {untied}, unexpected {result.unexpected_keys}")
+        model.tie_weights()
+        model.save_pretrained(str(folder))
+        AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name).save_pretrained(str(folder))
+
+    def is_complete(folder: Path) -> bool:
+        return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+    return str(converted_once(Path(cache_dir).resolve(), is_complete, convert))

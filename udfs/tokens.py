@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from udfs.convert_once import converted_once
 from udfs.extras import require
 from udfs.staging import is_uri, local_path
 
@@ -53,16 +54,17 @@ def prepare_tokenizer(path: str | None, gguf_package: str, gguf_file: str, cache
         if not candidate.exists():
             raise FileNotFoundError(f"tokenizer {candidate} not found")
         return str(candidate)
-    cached = Path(cache_dir).resolve() / "tokenizer.json"
-    if not cached.exists():  # converting the GGUF needs transformers (on a cluster: assets.dir instead)
+
+    def convert(folder: Path) -> None:  # needs transformers (on a cluster: assets.dir instead)
         require("transformers", "rate")
         require("gguf", "rate")
         from transformers import AutoTokenizer
 
         source = gguf_path(gguf_package, gguf_file)
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        tokenizer.save_pretrained(str(cached.parent))
-    return str(cached)
+        AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name).save_pretrained(str(folder))
+
+    folder = converted_once(Path(cache_dir).resolve(), lambda f: (f / "tokenizer.json").exists(), convert)
+    return str(folder / "tokenizer.json")
 
 
 @lru_cache(maxsize=4)
