@@ -18,19 +18,16 @@ CLI := $(PY) -m etl.cli
 
 setup: .venv/.synced
 
-# Resolves the Delta Lake jars through Spark's Ivy resolver into .ivy/ (once; offline afterwards).
-.ivy/.resolved: .venv/.synced
+# Resolves the Delta Lake jars through Spark's Ivy resolver into ~/.cache/finevision/ivy (once per
+# user and machine, shared by every clone; afterwards a check without a JVM).
+jars: setup
 	$(PY) -m etl.session
-	touch $@
-
-jars: .ivy/.resolved
 
 # One process, one Spark session for every step (`finevision demo`): samples, run, tables, review
 # contamination, review duplicates, report, train --train-config tiny, evaluate --model models/tiny/final.
 # Its session resolves the Delta jars on a fresh clone (no separate JVM for `jars`).
 demo: setup
 	$(CLI) demo
-	@test ! -s .ivy/resolved-jars.txt || touch .ivy/.resolved
 
 # Test tiers (markers come from the fixtures a test uses, see tests/conftest.py):
 #   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)

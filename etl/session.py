@@ -109,16 +109,32 @@ def _with_delta_jars(builder, profile: Profile):
     from delta import configure_spark_with_delta_pip
 
     builder = configure_spark_with_delta_pip(builder)
-    if not profile.ivy_dir:
+    ivy = ivy_path(profile)
+    if ivy is None:
         return builder
-    ivy = Path(profile.ivy_dir)
-    ivy = ivy if ivy.is_absolute() else PROJECT_ROOT / ivy
-    packages = builder._options.get("spark.jars.packages", "")
-    cached = _resolved_jars(ivy, packages)
+    cached = _resolved_jars(ivy, builder._options.get("spark.jars.packages", ""))
     if cached:  # resolved before: put the jars on the classpath, without Ivy's report on every start
         builder._options.pop("spark.jars.packages", None)
         return builder.config("spark.jars", ",".join(cached))
     return builder.config("spark.jars.ivy", str(ivy))
+
+
+def ivy_path(profile: Profile) -> Path | None:
+    """The profile's Ivy folder (`~` expanded; a relative path is taken from the checkout)."""
+    if not profile.ivy_dir:
+        return None
+    ivy = Path(profile.ivy_dir).expanduser()
+    return ivy if ivy.is_absolute() else PROJECT_ROOT / ivy
+
+
+def cached_delta_jars(profile: Profile) -> list[str] | None:
+    """The Delta jars an earlier session of this profile resolved, if they are all still there."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    ivy = ivy_path(profile)
+    packages = configure_spark_with_delta_pip(SparkSession.builder)._options.get("spark.jars.packages", "")
+    return _resolved_jars(ivy, packages) if ivy else None
 
 
 def _resolved_jars(ivy: Path, packages: str) -> list[str] | None:
@@ -142,7 +158,12 @@ def _record_resolved_jars(session) -> None:
 
 
 if __name__ == "__main__":
-    # `python -m etl.session`: start the local profile once, which resolves and caches the jars.
-    spark = build_session("local")
-    print(f"spark {spark.version} with delta ready; jars cached under {PROJECT_ROOT / '.ivy'}")
-    spark.stop()
+    # `python -m etl.session` (`make jars`): start the local profile once, which resolves the Delta
+    # jars into the profile's Ivy folder, shared by every clone of this user; no JVM once they are there.
+    local = load_profile("local")
+    if cached_delta_jars(local):
+        print(f"delta jars cached under {ivy_path(local)}")
+    else:
+        spark = build_session(local)
+        print(f"spark {spark.version} with delta ready; jars cached under {ivy_path(local)}")
+        spark.stop()

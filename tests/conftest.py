@@ -72,6 +72,20 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: groups[_module(item)] not in long_groups)  # stable: order kept otherwise
 
 
+def pytest_collection_finish(session):
+    """On an xdist worker with `--dist loadgroup`: fail unless xdist put every test in its group (it
+    marks the node id `...@group`). With pytest 9.2 it silently stops doing so (pytest-xdist#1386),
+    and each worker would build every shared fixture again."""
+    if not (hasattr(session.config, "workerinput") and session.config.getvalue("loadgroup")):
+        return
+    ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid.rsplit("::", 1)[-1]]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist ignored the xdist_group of {len(ungrouped)} tests (e.g. {ungrouped[0]}): "
+            "pytest >= 9.2 breaks --dist loadgroup (pytest-xdist#1386); use the locked pytest"
+        )
+
+
 @pytest.fixture(scope="session")
 def spark():
     from etl.session import build_session, load_profile

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from etl.config import PROJECT_ROOT
+from etl.session import ivy_path, load_profile
 from tests.conftest import missing_prerequisite
 
 # The whole run (venv, corpus, pipeline) takes minutes; more on a machine shared with other work.
@@ -359,7 +360,7 @@ def submitted(cluster, wheel_venv, shared, tmp_path_factory):
         "--packages",
         DELTA_PACKAGE,
         "--conf",
-        f"spark.jars.ivy={PROJECT_ROOT / '.ivy'}",
+        f"spark.jars.ivy={ivy_path(load_profile('local'))}",
         "--driver-memory",
         "2g",
         "--executor-memory",
@@ -540,7 +541,8 @@ def test_workers_share_nothing_with_the_driver(cluster, submitted):
     data_files = list((storage / "lake" / "silver_samples").glob("*.parquet"))
     assert data_files and all(f.stat().st_uid == worker_uid for f in data_files)
     assert all(f.stat().st_uid == worker_uid for f in cluster.work_dir(0).glob("app-*/*/stderr"))
-    # the tokenizer and the judge were converted in the driver's folder (the judge's cache_dir is relative)
-    converted = (driver_dir / "tokenizer", driver_dir / ".cache" / "models" / "smollm2-135m-instruct")
+    # the tokenizer was converted in the driver's folder (the config names it), the judge in the
+    # driver user's cache (the default `~/.cache/finevision/models/...`)
+    converted = (driver_dir / "tokenizer", Path.home() / ".cache" / "finevision" / "models" / "smollm2-135m-instruct")
     for private in (PROJECT_ROOT / "pyproject.toml", Path.home(), *converted):
         assert private.exists() and not _worker_can_read(private), private

@@ -22,7 +22,7 @@ from pyspark.sql.types import ArrayType, DoubleType, FloatType
 
 from etl import tables
 from etl.config import PROJECT_ROOT, IngestConfig, SourceSpec, load_config
-from etl.session import OFFLINE_JARS_DIR, RESOLVED_JARS
+from etl.session import OFFLINE_JARS_DIR, cached_delta_jars, load_profile
 
 STAGES = ["ingest", "clean", "embed", "decontaminate", "dedup"]
 SERVER_START_S = 600  # a JVM on a machine shared with other work
@@ -38,9 +38,7 @@ def _free_port() -> int:
 def _delta_jars() -> list[str]:
     """The Delta jars the local profile uses (`make jars`): the offline folder, else Ivy's record."""
     offline = sorted(str(p) for p in OFFLINE_JARS_DIR.glob("*.jar")) if OFFLINE_JARS_DIR.exists() else []
-    record = PROJECT_ROOT / ".ivy" / RESOLVED_JARS
-    resolved = record.read_text().split()[1:] if record.exists() else []
-    return offline or [j for j in resolved if Path(j).is_file()]
+    return offline or cached_delta_jars(load_profile("local")) or []
 
 
 @pytest.fixture(scope="module")

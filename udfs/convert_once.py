@@ -24,7 +24,11 @@ def converted_once(target: Path, is_complete: Callable[[Path], bool], convert: C
         if not is_complete(target):
             staging = target.with_name(f".{target.name}.tmp{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
-            convert(staging)
+            try:
+                convert(staging)
+            finally:
+                if not is_complete(staging):  # failed or interrupted: leave nothing half-written
+                    shutil.rmtree(staging, ignore_errors=True)
             if target.exists():  # an earlier conversion that did not finish
                 shutil.rmtree(target)
             staging.replace(target)

@@ -151,4 +151,4 @@ def prepare_gguf_model(gguf_package: str, gguf_file: str, cache_dir: str) -> str
     def is_complete(folder: Path) -> bool:
         return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
 
-    return str(converted_once(Path(cache_dir).resolve(), is_complete, convert))
+    return str(converted_once(Path(cache_dir).expanduser().resolve(), is_complete, convert))

@@ -63,7 +63,7 @@ def prepare_tokenizer(path: str | None, gguf_package: str, gguf_file: str, cache
         source = gguf_path(gguf_package, gguf_file)
         AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name).save_pretrained(str(folder))
 
-    folder = converted_once(Path(cache_dir).resolve(), lambda f: (f / "tokenizer.json").exists(), convert)
+    folder = converted_once(Path(cache_dir).expanduser().resolve(), lambda f: (f / "tokenizer.json").exists(), convert)
     return str(folder / "tokenizer.json")
 
 
