@@ -33,6 +33,7 @@ from pyspark.sql.window import Window
 from etl import tables
 from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, PipelineConfig, Strict, _read_yaml
 from etl.schema import EVAL_PREDICTIONS, require_columns
+from etl.train.aggregates import AGGREGATES
 from etl.train.metrics import METRIC_NAMES, MULTIPLE_CHOICE, MULTIPLE_CHOICE_PROMPT, options_in, score_item
 
 log = logging.getLogger("finevision")
@@ -44,6 +45,10 @@ class EvalConfig(Strict):
     metrics: dict[str, str] = Field(default_factory=dict, description="benchmark -> metric; default exact_match")
     default_metric: str = "exact_match"
     post_prompts: dict[str, str] = Field(default_factory=dict, description="benchmark -> text after the question")
+    aggregates: dict[str, str] = Field(
+        default_factory=dict,
+        description="benchmark -> official aggregate (etl/train/aggregates.py): mme | mmstar | ocrbench",
+    )
     max_new_tokens: int = Field(16, gt=0)
     batch_size: int = Field(8, gt=0, description="items per generate call")
     device: str = Field("auto", description="auto (the task's GPU, else CPU) | cpu | cuda")
@@ -66,7 +71,16 @@ def checked(config: EvalConfig) -> EvalConfig:
     unknown = {m for m in [*config.metrics.values(), config.default_metric] if m not in METRIC_NAMES}
     if unknown:
         raise ConfigError(f"eval metrics: unknown {sorted(unknown)}; known: {list(METRIC_NAMES)}")
-    for name in [*config.benchmarks, *config.metrics, *config.post_prompts, config.predictions_table]:
+    unknown = {a for a in config.aggregates.values() if a not in AGGREGATES}
+    if unknown:
+        raise ConfigError(f"eval aggregates: unknown {sorted(unknown)}; known: {list(AGGREGATES)}")
+    for name in [
+        *config.benchmarks,
+        *config.metrics,
+        *config.post_prompts,
+        *config.aggregates,
+        config.predictions_table,
+    ]:
         if not IDENTIFIER.match(name):
             raise ConfigError(f"eval config: {name!r} is not an identifier")
     return config
@@ -86,7 +100,7 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "evaluation_items")
     require_columns(hits, ["benchmark", "benchmark_item_id"], "evaluation_items")
     answered = F.length(F.trim(F.coalesce(F.col("texts")[0]["assistant"], F.lit("")))) > 0
-    ids = items.filter(answered).select("benchmark", "item_id")
+    ids = items.filter(answered).select("benchmark", "item_id").distinct()  # MME's two questions share an id
     if config.benchmarks:
         ids = ids.filter(F.col("benchmark").isin(*config.benchmarks))
     dirty = hits.select("benchmark", F.col("benchmark_item_id").alias("item_id")).distinct()
@@ -307,6 +321,37 @@ def click_scores(predictions: DataFrame) -> list[Score]:
     return _scores(clicks.groupBy("benchmark", "metric").agg(*_aggregates()).orderBy("benchmark").collect())
 
 
+def _aggregate(aggregate: str, predictions: pd.DataFrame) -> dict[str, float] | None:
+    items = list(zip(predictions["item_id"], predictions["score"], strict=True))
+    return AGGREGATES[aggregate](items) if items else None
+
+
+def official_scores(predictions: pd.DataFrame, aggregates: dict[str, str]) -> list[Score]:
+    """The official aggregates of the benchmarks that define one (`aggregates`: benchmark ->
+    etl/train/aggregates.py name) over all, contaminated and clean items: one Score per value,
+    its `metric` the value's name (`perception_total`, `category_mean`, `correct_of_1000`)."""
+    scores = []
+    for benchmark, aggregate in sorted(aggregates.items()):
+        rows = predictions[predictions["benchmark"] == benchmark]
+        if rows.empty:
+            continue
+        contaminated, clean = rows[rows["contaminated"]], rows[~rows["contaminated"]]
+        over_all, over_contaminated, over_clean = (_aggregate(aggregate, part) for part in (rows, contaminated, clean))
+        for name, total in (over_all or {}).items():
+            scores.append(
+                Score(
+                    benchmark,
+                    name,
+                    total,
+                    over_contaminated[name] if over_contaminated else None,
+                    over_clean[name] if over_clean else None,
+                    len(rows),
+                    len(contaminated),
+                )
+            )
+    return scores
+
+
 def evaluate(
     model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark: SparkSession, run_id: str | None = None
 ) -> list[Score]:
@@ -355,7 +400,9 @@ def evaluate(
             spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()), EVAL_PREDICTIONS
         )
         written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
-        scores = split_scores(written) + click_scores(written)
+        # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
+        table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
+        scores = split_scores(written) + click_scores(written) + official_scores(table, config.aggregates)
         if not scores:
             raise ConfigError("no benchmark item with a reference answer to evaluate on")
         mlflow.log_params(
@@ -369,8 +416,6 @@ def evaluate(
                 {k: v for k, v in values.items() if v is not None}
                 | {f"eval/{s.benchmark}/items": s.n_all, f"eval/{s.benchmark}/items.contaminated": s.n_contaminated}
             )
-        # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
-        table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
         mlflow.log_table(table, "eval/predictions.json")
     return scores
 
