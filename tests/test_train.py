@@ -387,8 +387,16 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
         CONTAMINATION_HITS,
     )
 
-    eval_config = EvalConfig(limit=2, max_new_tokens=3, batch_size=2, metrics={"quiz": "option_accuracy"})
-    scores = {s.benchmark: s for s in evaluate(str(model_dir), pipeline, eval_config, spark)}
+    eval_config = EvalConfig(
+        limit=2,
+        max_new_tokens=3,
+        max_new_tokens_per_benchmark={"quiz": 2},
+        batch_size=2,
+        metrics={"quiz": "option_accuracy"},
+        aggregates={"colours": "ocrbench"},  # items right of 1000, printed besides the mean
+    )
+    reported = evaluate(str(model_dir), pipeline, eval_config, spark)
+    scores = {s.benchmark: s for s in reported if s.metric != "correct_of_1000"}
     assert not evaluation._LOADED  # the model was loaded by the executors' Python workers, never here
 
     predictions = tables.read(spark, tables.TableRef.of(pipeline, "eval_predictions")).toPandas()
@@ -418,12 +426,15 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
         assert score.all == pytest.approx(mine["score"].mean())
     assert scores["colours"].metric == "exact_match" and scores["quiz"].metric == "option_accuracy"
     assert scores["quiz"].contaminated is None and scores["colours"].contaminated is not None
+    [official] = [s for s in reported if s.metric == "correct_of_1000"]
+    assert official.benchmark == "colours" and official.all == pytest.approx(1000 * scores["colours"].all)
 
     run = MlflowClient(pipeline.mlflow.tracking_uri).get_run(predictions["mlflow_run_id"][0])
     assert {
         "eval/colours/exact_match.clean",
         "eval/colours/exact_match.contaminated",
         "eval/quiz/option_accuracy",
+        "eval/colours/correct_of_1000",
     } <= set(run.data.metrics)
     assert run.data.params["eval.output.eval_predictions"] == "1"  # the version written (0 created the table)
     logged = MlflowClient(pipeline.mlflow.tracking_uri).download_artifacts(

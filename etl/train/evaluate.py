@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,10 @@ class EvalConfig(Strict):
         default_factory=dict,
         description="benchmark -> official aggregate (etl/train/aggregates.py): mme | mmstar | ocrbench",
     )
-    max_new_tokens: int = Field(16, gt=0)
+    max_new_tokens: int = Field(16, gt=0, description="for a benchmark not in max_new_tokens_per_benchmark")
+    max_new_tokens_per_benchmark: dict[str, int] = Field(
+        default_factory=dict, description="benchmark -> most tokens generated (lmms-eval's generation_kwargs)"
+    )
     batch_size: int = Field(8, gt=0, description="items per generate call")
     device: str = Field("auto", description="auto (the task's GPU, else CPU) | cpu | cuda")
     partitions: int | None = Field(None, gt=0, description="spread the items over this many tasks; null = as read")
@@ -74,26 +77,24 @@ def checked(config: EvalConfig) -> EvalConfig:
     unknown = {a for a in config.aggregates.values() if a not in AGGREGATES}
     if unknown:
         raise ConfigError(f"eval aggregates: unknown {sorted(unknown)}; known: {list(AGGREGATES)}")
-    for name in [
-        *config.benchmarks,
-        *config.metrics,
-        *config.post_prompts,
-        *config.aggregates,
-        config.predictions_table,
-    ]:
+    short = {b: n for b, n in config.max_new_tokens_per_benchmark.items() if n <= 0}
+    if short:
+        raise ConfigError(f"eval max_new_tokens_per_benchmark: must be positive, got {short}")
+    names = [*config.benchmarks, *config.metrics, *config.post_prompts, *config.aggregates]
+    for name in [*names, *config.max_new_tokens_per_benchmark, config.predictions_table]:
         if not IDENTIFIER.match(name):
             raise ConfigError(f"eval config: {name!r} is not an identifier")
     return config
 
 
-def _literal_map(mapping: dict[str, str]):
+def _literal_map(mapping: Mapping[str, str | int]):
     return F.create_map(*[F.lit(x) for kv in sorted(mapping.items()) for x in kv]) if mapping else None
 
 
 def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> DataFrame:
     """The items to answer: those with a reference answer, of the configured benchmarks, flagged
     `contaminated`, at most `limit` clean ones per benchmark (by item_id), with their `metric`,
-    `question` (first user turn), `answer` (its reply) and `post_prompt`.
+    `question` (first user turn), `answer` (its reply), `post_prompt` and `max_new_tokens`.
 
     Contamination and the limit are worked out on ids; the image bytes are joined once, at the end,
     against the broadcast ids kept (the benchmark side is bounded)."""
@@ -117,6 +118,10 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
         else F.lit(config.default_metric)
     )
     post_prompt = F.coalesce(prompts[F.col("benchmark")], F.lit("")) if prompts is not None else F.lit("")
+    lengths = _literal_map(config.max_new_tokens_per_benchmark)
+    max_new_tokens = F.lit(config.max_new_tokens)
+    if lengths is not None:
+        max_new_tokens = F.coalesce(lengths[F.col("benchmark")], max_new_tokens)
     return items.join(F.broadcast(ids), ["benchmark", "item_id"]).select(
         "benchmark",
         "item_id",
@@ -126,6 +131,7 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
         F.col("texts")[0]["user"].alias("question"),
         F.col("texts")[0]["assistant"].alias("answer"),
         post_prompt.alias("post_prompt"),
+        max_new_tokens.alias("max_new_tokens"),
     )
 
 
@@ -145,7 +151,6 @@ class ModelSpec:
     model: str
     tracking_uri: str
     device: str = "auto"
-    max_new_tokens: int = 16
     batch_size: int = 8
 
 
@@ -221,14 +226,16 @@ def answer_batch(spec: ModelSpec, batch: pd.DataFrame) -> pd.DataFrame:
         [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
         for images in batch["images"]
     ]
-    predictions = [""] * len(batch)  # every item is answered by one of the two passes below
-    for with_images in (True, False):  # a generate call takes items with images or items without
-        chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images]
+    predictions = [""] * len(batch)  # every item is answered by one of the passes below
+    # A generate call takes items with images or items without, of one benchmark's max_new_tokens.
+    lengths = [int(n) for n in batch["max_new_tokens"]]
+    for with_images, length in sorted({(bool(p), n) for p, n in zip(pictures, lengths, strict=True)}):
+        chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images and lengths[i] == length]
         for start in range(0, len(chosen), spec.batch_size):
             part = chosen[start : start + spec.batch_size]
             chats = [prompt_text(prompts[i], len(pictures[i])) for i in part]
             answers = generate(
-                model, processor, device, chats, [pictures[i] for i in part] if with_images else [], spec.max_new_tokens
+                model, processor, device, chats, [pictures[i] for i in part] if with_images else [], length
             )
             for i, answer in zip(part, answers, strict=False):
                 predictions[i] = answer
@@ -382,7 +389,7 @@ def evaluate(
     )
     if config.partitions:
         items = items.repartition(config.partitions, "item_id")
-    spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.max_new_tokens, config.batch_size)
+    spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.batch_size)
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
     if run_id is None:
         mlflow.set_experiment(experiment_name(config.experiment, pipeline.mlflow.tracking_uri))
