@@ -54,3 +54,41 @@ def test_answers_are_generated_per_benchmark_length_and_image_presence(monkeypat
     out = evaluation.answer_batch(ModelSpec("m", "file:/x", batch_size=8), batch)
     assert sorted(calls) == [(1, False, 128), (1, True, 16), (2, True, 128)]
     assert list(out["prediction"]) == ["128", "128", "128", "16"] and list(out["score"]) == [1.0] * 4
+
+
+def test_average_rank_ranks_runs_per_benchmark_then_averages_with_ties_sharing():
+    from etl.train.ranks import average_ranks, ranks
+
+    assert ranks({"a": 0.5, "b": 0.9, "c": 0.5, "d": 0.1}) == {"a": 2.5, "b": 1.0, "c": 2.5, "d": 4.0}
+    scores = {
+        "a": {"mme": 1500.0, "ocrbench": 600.0, "chartqa": 0.40},
+        "b": {"mme": 1400.0, "ocrbench": 600.0, "chartqa": 0.50},
+        "c": {"mme": 1300.0, "ocrbench": 500.0},  # no chartqa: ranked on the other two
+    }
+    # mme: a 1, b 2, c 3; ocrbench: a and b tie for 1-2 -> 1.5 each, c 3; chartqa: b 1, a 2
+    assert average_ranks(scores) == {
+        "a": pytest.approx((1 + 1.5 + 2) / 3),
+        "b": pytest.approx((2 + 1.5 + 1) / 3),
+        "c": 3.0,
+    }
+
+
+def test_the_reported_score_of_a_benchmark_is_its_official_aggregate_else_its_metric():
+    from etl.train.ranks import reported_scores
+
+    logged = {
+        "eval/mme/exact_match": 0.8,
+        "eval/mme/perception_total": 1400.0,
+        "eval/mme/cognition_total": 300.0,
+        "eval/mme/perception_total.clean": 1390.0,
+        "eval/mme/items": 2374,
+        "eval/chartqa/relaxed_accuracy": 0.6,
+        "eval/chartqa/relaxed_accuracy.contaminated": 0.9,
+        "eval/screenspot_v2/web/icon/click_accuracy": 0.3,
+        "train/loss": 1.0,
+    }
+    assert reported_scores(logged) == {
+        "mme/perception_total": 1400.0,
+        "mme/cognition_total": 300.0,
+        "chartqa/relaxed_accuracy": 0.6,
+    }
