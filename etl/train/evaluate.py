@@ -170,8 +170,8 @@ def load_model(model: str, tracking_uri: str | None = None):
 
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
-        local = Path(mlflow.artifacts.download_artifacts(model))
-        return mlflow.pytorch.load_model(model), AutoProcessor.from_pretrained(str(local / "extra_files"))
+        chat = mlflow.pyfunc.load_model(model).unwrap_python_model()  # etl/train/serving.py's ChatModel
+        return chat.model, chat.processor
     return Idefics3ForConditionalGeneration.from_pretrained(model), AutoProcessor.from_pretrained(model)
 
 
