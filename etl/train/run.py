@@ -296,6 +296,9 @@ def _dataset_input(source: data.GoldSource, config: TrainConfig):
     return MetaDataset(delta, name=name, digest=digest)  # type: ignore[abstract]
 
 
+SERVING_CODE = Path(__file__).with_name("serving.py")  # the pyfunc, a file of its own (set_model on import)
+
+
 def model_example() -> pd.DataFrame:
     """The input example: a one-image question, as the served model takes it."""
     from PIL import Image
@@ -332,8 +335,6 @@ def log_model(
     import torch
     import transformers
 
-    from etl.train import serving
-
     mlflow.set_tracking_uri(tracking_uri)
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
@@ -343,7 +344,7 @@ def log_model(
         flavor=mlflow.pyfunc,
         run_id=run_id,
         registered_model_name=registered_model_name,
-        python_model=serving.__file__,  # logged as code: serving loads it without this project
+        python_model=str(SERVING_CODE),  # logged as code: serving loads it without this project
         artifacts={"model": final_dir},
         signature=model_signature(),
         input_example=model_example(),
