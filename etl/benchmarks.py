@@ -65,6 +65,11 @@ class BenchmarkUnit(Strict):
     )
     answer_key: str | None = Field(None, description="answers are a list of structs: the key holding the text")
     id_field: str | None = None
+    group_field: str | None = Field(
+        None,
+        description="the benchmark's own category column its official aggregate groups by (MME's category, MMStar's "
+        "l2_category; etl/train/aggregates.py): the item id becomes `<group>/<id>`; needs id_field",
+    )
     bbox_field: str | None = Field(
         None,
         description="GUI grounding (ScreenSpot-V2): the element's box column; the answer is the box normalised to the "
@@ -104,6 +109,7 @@ class BenchmarkUnit(Strict):
         "answer_field",
         "answer_key",
         "id_field",
+        "group_field",
         "bbox_field",
         "platform_field",
         "element_type_field",
@@ -128,6 +134,12 @@ class BenchmarkUnit(Strict):
         if any(not name.strip() for name in names) or (isinstance(value, list) and len(set(value)) != len(value)):
             raise ValueError("option columns must be distinct, non-empty names")
         return value
+
+    @model_validator(mode="after")
+    def _group_with_id(self) -> BenchmarkUnit:
+        if self.group_field is not None and self.id_field is None:
+            raise ValueError("group_field needs id_field (the item id is <group>/<id>)")
+        return self
 
     @model_validator(mode="after")
     def _grounding(self) -> BenchmarkUnit:
@@ -156,6 +168,7 @@ class BenchmarkUnit(Strict):
             "context": self.context_field,
             "answer": self.answer_field,
             "id": self.id_field,
+            "group": self.group_field,
             "options": self.options_field if isinstance(self.options_field, str) else None,
             "bbox": self.bbox_field,
             "platform": self.platform_field,

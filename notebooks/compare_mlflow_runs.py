@@ -58,3 +58,37 @@ if runs is not None and len(runs) >= 2:
     print(f"{len(changed)} metric(s) differ between {previous.run_id} and {latest.run_id}")
 else:
     print("one run only: nothing to compare yet")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC Trained models compared the paper's way: each run's reported score per benchmark (the official aggregate
+# MAGIC where the benchmark has one: MME's totals, MMStar's category mean, OCRBench of 1000; else its metric's
+# MAGIC mean), and its average rank over them (per benchmark the runs are ranked, the best 1, ties sharing the
+# MAGIC average rank; `etl/train/ranks.py`). `finevision evaluate` logs into the model's training run, or into the
+# MAGIC evaluation experiment.
+
+# COMMAND ----------
+
+import pandas as pd
+
+from etl.train.config import MlflowTrainConfig
+from etl.train.evaluate import load_eval_config
+from etl.train.ranks import average_ranks, reported_scores
+from etl.train.run import experiment_name
+
+names = {load_eval_config().experiment, MlflowTrainConfig().experiment}
+found = [mlflow.get_experiment_by_name(experiment_name(n, ctx.config.mlflow.tracking_uri)) for n in sorted(names)]
+evaluated = mlflow.search_runs([e.experiment_id for e in found if e], max_results=50) if any(found) else pd.DataFrame()
+scores = {
+    run["run_id"]: reported_scores({k.removeprefix("metrics."): v for k, v in run.items()
+                                    if k.startswith("metrics.eval/") and pd.notna(v)})
+    for _, run in evaluated.iterrows()
+}
+scores = {run: values for run, values in scores.items() if values}
+if len(scores) < 2:
+    print(f"{len(scores)} evaluated run(s): run `finevision evaluate` on two models to rank them")
+else:
+    table = pd.DataFrame.from_dict(scores, orient="index")
+    table["average_rank"] = pd.Series(average_ranks(scores))
+    display(table.sort_values("average_rank"))

@@ -41,6 +41,7 @@ class Schema:
     answer_kind: str = "string"
     id: str | None = None
     id_type: pa.DataType = pa.string()
+    group: str | None = None  # the category column an official aggregate groups by (the item id's prefix)
     extra: dict[str, pa.DataType] = field(default_factory=dict)  # further columns the card lists, unread
 
 
@@ -107,7 +108,7 @@ SCHEMAS: dict[str, Schema] = {
         id_type=pa.int64(),
         extra={"category": pa.string()},
     ),
-    "lmms-lab/MME": Schema(id="question_id", extra={"category": pa.string()}),
+    "lmms-lab/MME": Schema(id="question_id", group="category"),
     "lmms-lab/MMT-Benchmark": Schema(options="columns", option_columns=LETTERS, answer_kind="letter"),
     "lmms-lab/MMT_MI-Benchmark": Schema(images="list", options="columns", option_columns=LETTERS, answer_kind="letter"),
     "lmms-lab/MMMU": Schema(
@@ -168,7 +169,7 @@ SCHEMAS: dict[str, Schema] = {
     "lmms-lab/VizWiz-VQA": Schema(answer="answers", answer_kind="strings", id="question_id"),
     "lmms-lab/VQAv2": Schema(answer="answers", answer_kind="structs", id="question_id", id_type=pa.int64()),
     "lmms-lab/vstar-bench": Schema(question="text", answer="label", answer_kind="letter_inline", id="question_id"),
-    "Lin-Chen/MMStar": Schema(answer_kind="letter_inline", id="index", id_type=pa.int64()),
+    "Lin-Chen/MMStar": Schema(answer_kind="letter_inline", id="index", id_type=pa.int64(), group="l2_category"),
     "echo840/OCRBench": Schema(answer_kind="strings", extra={"question_type": pa.string()}),
 }
 
@@ -297,6 +298,10 @@ def build_unit(unit, index: int) -> tuple[pa.Table, list[Expected]]:
             columns.setdefault(schema.id, []).append(value)
             types[schema.id] = schema.id_type
             item_id = str(value)
+        if schema.group:
+            columns.setdefault(schema.group, []).append(f"group {row}")
+            types[schema.group] = pa.string()
+            item_id = f"group {row}/{item_id}"
         for name, kind in schema.extra.items():
             columns.setdefault(name, []).append(None)
             types[name] = kind
@@ -313,11 +318,12 @@ def catalogue():
 def test_every_unit_has_a_fixture_schema_naming_the_catalogues_columns(catalogue):
     for unit in catalogue.units:
         schema = schema_of(unit)
-        assert (schema.question, schema.answer, schema.id, schema.context) == (
+        assert (schema.question, schema.answer, schema.id, schema.context, schema.group) == (
             unit.question_field,
             unit.answer_field,
             unit.id_field,
             unit.context_field,
+            unit.group_field,
         ), unit.name
         options = schema.option_columns if schema.options == "columns" else schema.options and schema.options_column
         assert options == unit.options_field, unit.name

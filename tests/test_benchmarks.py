@@ -211,6 +211,7 @@ def test_to_source_spec_refuses_a_unit_without_images(lmms_eval):
         ),
         ("units:\n  - {name: a, hub_id: x/y, platform_field: p}\n", "units.0: Value error, platform_field and"),
         ("units:\n  - {name: a, hub_id: x/y, bbox_format: xy}\n", "units.0.bbox_format: Input should be"),
+        ("units:\n  - {name: a, hub_id: x/y, group_field: category}\n", "units.0: Value error, group_field needs"),
         ("sources: [a, a]\n", "sources: Value error, duplicate"),
         ("units: [\n", "not valid YAML"),
     ],
@@ -297,6 +298,23 @@ def test_benchmark_layout_keeps_every_distinct_reference_and_quarantines_a_missi
     ]
     records, _ = _benchmark_records(tmp_path, table, {"image": "image", "question": "question"})
     assert {(str(r.reason), r.detail) for r in records} == {("missing_field", "missing field 'question'")}
+
+
+def test_a_group_field_prefixes_the_item_id_with_the_items_category(tmp_path):
+    """MME's two questions of an image share `question_id`; its totals sum per `category`."""
+    image = {"bytes": png_bytes(), "path": None}
+    table = pa.table(
+        {
+            "image": [image, image, image],
+            "question": ["Is it red?", "Is it blue?", "Is it round?"],
+            "answer": ["Yes", "No", "Yes"],
+            "question_id": ["1.png", "1.png", "2.png"],
+            "category": ["color", "color", None],  # no category: the id alone
+        }
+    )
+    fields = {"image": "image", "question": "question", "answer": "answer", "id": "question_id", "group": "category"}
+    records, _ = _benchmark_records(tmp_path, table, fields)
+    assert [r.item_id for r in records] == ["color/1.png", "color/1.png", "2.png"]
 
 
 def test_benchmark_layout_writes_a_grounding_items_box_as_its_reference(tmp_path):

@@ -178,9 +178,14 @@ ROLE_ALIASES = {
 
 
 def item_id_of(spec: SourceSpec, record: dict) -> str | None:
-    """The benchmark item id of a record, when the spec names an id field and the record has it."""
+    """The benchmark item id of a record, when the spec names an id field and the record has it;
+    `<group>/<id>` when the spec names a group field (the category an official aggregate groups
+    by, etl/train/aggregates.py) and the record has one."""
     value = record.get(spec.fields["id"]) if "id" in spec.fields else None
-    return None if value is None or value == "" else str(value)
+    if value is None or value == "":
+        return None
+    group = record[spec.fields["group"]] if "group" in spec.fields else None
+    return str(value) if group is None or group == "" else f"{group}/{value}"
 
 
 def template_for(templates: list[str], key: str) -> str:

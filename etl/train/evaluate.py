@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from pyspark.sql.window import Window
 from etl import tables
 from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, PipelineConfig, Strict, _read_yaml
 from etl.schema import EVAL_PREDICTIONS, require_columns
+from etl.train.aggregates import AGGREGATES
 from etl.train.metrics import METRIC_NAMES, MULTIPLE_CHOICE, MULTIPLE_CHOICE_PROMPT, options_in, score_item
 
 log = logging.getLogger("finevision")
@@ -44,7 +45,14 @@ class EvalConfig(Strict):
     metrics: dict[str, str] = Field(default_factory=dict, description="benchmark -> metric; default exact_match")
     default_metric: str = "exact_match"
     post_prompts: dict[str, str] = Field(default_factory=dict, description="benchmark -> text after the question")
-    max_new_tokens: int = Field(16, gt=0)
+    aggregates: dict[str, str] = Field(
+        default_factory=dict,
+        description="benchmark -> official aggregate (etl/train/aggregates.py): mme | mmstar | ocrbench",
+    )
+    max_new_tokens: int = Field(16, gt=0, description="for a benchmark not in max_new_tokens_per_benchmark")
+    max_new_tokens_per_benchmark: dict[str, int] = Field(
+        default_factory=dict, description="benchmark -> most tokens generated (lmms-eval's generation_kwargs)"
+    )
     batch_size: int = Field(8, gt=0, description="items per generate call")
     device: str = Field("auto", description="auto (the task's GPU, else CPU) | cpu | cuda")
     partitions: int | None = Field(None, gt=0, description="spread the items over this many tasks; null = as read")
@@ -66,27 +74,34 @@ def checked(config: EvalConfig) -> EvalConfig:
     unknown = {m for m in [*config.metrics.values(), config.default_metric] if m not in METRIC_NAMES}
     if unknown:
         raise ConfigError(f"eval metrics: unknown {sorted(unknown)}; known: {list(METRIC_NAMES)}")
-    for name in [*config.benchmarks, *config.metrics, *config.post_prompts, config.predictions_table]:
+    unknown = {a for a in config.aggregates.values() if a not in AGGREGATES}
+    if unknown:
+        raise ConfigError(f"eval aggregates: unknown {sorted(unknown)}; known: {list(AGGREGATES)}")
+    short = {b: n for b, n in config.max_new_tokens_per_benchmark.items() if n <= 0}
+    if short:
+        raise ConfigError(f"eval max_new_tokens_per_benchmark: must be positive, got {short}")
+    names = [*config.benchmarks, *config.metrics, *config.post_prompts, *config.aggregates]
+    for name in [*names, *config.max_new_tokens_per_benchmark, config.predictions_table]:
         if not IDENTIFIER.match(name):
             raise ConfigError(f"eval config: {name!r} is not an identifier")
     return config
 
 
-def _literal_map(mapping: dict[str, str]):
+def _literal_map(mapping: Mapping[str, str | int]):
     return F.create_map(*[F.lit(x) for kv in sorted(mapping.items()) for x in kv]) if mapping else None
 
 
 def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> DataFrame:
     """The items to answer: those with a reference answer, of the configured benchmarks, flagged
     `contaminated`, at most `limit` clean ones per benchmark (by item_id), with their `metric`,
-    `question` (first user turn), `answer` (its reply) and `post_prompt`.
+    `question` (first user turn), `answer` (its reply), `post_prompt` and `max_new_tokens`.
 
     Contamination and the limit are worked out on ids; the image bytes are joined once, at the end,
     against the broadcast ids kept (the benchmark side is bounded)."""
     require_columns(items, ["benchmark", "item_id", "images", "texts"], "evaluation_items")
     require_columns(hits, ["benchmark", "benchmark_item_id"], "evaluation_items")
     answered = F.length(F.trim(F.coalesce(F.col("texts")[0]["assistant"], F.lit("")))) > 0
-    ids = items.filter(answered).select("benchmark", "item_id")
+    ids = items.filter(answered).select("benchmark", "item_id").distinct()  # MME's two questions share an id
     if config.benchmarks:
         ids = ids.filter(F.col("benchmark").isin(*config.benchmarks))
     dirty = hits.select("benchmark", F.col("benchmark_item_id").alias("item_id")).distinct()
@@ -103,6 +118,10 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
         else F.lit(config.default_metric)
     )
     post_prompt = F.coalesce(prompts[F.col("benchmark")], F.lit("")) if prompts is not None else F.lit("")
+    lengths = _literal_map(config.max_new_tokens_per_benchmark)
+    max_new_tokens = F.lit(config.max_new_tokens)
+    if lengths is not None:
+        max_new_tokens = F.coalesce(lengths[F.col("benchmark")], max_new_tokens)
     return items.join(F.broadcast(ids), ["benchmark", "item_id"]).select(
         "benchmark",
         "item_id",
@@ -112,6 +131,7 @@ def evaluation_items(items: DataFrame, hits: DataFrame, config: EvalConfig) -> D
         F.col("texts")[0]["user"].alias("question"),
         F.col("texts")[0]["assistant"].alias("answer"),
         post_prompt.alias("post_prompt"),
+        max_new_tokens.alias("max_new_tokens"),
     )
 
 
@@ -131,7 +151,6 @@ class ModelSpec:
     model: str
     tracking_uri: str
     device: str = "auto"
-    max_new_tokens: int = 16
     batch_size: int = 8
 
 
@@ -151,8 +170,8 @@ def load_model(model: str, tracking_uri: str | None = None):
 
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
-        local = Path(mlflow.artifacts.download_artifacts(model))
-        return mlflow.pytorch.load_model(model), AutoProcessor.from_pretrained(str(local / "extra_files"))
+        chat = mlflow.pyfunc.load_model(model).unwrap_python_model()  # etl/train/serving.py's ChatModel
+        return chat.model, chat.processor
     return Idefics3ForConditionalGeneration.from_pretrained(model), AutoProcessor.from_pretrained(model)
 
 
@@ -207,14 +226,16 @@ def answer_batch(spec: ModelSpec, batch: pd.DataFrame) -> pd.DataFrame:
         [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in (images if images is not None else [])]
         for images in batch["images"]
     ]
-    predictions = [""] * len(batch)  # every item is answered by one of the two passes below
-    for with_images in (True, False):  # a generate call takes items with images or items without
-        chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images]
+    predictions = [""] * len(batch)  # every item is answered by one of the passes below
+    # A generate call takes items with images or items without, of one benchmark's max_new_tokens.
+    lengths = [int(n) for n in batch["max_new_tokens"]]
+    for with_images, length in sorted({(bool(p), n) for p, n in zip(pictures, lengths, strict=True)}):
+        chosen = [i for i, p in enumerate(pictures) if bool(p) == with_images and lengths[i] == length]
         for start in range(0, len(chosen), spec.batch_size):
             part = chosen[start : start + spec.batch_size]
             chats = [prompt_text(prompts[i], len(pictures[i])) for i in part]
             answers = generate(
-                model, processor, device, chats, [pictures[i] for i in part] if with_images else [], spec.max_new_tokens
+                model, processor, device, chats, [pictures[i] for i in part] if with_images else [], length
             )
             for i, answer in zip(part, answers, strict=False):
                 predictions[i] = answer
@@ -307,6 +328,37 @@ def click_scores(predictions: DataFrame) -> list[Score]:
     return _scores(clicks.groupBy("benchmark", "metric").agg(*_aggregates()).orderBy("benchmark").collect())
 
 
+def _aggregate(aggregate: str, predictions: pd.DataFrame) -> dict[str, float] | None:
+    items = list(zip(predictions["item_id"], predictions["score"], strict=True))
+    return AGGREGATES[aggregate](items) if items else None
+
+
+def official_scores(predictions: pd.DataFrame, aggregates: dict[str, str]) -> list[Score]:
+    """The official aggregates of the benchmarks that define one (`aggregates`: benchmark ->
+    etl/train/aggregates.py name) over all, contaminated and clean items: one Score per value,
+    its `metric` the value's name (`perception_total`, `category_mean`, `correct_of_1000`)."""
+    scores = []
+    for benchmark, aggregate in sorted(aggregates.items()):
+        rows = predictions[predictions["benchmark"] == benchmark]
+        if rows.empty:
+            continue
+        contaminated, clean = rows[rows["contaminated"]], rows[~rows["contaminated"]]
+        over_all, over_contaminated, over_clean = (_aggregate(aggregate, part) for part in (rows, contaminated, clean))
+        for name, total in (over_all or {}).items():
+            scores.append(
+                Score(
+                    benchmark,
+                    name,
+                    total,
+                    over_contaminated[name] if over_contaminated else None,
+                    over_clean[name] if over_clean else None,
+                    len(rows),
+                    len(contaminated),
+                )
+            )
+    return scores
+
+
 def evaluate(
     model_ref: str, pipeline: PipelineConfig, config: EvalConfig, spark: SparkSession, run_id: str | None = None
 ) -> list[Score]:
@@ -337,7 +389,7 @@ def evaluate(
     )
     if config.partitions:
         items = items.repartition(config.partitions, "item_id")
-    spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.max_new_tokens, config.batch_size)
+    spec = ModelSpec(model_ref, pipeline.mlflow.tracking_uri, config.device, config.batch_size)
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
     if run_id is None:
         mlflow.set_experiment(experiment_name(config.experiment, pipeline.mlflow.tracking_uri))
@@ -355,7 +407,9 @@ def evaluate(
             spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()), EVAL_PREDICTIONS
         )
         written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
-        scores = split_scores(written) + click_scores(written)
+        # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
+        table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
+        scores = split_scores(written) + click_scores(written) + official_scores(table, config.aggregates)
         if not scores:
             raise ConfigError("no benchmark item with a reference answer to evaluate on")
         mlflow.log_params(
@@ -369,8 +423,6 @@ def evaluate(
                 {k: v for k, v in values.items() if v is not None}
                 | {f"eval/{s.benchmark}/items": s.n_all, f"eval/{s.benchmark}/items.contaminated": s.n_contaminated}
             )
-        # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
-        table = written.drop("eval_id", "mlflow_run_id", "model").orderBy("benchmark", "item_id").toPandas()
         mlflow.log_table(table, "eval/predictions.json")
     return scores
 

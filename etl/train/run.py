@@ -10,12 +10,15 @@ Worker processes read Delta with `deltalake` and log steps to the same run.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from etl.config import IDENTIFIER, PipelineConfig, TokenizerConfig
 from etl.runs import _flat_params
@@ -173,7 +176,7 @@ def _process(
         )
         if rank == 0:
             outcome["model_uri"], outcome["registered_version"] = log_model(
-                model, processor, outcome["final"], run_id, tracking_uri, **mlflow_names
+                outcome["final"], run_id, tracking_uri, **mlflow_names
             )
         return outcome
     finally:
@@ -293,57 +296,65 @@ def _dataset_input(source: data.GoldSource, config: TrainConfig):
     return MetaDataset(delta, name=name, digest=digest)  # type: ignore[abstract]
 
 
-def model_example(processor) -> dict:
-    """A one-image chat prompt as the model's forward inputs (numpy): the input example and signature."""
+SERVING_CODE = Path(__file__).with_name("serving.py")  # the pyfunc, a file of its own (set_model on import)
+
+
+def model_example() -> pd.DataFrame:
+    """The input example: a one-image question, as the served model takes it."""
     from PIL import Image
 
-    from etl.train.data import prompt_text
-
-    image = Image.new("RGB", (32, 32), (200, 30, 30))
-    inputs = processor(text=[prompt_text("What colour is the image?", 1)], images=[[image]], return_tensors="np")
-    return {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")}
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
+    return pd.DataFrame({"question": ["What colour is the image?"], "image": [buffer.getvalue()]})
 
 
-def model_signature(example: dict, vocab_size: int):
-    """Forward inputs -> logits, with the batch, sequence and tile dimensions left free."""
-    import numpy as np
+def model_signature():
+    """question (text) and image (encoded bytes) -> answer (text); `max_new_tokens` a parameter."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    inputs = Schema([TensorSpec(value.dtype, (-1, -1, *value.shape[2:]), name) for name, value in example.items()])
-    return ModelSignature(inputs, Schema([TensorSpec(np.dtype("float32"), (-1, -1, vocab_size), "logits")]))
+    return ModelSignature(
+        Schema([ColSpec("string", "question"), ColSpec("binary", "image")]),
+        Schema([ColSpec("string", "answer")]),
+        ParamSchema([ParamSpec("max_new_tokens", "long", 16)]),
+    )
 
 
 def log_model(
-    model,
-    processor,
     final_dir: str,
     run_id: str,
     tracking_uri: str,
     registered_model_name: str | None,
     registry_uri: str | None,
 ) -> tuple[str, str | None]:
-    """The model as an MLflow PyTorch model of run `run_id` (processor files alongside), with a
-    signature and an input example (a one-image prompt), registered if named."""
+    """The saved folder `final_dir` as an MLflow pyfunc of run `run_id` (etl/train/serving.py: a
+    question and an image -> the answer), with a signature and an input example that validates
+    (a one-image question), registered if named."""
     import mlflow
+    import PIL
     import torch
     import transformers
 
     mlflow.set_tracking_uri(tracking_uri)
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
-    example = model_example(processor)
-    extra = [str(p) for p in Path(final_dir).iterdir() if p.is_file() and not p.name.endswith(".safetensors")]
-    info = mlflow.pytorch.log_model(
-        model.to("cpu").eval(),
+    info = mlflow.models.Model.log(
+        artifact_path=None,
         name="model",
+        flavor=mlflow.pyfunc,
         run_id=run_id,
         registered_model_name=registered_model_name,
-        extra_files=extra,
-        signature=model_signature(example, model.config.text_config.vocab_size),
-        input_example=example,
-        serialization_format="pickle",  # pt2 would trace forward() with an example batch
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"],
+        python_model=str(SERVING_CODE),  # logged as code: serving loads it without this project
+        artifacts={"model": final_dir},
+        signature=model_signature(),
+        input_example=model_example(),
+        pip_requirements=[
+            f"mlflow=={mlflow.__version__}",
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"transformers=={transformers.__version__}",
+            f"pillow=={PIL.__version__}",
+            f"pandas=={pd.__version__}",
+        ],
     )
     version = info.registered_model_version
     return info.model_uri, (str(version) if registered_model_name and version is not None else None)
