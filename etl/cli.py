@@ -50,7 +50,7 @@ def main(
     ] = None,
     lakehouse: Annotated[str | None, typer.Option(help="root folder or URI of the Delta tables")] = None,
     profile: Annotated[
-        str, typer.Option(help="Spark profile in conf/profiles (local, standalone, databricks, emr) or a profile YAML")
+        str, typer.Option(help="Spark profile in conf/profiles (local, databricks, serverless, emr, ...) or a YAML")
     ] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and write nothing")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

@@ -25,6 +25,7 @@ from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from etl.config import PipelineConfig
 from etl.pages import Thumbnail, render, thumbnail
+from etl.reuse import pinned
 from etl.runs import read_pinned
 from etl.schema import image_occurrences
 
@@ -165,7 +166,9 @@ def write_contamination_review(spark: SparkSession, config: PipelineConfig, out:
         "sample_id",
         F.asc_nulls_first("image_id"),
     ]
-    top = hits.orderBy(*order).limit(limit).localCheckpoint()  # one pinned set of rows for both joins
+    # one pinned set of rows for both joins; on serverless (no checkpoints) recomputed, and the
+    # order above is total over pinned table versions, so every computation gives the same rows
+    top = pinned(hits.orderBy(*order).limit(limit))
     train = silver.join(F.broadcast(top.select("sample_id").distinct()), "sample_id").select(
         "sample_id",
         F.col("images").alias("train_images"),
@@ -230,12 +233,11 @@ def write_duplicate_review(
     if not totals["clusters"]:
         return _write(out, render_duplicate_page([], [], totals, inputs.versions, config))
 
-    top = (
+    top = pinned(  # as above: cluster_id breaks ties, so a recomputation gives the same clusters
         clusters.groupBy("cluster_id")
         .agg(F.count(F.lit(1)).alias("cluster_size"))
         .orderBy(F.desc("cluster_size"), "cluster_id")
         .limit(max_clusters)
-        .localCheckpoint()
     )
     members = clusters.select("image_id", "cluster_id", "representative").join(
         F.broadcast(top.select("cluster_id")), "cluster_id"

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
 from etl.config import PipelineConfig
+from etl.reuse import Scratch
 from etl.schema import PIPELINE_RUNS, QUARANTINE, REMOVED_SAMPLES
 from etl.session import is_connect
 from etl.stages.quarantine import quarantine_rows
@@ -111,6 +112,10 @@ class PipelineRun:
 
     def commit(self, stage: str) -> tables.Commit:
         return tables.Commit(self.run_id, stage, self.config_hash, self.git_revision)
+
+    def scratch(self) -> Scratch:
+        """Scratch Delta tables for a block of this run's work (etl/reuse.py), dropped when it ends."""
+        return Scratch(self.spark, self.config)
 
     def table(self, name: str) -> tables.TableRef:
         return tables.TableRef.of(self.config, name)

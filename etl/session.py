@@ -11,6 +11,7 @@ cluster) made and never set jars. `connect` talks to a Spark Connect server (`re
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ class Profile(BaseModel):
     delta_jars: str = "provided"  # maven | provided
     ivy_dir: str | None = None
     conf: dict[str, str] = {}
+    serverless: bool = False  # Databricks serverless: no caching, no checkpoints, only its listed confs
+
+
+_SERVERLESS_MARK = "_finevision_serverless"
 
 
 def load_profile(name: str) -> Profile:
@@ -62,9 +67,18 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
         builder = SparkSession.builder.appName("finevision")
         if profile.remote is not None:
             builder = builder.remote(os.environ.get("SPARK_REMOTE") or profile.remote)
-        for key, value in {**profile.conf, **(extra_conf or {})}.items():
+        confs = {**profile.conf, **(extra_conf or {})}
+        if profile.serverless:  # only the properties serverless lists; the others are skipped, logged
+            from etl.confs import SERVERLESS_SETTABLE
+
+            for key in sorted(set(confs) - SERVERLESS_SETTABLE):
+                logging.getLogger("finevision").info("serverless: %s not set (not settable on serverless)", key)
+            confs = {key: value for key, value in confs.items() if key in SERVERLESS_SETTABLE}
+        for key, value in confs.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
+        if profile.serverless:
+            mark_serverless(session)
         quiet_error_logs()
         return session
 
@@ -82,6 +96,17 @@ def build_session(profile: Profile | str = "local", extra_conf: dict[str, str] |
     if profile.delta_jars == "maven":
         _record_resolved_jars(session)
     return session
+
+
+def mark_serverless(spark) -> None:
+    """Record that `spark` runs where caching, checkpoints and most confs are refused (etl/reuse.py,
+    etl/confs.py and etl/tables.py read the mark through `is_serverless`)."""
+    setattr(spark, _SERVERLESS_MARK, True)
+
+
+def is_serverless(spark) -> bool:
+    """Whether `spark` was built from a serverless profile (`serverless: true`)."""
+    return bool(getattr(spark, _SERVERLESS_MARK, False))
 
 
 def is_connect(spark) -> bool:

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
+from etl.confs import settable
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 CONFLICT_RETRIES = 6
@@ -258,22 +259,29 @@ def _session_lock(spark: SparkSession) -> threading.RLock:
 class _commit_metadata:
     """Sets Delta's commit userMetadata for the SQL inside the block (a MERGE has no write option
     for it). The session conf is shared by the session's threads, so one block runs at a time per
-    session: a writer on another thread never commits under this writer's metadata."""
+    session: a writer on another thread never commits under this writer's metadata.
+
+    Databricks serverless does not list the conf among the properties it lets a session set, so
+    there the MERGE commits without userMetadata (logged) and `_written_version` falls back to
+    the table's newest version; writes through the DataFrameWriter carry theirs as an option."""
 
     def __init__(self, spark: SparkSession, metadata: str):
-        self.spark, self.metadata, self.lock = spark, metadata, _session_lock(spark)
+        self.spark, self.lock = spark, _session_lock(spark)
+        self.values = settable(spark, {USER_METADATA_CONF: metadata}, "MERGE commit metadata")
 
     def __enter__(self):
         self.lock.acquire()
         try:
-            self.spark.conf.set(USER_METADATA_CONF, self.metadata)
+            for key, value in self.values.items():
+                self.spark.conf.set(key, value)
         except BaseException:
             self.lock.release()
             raise
 
     def __exit__(self, *exc):
         try:
-            self.spark.conf.unset(USER_METADATA_CONF)
+            for key in self.values:
+                self.spark.conf.unset(key)
         finally:
             self.lock.release()
 

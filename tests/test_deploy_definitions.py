@@ -242,12 +242,21 @@ def test_bundle_cpu_stages_are_serverless_and_gpu_stages_on_dedicated_runtime_18
         for task in job["tasks"]:
             if task["task_key"] not in GPU_TASKS:
                 assert "environment_key" in task and "job_cluster_key" not in task, task["task_key"]
+                options = _parse_cli_args(global_options_first(task["python_wheel_task"]["parameters"]), BUNDLE)
+                assert options["profile"] == "serverless", task["task_key"]  # no caching, checkpoints, off-list confs
+                assert load_profile(options["profile"]).serverless
                 continue
             cluster = clusters[task["job_cluster_key"]]
             runtime = _substitute(cluster["spark_version"], root, "prod", resources)
             # Databricks Runtime 18 LTS carries Spark 4.1, the line pinned in pyproject.toml
             assert runtime.startswith("18.") and "gpu-ml" in runtime, (task["task_key"], runtime)
             assert cluster["data_security_mode"] == "DATA_SECURITY_MODE_DEDICATED"
+    # the serverless environment whose client is Spark 4.1 (tests/fixtures/databricks_serverless.yaml, cited there)
+    facts = yaml.safe_load((Path(__file__).parent / "fixtures" / "databricks_serverless.yaml").read_text())
+    for job in resources["jobs"].values():
+        for environment in job.get("environments", []):
+            version = _substitute(environment["spec"]["environment_version"], root, "prod", resources)
+            assert version == facts["environment_version_spark_4_1"], version
 
 
 @pytest.mark.parametrize("target", ["dev", "prod"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.confs import session_conf
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import SAMPLES
 from etl.specs import rules_from, ship_to_executors
@@ -33,8 +33,8 @@ def run(run: PipelineRun) -> None:
             rules = replace(rules, tokenizer_json=ship_to_executors(spark, rules.tokenizer_json))
         # small Arrow batches for the image UDF, for this job only: later stages keep their own
         with session_conf(spark, {ARROW_BATCH_ROWS: str(config.clean.arrow_batch_rows)}):
-            cleaned = clean_samples(todo, rules).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
+            # the image UDF runs once; on serverless its rows go to a scratch table
+            with run.scratch() as scratch, reused(clean_samples(todo, rules), scratch) as cleaned:
                 summary = (
                     cleaned.groupBy(F.col("reject_reason").alias("reason"))
                     .agg(
@@ -56,8 +56,6 @@ def run(run: PipelineRun) -> None:
                     spark, silver_ref, silver_rows(cleaned), ["sample_id"], commit, SAMPLES
                 )
                 run.write_quarantine(report, rejected_rows(cleaned), commit)
-            finally:
-                cleaned.unpersist()
 
 
 def _already_cleaned(run: PipelineRun, silver_ref, quarantine_ref):

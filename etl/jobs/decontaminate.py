@@ -7,13 +7,13 @@ import logging
 
 import numpy as np
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import CONF_DIR, ConfigError, PipelineConfig
 from etl.confs import session_conf
 from etl.resources import task_cpus
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import CONTAMINATION_HITS, CONTAMINATION_RATES
 from etl.sources.files import ArrowFiles
@@ -154,8 +154,8 @@ def run(run: PipelineRun) -> None:
                 broadcast_pairs=pair_counts["pairs.candidates"] <= settings.broadcast_pairs,
             )
         hits = image_hits.unionByName(hits)
-        hits = hits.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        # FAISS search and verification run once; on serverless the hits go to a scratch table
+        with run.scratch() as scratch, reused(hits, scratch) as hits:
             counts = hits.groupBy("method", "decided_by").agg(F.count("*").alias("n")).collect()
             report.rows_in = silver.count()
             report.counters = dict(pair_counts)
@@ -178,5 +178,3 @@ def run(run: PipelineRun) -> None:
             if removing:
                 report.dropped = {"contaminated": report.counters["contaminated_samples"]}
                 report.rows_out = report.rows_in - report.dropped["contaminated"]
-        finally:
-            hits.unpersist()

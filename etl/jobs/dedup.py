@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import NEAR_DUPLICATE_CLUSTERS
+from etl.session import is_serverless
 from etl.specs import embedder_spec
 from etl.stages.dedup import exact_duplicate_images, keep_one_removals, near_duplicate_clusters, near_duplicate_pairs
 from etl.stages.embed import held_embeddings
@@ -30,28 +31,29 @@ def run(run: PipelineRun) -> None:
             max_buckets=settings.max_buckets,
             max_group_vectors=settings.max_group_vectors,
         )
-        clusters = near_duplicate_clusters(pairs).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            summary = clusters.agg(
-                F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")
-            ).first()
-            report.rows_in = silver.count()
-            report.rows_out = report.rows_in
-            report.counters = {
-                "near_duplicate_clusters": summary["clusters"] if summary else 0,
-                "images_in_clusters": summary["images"] if summary else 0,
-                "exact_duplicate_images": exact_duplicate_images(silver).count(),
-            }
-            commit = run.commit("dedup")
-            report.output_versions["near_duplicate_clusters"] = tables.overwrite(
-                spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
-            )
-            if settings.policy != "keep-one":
-                run.write_removals(report, None, commit)  # annotate removes nothing
-            else:
-                removed = (
-                    keep_one_removals(silver, clusters)
-                    .select(
+        # Scratch tables on serverless: each round of connected components (no checkpoints there;
+        # recomputing would redo every earlier round), then the clusters (the kNN join runs once).
+        with run.scratch() as scratch:
+            cut = scratch.keep if is_serverless(spark) else None
+            with reused(near_duplicate_clusters(pairs, cut), scratch) as clusters:
+                summary = clusters.agg(
+                    F.countDistinct("cluster_id").alias("clusters"), F.count("*").alias("images")
+                ).first()
+                report.rows_in = silver.count()
+                report.rows_out = report.rows_in
+                report.counters = {
+                    "near_duplicate_clusters": summary["clusters"] if summary else 0,
+                    "images_in_clusters": summary["images"] if summary else 0,
+                    "exact_duplicate_images": exact_duplicate_images(silver).count(),
+                }
+                commit = run.commit("dedup")
+                report.output_versions["near_duplicate_clusters"] = tables.overwrite(
+                    spark, run.table("near_duplicate_clusters"), clusters, commit, NEAR_DUPLICATE_CLUSTERS
+                )
+                if settings.policy != "keep-one":
+                    run.write_removals(report, None, commit)  # annotate removes nothing
+                else:
+                    removed = keep_one_removals(silver, clusters).select(
                         "sample_id",
                         "subset",
                         F.lit("dedup").alias("stage"),
@@ -59,13 +61,11 @@ def run(run: PipelineRun) -> None:
                         "detail",
                         F.lit(run.run_id).alias("run_id"),
                     )
-                    .persist()
-                )
-                report.dropped = {
-                    r["reason"]: r["n"] for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
-                }
-                report.rows_out = report.rows_in - sum(report.dropped.values())
-                run.write_removals(report, removed, commit)
-                removed.unpersist()
-        finally:
-            clusters.unpersist()
+                    # a join of pinned silver with the clusters: recomputed on serverless, same rows
+                    with reused(removed) as removed:
+                        report.dropped = {
+                            r["reason"]: r["n"]
+                            for r in removed.groupBy("reason").agg(F.count("*").alias("n")).collect()
+                        }
+                        report.rows_out = report.rows_in - sum(report.dropped.values())
+                        run.write_removals(report, removed, commit)

@@ -5,12 +5,12 @@ Incremental: only images without an embedding of the configured model are embedd
 
 from __future__ import annotations
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.confs import session_conf
 from etl.resources import stage_resource_profile, task_cpus
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import IMAGE_EMBEDDINGS
 from etl.sources.base import Reason
@@ -34,8 +34,8 @@ def run(run: PipelineRun) -> None:
         existing = tables.read(spark, target) if tables.exists(spark, target) else None
         todo = images_to_embed(frames, existing, model)
         with session_conf(spark, {ARROW_BATCH_BYTES: str(config.embed.arrow_batch_bytes)}):
-            embedded = embed_images(todo, spec, model, profile).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
+            # the model runs once; on serverless its vectors go to a scratch table
+            with run.scratch() as scratch, reused(embed_images(todo, spec, model, profile), scratch) as embedded:
                 undecodable = F.when(F.col("embedding").isNull(), F.lit(str(Reason.UNDECODABLE_IMAGE)))
                 report.count_outcomes(counts_by_reason(embedded, undecodable))
                 commit = run.commit("embed")
@@ -54,5 +54,3 @@ def run(run: PipelineRun) -> None:
                     run.write_quarantine(
                         report, image_rejections(failed, frames, Reason.UNDECODABLE_IMAGE, detail), commit
                     )
-            finally:
-                embedded.unpersist()

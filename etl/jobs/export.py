@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl import release, release_card, tables
 from etl.jobs.decontaminate import current_rules
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
 from etl.specs import configured_judges
@@ -43,8 +43,8 @@ def run(run: PipelineRun) -> None:
         ratings = run.read_optional_input(report, "turn_ratings")
         if ratings is not None:  # only the configured judge and prompt of each axis count
             ratings = current_ratings(ratings, configured_judges(run.config))
-        gold = gold_samples(silver, hits, clusters, removed, ratings).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        # joins of pinned table versions: recomputed on serverless, same rows
+        with reused(gold_samples(silver, hits, clusters, removed, ratings)) as gold:
             report.rows_in = silver.count()
             report.rows_out = gold.count()
             reasons = removal_reasons(silver, removed).groupBy("reason").agg(F.count("*").alias("n")).collect()
@@ -60,8 +60,6 @@ def run(run: PipelineRun) -> None:
             ref = run.table("gold_samples")
             version = tables.overwrite(spark, ref, written, run.commit("export"), GOLD_SAMPLES)
             report.output_versions["gold_samples"] = version
-        finally:
-            gold.unpersist()
 
         pinned = tables.read(spark, ref, version)
         folder = release_dir(run)
@@ -98,8 +96,7 @@ def write_release(run: PipelineRun, gold, folder: str):
     """The release's shards and side files, its per-subset statistics and its config -> folder names."""
     settings = run.config.export
     rows = release_exclusions(gold, settings.keep_contaminated, settings.keep_duplicates)
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+    with reused(rows) as rows:  # gold pinned to the version written: recomputed on serverless, same rows
         stats = release_card.subset_statistics(rows)
         folders = release.folder_names(s["subset"] for s in stats)
         if settings.shuffled_default and release.DEFAULT_CONFIG in folders:
@@ -109,8 +106,6 @@ def write_release(run: PipelineRun, gold, folder: str):
         kept = rows.filter(F.col("excluded").isNull())
         frame = release.release_frame(kept, folders, settings.shuffled_default, settings.shuffle_seed)
         shards = release.write_shards(frame, folder, settings.shard_bytes)
-    finally:
-        rows.unpersist()
     return shards, stats, folders
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
 from etl import tables
 from etl.config import ConfigError, PipelineConfig, SourceSpec
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import BENCHMARK_ITEMS, SAMPLES
 from etl.sources import plan_shards, splittable
@@ -92,8 +92,8 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
         tasks = shard_tasks(spark, tasks, config)
         report.counters["shards"] = len(tasks)
         parsed = ingest.parse_shards(task_frame(spark, tasks), config.ingest)
-        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        # Parsing the files is the stage's work: once, then counts, writes and quarantine read it.
+        with run.scratch() as scratch, reused(parsed, scratch) as parsed:
             report.count_outcomes(counts_by_reason(parsed))
             report.counters.update({r["name"]: r["n"] for r in ingest.adapter_counters(parsed).collect()})
             commit = run.commit("ingest")
@@ -106,5 +106,3 @@ def run(run: PipelineRun, specs: list[SourceSpec] | None = None) -> None:
                     spark, run.table(name), rows, ["sample_id"], commit, schema
                 )
             run.write_quarantine(report, rejected_rows(parsed), commit)
-        finally:
-            parsed.unpersist()

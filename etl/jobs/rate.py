@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import math
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import PipelineConfig
 from etl.resources import default_parallelism, stage_resource_profile, task_cpus
+from etl.reuse import reused
 from etl.runs import PipelineRun
 from etl.schema import RATE_PENDING, RATING_DISTRIBUTION, TURN_RATINGS
 from etl.specs import axis_judges, configured_judges
@@ -52,9 +52,9 @@ def run(run: PipelineRun) -> None:
         # The pending keys, once per run (ids only), then the judges' inputs joined to them once and
         # written by chunk: each chunk reads its own rows of rate_pending, never silver again.
         requests = stage.turn_requests(silver, assignments, settings.max_turns_per_subset)
-        requests = requests.persist(StorageLevel.MEMORY_AND_DISK)
         chunks: list[tuple[DataFrame, tuple[str, str]]] = []
-        try:
+        # ids from pinned silver in a fixed order: recomputed on serverless, same rows
+        with reused(requests) as requests:
             todo = stage.pending_requests(requests, existing)
             total, pending = requests.count(), todo.count()
             report.rows_in = pending
@@ -64,8 +64,6 @@ def run(run: PipelineRun) -> None:
             if pending:
                 work = stage.pending_work(silver, todo, assignments, n_chunks)
                 chunks = _write_work(run, report, work)
-        finally:
-            requests.unpersist()
         tasks = settings.partitions or default_parallelism(spark)
         for number, (rows, id_range) in enumerate(chunks, 1):
             rated = stage.rate_turns(rows, assignments, run.run_id, settings.max_text_chars, tasks, profile)
@@ -102,8 +100,9 @@ def _write_work(run: PipelineRun, report, work: DataFrame) -> list[tuple[DataFra
 
 
 def _rate_chunk(run: PipelineRun, report, rated, id_range: tuple[str, str]) -> None:
-    rated = rated.persist(StorageLevel.MEMORY_AND_DISK)  # the judges run once, then counts and merge read it
-    try:
+    # the judges run once, then counts and merge read their answers (a scratch table on serverless:
+    # a second call to an endpoint could answer otherwise)
+    with run.scratch() as scratch, reused(rated, scratch) as rated:
         kind = (
             F.when(F.col("score").isNotNull(), "scored")
             .when(F.col("error").startswith(REQUEST_FAILED), "request_failed")
@@ -129,8 +128,6 @@ def _rate_chunk(run: PipelineRun, report, rated, id_range: tuple[str, str]) -> N
             # the chunk's own range of sample_id: the MERGE skips the files other chunks wrote
             target_filter=f"t.sample_id BETWEEN {tables.sql_string(id_range[0])} AND {tables.sql_string(id_range[1])}",
         )
-    finally:
-        rated.unpersist()
 
 
 def distribution_summary(spark: SparkSession, config: PipelineConfig) -> str:

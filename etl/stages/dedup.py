@@ -36,7 +36,7 @@ clique: thousands of near-identical images (blank frames, logos) give millions o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -272,15 +272,16 @@ def comparison_groups(bucketed: DataFrame, max_group_vectors: int = MAX_GROUP_VE
     )
 
 
-def near_duplicate_clusters(pairs: DataFrame) -> DataFrame:
+def near_duplicate_clusters(pairs: DataFrame, cut: Callable[[DataFrame], DataFrame] | None = None) -> DataFrame:
     """(image_id, cluster_id, cluster_size, representative) for every image in some pair.
 
     cluster_id = the smallest image_id of its connected component of pairs; representative is
-    true for exactly that image of each cluster.
+    true for exactly that image of each cluster. `cut`: how connected components materialises
+    its rounds where checkpoints are refused (see `connected_components`).
     """
     require_columns(pairs, ["image_id_a", "image_id_b"], "near_duplicate_clusters")
     edges = pairs.select(F.col("image_id_a").alias("src"), F.col("image_id_b").alias("dst"))
-    components = connected_components(edges).select(
+    components = connected_components(edges, cut=cut).select(
         F.col("node").alias("image_id"), F.col("component").alias("cluster_id")
     )
     sizes = components.groupBy("cluster_id").agg(F.count(F.lit(1)).cast(LongType()).alias("cluster_size"))
