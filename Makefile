@@ -33,16 +33,17 @@ demo: setup
 #   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)
 #   test-spark  adds the Spark unit tests (one local[2] session)
 #   test        everything, as CI runs it: + the sample pipeline, Chromium, the standalone cluster
+# Every tier runs on two pytest-xdist workers; the tests of a shared multi-minute fixture stay on one
+# worker and the longest groups start first (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test-fast: setup
-	$(PYTEST) -m "not spark and not pipeline and not browser and not cluster and not slow"
+	$(PYTEST) $(XDIST) -m "not spark and not pipeline and not browser and not cluster and not slow"
 
 test-spark: setup jars
-	$(PYTEST) -m "not pipeline and not browser and not cluster and not slow"
+	$(PYTEST) $(XDIST) -m "not pipeline and not browser and not cluster and not slow"
 
-# Two pytest-xdist workers; the tests of a shared multi-minute fixture stay on one worker and the
-# longest groups start first (tests/conftest.py). Every run prints its 25 slowest tests (setup included).
-XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
+# Every run prints its 25 slowest tests (setup included).
 test: setup jars chromium
 	$(PYTEST) $(XDIST) --durations=25
 
