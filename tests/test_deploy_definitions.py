@@ -201,14 +201,18 @@ def test_bundle_builds_the_wheel_that_the_tasks_install(bundle):
     def is_the_wheel(path: str) -> bool:  # resource files resolve relative paths against their own folder
         return (BUNDLE / "resources" / path).resolve().parent == out_dir and path.endswith("*.whl")
 
+    cpu_requirements = pyproject["project"]["optional-dependencies"]["embed-cpu"]
     for job in resources["jobs"].values():
         environments = {e["environment_key"]: e["spec"] for e in job.get("environments", [])}
         for task in job["tasks"]:
             wheel_task = task["python_wheel_task"]
             assert wheel_task["package_name"] == package
             assert wheel_task["entry_point"] in pyproject["project"]["scripts"]
-            if "environment_key" in task:  # serverless: the environment installs the wheel
-                assert any(is_the_wheel(d) for d in environments[task["environment_key"]]["dependencies"])
+            if "environment_key" in task:  # serverless: the environment installs the wheel and the CPU extra
+                dependencies = environments[task["environment_key"]]["dependencies"]
+                assert any(is_the_wheel(d) for d in dependencies)
+                # decontaminate's SSCD views on CPU: embed-cpu's requirements (tests/test_extras.py: no torch)
+                assert [d for d in dependencies if not is_the_wheel(d)] == cpu_requirements, task["task_key"]
             else:
                 (library,) = task["libraries"]
                 assert is_the_wheel(library["whl"])
