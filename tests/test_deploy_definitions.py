@@ -365,6 +365,21 @@ def test_emr_serverless_runs_only_cpu_stages_and_the_gpu_fleet_schedules_gpus():
     )
 
 
+def test_emr_archives_match_the_documented_release():
+    """The archives carry delta-spark's Python files at the Delta version of emr-spark-8.0.0 (so `import
+    delta` matches the jar on spark.jars) and a Python the release supports (tests/fixtures/emr_release.yaml)."""
+    facts = yaml.safe_load((Path(__file__).parent / "fixtures" / "emr_release.yaml").read_text())
+    dockerfile = (EMR / "Dockerfile").read_text()
+    delta = re.search(r"^ARG DELTA_VERSION=(\S+)$", dockerfile, re.M)[1]
+    assert facts["delta"].startswith(f"{delta}-amzn"), (delta, facts["delta"])
+    python = re.search(r"uv python install (\S+)", dockerfile)[1]
+    assert python in facts["python"]
+    assert (
+        facts["release_label"] in dockerfile
+        and f"--release-label {facts['release_label']}" in (PROJECT_ROOT / "docs" / "clusters.md").read_text()
+    )
+
+
 def test_deploy_files_are_generated_from_the_current_stages():
     """The per-stage files come from deploy/generate.py: after adding a stage, rerun it."""
     import importlib.util
