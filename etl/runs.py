@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pyspark.sql import DataFrame, SparkSession
 
 from etl import tables
+from etl.build_info import build_info
 from etl.config import PipelineConfig
 from etl.reuse import Scratch
 from etl.schema import PIPELINE_RUNS, QUARANTINE, REMOVED_SAMPLES
@@ -92,7 +93,8 @@ class PipelineRun:
         self.spark, self.config, self.command = spark, config, command
         self.run_id = uuid.uuid4().hex[:16]
         self.config_hash = config.config_hash()
-        self.git_revision = tables.git_revision()
+        build = build_info()  # the wheel's version and commit (etl/build_info.py)
+        self.git_revision, self.package_version = build.commit, build.version
         self.reports: list[StageReport] = []
         self.mlflow_run_id: str | None = None
         if config.mlflow.enabled:
@@ -105,7 +107,15 @@ class PipelineRun:
         mlflow.set_experiment(self.config.mlflow.experiment)
         run = mlflow.start_run(run_name=f"{self.command}-{self.run_id}")
         self.mlflow_run_id = run.info.run_id
-        mlflow.set_tags({"finevision.run_id": self.run_id, "git_revision": self.git_revision, "command": self.command})
+        mlflow.set_tags(
+            {
+                "finevision.run_id": self.run_id,
+                "finevision.version": self.package_version,
+                "git_revision": self.git_revision,
+                "mlflow.source.git.commit": self.git_revision,  # MLflow's own tag: the UI shows it
+                "command": self.command,
+            }
+        )
         mlflow.log_params(
             {"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)}
         )
@@ -208,6 +218,7 @@ class PipelineRun:
             "config_hash": self.config_hash,
             "git_revision": self.git_revision,
             "mlflow_run_id": self.mlflow_run_id,
+            "package_version": self.package_version,
         }
         frame = self.spark.createDataFrame([row], PIPELINE_RUNS)
         tables.append(self.spark, self.table("pipeline_runs"), frame, self.commit(report.stage), PIPELINE_RUNS)

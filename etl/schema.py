@@ -112,8 +112,9 @@ PIPELINE_RUNS = StructType(
         StructField("dropped", MapType(StringType(), LongType())),
         StructField("counters", MapType(StringType(), LongType())),
         StructField("config_hash", StringType()),
-        StructField("git_revision", StringType()),
+        StructField("git_revision", StringType()),  # the commit the wheel was built from (etl/build_info.py)
         StructField("mlflow_run_id", StringType()),
+        StructField("package_version", StringType()),  # finevision-etl's version, from the wheel
     ]
 )
 

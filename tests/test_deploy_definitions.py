@@ -201,14 +201,18 @@ def test_bundle_builds_the_wheel_that_the_tasks_install(bundle):
     def is_the_wheel(path: str) -> bool:  # resource files resolve relative paths against their own folder
         return (BUNDLE / "resources" / path).resolve().parent == out_dir and path.endswith("*.whl")
 
+    cpu_requirements = pyproject["project"]["optional-dependencies"]["embed-cpu"]
     for job in resources["jobs"].values():
         environments = {e["environment_key"]: e["spec"] for e in job.get("environments", [])}
         for task in job["tasks"]:
             wheel_task = task["python_wheel_task"]
             assert wheel_task["package_name"] == package
             assert wheel_task["entry_point"] in pyproject["project"]["scripts"]
-            if "environment_key" in task:  # serverless: the environment installs the wheel
-                assert any(is_the_wheel(d) for d in environments[task["environment_key"]]["dependencies"])
+            if "environment_key" in task:  # serverless: the environment installs the wheel and the CPU extra
+                dependencies = environments[task["environment_key"]]["dependencies"]
+                assert any(is_the_wheel(d) for d in dependencies)
+                # decontaminate's SSCD views on CPU: embed-cpu's requirements (tests/test_extras.py: no torch)
+                assert [d for d in dependencies if not is_the_wheel(d)] == cpu_requirements, task["task_key"]
             else:
                 (library,) = task["libraries"]
                 assert is_the_wheel(library["whl"])
@@ -358,6 +362,21 @@ def test_emr_serverless_runs_only_cpu_stages_and_the_gpu_fleet_schedules_gpus():
     core = next(f for f in fleets if f["InstanceFleetType"] == "CORE")
     assert all(
         t["InstanceType"].startswith(("g4dn", "g5", "g6", "p3", "p4", "p5")) for t in core["InstanceTypeConfigs"]
+    )
+
+
+def test_emr_archives_match_the_documented_release():
+    """The archives carry delta-spark's Python files at the Delta version of emr-spark-8.0.0 (so `import
+    delta` matches the jar on spark.jars) and a Python the release supports (tests/fixtures/emr_release.yaml)."""
+    facts = yaml.safe_load((Path(__file__).parent / "fixtures" / "emr_release.yaml").read_text())
+    dockerfile = (EMR / "Dockerfile").read_text()
+    delta = re.search(r"^ARG DELTA_VERSION=(\S+)$", dockerfile, re.M)[1]
+    assert facts["delta"].startswith(f"{delta}-amzn"), (delta, facts["delta"])
+    python = re.search(r"uv python install (\S+)", dockerfile)[1]
+    assert python in facts["python"]
+    assert (
+        facts["release_label"] in dockerfile
+        and f"--release-label {facts['release_label']}" in (PROJECT_ROOT / "docs" / "clusters.md").read_text()
     )
 
 

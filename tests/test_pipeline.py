@@ -7,6 +7,7 @@ import json
 from pyspark.sql import functions as F
 
 from etl import tables
+from etl.build_info import build_info
 from etl.jobs import clean, ingest
 from etl.runs import PipelineRun
 
@@ -75,6 +76,11 @@ def test_ingest_and_clean_conserve_every_record_and_are_idempotent(spark, make_c
     by_stage = {r["stage"]: r for r in runs}
     assert by_stage["clean"]["input_versions"]["bronze_samples"] == ingest_report.output_versions["bronze_samples"]
     assert by_stage["ingest"]["rows_in"] == 12 and by_stage["clean"]["status"] == "succeeded"
+    # which code ran: the commit and version of the build (here the checkout's), on rows and commits
+    build = build_info()
+    assert build.commit != "unknown" and build.version != "unknown"
+    assert {(r["git_revision"], r["package_version"]) for r in runs} == {(build.commit, build.version)}
+    assert {m["git"] for m in metadata if m["run_id"] == run.run_id} == {build.commit}
 
 
 def test_tables_are_readable_by_independent_delta_readers(spark, make_config, dirty_corpus):
@@ -103,3 +109,5 @@ def test_mlflow_run_records_stage_counts(spark, make_config, dirty_corpus, tmp_p
     assert recorded.data.metrics["ingest.dropped.missing_image"] == 1
     assert recorded.data.params["ingest.output.bronze_samples"] == str(run.reports[0].output_versions["bronze_samples"])
     assert recorded.data.tags["finevision.run_id"] == run.run_id
+    assert recorded.data.tags["mlflow.source.git.commit"] == build_info().commit
+    assert recorded.data.tags["finevision.version"] == build_info().version

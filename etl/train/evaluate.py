@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from etl import tables
+from etl.build_info import build_info
 from etl.config import IDENTIFIER, PROJECT_ROOT, ConfigError, PipelineConfig, Strict, _read_yaml
 from etl.schema import EVAL_PREDICTIONS, require_columns
 from etl.train.aggregates import AGGREGATES
@@ -404,7 +405,7 @@ def evaluate(
         ref = tables.TableRef.of(pipeline, config.predictions_table)
         config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
         version = tables.append(
-            spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, tables.git_revision()), EVAL_PREDICTIONS
+            spark, ref, rows, tables.Commit(eval_id, "evaluate", config_hash, build_info().commit), EVAL_PREDICTIONS
         )
         written = tables.read(spark, ref, version).filter(F.col("eval_id") == eval_id)
         # The benchmark side is bounded: its predictions (text, no images) come to the driver as Arrow.
