@@ -76,7 +76,10 @@ class BenchmarkUnit(Strict):
         "screenshot with its platform and element type (etl.sources.gui.screenspot), scored by click_accuracy",
     )
     bbox_format: Literal["xywh", "xyxy"] = Field(
-        "xywh", description="the box's pixel form: [left, top, width, height] or [left, top, right, bottom]"
+        "xywh", description="the box's form: [left, top, width, height] or [left, top, right, bottom]"
+    )
+    bbox_units: Literal["pixels", "fraction"] = Field(
+        "pixels", description="the box's units: pixels of the screenshot, or fractions of its width and height"
     )
     platform_field: str | None = Field(
         None, description="with bbox_field: the platform column (ScreenSpot's data_source)"
@@ -274,6 +277,7 @@ def to_source_spec(unit: BenchmarkUnit, location: str, category: str | None = No
         options["answer_key"] = unit.answer_key
     if unit.bbox_field is not None:
         options["bbox_format"] = unit.bbox_format
+        options["bbox_units"] = unit.bbox_units
     try:
         return SourceSpec(
             name=unit.name,

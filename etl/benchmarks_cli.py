@@ -132,7 +132,8 @@ def list_units(
         answer = f"{chosen.answer_field}" + ("" if chosen.answer_format == "text" else f" ({chosen.answer_format})")
         if chosen.bbox_field is not None:  # GUI grounding: the element's box, by platform and element type
             answer = (
-                f"{chosen.bbox_field} (box {chosen.bbox_format}; {chosen.platform_field}, {chosen.element_type_field})"
+                f"{chosen.bbox_field} (box {chosen.bbox_format} {chosen.bbox_units}; "
+                f"{chosen.platform_field}, {chosen.element_type_field})"
             )
         line = f"{chosen.name:<48} {hub:<58} image={image} question={chosen.question_field}"
         line += f" options={options or None} answer={answer}"

@@ -211,6 +211,7 @@ def test_to_source_spec_refuses_a_unit_without_images(lmms_eval):
         ),
         ("units:\n  - {name: a, hub_id: x/y, platform_field: p}\n", "units.0: Value error, platform_field and"),
         ("units:\n  - {name: a, hub_id: x/y, bbox_format: xy}\n", "units.0.bbox_format: Input should be"),
+        ("units:\n  - {name: a, hub_id: x/y, bbox_units: inches}\n", "units.0.bbox_units: Input should be"),
         ("units:\n  - {name: a, hub_id: x/y, group_field: category}\n", "units.0: Value error, group_field needs"),
         ("sources: [a, a]\n", "sources: Value error, duplicate"),
         ("units: [\n", "not valid YAML"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
 from etl.samples.gui import write_gui_subset
@@ -16,6 +17,7 @@ from etl.sources.gui import FRACTION, Frame, parse_step, render_step
 from etl.sources.gui.screenspot import screenspot_reference
 from etl.train.evaluate import click_scores, format_scores, split_scores
 from etl.train.metrics import METRIC_NAMES, click_accuracy, click_point, score_item
+from tests.conftest import png_bytes
 
 
 def screenspot_rows(root: Path) -> list[dict]:
@@ -62,18 +64,108 @@ def screenspot_rows(root: Path) -> list[dict]:
     return rows
 
 
-# lmms-lab/ScreenSpot-v2's parquet layout (conf/benchmarks/gui.yaml, `checked`: the authors' columns
-# img_filename, bbox [x, y, w, h] in pixels, instruction, data_type, data_source, plus the image).
-SCREENSPOT_V2_COLUMNS = pa.schema(
-    [
-        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        ("img_filename", pa.string()),
-        ("bbox", pa.list_(pa.float64())),
-        ("instruction", pa.string()),
-        ("data_type", pa.string()),
-        ("data_source", pa.string()),
-    ]
-)
+# ScreenSpot-V2's published forms, each cited to the file and commit it was read from.
+FACTS = yaml.safe_load((Path(__file__).parent / "fixtures" / "screenspot_v2.yaml").read_text())
+MIRROR = FACTS["evaluated_mirror"]
+
+
+def mirror_columns() -> pa.Schema:
+    """The parquet layout of the mirror the evaluators use (`evaluated_mirror`): the screenshot as the
+    Hub's image struct, the box as four floats, the rest strings."""
+    columns = MIRROR["columns"]
+    return pa.schema(
+        [
+            (columns["image"], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            (columns["bbox"], pa.list_(pa.float64())),
+            *[(columns[k], pa.string()) for k in ("instruction", "element_type", "platform")],
+        ]
+    )
+
+
+def mirror_box(pixel_box: list[float], width: int, height: int) -> list[float]:
+    """An authors' [left, top, width, height] pixel box written the mirror's way: [x1, y1, x2, y2]
+    fractions of the screenshot (worked out here, not by the reader)."""
+    left, top, w, h = pixel_box
+    return [left / width, top / height, (left + w) / width, (top + h) / height]
+
+
+def test_the_catalogue_unit_is_the_mirror_the_evaluators_use():
+    """conf/benchmarks/gui.yaml's unit reads the copy smol2operator, lmms-eval and ScreenSuite score
+    ScreenSpot-V2 on, with its columns and box form, and generates as many tokens as lmms-eval."""
+    from etl.benchmarks import catalogue_path, load_catalogue
+    from etl.train.evaluate import load_eval_config
+
+    unit = load_catalogue(catalogue_path("gui")).unit("screenspot_v2")
+    columns = MIRROR["columns"]
+    assert (unit.hub_id, unit.split) == (MIRROR["hub_id"], MIRROR["split"])
+    assert (unit.image_field, unit.question_field, unit.bbox_field) == (
+        columns["image"],
+        columns["instruction"],
+        columns["bbox"],
+    )
+    assert (unit.platform_field, unit.element_type_field) == (columns["platform"], columns["element_type"])
+    assert (unit.bbox_format, unit.bbox_units) == (MIRROR["bbox"]["format"], MIRROR["bbox"]["units"])
+    assert load_eval_config().max_new_tokens_per_benchmark["screenspot_v2"] == MIRROR["max_new_tokens"]
+
+
+def _read_unit(unit, root: Path, rows: list[dict]) -> list:
+    """`rows` written as the mirror's parquet file under `root` in the Hub's layout, read back by the
+    unit's source spec (`finevision benchmarks specs`' reader, without Spark)."""
+    from etl.benchmarks import to_source_spec, unit_location
+    from etl.config import IngestConfig
+    from etl.sources import plan_shards
+    from etl.sources.base import ReadContext
+    from etl.sources.files import ArrowFiles
+    from etl.sources.hf_parquet import read_hf_parquet
+
+    path = root / unit.hub_id / unit.files_glob.replace("*", "00000-of-00001")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, mirror_columns()), path)
+    spec = to_source_spec(unit, unit_location(unit, str(root)))
+    ctx = ReadContext(spec, ArrowFiles(), IngestConfig())
+    return [r for shard in plan_shards(spec, spec.location) for r in read_hf_parquet(ctx, shard)]
+
+
+def test_each_published_box_form_reads_to_the_same_reference_and_a_misread_one_does_not(tmp_path):
+    """One element, [80, 60, 40, 30] pixels ([left, top, width, height]) of an 800x600 screenshot,
+    in the mirror's form (fractions, [x1, y1, x2, y2]): the catalogue unit reads it to the box the
+    authors' form gives; declared as any other form it reads to another box or is quarantined. The
+    authors' own rows (VLMEvalKit's docstring) read as [x1, y1, x2, y2] end before they start."""
+    from etl.benchmarks import catalogue_path, load_catalogue
+    from etl.sources.gui.actions import ActionError
+
+    columns = MIRROR["columns"]
+    image = {"bytes": png_bytes((800, 600)), "path": "s.png"}
+    row = {
+        columns["image"]: image,
+        columns["bbox"]: mirror_box([80, 60, 40, 30], 800, 600),
+        columns["instruction"]: "open the menu",
+        columns["element_type"]: "icon",
+        columns["platform"]: "macos",
+    }
+    unit = load_catalogue(catalogue_path("gui")).unit("screenspot_v2")
+    [record] = _read_unit(unit, tmp_path / "hub", [row])
+    expected = {"bbox": [0.1, 0.1, 0.15, 0.15], "platform": "desktop", "element_type": "icon"}
+    assert json.loads(record.texts[0][1]) == expected
+    assert json.loads(screenspot_reference([80, 60, 40, 30], 800, 600, "macos", "icon")) == expected
+    assert click_accuracy("click(0.125, 0.125)", [record.texts[0][1]]) == 1.0
+
+    for i, (bbox_format, bbox_units) in enumerate([("xywh", "fraction"), ("xyxy", "pixels"), ("xywh", "pixels")]):
+        wrong = unit.model_copy(update={"bbox_format": bbox_format, "bbox_units": bbox_units})
+        [misread] = _read_unit(wrong, tmp_path / f"wrong{i}", [row])
+        got = json.loads(misread.texts[0][1])["bbox"] if hasattr(misread, "texts") else str(misread.reason)
+        assert got != expected["bbox"], (bbox_format, bbox_units)
+
+    authors = FACTS["authors_release"]
+    assert (authors["bbox"]["format"], authors["bbox"]["units"]) == ("xywh", "pixels")  # the reader's defaults
+    for example in authors["example_rows"]:
+        with pytest.raises(ActionError, match="bad_arguments: .* ends before it starts"):
+            screenspot_reference(example["bbox"], 1280, 1600, example["data_source"], example["data_type"], "xyxy")
+        left, top, w, h = example["bbox"]  # VLMEvalKit's convert_bbox: [x, y, x + w, y + h] / the size
+        reference = screenspot_reference(example["bbox"], 1280, 1600, example["data_source"], example["data_type"])
+        assert json.loads(reference)["bbox"] == [
+            round(v, 4) for v in (left / 1280, top / 1600, (left + w) / 1280, (top + h) / 1600)
+        ]
 
 
 def pixel_box(item) -> tuple[float, float, float, float]:
@@ -169,9 +261,10 @@ def test_scores_by_platform_and_element_type(spark, items):
 
 @pytest.fixture(scope="module")
 def ingested(spark, items, tmp_path_factory):
-    """The fixture written as lmms-lab/ScreenSpot-v2's parquet file at the catalogue unit's Hub path,
-    plus one row whose box leaves the screenshot, then `finevision benchmarks specs --catalogue gui`
-    and `finevision ingest`'s job: (pipeline config, ingest report, benchmark_items rows by row)."""
+    """The fixture written as the evaluated mirror's parquet file (tests/fixtures/screenspot_v2.yaml)
+    at the catalogue unit's Hub path, plus one row whose box leaves the screenshot, then `finevision
+    benchmarks specs --catalogue gui` and `finevision ingest`'s job: (the `--set` overrides of the
+    pipeline config, the config, the ingest report, benchmark_items rows by row)."""
     from typer.testing import CliRunner
 
     from etl import tables
@@ -184,40 +277,47 @@ def ingested(spark, items, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("screenspot_v2")
     root = Path(items[0]["root"])
     unit = load_catalogue(catalogue_path("gui")).unit("screenspot_v2")
-    rows = [
-        {
-            "image": {"bytes": (root / item["img_filename"]).read_bytes(), "path": item["img_filename"]},
-            **{k: item[k] for k in ("img_filename", "bbox", "instruction", "data_type", "data_source")},
-        }
-        for item in items
-    ]
-    rows.append(rows[2] | {"bbox": [790.0, 10.0, 40.0, 40.0], "instruction": "the box leaves the screen"})
+    columns = MIRROR["columns"]
+    rows = []
+    for item in items:
+        data = (root / item["img_filename"]).read_bytes()
+        width, height = Image.open(root / item["img_filename"]).size
+        rows.append(
+            {
+                columns["image"]: {"bytes": data, "path": item["img_filename"]},
+                columns["bbox"]: mirror_box(item["bbox"], width, height),
+                columns["instruction"]: item["instruction"],
+                columns["element_type"]: item["data_type"],
+                columns["platform"]: item["data_source"],
+            }
+        )
+    outside = mirror_box([790.0, 10.0, 40.0, 40.0], 800, 600)  # right edge at 830 px of 800
+    rows.append(rows[2] | {columns["bbox"]: outside, columns["instruction"]: "the box leaves the screen"})
     path = tmp / "hub" / unit.hub_id / unit.files_glob.replace("*", "00000-of-00001")
     path.parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, SCREENSPOT_V2_COLUMNS), path)
+    pq.write_table(pa.Table.from_pylist(rows, mirror_columns()), path)
 
     specs = tmp / "specs"
     args = ["benchmarks", "specs", "--catalogue", "gui", "--location", str(tmp / "hub"), "--out", str(specs)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    pipeline = load_config(
-        overrides=[
-            f"lakehouse={tmp / 'lake'}",
-            f"mlflow.tracking_uri=sqlite:///{tmp / 'm.db'}",
-            "mlflow.enabled=false",
-            f"sources_dir={specs}",
-            f"data_root={tmp}",
-        ]
-    )
+    overrides = [
+        f"lakehouse={tmp / 'lake'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'm.db'}",
+        "mlflow.enabled=false",
+        f"sources_dir={specs}",
+        f"data_root={tmp}",
+    ]
+    pipeline = load_config(overrides=overrides)
     run = PipelineRun(spark, pipeline, "screenspot-ingest")
     ingest.run(run)
     run.close()
     read = tables.read(spark, run.table("benchmark_items")).collect()
-    return pipeline, run.reports[0], {r["source_ref"]["row"]: r for r in read}
+    return overrides, pipeline, run.reports[0], {r["source_ref"]["row"]: r for r in read}
 
 
 def test_the_catalogue_unit_reads_screenspot_v2_boxes_as_click_references(items, ingested):
-    _, report, by_row = ingested
+    _, _, report, by_row = ingested
     assert sorted(by_row) == [0, 1, 2, 3]  # the fifth row's box leaves the 800x600 screen: quarantined
     assert report.dropped == {"adapter_error": 1}
     for row, item in enumerate(items):
@@ -250,17 +350,20 @@ def test_the_catalogue_unit_reads_screenspot_v2_boxes_as_click_references(items,
         assert [click_accuracy(p, [turn["assistant"]]) for p in outside] == [0.0] * 2, (row, reference)
 
 
-def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, ingested, tmp_path):
-    """`finevision evaluate`'s function, with the tiny untrained model, on the benchmark_items the
-    ScreenSpot-V2 catalogue unit ingested: what the command prints has a row per platform and
-    element type."""
+def test_finevision_evaluate_prints_click_accuracy_by_platform_and_element_type(spark, ingested, tmp_path):
+    """The `finevision evaluate` command itself, with the tiny untrained model, on the benchmark_items
+    the ScreenSpot-V2 catalogue unit ingested: it prints one row per platform and element type with
+    its item count, and each row's figure is the mean of the click scores it wrote to
+    eval_predictions, which re-scoring the predictions with `click_accuracy` gives again."""
+    from typer.testing import CliRunner
+
     from etl import tables
+    from etl.cli import app
     from etl.schema import CONTAMINATION_HITS
     from etl.train.config import load_train_config
-    from etl.train.evaluate import EvalConfig, evaluate
     from etl.train.model import build_model, build_processor
 
-    pipeline, _, _ = ingested
+    overrides, pipeline, _, _ = ingested
     config = load_train_config("tiny")
     processor = build_processor(config, pipeline.clean.tokenizer)
     build_model(config, processor).save_pretrained(tmp_path / "model")
@@ -269,16 +372,40 @@ def test_evaluate_on_the_screenspot_fixture_reports_platforms_and_types(spark, i
     commit = tables.Commit("test", "test", "0", "0")
     tables.overwrite(spark, ref, spark.createDataFrame([], CONTAMINATION_HITS), commit, CONTAMINATION_HITS)
 
-    eval_config = EvalConfig(max_new_tokens=4, batch_size=4, metrics={"screenspot_v2": "click_accuracy"})
-    scores = evaluate(str(tmp_path / "model"), pipeline, eval_config, spark)
-    by_name = {s.benchmark: s for s in scores}
-    assert set(by_name) == {
+    args = [arg for override in overrides for arg in ("--set", override)]
+    args += ["evaluate", "--model", str(tmp_path / "model")]
+    args += ["--eval-set", "max_new_tokens_per_benchmark.screenspot_v2=8", "--eval-set", "batch_size=4"]
+    confs = {key: spark.conf.get(key, None) for key in ("spark.sql.shuffle.partitions", "spark.default.parallelism")}
+    try:  # the command builds its session from the local profile: the test's own, whose confs it sets
+        result = CliRunner().invoke(app, args)
+    finally:
+        for key, value in confs.items():
+            if value is not None:
+                spark.conf.set(key, value)
+    assert result.exit_code == 0, result.output
+    printed = {line.split()[0]: line.split() for line in result.output.splitlines() if line.startswith("screenspot_v2")}
+    assert sorted(printed) == [
         "screenspot_v2",
-        "screenspot_v2/web/text",
         "screenspot_v2/desktop/icon",
         "screenspot_v2/mobile/icon",
+        "screenspot_v2/web/text",
+    ]
+    assert {name: (row[1], row[5]) for name, row in printed.items()} == {
+        "screenspot_v2": ("click_accuracy", "4"),
+        "screenspot_v2/desktop/icon": ("click_accuracy", "1"),
+        "screenspot_v2/mobile/icon": ("click_accuracy", "1"),
+        "screenspot_v2/web/text": ("click_accuracy", "2"),
     }
-    assert [by_name[n].n_all for n in sorted(by_name)] == [4, 1, 1, 2]
-    assert all(s.metric == "click_accuracy" and 0.0 <= s.all <= 1.0 for s in scores)
-    printed = format_scores(scores)
-    assert "screenspot_v2/mobile/icon  click_accuracy" in printed
+    predictions = tables.read(spark, tables.TableRef.of(pipeline, "eval_predictions")).collect()
+    assert len(predictions) == 4
+    by_part: dict[str, list[float]] = {}
+    for row in predictions:
+        assert row["score"] == click_accuracy(row["prediction"], [row["answer"]]), row
+        reference = json.loads(row["answer"])
+        by_part.setdefault(f"screenspot_v2/{reference['platform']}/{reference['element_type']}", []).append(
+            row["score"]
+        )
+    by_part["screenspot_v2"] = [row["score"] for row in predictions]
+    assert {name: printed[name][2] for name in printed} == {
+        name: f"{sum(scores) / len(scores):.3f}" for name, scores in by_part.items()
+    }

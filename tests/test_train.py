@@ -511,6 +511,82 @@ def test_every_training_config_validates_with_its_tile_tokens():
     assert configs["smolvlm_256m"].model.init == "smollm2"
 
 
+# huggingface/nanoVLM d16de85c58ae99114f99709620138db383e75563 ("run config for internal ablations",
+# the FineVision release's ablations), models/config.py and data/custom_transforms.py.
+NANOVLM_ABLATION = {
+    "max_img_size": 1536,
+    "resize_to_max_side_len": False,
+    "vit_img_size": 512,
+    "mp_image_token_length": 64,
+    "lm_max_length": 4096,
+    "max_images_per_example": 4,
+    "batch_size": 2,
+    "gradient_accumulation_steps": 8,
+    "max_training_steps": 20100,
+    "lr_mp": 0.00512,
+    "lr_backbones": 5e-5,
+    "max_grad_norm": 1.0,
+}
+
+
+def nanovlm_tiles(width: int, height: int, cfg: dict = NANOVLM_ABLATION) -> int:
+    """Tiles nanoVLM feeds the vision encoder for a width x height image: DynamicResize (the long side
+    to min(max_img_size, itself rounded up to the tile) unless resize_to_max_side_len, the short side
+    scaled and rounded up), then GlobalAndSplitImages (a global view unless the grid is 1 x 1)."""
+    tile, long, short = cfg["vit_img_size"], max(width, height), min(width, height)
+    if cfg["resize_to_max_side_len"]:
+        target = cfg["max_img_size"]
+    else:
+        target = min(cfg["max_img_size"], math.ceil(long / tile) * tile)
+    grid = (target // tile) * max(1, math.ceil(short * target / long / tile))
+    return grid + (grid > 1)
+
+
+def test_nanovlm_460m_is_the_finevision_ablation_run_and_the_trainer_uses_it():
+    """conf/train/nanovlm_460m.yaml holds nanoVLM's FineVision ablation settings, and the processor the
+    trainer builds from it tiles as that run did for images at or above its longest side; smaller
+    images Idefics3 scales up to the longest side, where nanoVLM's ablation kept them (the difference
+    docs/training.md states)."""
+    from PIL import Image
+
+    from etl.train.model import build_processor
+
+    config = load_train_config("nanovlm_460m")
+    nano = NANOVLM_ABLATION
+    assert (config.images.longest_edge, config.images.splitting) == (nano["max_img_size"], True)
+    assert (config.model.vision.image_size, config.image_seq_len) == (
+        nano["vit_img_size"],
+        nano["mp_image_token_length"],
+    )
+    assert (config.seq_len, config.images.max_images) == (nano["lm_max_length"], nano["max_images_per_example"])
+    assert (config.batch_size, config.grad_accum, config.max_steps) == (
+        nano["batch_size"],
+        nano["gradient_accumulation_steps"],
+        nano["max_training_steps"],
+    )
+    assert (config.lr_projector, config.lr, config.grad_clip) == (
+        nano["lr_mp"],
+        nano["lr_backbones"],
+        nano["max_grad_norm"],
+    )
+
+    processor = build_processor(config, load_config().clean.tokenizer)
+
+    def tiles(width: int, height: int) -> int:
+        image = Image.new("RGB", (width, height), (120, 30, 200))
+        pixel_values = processor.image_processor([[image]], return_tensors="pt")["pixel_values"][0]
+        assert tuple(pixel_values.shape[-2:]) == (nano["vit_img_size"],) * 2
+        return pixel_values.shape[0]
+
+    # at or above 1,536 px: both resize the long side to 1,536, 3 x 2 tiles and the global view
+    assert tiles(2000, 1000) == nanovlm_tiles(2000, 1000) == 7
+    assert tiles(1536, 1536) == nanovlm_tiles(1536, 1536) == 10
+    # below it: Idefics3 scales 600 x 400 up to 1,536 x 1,024 (3 x 2 + global); nanoVLM's ablation to
+    # 1,024 x 1,024 (2 x 2 + global)
+    assert (tiles(600, 400), nanovlm_tiles(600, 400)) == (7, 5)
+    assert nanovlm_tiles(600, 400, NANOVLM_ABLATION | {"max_img_size": 2048, "resize_to_max_side_len": True}) == 13
+
+
 def test_databricks_gets_workspace_experiments_and_unity_catalog_model_names():
     from etl.train.run import mlflow_names, table_ref
 

@@ -11,8 +11,8 @@ column, or `options.option_columns`), `answer` (`options.answer_format`: text, i
 each distinct answer is a turn; an item without answers keeps one turn with an empty answer.
 A GUI grounding set (ScreenSpot-V2) names `bbox`, `platform` and `element_type` instead of an
 answer: its one answer is the element's box in fractions of the screenshot, with the platform and
-element type (`etl.sources.gui.screenspot.screenspot_reference`, `options.bbox_format`: xywh or
-xyxy pixels), which `click_accuracy` scores.
+element type (`etl.sources.gui.screenspot.screenspot_reference`; `options.bbox_format`: xywh or
+xyxy, `options.bbox_units`: pixels or fraction), which `click_accuracy` scores.
 """
 
 from __future__ import annotations
@@ -184,6 +184,7 @@ def _element_box(ctx: ReadContext, record: dict, images: list[tuple[bytes, str |
         _text_of(record[fields["platform"]], f"field {fields['platform']!r}"),
         _text_of(record[fields["element_type"]], f"field {fields['element_type']!r}"),
         ctx.spec.options.get("bbox_format", "xywh"),
+        ctx.spec.options.get("bbox_units", "pixels"),
     )
 
 
