@@ -174,6 +174,10 @@ class DedupConfig(Strict):
     policy: Literal["annotate", "keep-one"] = "annotate"
 
 
+# How export reshapes turns (etl/stages/turns.py).
+TurnsMode = Literal["keep", "merge", "split"]
+
+
 class ExportConfig(Strict):
     release_dir: str | None = Field(None, description="release folder (local or URI); null = <lakehouse>/release")
     shard_bytes: int = Field(500_000_000, gt=0, description="about this much Arrow data per parquet shard")
@@ -181,12 +185,26 @@ class ExportConfig(Strict):
     gui_per_step: bool = Field(
         False, description="one sample per step of each GUI trajectory (etl/stages/gui_steps.py)"
     )
+    turns: TurnsMode = Field(
+        "keep",
+        description="keep turns as ingested; merge the single-image samples of one image into one sample; "
+        "or split multi-turn samples into one sample per turn (etl/stages/turns.py)",
+    )
     keep_contaminated: bool = Field(False, description="release contaminated samples too (the card says so)")
     keep_duplicates: bool = Field(
         False, description="release every sample of a duplicate cluster, not only its representative"
     )
     shuffled_default: bool = Field(True, description="also write a `default` config of every row, shuffled")
     shuffle_seed: int = Field(0, description="seed of the `default` config's order")
+
+    @model_validator(mode="after")
+    def _one_reshaping(self) -> ExportConfig:
+        if self.gui_per_step and self.turns != "keep":
+            raise ValueError(
+                f"turns {self.turns!r} and gui_per_step both reshape samples; set one of them "
+                "(GUI trajectories have one screenshot per turn: gui_per_step splits them, turns=split would not)"
+            )
+        return self
 
 
 class SamplesConfig(Strict):

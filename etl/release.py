@@ -6,8 +6,8 @@
     <release>/_provenance/<folder>/train-00000-of-00002.parquet   the project's columns of the same rows
 
 A shard holds exactly FineVision's columns and features (`RELEASE_FEATURES`: ratings int64), so it
-concatenates with the Hub's subsets; `sample_id`, `subset`, `category`, `contaminated` and
-`dup_cluster_id` go to the side file of the same name under `_provenance/`, one row per shard row
+concatenates with the Hub's subsets; `sample_id`, `subset`, `category`, `contaminated`,
+`dup_cluster_id` and `turn_sources` go to the side file of the same name under `_provenance/`, one row per shard row
 (`row` = its index in the shard). A config is named as its subset (FineVision's names, such as
 `geo170k(qa)`, included); its folder is the name made path-safe (`folder_names`).
 
@@ -38,7 +38,7 @@ from etl.schema import GOLD_SAMPLES
 
 # FineVision's rating axes in the order of the card's columns.
 RELEASE_AXES = ("relevance", "visual_dependency", "image_correspondence", "formatting")
-PROVENANCE_COLUMNS = ("sample_id", "subset", "category", "contaminated", "dup_cluster_id")
+PROVENANCE_COLUMNS = ("sample_id", "subset", "category", "contaminated", "dup_cluster_id", "turn_sources")
 DEFAULT_CONFIG = "default"
 ROW_GROUP_ROWS = (
     100  # datasets' parquet row group size for image data (config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS)
@@ -77,6 +77,7 @@ PROVENANCE_ARROW = pa.schema(
         ("category", pa.string()),
         ("contaminated", pa.bool_()),
         ("dup_cluster_id", pa.string()),
+        ("turn_sources", pa.list_(pa.struct([("sample_id", pa.string()), ("turn_index", pa.int32())]))),
     ]
 )
 

@@ -50,6 +50,15 @@ def subset_statistics(rows: DataFrame) -> list[dict]:
     return [r.asDict() for r in rows.groupBy("subset").agg(*aggregates).orderBy("subset").collect()]
 
 
+_TURNS = {
+    "keep": "Turns are as the sources were ingested (`export.turns: keep`).",
+    "merge": "The single-image questions of one image were merged into one sample per image (`export.turns:"
+    " merge`); `turn_sources` names the source sample and turn of every turn of a merged sample.",
+    "split": "Multi-turn samples were split into one sample per turn (`export.turns: split`, ids"
+    " `<sample_id>/turn<i>`); `turn_sources` names each one's source sample and turn.",
+}
+
+
 @dataclass
 class CardInputs:
     name: str
@@ -60,6 +69,7 @@ class CardInputs:
     keep_contaminated: bool
     keep_duplicates: bool
     provenance: dict[str, str] = field(default_factory=dict)
+    turns: str = "keep"  # export.turns
 
 
 def features_yaml() -> list[dict]:
@@ -146,8 +156,9 @@ def dataset_card(card: CardInputs) -> str:
         "FineVision's: `images`, `texts` (turns of `user` and `assistant`), `source`, `<axis>_ratings` (one judge",
         "score 1-5 per turn, int64) and `<axis>_min` (the lowest over the turns; null unless every turn is rated)",
         "for the axes relevance, visual_dependency, image_correspondence and formatting. The project's own",
-        "columns (`sample_id`, `subset`, `category`, `contaminated`, `dup_cluster_id`) are in side files of the",
-        "same name under `_provenance/`, one row per shard row (`row` is its index in the shard).",
+        "columns (`sample_id`, `subset`, `category`, `contaminated`, `dup_cluster_id`, `turn_sources`) are in side",
+        "files of the same name under `_provenance/`, one row per shard row (`row` is its index in the shard).",
+        _TURNS[card.turns],
         "",
         "## What was left out",
         "",

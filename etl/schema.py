@@ -198,6 +198,8 @@ REMOVED_SAMPLES = StructType(
 
 
 RELEASE_IMAGE = StructType([StructField("bytes", BinaryType()), StructField("path", StringType())])
+# Where each turn of a gold row came from: the silver sample and its turn index (`export.turns`).
+TURN_SOURCES = ArrayType(StructType([StructField("sample_id", StringType()), StructField("turn_index", IntegerType())]))
 # gold_samples (and the release) list the rating columns relevance first, then the others in order.
 GOLD_RATING_AXES = ("relevance", *(axis for axis in RATING_AXES if axis != "relevance"))
 
@@ -214,6 +216,8 @@ GOLD_SAMPLES = StructType(
         StructField("category", StringType(), nullable=False),
         StructField("contaminated", BooleanType(), nullable=False),
         StructField("dup_cluster_id", StringType()),
+        # null: the row is its silver sample unchanged; else one source turn per turn (etl/stages/turns.py)
+        StructField("turn_sources", TURN_SOURCES),
     ]
 )
 

@@ -54,6 +54,7 @@ def test_a_seven_step_trajectory_gives_seven_samples_with_their_screenshots(spar
 
     assert sorted(out) == sorted(["vqa", *[f"traj/step{i}" for i in range(7)]])
     assert out["vqa"]["texts"][0]["assistant"] == "Blue." and len(out["vqa"]["images"]) == 1
+    assert out["vqa"]["turn_sources"] is None  # not a trajectory: the silver sample as it is
     for i in range(7):
         step = out[f"traj/step{i}"]
         assert [(img["bytes"], img["path"]) for img in step["images"]] == [(shots[i]["bytes"], f"shots/{i}.png")]
@@ -64,6 +65,7 @@ def test_a_seven_step_trajectory_gives_seven_samples_with_their_screenshots(spar
         assert step["relevance_ratings"] == [[1, 2, 3, 4, 5, 4, 3][i]]
         assert step["relevance_min"] == [1, 2, 3, 4, 5, 4, 3][i]
         assert step["subset"] == "gui_mobile" and step["contaminated"] is False
+        assert [t.asDict() for t in step["turn_sources"]] == [{"sample_id": "traj", "turn_index": i}]
         for axis in GOLD_RATING_AXES:
             if axis != "relevance":
                 assert step[f"{axis}_ratings"] is None

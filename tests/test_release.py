@@ -75,6 +75,7 @@ def _gold_row(subset: str, i: int) -> dict:
         "category": "General VQA",
         "contaminated": i == 3,
         "dup_cluster_id": "cluster-a" if i in (5, 6) else None,
+        "turn_sources": None,
     }
 
 

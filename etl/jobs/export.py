@@ -16,7 +16,7 @@ from etl.runs import PipelineRun
 from etl.schema import GOLD_SAMPLES
 from etl.specs import configured_judges
 from etl.stages.decontaminate import current_hits
-from etl.stages.export import gold_samples, release_exclusions, removal_reasons
+from etl.stages.export import gold_samples, release_exclusions, removal_reasons, source_sample_ids
 from etl.stages.gui_steps import gui_step_samples
 from etl.stages.rate import current_ratings
 
@@ -44,16 +44,21 @@ def run(run: PipelineRun) -> None:
         if ratings is not None:  # only the configured judge and prompt of each axis count
             ratings = current_ratings(ratings, configured_judges(run.config))
         # joins of pinned table versions: recomputed on serverless, same rows
-        with reused(gold_samples(silver, hits, clusters, removed, ratings)) as gold:
+        with reused(gold_samples(silver, hits, clusters, removed, ratings, settings.turns)) as gold:
             report.rows_in = silver.count()
             report.rows_out = gold.count()
             reasons = removal_reasons(silver, removed).groupBy("reason").agg(F.count("*").alias("n")).collect()
             report.dropped = {r["reason"]: r["n"] for r in reasons}
-            if report.rows_in != report.rows_out + sum(report.dropped.values()):
+            # merged and split rows hold turns of other silver samples: count the samples gold holds
+            held = report.rows_out if settings.turns == "keep" else source_sample_ids(gold).count()
+            if report.rows_in != held + sum(report.dropped.values()):
                 raise RuntimeError(
-                    f"export: {report.rows_in} silver rows but {report.rows_out} gold + {report.dropped} removed"
+                    f"export: {report.rows_in} silver rows but {held} in gold + {report.dropped} removed"
                 )
             report.counters = {"rated_samples": gold.filter(F.col("relevance_min").isNotNull()).count()}
+            if settings.turns != "keep":
+                report.counters["gold_source_samples"] = held
+                report.counters["gold_rows_reshaped"] = gold.filter(F.col("turn_sources").isNotNull()).count()
             written = gui_step_samples(gold) if settings.gui_per_step else gold
             if settings.gui_per_step:
                 report.counters["gold_rows_with_gui_steps"] = written.count()
@@ -81,6 +86,7 @@ def run(run: PipelineRun) -> None:
             settings.keep_contaminated,
             settings.keep_duplicates,
             provenance,
+            settings.turns,
         )
         path = release.write_card(folder, release_card.dataset_card(card))
         report.counters["release_shards"] = len(shards)

@@ -1,8 +1,9 @@
 """Gold export: silver samples minus removed ones, in FineVision's release columns plus the ids and
 flags FineVision did not publish (`sample_id`, `subset`, `category`, `contaminated`,
-`dup_cluster_id`).
+`dup_cluster_id`, `turn_sources`), their turns kept, merged or split (`export.turns`,
+etl/stages/turns.py) after flagging and rating.
 
-    gold = gold_samples(silver, hits, clusters, removed, ratings)
+    gold = gold_samples(silver, hits, clusters, removed, ratings, turns="keep")
 
 `rating_columns` is the one place that turns `turn_ratings` rows into the release's
 `*_ratings` arrays (one score per turn) and `*_min` values; without ratings they are nulls.
@@ -20,6 +21,7 @@ from pyspark.sql.types import ArrayType, IntegerType
 from etl.schema import GOLD_RATING_AXES as RATING_AXES
 from etl.schema import GOLD_SAMPLES, image_occurrences, require_columns
 from etl.stages.gui_steps import trajectory_id
+from etl.stages.turns import TurnsMode, reshape_turns, source_sample_id
 
 RATING_COLUMNS = tuple(f"{axis}_ratings" for axis in RATING_AXES) + tuple(f"{axis}_min" for axis in RATING_AXES)
 
@@ -117,19 +119,38 @@ def gold_samples(
     clusters: DataFrame,
     removed: DataFrame | None = None,
     turn_ratings: DataFrame | None = None,
+    turns: TurnsMode = "keep",
 ) -> DataFrame:
-    """The gold rows in `GOLD_SAMPLES` column order; images projected to the release's struct<bytes, path>."""
-    require_columns(silver, ["sample_id", "subset", "category", "source", "images", "texts"], "gold_samples")
+    """The gold rows in `GOLD_SAMPLES` column order; images projected to the release's struct<bytes, path>.
+
+    Flags and ratings are those of the silver samples; `turns` then keeps, merges or splits them
+    (`reshape_turns`: ratings follow their turns), and `<axis>_min` is taken over the rows' turns."""
+    require_columns(
+        silver, ["sample_id", "subset", "category", "source", "images", "texts", "source_ref"], "gold_samples"
+    )
     kept = kept_samples(silver, removed)
     flagged = (
         kept.join(contaminated_sample_ids(hits).withColumn("contaminated", F.lit(True)), "sample_id", "left")
         .join(dup_cluster_ids(kept, clusters), "sample_id", "left")
         .withColumn("contaminated", F.coalesce("contaminated", F.lit(False)))
+    )
+    rated = rating_columns(flagged, turn_ratings).drop(*[f"{a}_min" for a in RATING_AXES])
+    return (
+        reshape_turns(rated, turns)
         .withColumn(
             "images", F.transform("images", lambda i: F.struct(i["bytes"].alias("bytes"), i["path"].alias("path")))
         )
+        .select("*", *[minimum_if_every_turn_rated(f"{a}_ratings").alias(f"{a}_min") for a in RATING_AXES])
+        .select(*GOLD_SAMPLES.fieldNames())
     )
-    return rating_columns(flagged, turn_ratings).select(*GOLD_SAMPLES.fieldNames())
+
+
+def source_sample_ids(gold: DataFrame) -> DataFrame:
+    """(sample_id) of every silver sample a gold row holds turns of, once each: a row's own id, or
+    the ids in its `turn_sources` (merged and split rows)."""
+    require_columns(gold, ["sample_id", "turn_sources"], "source_sample_ids")
+    ids = F.coalesce(F.col("turn_sources.sample_id"), F.array("sample_id"))
+    return gold.select(F.explode(ids).alias("sample_id")).distinct()
 
 
 def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates: bool) -> DataFrame:
@@ -137,9 +158,10 @@ def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates
     `contaminated` (unless keep_contaminated), then `duplicate`: of the samples of one duplicate
     cluster that are left, all but the one with the smallest sample_id (unless keep_duplicates).
 
-    The steps of a GUI trajectory (`export.gui_per_step`: `<sample_id>/step<i>`, which carry the
-    trajectory's flags) count as their trajectory: they are kept or left out together, so the
-    release holds the same trajectories with and without `gui_per_step`."""
+    The steps of a GUI trajectory (`export.gui_per_step`: `<sample_id>/step<i>`) and the turns of a
+    split sample (`export.turns: split`: `<sample_id>/turn<i>`), which carry their sample's flags,
+    count as that sample: they are kept or left out together, so the release holds the same
+    samples with and without `gui_per_step` or split turns."""
     require_columns(gold, ["sample_id", "contaminated", "dup_cluster_id"], "release_exclusions")
     rows = gold.withColumn(
         "excluded", F.when(F.lit(not keep_contaminated) & F.col("contaminated"), F.lit("contaminated"))
@@ -147,7 +169,9 @@ def release_exclusions(gold: DataFrame, keep_contaminated: bool, keep_duplicates
     if keep_duplicates:
         return rows
     # rows without a cluster never meet the join: it would send all of them to one task (null key)
-    clustered = rows.filter(F.col("dup_cluster_id").isNotNull()).withColumn("_unit", trajectory_id(F.col("sample_id")))
+    clustered = rows.filter(F.col("dup_cluster_id").isNotNull()).withColumn(
+        "_unit", source_sample_id(trajectory_id(F.col("sample_id")))
+    )
     representatives = (
         clustered.filter(F.col("excluded").isNull())
         .groupBy("dup_cluster_id")

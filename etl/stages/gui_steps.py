@@ -15,6 +15,7 @@ Step `i` of trajectory `s` becomes the row `s/step<i>` with
 - the `<axis>_ratings` of that turn alone (a one-element array) and `<axis>_min` = its score;
 - `source`, `subset`, `category`, `contaminated`, `dup_cluster_id` of the trajectory: the release
   leaves a trajectory's steps out or keeps them together (`trajectory_id`, `release_exclusions`).
+- `turn_sources`: `[(s, i)]`, the trajectory's turn the step answers (as `export.turns` rows say).
 
     steps = gui_step_samples(gold, prompts)      # DataFrame -> DataFrame, GOLD_SAMPLES columns
 """
@@ -118,6 +119,7 @@ def gui_step_samples(gold: DataFrame, prompts: dict[str, str] | None = None) -> 
             for a in GOLD_RATING_AXES
         },
         **{f"{a}_min": F.col(f"{a}_ratings")[pos] for a in GOLD_RATING_AXES},
+        "turn_sources": F.array(F.struct(F.col("sample_id").alias("sample_id"), pos.cast("int").alias("turn_index"))),
     }
     per_step = steps.select(*[columns.get(name, F.col(name)).alias(name) for name in GOLD_SAMPLES.fieldNames()])
     return others.select(*GOLD_SAMPLES.fieldNames()).unionByName(per_step)
