@@ -189,6 +189,24 @@ class ExportConfig(Strict):
     shuffle_seed: int = Field(0, description="seed of the `default` config's order")
 
 
+class MaintainConfig(Strict):
+    """`finevision maintain` (etl/maintain.py) and the retention of pinned versions."""
+
+    vacuum_retain_hours: int = Field(
+        168,
+        ge=0,
+        description="VACUUM keeps files a version of the last this many hours reads (never less than the "
+        "table's delta.deletedFileRetentionDuration); below 168 (Delta's default) Delta refuses unless the cluster sets "
+        "spark.databricks.delta.retentionDurationCheck.enabled=false",
+    )
+    gold_retention_days: int = Field(
+        30,
+        ge=1,
+        description="days each gold_samples version stays readable by time travel (training runs and "
+        "release cards pin one): gold's delta.deletedFileRetentionDuration and delta.logRetentionDuration",
+    )
+
+
 class SamplesConfig(Strict):
     out_dir: str = "data/samples"
     scale: int = Field(1, ge=1, description="multiplies the generated subsets' sizes")
@@ -298,6 +316,7 @@ class PipelineConfig(Strict):
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    maintain: MaintainConfig = Field(default_factory=MaintainConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
