@@ -195,9 +195,9 @@ class MaintainConfig(Strict):
     vacuum_retain_hours: int = Field(
         168,
         ge=0,
-        description="VACUUM keeps files a version of the last this many hours reads (never less than the "
-        "table's delta.deletedFileRetentionDuration); below 168 (Delta's default) Delta refuses unless the cluster sets "
-        "spark.databricks.delta.retentionDurationCheck.enabled=false",
+        description="hours VACUUM keeps the files of replaced versions: each table's "
+        "delta.deletedFileRetentionDuration, set by `finevision maintain` (gold: at least gold_retention_days); "
+        "below 168 (Delta's default) risks deleting files a concurrent reader or writer still uses",
     )
     gold_retention_days: int = Field(
         30,

@@ -1,19 +1,19 @@
 """`finevision maintain`: upkeep of the pipeline's tables, which nothing else compacts or cleans.
 
 Per table that exists (etl/schema.py's `TABLES`, or the ones named):
-1. the declared table properties (gold's retention, `tables.retention_properties`) and column
-   comments (`schema.COLUMN_DOCS`) are set where the table's differ (tables an older version made);
+1. its retention (`tables.retention_properties`: `delta.deletedFileRetentionDuration` =
+   maintain.vacuum_retain_hours, for gold at least maintain.gold_retention_days, with its log kept
+   as long) and the column comments (`schema.COLUMN_DOCS`) are set where the table's differ;
 2. `OPTIMIZE` compacts the small files every MERGE and append leaves, with `ZORDER BY` the column
    the table's readers reach rows by (`Table.cluster_by`: `sample_id`, or `image_id`);
-3. `VACUUM ... RETAIN n HOURS` deletes the files no version of the last n hours reads, n being
-   `maintain.vacuum_retain_hours` but never less than the table's own
-   `delta.deletedFileRetentionDuration` (gold: `maintain.gold_retention_days`), so a version a
-   training run or a release card pins stays readable.
+3. `VACUUM` deletes the files no version inside that retention reads. It goes by the table
+   property, as Delta 4 does whatever RETAIN says (it ignores RETAIN unless 0 hours) and as Unity
+   Catalog's predictive optimisation does, so a version a training run or a release card pins
+   stays readable for gold's retention whoever vacuums.
 
 Only SQL (OPTIMIZE, VACUUM, DESCRIBE, ALTER TABLE), no session conf: it runs over Spark Connect and
-on Databricks serverless. On Unity Catalog managed tables predictive optimisation runs OPTIMIZE
-(without ZORDER) and VACUUM (by `delta.deletedFileRetentionDuration`) on its own; see
-docs/tables.md, "Upkeep".
+on Databricks serverless. See docs/tables.md, "Upkeep", for what predictive optimisation does on
+Unity Catalog managed tables.
 
     for upkeep in maintain(spark, config, dry_run=True):
         print(upkeep.line())
@@ -22,7 +22,6 @@ docs/tables.md, "Upkeep".
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -32,10 +31,6 @@ from etl.config import IDENTIFIER, PipelineConfig
 from etl.schema import TABLES
 
 log = logging.getLogger("finevision")
-RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
-# Delta's interval strings as tables carry them: "interval 30 days", "interval 168 hours", "7 days".
-_INTERVAL = re.compile(r"^\s*(?:interval\s+)?(\d+)\s+(week|day|hour|minute|second)s?\s*$", re.IGNORECASE)
-_HOURS_PER = {"week": 168.0, "day": 24.0, "hour": 1.0, "minute": 1 / 60, "second": 1 / 3600}
 
 
 @dataclass(frozen=True)
@@ -47,7 +42,7 @@ class Upkeep:
     files_after: int | None  # None on a dry run
     cluster_by: str | None
     retain_hours: int
-    files_removed: int | None  # data files VACUUM deleted (dry run: would delete); None where not logged
+    files_removed: int | None  # data files VACUUM deleted (dry run: would delete); None where unknown
     bytes_removed: int | None  # None on a dry run, or where the table's history has no VACUUM entry
     properties_set: tuple[str, ...] = ()
     comments_set: tuple[str, ...] = ()
@@ -55,14 +50,14 @@ class Upkeep:
 
     def line(self) -> str:
         optimize = f"OPTIMIZE{f' ZORDER BY ({self.cluster_by})' if self.cluster_by else ''}"
-        vacuum = f"VACUUM RETAIN {self.retain_hours} HOURS"
+        vacuum = f"VACUUM (retention {self.retain_hours} hours)"
         setup = [f"set {', '.join(self.properties_set)}"] if self.properties_set else []
         setup += [f"comment {len(self.comments_set)} column(s)"] if self.comments_set else []
         if self.dry_run:
             return "; ".join(
                 [
                     f"{self.table}: would run {optimize} on {self.files_before} file(s)",
-                    f"{vacuum} would delete {self.files_removed} file(s)",
+                    f"{vacuum} would delete {'?' if self.files_removed is None else self.files_removed} file(s)",
                     *(f"would {s}" for s in setup),
                 ]
             )
@@ -75,28 +70,6 @@ class Upkeep:
                 *setup,
             ]
         )
-
-
-def retention_hours(value: str, what: str) -> int:
-    """Hours of a Delta interval property (`interval 30 days` -> 720), rounded up."""
-    match = _INTERVAL.match(value)
-    if not match:
-        raise ValueError(f"{what}: {value!r} is not an interval maintain reads (e.g. 'interval 30 days')")
-    hours = int(match.group(1)) * _HOURS_PER[match.group(2).lower()]
-    return int(hours) if hours == int(hours) else int(hours) + 1
-
-
-def vacuum_hours(config: PipelineConfig, name: str, properties: dict[str, str]) -> int:
-    """The retention VACUUM runs with on this table: the configured hours, raised to the table's own
-    `delta.deletedFileRetentionDuration` (and for a pinned table to maintain.gold_retention_days,
-    whether or not the table carries the property yet)."""
-    hours = config.maintain.vacuum_retain_hours
-    if RETENTION_PROPERTY in properties:
-        hours = max(hours, retention_hours(properties[RETENTION_PROPERTY], f"{name} {RETENTION_PROPERTY}"))
-    declared = TABLES.get(name)
-    if declared and declared.pinned:
-        hours = max(hours, config.maintain.gold_retention_days * 24)
-    return hours
 
 
 def _detail(spark: SparkSession, ref: tables.TableRef) -> tuple[int, dict[str, str]]:
@@ -147,10 +120,11 @@ def _upkeep(spark: SparkSession, config: PipelineConfig, ref: tables.TableRef, d
         raise ValueError(f"{ref.name}: cluster column {cluster_by!r} is not an identifier")
     comments = tables.column_comments(ref, columns)
     files_before, properties = _detail(spark, ref)
-    wanted = dict(ref.properties)
-    if dry_run:
-        hours = vacuum_hours(config, ref.name, properties | wanted)
-        would_delete = spark.sql(f"VACUUM {ref.sql} RETAIN {hours} HOURS DRY RUN").count()
+    wanted = tables.retention_properties(config, ref.name)
+    hours = tables.retention_hours(config, ref.name)
+    if dry_run:  # VACUUM DRY RUN goes by the table's retention now: listed only where it is already the wanted one
+        unchanged = all(properties.get(k) == v for k, v in wanted.items())
+        would_delete = spark.sql(f"VACUUM {ref.sql} DRY RUN").count() if unchanged else None
         return Upkeep(
             ref.name,
             files_before,
@@ -163,13 +137,12 @@ def _upkeep(spark: SparkSession, config: PipelineConfig, ref: tables.TableRef, d
             tuple(c for c, t in comments.items() if columns[c].metadata.get("comment") != t),
             dry_run=True,
         )
-    properties_set = tuple(tables.set_properties(spark, ref, wanted)) if wanted else ()
+    properties_set = tuple(tables.set_properties(spark, ref, wanted))
     comments_set = tuple(tables.set_column_comments(spark, ref, comments))
-    hours = vacuum_hours(config, ref.name, properties | wanted)  # the retention just set counts
     spark.sql(f"OPTIMIZE {ref.sql}" + (f" ZORDER BY (`{cluster_by}`)" if cluster_by else ""))
     files_after, _ = _detail(spark, ref)
     before_vacuum = tables.current_version(spark, ref)
-    spark.sql(f"VACUUM {ref.sql} RETAIN {hours} HOURS")
+    spark.sql(f"VACUUM {ref.sql}")  # by the table's delta.deletedFileRetentionDuration, just set
     files_removed, bytes_removed = _vacuum_metrics(spark, ref, before_vacuum or 0)
     return Upkeep(
         ref.name,

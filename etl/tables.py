@@ -84,8 +84,9 @@ def retry_on_conflict[T](write: Callable[[], T], what: str) -> T:
 
 @dataclass(frozen=True)
 class TableRef:
-    """Where a table is, and the table properties the configuration gives it (`properties`, set on
-    create and on every write where they differ: gold's retention, see `retention_properties`)."""
+    """Where a table is, and the table properties every write keeps (`properties`, set on create and
+    wherever they differ: a pinned table's retention, see `retention_properties`; `finevision
+    maintain` sets the other tables' retention)."""
 
     name: str
     path: str | None = None
@@ -97,8 +98,8 @@ class TableRef:
         if not IDENTIFIER.match(name):
             raise ValueError(f"table name {name!r} is not an identifier")
         declared = TABLES.get(name)
-        retention = retention_properties(config.maintain.gold_retention_days) if declared and declared.pinned else {}
-        properties = tuple(sorted(retention.items()))
+        pinned = retention_properties(config, name) if declared and declared.pinned else {}
+        properties = tuple(sorted(pinned.items()))
         if config.catalog:
             return cls(name=name, qualified_name=f"{config.catalog}.{name}", properties=properties)
         root = config.lakehouse
@@ -192,12 +193,30 @@ def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> Data
     return reader.table(ref.qualified_name) if ref.qualified_name else reader.load(ref.path)
 
 
-def retention_properties(days: int) -> dict[str, str]:
-    """Table properties that keep every version of the last `days` days readable by time travel:
-    VACUUM (`finevision maintain`, or Unity Catalog's predictive optimisation, which takes its
-    window from the first) keeps their data files, log cleanup their commits."""
-    interval = f"interval {days} days"
-    return {"delta.deletedFileRetentionDuration": interval, "delta.logRetentionDuration": interval}
+FILE_RETENTION = "delta.deletedFileRetentionDuration"
+LOG_RETENTION = "delta.logRetentionDuration"
+
+
+def retention_hours(config: PipelineConfig, name: str) -> int:
+    """How long VACUUM keeps the files of a pipeline table's replaced versions: maintain.vacuum_retain_hours,
+    and for a pinned table (gold) at least maintain.gold_retention_days."""
+    hours = config.maintain.vacuum_retain_hours
+    declared = TABLES.get(name)
+    if declared and declared.pinned:
+        hours = max(hours, config.maintain.gold_retention_days * 24)
+    return hours
+
+
+def retention_properties(config: PipelineConfig, name: str) -> dict[str, str]:
+    """The retention a pipeline table carries as table properties, which is what VACUUM goes by
+    (Delta 4 ignores VACUUM's RETAIN argument unless it is 0 hours; Unity Catalog's predictive
+    optimisation reads the property): its data files for `retention_hours`, and for a pinned table
+    its log as long, so each version of that window reads by time travel."""
+    interval = f"interval {retention_hours(config, name)} hours"
+    declared = TABLES.get(name)
+    if declared and declared.pinned:
+        return {FILE_RETENTION: interval, LOG_RETENTION: interval}
+    return {FILE_RETENTION: interval}
 
 
 def table_properties(spark: SparkSession, ref: TableRef) -> dict[str, str]:
