@@ -428,6 +428,27 @@ def views(
             _fail(f"--query: {spark_error_line(exc)}")
 
 
+@app.command()
+def maintain(
+    ctx: typer.Context,
+    table: Annotated[list[str] | None, typer.Option(help="only this table (repeatable); default: every table")] = None,
+) -> None:
+    """OPTIMIZE (z-ordered by the column each table is read by) and VACUUM (by each table's retention,
+    gold's never below maintain.gold_retention_days) every table; --dry-run lists what it would do."""
+    from etl.maintain import maintain as upkeep_of
+    from etl.session import build_session
+
+    options = _options(ctx)
+    try:
+        done = upkeep_of(build_session(options.profile), options.config, table, dry_run=options.dry_run)
+    except ValueError as exc:
+        _fail(str(exc))
+    for upkeep in done:
+        typer.echo(upkeep.line())
+    if not done:
+        typer.echo("no table written yet")
+
+
 @app.command("tables")
 def show_tables(ctx: typer.Context) -> None:
     """Print each table's location, version and row count."""

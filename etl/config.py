@@ -207,6 +207,24 @@ class ExportConfig(Strict):
         return self
 
 
+class MaintainConfig(Strict):
+    """`finevision maintain` (etl/maintain.py) and the retention of pinned versions."""
+
+    vacuum_retain_hours: int = Field(
+        168,
+        ge=0,
+        description="hours VACUUM keeps the files of replaced versions: each table's "
+        "delta.deletedFileRetentionDuration, set by `finevision maintain` (gold: at least gold_retention_days); "
+        "below 168 (Delta's default) risks deleting files a concurrent reader or writer still uses",
+    )
+    gold_retention_days: int = Field(
+        30,
+        ge=1,
+        description="days each gold_samples version stays readable by time travel (training runs and "
+        "release cards pin one): gold's delta.deletedFileRetentionDuration and delta.logRetentionDuration",
+    )
+
+
 class SamplesConfig(Strict):
     out_dir: str = "data/samples"
     scale: int = Field(1, ge=1, description="multiplies the generated subsets' sizes")
@@ -316,6 +334,7 @@ class PipelineConfig(Strict):
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    maintain: MaintainConfig = Field(default_factory=MaintainConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)

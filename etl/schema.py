@@ -9,6 +9,7 @@ its bytes), `width` and `height`; the gold export projects it back to the releas
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from pyspark.sql import DataFrame
@@ -379,3 +380,66 @@ CONTAMINATION_RATES = StructType(
         StructField("image_rate", FloatType()),
     ]
 )
+
+
+# What a column means, for the columns whose meaning is the same in every table that has them: the
+# column comments the tables carry (COMMENT on create; `finevision maintain` sets them on tables
+# created before). docs/tables.md describes every column at length.
+COLUMN_DOCS = {
+    "sample_id": "deterministic sample id: sha256 of source, record location and content (32 hex)",
+    "subset": "the subset (one per source spec; a release config); * = all subsets in the statistics tables",
+    "category": "one of FineVision's 9 categories",
+    "source": "FineVision's source column (defaults to the subset)",
+    "images": "the sample's images, in order",
+    "texts": "the sample's turns (user, assistant), in order",
+    "source_ref": "where the record came from: file, archive member, row",
+    "image_id": "sha256 of the image bytes",
+    "benchmark": "the benchmark a test item belongs to",
+    "stage": "the pipeline stage that wrote the row",
+    "reason": "why the row was quarantined or removed",
+    "detail": "human-readable detail of the reason",
+    "run_id": "the curation run that wrote the row (pipeline_runs.run_id)",
+    "model_id": "what compared the images or texts: the embedding model and its preprocessing, or word-<n>gram",
+    "contaminated": "an image or turn of the sample has a hit of the current decontamination configuration",
+    "dup_cluster_id": "the near-duplicate cluster of the sample's images (the smallest, if several); null if none",
+    "judge_model": "the judge that gave the score",
+    "prompt_hash": "hash of the judge prompt",
+    "turn_index": "position of the turn in texts",
+    "axis": "rating axis: formatting, relevance, visual_dependency or image_correspondence",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """How a pipeline table is kept (its schema is the one its writer passes, declared above).
+
+    `cluster_by`: the column its readers reach rows by, if one (joins on it, merges on it as key or
+    key range). `finevision maintain` clusters the table's files by it (OPTIMIZE ... ZORDER BY), so
+    such a read or merge opens few files; a table read whole (gold, which training and the release
+    scan; the small statistics tables) is only compacted. `pinned`: training runs and release cards
+    pin its versions, which stay readable for maintain.gold_retention_days."""
+
+    cluster_by: str | None = None
+    pinned: bool = False
+
+
+# Every table the pipeline writes, by name (tables.TableRef.of(config, name) locates it).
+TABLES = {
+    "bronze_samples": Table("sample_id"),  # ingest merges by sample_id
+    "silver_samples": Table("sample_id"),  # clean merges by it; export, review, rate join on it
+    "benchmark_items": Table("sample_id"),  # ingest merges by sample_id
+    "quarantine": Table(),  # read by stage and reason
+    "image_embeddings": Table("image_id"),  # embed merges, decontaminate and dedup join by image
+    "contamination_hits": Table("sample_id"),  # merged by a key led by sample_id, joined on it
+    "contamination_rates": Table(),
+    "near_duplicate_clusters": Table("image_id"),  # joined on image_id by export
+    "removed_samples": Table("sample_id"),  # merged by sample_id, anti-joined by export
+    "turn_ratings": Table("sample_id"),  # rate merges by sample_id range
+    "rate_pending": Table(),  # partitioned by chunk, read a chunk at a time
+    "rating_distribution": Table(),
+    "gold_samples": Table(pinned=True),  # read whole: training, the release
+    "action_stats": Table(),
+    "subset_stats": Table(),
+    "diversity_metrics": Table(),
+    "pipeline_runs": Table(),
+}

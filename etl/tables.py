@@ -24,10 +24,11 @@ from typing import TypeVar
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
 from etl.confs import settable
+from etl.schema import COLUMN_DOCS, TABLES
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 CONFLICT_RETRIES = 6
@@ -83,22 +84,30 @@ def retry_on_conflict[T](write: Callable[[], T], what: str) -> T:
 
 @dataclass(frozen=True)
 class TableRef:
+    """Where a table is, and the table properties every write keeps (`properties`, set on create and
+    wherever they differ: a pinned table's retention, see `retention_properties`; `finevision
+    maintain` sets the other tables' retention)."""
+
     name: str
     path: str | None = None
     qualified_name: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, config: PipelineConfig, name: str) -> TableRef:
         if not IDENTIFIER.match(name):
             raise ValueError(f"table name {name!r} is not an identifier")
+        declared = TABLES.get(name)
+        pinned = retention_properties(config, name) if declared and declared.pinned else {}
+        properties = tuple(sorted(pinned.items()))
         if config.catalog:
-            return cls(name=name, qualified_name=f"{config.catalog}.{name}")
+            return cls(name=name, qualified_name=f"{config.catalog}.{name}", properties=properties)
         root = config.lakehouse
         if "://" not in root:
             from pathlib import Path
 
             root = str(Path(root).resolve())
-        return cls(name=name, path=f"{root.rstrip('/')}/{name}")
+        return cls(name=name, path=f"{root.rstrip('/')}/{name}", properties=properties)
 
     @property
     def location(self) -> str:
@@ -184,6 +193,83 @@ def read(spark: SparkSession, ref: TableRef, version: int | None = None) -> Data
     return reader.table(ref.qualified_name) if ref.qualified_name else reader.load(ref.path)
 
 
+FILE_RETENTION = "delta.deletedFileRetentionDuration"
+LOG_RETENTION = "delta.logRetentionDuration"
+
+
+def retention_hours(config: PipelineConfig, name: str) -> int:
+    """How long VACUUM keeps the files of a pipeline table's replaced versions: maintain.vacuum_retain_hours,
+    and for a pinned table (gold) at least maintain.gold_retention_days."""
+    hours = config.maintain.vacuum_retain_hours
+    declared = TABLES.get(name)
+    if declared and declared.pinned:
+        hours = max(hours, config.maintain.gold_retention_days * 24)
+    return hours
+
+
+def retention_properties(config: PipelineConfig, name: str) -> dict[str, str]:
+    """The retention a pipeline table carries as table properties, which is what VACUUM goes by
+    (Delta 4 ignores VACUUM's RETAIN argument unless it is 0 hours; Unity Catalog's predictive
+    optimisation reads the property): its data files for `retention_hours`, and for a pinned table
+    its log as long, so each version of that window reads by time travel."""
+    interval = f"interval {retention_hours(config, name)} hours"
+    declared = TABLES.get(name)
+    if declared and declared.pinned:
+        return {FILE_RETENTION: interval, LOG_RETENTION: interval}
+    return {FILE_RETENTION: interval}
+
+
+def table_properties(spark: SparkSession, ref: TableRef) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ref.sql}").collect()}
+
+
+def set_properties(spark: SparkSession, ref: TableRef, properties: dict[str, str]) -> dict[str, str]:
+    """Set those of `properties` whose value on the table differs (no commit when none does); the
+    ones set."""
+    current = table_properties(spark, ref)
+    changed = {key: value for key, value in properties.items() if current.get(key) != value}
+    if changed:
+        pairs = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in changed.items())
+        with _session_lock(spark):
+            spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ({pairs})")
+    return changed
+
+
+def column_comments(ref: TableRef, schema: StructType) -> dict[str, str]:
+    """The comments (schema.COLUMN_DOCS) of `schema`'s top-level columns where `ref` is a pipeline
+    table (schema.TABLES); none for other tables."""
+    if ref.name not in TABLES:
+        return {}
+    return {name: COLUMN_DOCS[name] for name in schema.fieldNames() if name in COLUMN_DOCS}
+
+
+def set_column_comments(spark: SparkSession, ref: TableRef, comments: dict[str, str]) -> list[str]:
+    """Give the table's columns `comments` where theirs differ (one ALTER COLUMN commit each); the
+    columns changed. Columns the table lacks are left out."""
+    fields = {f.name: f for f in spark.sql(f"SELECT * FROM {ref.sql} LIMIT 0").schema.fields}
+    changed = [
+        name for name, text in comments.items() if name in fields and fields[name].metadata.get("comment") != text
+    ]
+    with _session_lock(spark):
+        for name in changed:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"column {name!r} of {ref.name} is not an identifier")
+            spark.sql(f"ALTER TABLE {ref.sql} ALTER COLUMN `{name}` COMMENT {sql_string(comments[name])}")
+    return changed
+
+
+def _commented(schema: StructType, comments: dict[str, str]) -> StructType:
+    """`schema` with `comments` in its fields' metadata, where StructType.toDDL writes them as COMMENT."""
+    return StructType(
+        [
+            StructField(f.name, f.dataType, f.nullable, {**f.metadata, "comment": comments[f.name]})
+            if f.name in comments
+            else f
+            for f in schema.fields
+        ]
+    )
+
+
 def ensure_table(
     spark: SparkSession,
     ref: TableRef,
@@ -191,9 +277,10 @@ def ensure_table(
     constraints: dict[str, str] | None = None,
     partition_by: tuple[str, ...] = (),
 ) -> None:
-    """Create the table with its schema (CHECK constraints, partition columns) if it does not exist
-    yet; add the columns and struct fields a newer schema has to a table an older version wrote
-    (their old rows read null)."""
+    """Create the table with its schema (CHECK constraints, partition columns, column comments,
+    `ref.properties`) if it does not exist yet; add the columns and struct fields a newer schema has
+    to a table an older version wrote (their old rows read null), and set `ref.properties` where
+    the table's differ."""
 
     def create() -> None:
         with _session_lock(spark):  # no other thread's MERGE metadata is set on the session meanwhile
@@ -230,12 +317,17 @@ def _create_table(
         if added:
             log.info("%s: adding %s", ref, ", ".join(added))
             spark.sql(f"ALTER TABLE {ref.sql} ADD COLUMNS ({', '.join(added)})")
+        if ref.properties:
+            set_properties(spark, ref, dict(ref.properties))
         return
     for name in partition_by:
         if not IDENTIFIER.match(name):
             raise ValueError(f"partition column {name!r} is not an identifier")
     partitions = f" PARTITIONED BY ({', '.join(partition_by)})" if partition_by else ""
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.sql} ({schema.toDDL()}) USING delta{partitions}")
+    pairs = ", ".join(f"{sql_string(key)} = {sql_string(value)}" for key, value in ref.properties)
+    properties = f" TBLPROPERTIES ({pairs})" if pairs else ""
+    ddl = _commented(schema, column_comments(ref, schema)).toDDL()
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.sql} ({ddl}) USING delta{partitions}{properties}")
     for name, expression in (constraints or {}).items():
         if not IDENTIFIER.match(name):
             raise ValueError(f"constraint name {name!r} is not an identifier")
