@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import subprocess
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructField, StructType
 
-from etl.config import IDENTIFIER, PROJECT_ROOT, PipelineConfig
+from etl.config import IDENTIFIER, PipelineConfig
 from etl.confs import settable
 from etl.schema import COLUMN_DOCS, TABLES
 
@@ -140,16 +139,6 @@ class Commit:
         """The JSON of the commit; `write_id` (one per write) lets the writer find its own version."""
         fields = {"run_id": self.run_id, "stage": self.stage, "config_hash": self.config_hash, "git": self.git_revision}
         return json.dumps(fields | ({"write": write_id} if write_id else {}), sort_keys=True)
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def exists(spark: SparkSession, ref: TableRef) -> bool:
