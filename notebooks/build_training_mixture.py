@@ -91,3 +91,38 @@ for row in composition.itertuples():
     assert row.samples <= asked and (row.samples == asked or row.samples <= int(available.set_index("category").n[row.category]))
 print(f"mixture of {int(composition.samples.sum())} samples; save it with "
       "spark.table('mixture').write.format('delta').save(...) or join it back to silver/gold for training")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Ratings as a training signal: the mixtures side by side
+# MAGIC Each `conf/mixtures/*.yaml` is one way to use the judge's scores: sample thresholds (`min_ratings`), per-turn
+# MAGIC filtering (`min_turn_ratings`), upsampling (weights above 1), loss weights per turn (`turn_weights`) or a
+# MAGIC curriculum (`order_by`). Below, what each keeps of this gold table, through the SQL the trainer itself runs
+# MAGIC (`etl.train.mixture`). To compare them as training signals, train one run per mixture on the same pinned
+# MAGIC gold version (`finevision train --mixture <name>`; each run is tagged `mixture`), evaluate each
+# MAGIC (`finevision evaluate --model ...`), and open `compare_mlflow_runs` (scores and average rank per run).
+
+# COMMAND ----------
+
+import pandas as pd
+
+from etl.train.mixture import MIXTURES_DIR, load_mixture, mixture_predicate, mixture_repeats
+
+rows = []
+if gold:
+    for path in sorted(MIXTURES_DIR.glob("*.yaml")):
+        spec = load_mixture(path)
+        where, repeats = mixture_predicate(spec) or "true", mixture_repeats(spec) or "1"
+        kept = spark.sql(f"SELECT count(*) AS samples, coalesce(sum({repeats}), 0) AS rows FROM {gold} WHERE {where}").first()
+        rows.append({
+            "mixture": spec.name,
+            "samples": kept["samples"],
+            "rows per epoch": kept["rows"],
+            "turn filter": ", ".join(f"{a} >= {m}" for a, m in spec.min_turn_ratings.items()) or "-",
+            "turn weights": ", ".join(spec.turn_weights) or "-",
+            "curriculum": spec.order_by or "-",
+        })
+    assert all(r["rows per epoch"] >= r["samples"] for r in rows), rows  # repeats only add rows
+signals = pd.DataFrame(rows)
+signals
