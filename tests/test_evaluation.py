@@ -77,7 +77,7 @@ def test_the_reported_score_of_a_benchmark_is_its_official_aggregate_else_its_me
     from etl.train.ranks import reported_scores
 
     logged = {
-        "eval/mme/exact_match": 0.8,
+        "eval/mme/yes_no": 0.8,
         "eval/mme/perception_total": 1400.0,
         "eval/mme/cognition_total": 300.0,
         "eval/mme/perception_total.clean": 1390.0,

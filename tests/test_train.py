@@ -17,7 +17,7 @@ from etl.config import load_config
 from etl.train import data
 from etl.train.config import load_train_config
 from etl.train.evaluate import EvalConfig, evaluate
-from etl.train.metrics import anls, contains, exact_match, relaxed_accuracy, score_item, vqa_accuracy
+from etl.train.metrics import anls, contains, exact_match, relaxed_accuracy, score_item, vqa_accuracy, yes_no
 from etl.train.mixture import MixtureSpec, mixture_predicate
 from etl.train.run import train
 
@@ -280,6 +280,17 @@ def test_metrics_follow_the_lmms_eval_definitions():
     # ten annotators, two said cat: leave-one-out mean of min(1, matches / 3) = (2 * 1/3 + 8 * 2/3) / 10
     assert vqa_accuracy("cat", ["cat"] * 2 + ["dog"] * 8) == pytest.approx(0.6)
     assert contains("the sign says STOP here", ["stop"]) == 1.0 and contains("go", ["stop"]) == 0.0
+
+
+def test_mme_reads_yes_or_no_as_lmms_eval_does():
+    # lmms-eval@75571cfe tasks/mme/utils.py parse_pred_ans: lower, strip, dots removed; "yes"/"no";
+    # one letter y/n; else "yes", then "no", within the first four characters; anything else is wrong.
+    assert yes_no("Yes.", ["Yes"]) == 1.0 and yes_no(" NO ", ["No"]) == 1.0
+    assert yes_no("y", ["Yes"]) == 1.0 and yes_no("n", ["No"]) == 1.0 and yes_no("x", ["No"]) == 0.0
+    assert yes_no("Yes, there is a dog.", ["Yes"]) == 1.0  # exact match would score this 0
+    assert yes_no("No, it is not.", ["No"]) == 1.0 and yes_no("No, it is not.", ["Yes"]) == 0.0
+    assert yes_no("I think yes", ["Yes"]) == 0.0  # "yes" is past the first four characters: other
+    assert yes_no("nope", ["No"]) == 1.0 and yes_no("okay", ["No"]) == 0.0  # "no" within "nope"; "okay" is other
 
 
 def test_multiple_choice_is_scored_by_the_chosen_option():

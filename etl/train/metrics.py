@@ -1,8 +1,11 @@
 """Benchmark metrics per item, as lmms-eval defines them for the benchmarks FineVision reports
 (EvolvingLMMs-Lab/lmms-eval, `lmms_eval/tasks/<task>/`); plain functions, no model:
 
-- `exact_match` (ai2d.yaml, scienceqa_img.yaml, mme): equal after lower case and removing
+- `exact_match` (ai2d.yaml, scienceqa_img.yaml): equal after lower case and removing
   punctuation (`ignore_case`, `ignore_punctuation`);
+- `yes_no` (mme/utils.py `parse_pred_ans`, lmms-eval@75571cfe): the prediction read as yes, no or
+  other (lower case, stripped, dots removed; "yes"/"no" as is, a single "y"/"n", else "yes" or
+  then "no" within its first four characters), equal to the reference's yes or no;
 - `vqa_accuracy` (textvqa/utils.py, vqav2): the VQA accuracy, min(1, matching references / 3)
   averaged over leave-one-out subsets of the references, after the EvalAI answer normalisation
   (`_task_utils/vqa_eval_metric.py`); with a single reference it is an exact match of the
@@ -237,8 +240,25 @@ def click_accuracy(prediction: str, answers: list[str]) -> float:
     return 0.0
 
 
+def yes_no_label(text: str) -> str:
+    """yes, no or other, as lmms-eval's MME task reads a prediction (see the module docstring)."""
+    text = (text or "").lower().strip().replace(".", "")
+    if text in ("yes", "no"):
+        return text
+    if len(text) == 1:
+        return {"y": "yes", "n": "no"}.get(text, "other")
+    head = text[:4]
+    return "yes" if "yes" in head else "no" if "no" in head else "other"
+
+
+def yes_no(prediction: str, answers: list[str]) -> float:
+    label = yes_no_label(prediction)
+    return float(label != "other" and any(label == (a or "").strip().lower() for a in answers))
+
+
 METRICS: dict[str, Callable[[str, list[str]], float]] = {
     "exact_match": exact_match,
+    "yes_no": yes_no,
     "vqa_accuracy": vqa_accuracy,
     "relaxed_accuracy": relaxed_accuracy,
     "anls": anls,
