@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 MAX_CHARS = 10_000
 MAX_CALLS = 32
@@ -33,15 +33,19 @@ MAX_SCROLL_AMOUNT = 100_000
 MAX_WAIT_SECONDS = 3600.0
 COORD_DECIMALS = 4
 UNIFIED_DECIMALS = 3  # the `unified` render style's precision
-RENDER_STYLES = ("smol2operator", "unified")
+RenderStyle = Literal["smol2operator", "unified"]
+RENDER_STYLES: tuple[str, ...] = get_args(RenderStyle)
 # smol2operator's clicks take optional coordinates: `double_click()` clicks where the mouse is.
 OPTIONAL_POINT = frozenset({"click", "double_click", "right_click"})
 # Functions whose single text argument smol2operator writes positionally.
 POSITIONAL_TEXT = frozenset({"type", "final_answer", "open_app"})
 
-DIALECTS = ("pyautogui", "mobile", "web", "unified")
-UNITS = ("pixels", "grid1000", "fraction")
-BBOX_FORMATS = ("xywh", "xyxy")
+Dialect = Literal["pyautogui", "mobile", "web", "unified"]
+DIALECTS: tuple[str, ...] = get_args(Dialect)
+Units = Literal["pixels", "grid1000", "fraction"]
+UNITS: tuple[str, ...] = get_args(Units)
+BboxFormat = Literal["xywh", "xyxy"]
+BBOX_FORMATS: tuple[str, ...] = get_args(BboxFormat)
 DIRECTIONS = ("up", "down", "left", "right")
 
 REASONS = frozenset(

@@ -27,7 +27,7 @@ an `ActionError`, so a mis-declared format is quarantined at ingest rather than 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal, get_args
 
 from etl.sources.gui.actions import BBOX_FORMATS, ActionError
 from etl.sources.gui.coordinates import Frame
@@ -35,7 +35,8 @@ from etl.sources.gui.coordinates import Frame
 # ScreenSpot's `data_source` -> the platform ScreenSpot-V2 reports (mobile, desktop, web).
 SCREENSPOT_PLATFORMS = {"ios": "mobile", "android": "mobile", "macos": "desktop", "windows": "desktop"}
 # The units a ScreenSpot box may be written in (a `Frame`'s units).
-BBOX_UNITS = ("pixels", "fraction")
+BboxUnits = Literal["pixels", "fraction"]
+BBOX_UNITS: tuple[str, ...] = get_args(BboxUnits)
 
 
 def screenspot_reference(
