@@ -19,11 +19,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from etl.schema import CATEGORIES, RATING_AXES, Axis
+from etl.sources.formats import FORMATS, options_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # where the wheel carries conf/
@@ -32,10 +35,6 @@ DEFAULT_CONFIG = CONF_DIR / "pipeline.yaml"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # A subset (a release config) as FineVision names them: `aguvis-stage-1`, `geo170k(qa)`, `chart2text.v2`.
 SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.()\-]{0,127}$")
-
-SourceFormat = Literal[
-    "hf_parquet", "llava_json", "sharegpt_jsonl", "vqa_jsonl", "vqa_csv", "webdataset", "gui_trajectory"
-]
 
 
 class ConfigError(ValueError):
@@ -50,7 +49,7 @@ class SourceSpec(Strict):
     """How one source maps onto the unified schema (one YAML file in `conf/sources/`)."""
 
     name: str
-    format: SourceFormat
+    format: str = Field(description="a format of etl.sources.formats.FORMATS (docs/sources.md)")
     location: str = Field(description="file, directory or glob, relative to data_root unless absolute or a URI")
     image_root: str | None = Field(None, description="folder that relative image paths resolve against")
     subset: str
@@ -60,7 +59,9 @@ class SourceSpec(Strict):
     fields: dict[str, str] = Field(default_factory=dict, description="logical field -> field name in the source")
     question_templates: list[str] = Field(default_factory=list, description="questions for caption-style data")
     group_by: str | None = Field(None, description="source field whose equal values become turns of one sample")
-    options: dict[str, Any] = Field(default_factory=dict, description="format-specific settings")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="format-specific settings, checked against the format's options model"
+    )
     license: str | None = Field(None, description="the source's license (SPDX id or name), for the dataset card")
     citation: str | None = Field(None, description="the source's BibTeX, for the dataset card")
     homepage: str | None = Field(None, description="where the source is published, for the dataset card")
@@ -70,6 +71,23 @@ class SourceSpec(Strict):
     def _identifier(cls, value: str) -> str:
         if not IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not an identifier (letters, digits, underscore)")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"{value!r} is not a source format; known: {list(FORMATS)}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Kept as written (it is part of the spec's JSON and hash); the readers parse it with the
+        format's model."""
+        problem = options_problem(info.data["format"], value) if "format" in info.data else None
+        if problem is not None:
+            raise PydanticCustomError("format_options", "{problem}", {"problem": problem})
         return value
 
     @field_validator("subset")

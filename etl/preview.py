@@ -9,9 +9,10 @@ from pathlib import Path
 
 from etl.config import PipelineConfig, SourceSpec
 from etl.pages import render, thumbnail
-from etl.sources import ADAPTERS, plan_shards
+from etl.sources import plan_shards
 from etl.sources.base import ReadContext, Rejected
 from etl.sources.files import ArrowFiles
+from etl.sources.formats import FORMATS
 
 
 def preview_records(config: PipelineConfig, spec: SourceSpec, n: int):
@@ -20,7 +21,7 @@ def preview_records(config: PipelineConfig, spec: SourceSpec, n: int):
 
     def records():
         for shard in plan_shards(spec, config.resolve(spec.location)):
-            yield from ADAPTERS[spec.format](ctx, shard)
+            yield from FORMATS[spec.format].read(ctx, shard)
 
     return list(islice(records(), n))
 

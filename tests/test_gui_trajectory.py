@@ -9,13 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
-from etl.config import ConfigError, IngestConfig, SourceSpec
+from etl.config import ConfigError, IngestConfig, SourceSpec, load_source_spec
 from etl.samples.gui import write_gui_subset
 from etl.sources.base import RawSample, ReadContext, Reason, Rejected, Shard
 from etl.sources.files import ArrowFiles
-from etl.sources.gui_trajectory import NEXT_STEP_PROMPT, action_counts, gui_options, read_gui_trajectory
+from etl.sources.gui_trajectory import NEXT_STEP_PROMPT, action_counts, read_gui_trajectory
 
 
 def png(path: Path, size=(80, 60), colour=(200, 30, 30)) -> bytes:
@@ -207,17 +208,24 @@ def test_bad_records_are_rejected_and_reading_goes_on(tmp_path, shots):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"coordinates": "pixels"}, "options.dialect is required"),
-        ({"dialect": "pyautogui"}, "options.coordinates is required"),
-        ({"dialect": "selenium", "coordinates": "pixels"}, "options.dialect: 'selenium'"),
-        ({"dialect": "web", "coordinates": "pixels", "bbox": "cxcywh"}, "options.bbox: 'cxcywh'"),
-        ({"dialect": "web", "coordinates": "pixels", "unsupported": "guess"}, "options.unsupported: 'guess'"),
-        ({"dialect": "web", "coordinates": "pixels", "bboxes": "xywh"}, "unknown key(s) ['bboxes']"),
+        ({"coordinates": "pixels"}, "options: dialect is required by format gui_trajectory"),
+        ({"dialect": "pyautogui"}, "options: coordinates is required by format gui_trajectory"),
+        ({"dialect": "selenium", "coordinates": "pixels"}, "options: dialect: Input should be 'pyautogui', 'mobile'"),
+        ({"dialect": "web", "coordinates": "pixels", "bbox": "cxcywh"}, "options: bbox: Input should be 'xywh' or"),
+        ({"dialect": "web", "coordinates": "pixels", "unsupported": "guess"}, "options: unsupported: Input should be"),
+        (
+            {"dialect": "web", "coordinates": "pixels", "bboxes": "xywh"},
+            "options: 'bboxes' is not an option of format gui_trajectory",
+        ),
     ],
 )
-def test_bad_options_are_config_errors(tmp_path, options, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        gui_options(context(tmp_path, **options).spec)
+def test_bad_options_fail_when_the_spec_loads(tmp_path, options, message):
+    path = tmp_path / "gui.yaml"
+    spec = {"name": "g", "format": "gui_trajectory", "location": "g.jsonl", "subset": "g", "options": options}
+    path.write_text(yaml.safe_dump({**spec, "category": "Grounding & Counting"}))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")) as caught:
+        load_source_spec(path)
+    assert "\n" not in str(caught.value)
 
 
 def test_action_counts_of_assistant_turns():

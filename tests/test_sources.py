@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.config import IngestConfig, SourceSpec
-from etl.sources import ADAPTERS, plan_shards
+from etl.sources import plan_shards
 from etl.sources.base import RawSample, ReadContext, Rejected, pair_turns
 from etl.sources.files import ArrowFiles
+from etl.sources.formats import FORMATS
 from tests.conftest import png_bytes
 
 
@@ -24,7 +25,7 @@ def run_adapter(spec: dict, tmp_path, ingest: IngestConfig | None = None):
     ctx = ReadContext(spec, ArrowFiles(), ingest or IngestConfig(), image_root=str(tmp_path / "img"))
     out = []
     for shard in plan_shards(spec, location):
-        out.extend(ADAPTERS[spec.format](ctx, shard))
+        out.extend(FORMATS[spec.format].read(ctx, shard))
     return out
 
 

@@ -205,12 +205,12 @@ def gui_mobile(tmp_path):
 
 def _adapter_stats(spec: SourceSpec) -> dict[str, int]:
     """What the adapter itself counts, read directly (the oracle for the rows' counters)."""
-    from etl.sources import ADAPTERS
     from etl.sources.base import ReadContext, Shard
     from etl.sources.files import ArrowFiles
+    from etl.sources.formats import FORMATS
 
     ctx = ReadContext(spec, ArrowFiles(), IngestConfig(), image_root=spec.image_root)
-    list(ADAPTERS[spec.format](ctx, Shard(spec.location)))
+    list(FORMATS[spec.format].read(ctx, Shard(spec.location)))
     return {f"{spec.subset}.{name}": n for name, n in ctx.stats.items()}
 
 

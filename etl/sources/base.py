@@ -1,10 +1,14 @@
-"""What every source adapter yields, and the helpers they share.
+"""What every source reader yields, and the helpers the readers share.
 
-An adapter is a generator `read(spec, shard, files) -> Iterator[RawSample | Rejected]` over one
-shard (a file, a row group of a parquet file, or a byte range of a big JSON or JSONL file). It runs
-on an executor, so it only touches the files of its shard. It never raises for a bad record: it
-yields `Rejected` with a reason from `Reason` and enough of the raw record to fix it, and carries on
-with the next record.
+A reader is a generator `read(ctx: ReadContext, shard: Shard) -> Iterator[RawSample | Rejected]`
+over one shard (a file, a row group of a parquet file, or a byte range of a big JSON or JSONL
+file); `ctx` holds the source spec, file access and the ingest limits. It runs on an executor, so
+it only touches the files of its shard. It never raises for a bad record: it yields `Rejected` with
+a reason from `Reason` and enough of the raw record to fix it, and carries on with the next record.
+Each format's reader is declared once, with its options, in `etl.sources.formats`.
+
+This module imports `etl.config` for type checking only: `etl.config` validates a spec's options
+against the formats, so the import at run time goes one way, config -> sources.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import hashlib
 import json
 import posixpath
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from etl.config import IngestConfig, SourceSpec
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from etl.config import IngestConfig, SourceSpec
 
 
 class Reason(StrEnum):
@@ -72,6 +79,13 @@ class Rejected:
 Record = RawSample | Rejected
 
 
+class FormatOptions(BaseModel):
+    """A format's `options:` (none unless a format's subclass declares fields); an unknown key is
+    an error when the spec loads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass(frozen=True)
 class Shard:
     """A unit of ingestion work: one file, a row group of a parquet file (`part`), or the byte
@@ -118,6 +132,9 @@ class ReadContext:
 
     def read_image(self, relative: str) -> bytes:
         return self.files.read_bytes(self.image_path(relative), self.ingest.max_image_bytes)
+
+
+Reader = Callable[[ReadContext, Shard], Iterator[Record]]
 
 
 class UnsafePath(ValueError):

@@ -10,7 +10,7 @@ Input: JSONL, one trajectory per line:
                 "action": "pyautogui.click(412, 80)"}, # text or a JSON object, in the dialect
                ...]}
 
-Source spec options (`options:` in the spec):
+Source spec options (`options:` in the spec, `GuiOptions`, checked when the spec loads):
 - `dialect` (required): `pyautogui` | `mobile` | `web` | `unified` (see `etl.sources.gui`).
 - `coordinates` (required): `pixels` | `grid1000` | `fraction`, for every coordinate of the
   source; never guessed per call.
@@ -37,11 +37,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from etl.config import ConfigError, SourceSpec
 from etl.sources.base import (
+    FormatOptions,
     RawSample,
     ReadContext,
     Reason,
@@ -54,10 +53,6 @@ from etl.sources.base import (
     iter_with_rejects,
 )
 from etl.sources.gui import (
-    BBOX_FORMATS,
-    DIALECTS,
-    RENDER_STYLES,
-    UNITS,
     ActionError,
     Frame,
     clean_user_text,
@@ -65,46 +60,23 @@ from etl.sources.gui import (
     parse_unified,
     render_step,
 )
+from etl.sources.gui.actions import BboxFormat, Dialect, RenderStyle, Units
 from etl.sources.gui.reasoning import Reasoned, split_reasoning, with_reasoning
 from etl.sources.records import iter_jsonl
 
 NEXT_STEP_PROMPT = "What is the next action?"
-POLICIES = ("quarantine", "keep")
-REASONING = ("keep", "drop")
 UNPARSED = "unparsed"
 
 
-@dataclass(frozen=True)
-class GuiOptions:
-    dialect: str
-    coordinates: str
-    unsupported: str = "quarantine"
-    bbox: str = "xywh"
-    render: str = "smol2operator"
-    reasoning: str = "keep"
+class GuiOptions(FormatOptions):
+    """`options:` of `gui_trajectory` (see the module docstring)."""
 
-
-def gui_options(spec: SourceSpec) -> GuiOptions:
-    """The spec's `options`, validated; a bad or missing one is a `ConfigError` naming the key."""
-    options = dict(spec.options)
-    allowed = {
-        "dialect": DIALECTS,
-        "coordinates": UNITS,
-        "unsupported": POLICIES,
-        "bbox": BBOX_FORMATS,
-        "render": RENDER_STYLES,
-        "reasoning": REASONING,
-    }
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"source {spec.name}: options: unknown key(s) {unknown}; known: {sorted(allowed)}")
-    for key in ("dialect", "coordinates"):
-        if key not in options:
-            raise ConfigError(f"source {spec.name}: options.{key} is required, one of {list(allowed[key])}")
-    for key, value in options.items():
-        if value not in allowed[key]:
-            raise ConfigError(f"source {spec.name}: options.{key}: {value!r} is not one of {list(allowed[key])}")
-    return GuiOptions(**options)
+    dialect: Dialect
+    coordinates: Units
+    unsupported: Literal["quarantine", "keep"] = "quarantine"
+    bbox: BboxFormat = "xywh"
+    render: RenderStyle = "smol2operator"
+    reasoning: Literal["keep", "drop"] = "keep"
 
 
 def _frame(options: GuiOptions, record: dict) -> Frame:
@@ -191,8 +163,8 @@ def _convert(ctx: ReadContext, options: GuiOptions, record: Any, ref: SourceRef)
 
 
 def read_gui_trajectory(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    """The adapter: one sample (or one `Rejected`) per JSONL line of the shard."""
-    options = gui_options(ctx.spec)
+    """The reader: one sample (or one `Rejected`) per JSONL line of the shard."""
+    options = GuiOptions.model_validate(ctx.spec.options)
     for item in iter_jsonl(ctx, shard):
         if isinstance(item, Rejected):
             yield item

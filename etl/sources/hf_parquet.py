@@ -21,10 +21,13 @@ import ast
 import io
 import posixpath
 from collections.abc import Iterator
+from typing import Literal
 
 import pyarrow.parquet as pq
+from pydantic import model_validator
 
 from etl.sources.base import (
+    FormatOptions,
     RawSample,
     ReadContext,
     Reason,
@@ -38,7 +41,28 @@ from etl.sources.base import (
     iter_with_rejects,
     template_for,
 )
-from etl.sources.gui.screenspot import screenspot_reference
+from etl.sources.gui.actions import BboxFormat
+from etl.sources.gui.screenspot import BboxUnits, screenspot_reference
+
+
+class ParquetOptions(FormatOptions):
+    """`options:` of `hf_parquet` (see the module docstring); all but `layout` are read by layout
+    `benchmark` only."""
+
+    layout: Literal["finevision", "columns", "benchmark"] = "finevision"
+    images: Literal["single", "list", "numbered"] = "single"
+    option_columns: list[str] | None = None
+    answer_format: Literal["text", "index", "letter"] = "text"
+    answer_key: str | None = None
+    bbox_format: BboxFormat = "xywh"
+    bbox_units: BboxUnits = "pixels"
+
+    @model_validator(mode="after")
+    def _benchmark_only(self) -> ParquetOptions:
+        others = sorted(self.model_fields_set - {"layout"})
+        if others and self.layout != "benchmark":
+            raise ValueError(f"{', '.join(others)}: read by layout benchmark only, not {self.layout}")
+        return self
 
 
 def row_group_count(files, path: str) -> int:
@@ -85,11 +109,11 @@ def _columns_record(ctx: ReadContext, record: dict, key: str):
     return [image], [turn]
 
 
-def _benchmark_images(ctx: ReadContext, record: dict) -> list[tuple[bytes, str | None]]:
+def _benchmark_images(ctx: ReadContext, options: ParquetOptions, record: dict) -> list[tuple[bytes, str | None]]:
     column = ctx.spec.fields.get("image")
     if column is None:
         return []
-    mode = ctx.spec.options.get("images", "single")
+    mode = options.images
     if mode == "numbered":  # image_1, image_2, ...: every column of the prefix, in number order
         prefix = column.rstrip("0123456789")
         numbered = [k for k in record if k.startswith(prefix) and k[len(prefix) :].isdigit()]
@@ -117,9 +141,9 @@ def _text_of(value, what: str) -> str:
     return "" if text == "nan" else text
 
 
-def _benchmark_options(spec, record: dict) -> list[tuple[str, str]]:
+def _benchmark_options(spec, parquet_options: ParquetOptions, record: dict) -> list[tuple[str, str]]:
     """(letter, text) of each option; letters follow the options' positions (A for the first)."""
-    columns = spec.options.get("option_columns")
+    columns = parquet_options.option_columns
     if columns:
         values = [record[c] for c in columns]
     elif "options" in spec.fields:
@@ -145,14 +169,16 @@ def _resolve(answer: str, options: list[tuple[str, str]], answer_format: str) ->
     return None
 
 
-def _benchmark_answers(ctx: ReadContext, record: dict, options: list[tuple[str, str]]) -> list[str]:
+def _benchmark_answers(
+    ctx: ReadContext, parquet_options: ParquetOptions, record: dict, options: list[tuple[str, str]]
+) -> list[str]:
     spec = ctx.spec
     column = spec.fields.get("answer")
     if column is None:
         return []
     value = record[column]
-    key = spec.options.get("answer_key")
-    answer_format = spec.options.get("answer_format", "text")
+    key = parquet_options.answer_key
+    answer_format = parquet_options.answer_format
     answers: list[str] = []
     for item in value if isinstance(value, list) else [value]:
         if key is not None and isinstance(item, dict):
@@ -168,7 +194,9 @@ def _benchmark_answers(ctx: ReadContext, record: dict, options: list[tuple[str, 
     return answers
 
 
-def _element_box(ctx: ReadContext, record: dict, images: list[tuple[bytes, str | None]]) -> str:
+def _element_box(
+    ctx: ReadContext, options: ParquetOptions, record: dict, images: list[tuple[bytes, str | None]]
+) -> str:
     """A GUI grounding item's answer: its element's box normalised to its one screenshot."""
     from PIL import Image
 
@@ -183,28 +211,28 @@ def _element_box(ctx: ReadContext, record: dict, images: list[tuple[bytes, str |
         height,
         _text_of(record[fields["platform"]], f"field {fields['platform']!r}"),
         _text_of(record[fields["element_type"]], f"field {fields['element_type']!r}"),
-        ctx.spec.options.get("bbox_format", "xywh"),
-        ctx.spec.options.get("bbox_units", "pixels"),
+        options.bbox_format,
+        options.bbox_units,
     )
 
 
-def _benchmark_record(ctx: ReadContext, record: dict):
+def _benchmark_record(ctx: ReadContext, parquet_options: ParquetOptions, record: dict):
     spec = ctx.spec
-    options = _benchmark_options(spec, record)
+    options = _benchmark_options(spec, parquet_options, record)
     columns = [spec.fields[f] for f in ("context", "question") if f in spec.fields]
     parts = [_text_of(record[column], f"field {column!r}") for column in columns]
     parts.append("\n".join(f"{letter}. {text}" for letter, text in options))
     question = "\n".join(part for part in parts if part)
-    images = _benchmark_images(ctx, record)
+    images = _benchmark_images(ctx, parquet_options, record)
     if "bbox" in spec.fields:
-        answers = [_element_box(ctx, record, images)]
+        answers = [_element_box(ctx, parquet_options, record, images)]
     else:
-        answers = _benchmark_answers(ctx, record, options) or [""]
+        answers = _benchmark_answers(ctx, parquet_options, record, options) or [""]
     return images, [(question, answer) for answer in answers]
 
 
 def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
-    layout = ctx.spec.options.get("layout", "finevision")
+    options = ParquetOptions.model_validate(ctx.spec.options)
     group = shard.part or 0
     try:
         handle = ctx.files.open_input(shard.path)
@@ -215,7 +243,7 @@ def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
         return
     with handle:
         try:
-            yield from _read_row_group(ctx, handle, shard.path, group, layout)
+            yield from _read_row_group(ctx, options, handle, shard.path, group)
         except (OSError, ValueError, IndexError) as exc:  # a corrupt page: the rest of the row group is lost
             yield Rejected(
                 Reason.UNREADABLE_FILE,
@@ -224,7 +252,7 @@ def read_hf_parquet(ctx: ReadContext, shard: Shard) -> Iterator[Record]:
             )
 
 
-def _read_row_group(ctx: ReadContext, handle, path: str, group: int, layout: str) -> Iterator[Record]:
+def _read_row_group(ctx: ReadContext, options: ParquetOptions, handle, path: str, group: int) -> Iterator[Record]:
     parquet = pq.ParquetFile(handle)
     row = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
     for batch in parquet.iter_batches(batch_size=ctx.ingest.parquet_batch_rows, row_groups=[group]):
@@ -233,10 +261,10 @@ def _read_row_group(ctx: ReadContext, handle, path: str, group: int, layout: str
             row += 1
 
             def convert(record=record, ref=ref):
-                if layout == "columns":
+                if options.layout == "columns":
                     images, turns = _columns_record(ctx, record, f"{posixpath.basename(ref.file)}:{ref.row}")
-                elif layout == "benchmark":
-                    images, turns = _benchmark_record(ctx, record)
+                elif options.layout == "benchmark":
+                    images, turns = _benchmark_record(ctx, options, record)
                 else:
                     images, turns = _finevision_record(ctx, record)
                 if not turns:

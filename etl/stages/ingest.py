@@ -3,7 +3,7 @@
 Two distributed steps. `split_tasks` turns each big JSON or JSONL file into byte ranges of about
 `ingest.shard_bytes` (one pass over the file on an executor, `etl.sources.splits`), so a 1 GB
 array spreads over every core. `parse_shards` opens each shard on an executor, runs the format's
-adapter and emits one row per record, either a sample or a rejection with its reason. Every record
+reader and emits one row per record, either a sample or a rejection with its reason. Every record
 therefore leaves the stage in exactly one place.
 """
 
@@ -111,8 +111,8 @@ def parse_task(task: dict, ingest: IngestConfig) -> Iterator[dict]:
     """All rows of one shard: the adapter's records turned into table rows. Each row carries in
     `counters` what the adapter counted while reading it (e.g. GUI steps dropped under policy
     `keep`); anything counted after the last record goes to the last row."""
-    from etl.sources import ADAPTERS
     from etl.sources.files import ArrowFiles
+    from etl.sources.formats import FORMATS
 
     spec = SourceSpec.model_validate_json(task["spec"])
     ctx = ReadContext(spec, ArrowFiles(), ingest, image_root=task["image_root"])
@@ -130,7 +130,7 @@ def parse_task(task: dict, ingest: IngestConfig) -> Iterator[dict]:
         counted.update(ctx.stats)
         return {**row, "counters": merged or None}
 
-    for record in ADAPTERS[spec.format](ctx, shard):
+    for record in FORMATS[spec.format].read(ctx, shard):
         if last is not None:
             yield last
         row = (
