@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
@@ -56,6 +57,16 @@ NO_TILES |= {"occluder_fill": 0.0, "occluder_scattered": 1.0, "residual_peak": 2
 NO_TILES |= {"tiles_textured": 0.0, "tiles_unexplained": 1.0, "frame_nesting": 0.0}
 COMPACT_FILL = 0.75  # an occluded region filling this much of its bounding box is one occluder (a band, a sticker)
 MAX_HIDDEN = 0.5  # ... as long as it hides at most this share of the benchmark image's textured tiles
+
+
+class TileState(IntEnum):
+    """What a tile of the benchmark image shows of the aligned training image (`TileGrid.states`
+    holds these values as int8)."""
+
+    UNCOVERED = -1  # the training image covers under 90% of the tile
+    AGREE = 1
+    OCCLUDED = 2
+    CHANGED = 3
 
 
 # ---- tile evidence after alignment ------------------------------------------------------------
@@ -173,7 +184,7 @@ class TileGrid:
 
     coverage: float  # share of the benchmark image the aligned training image covers
     inside: float  # share of the aligned training image that lies on the benchmark image
-    states: np.ndarray  # -1 not covered, 1 agree, 2 occluded, 3 changed
+    states: np.ndarray  # a TileState per tile
     residual: np.ndarray  # RMS grey-level difference after the brightness/contrast fit
     textured: np.ndarray  # texture on at least one side
     added: np.ndarray  # occluded by something the training image adds: texture or a level the benchmark lacks
@@ -229,15 +240,16 @@ def tile_states(train: np.ndarray, bench: np.ndarray, matrix: np.ndarray) -> Til
     flat_a, flat_b = std_a < FLAT_STD, std_b < FLAT_STD
     both_flat = flat_a & flat_b
     one_sided = flat_a | flat_b | (np.maximum(std_a, std_b) > 2.5 * np.minimum(std_a, std_b))
+    agree, occluded, changed = TileState.AGREE, TileState.OCCLUDED, TileState.CHANGED
     states = np.where(
         both_flat,
-        np.where(level > LEVEL_DIFF, 2, 1),
-        np.where((level > LEVEL_DIFF) | one_sided, 2, np.where(correlation >= TILE_AGREE, 1, 3)),
+        np.where(level > LEVEL_DIFF, occluded, agree),
+        np.where((level > LEVEL_DIFF) | one_sided, occluded, np.where(correlation >= TILE_AGREE, agree, changed)),
     ).astype(np.int8)
-    states[count < 0.9 * area] = -1
+    states[count < 0.9 * area] = TileState.UNCOVERED
     residual = np.sqrt(np.maximum(_tile_sums((a - b) ** 2, rows, cols) / n, 0))
     # a copy loses detail (downscaling, JPEG), it never gains texture except under an occluder
-    added = (states == 2) & ((level > LEVEL_DIFF) | (std_a > 2.5 * np.maximum(std_b, FLAT_STD / 2.5)))
+    added = (states == TileState.OCCLUDED) & ((level > LEVEL_DIFF) | (std_a > 2.5 * np.maximum(std_b, FLAT_STD / 2.5)))
     return TileGrid(coverage, inside, states, residual, ~both_flat, added, ~flat_b)
 
 
@@ -246,12 +258,13 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
     import cv2
 
     states = grid.states
-    covered = int((states >= 0).sum())
+    on_image = states != TileState.UNCOVERED
+    covered = int(on_image.sum())
     if covered == 0:
         return {**NO_TILES, "aligned_coverage": grid.coverage, "frame_nesting": grid.nesting}
-    occluded = (states == 2).astype(np.uint8)
+    occluded = (states == TileState.OCCLUDED).astype(np.uint8)
     near_occluded = cv2.dilate(occluded, np.ones((3, 3), np.uint8)) > 0  # a band's edge tiles are partly covered
-    changed = (states == 3) & ~near_occluded
+    changed = (states == TileState.CHANGED) & ~near_occluded
     count, labels, stats, _ = cv2.connectedComponentsWithStats(occluded, connectivity=8)
     fill, scattered, occluder = 1.0, 0.0, np.zeros(states.shape, bool)
     if count > 1:
@@ -262,26 +275,26 @@ def summarise_tiles(grid: TileGrid) -> dict[str, float]:
         occluder = cv2.dilate((labels == largest).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     # the worst tile away from the one occluder a copy may have: resampling leaves every tile of a
     # copy within a few grey levels, a changed label or row of a same-template screen does not
-    elsewhere = (states >= 0) & ~occluder
+    elsewhere = on_image & ~occluder
     peak = float(grid.residual[elsewhere].max()) if elsewhere.any() else 0.0
     # unexplained: what the training image adds outside one compact occluder (the tops of other
     # bars, a line drawn elsewhere), and changed tiles. An occluder that hides most of what the
     # benchmark image shows explains nothing: a shape drawn over a flat image's only shape is
     # compact too, but it is other content
-    content = grid.content & (states >= 0)
+    content = grid.content & on_image
     hidden = float((occluder & content).sum()) / max(int(content.sum()), 1)
     compact = fill >= COMPACT_FILL and hidden <= MAX_HIDDEN
     explained = occluder & (occluded > 0) if compact else np.zeros(states.shape, bool)
     unexplained = (grid.added & ~explained) | changed
     return {
         "aligned_coverage": grid.coverage,
-        "tiles_agree": float((states == 1).sum()) / covered,
+        "tiles_agree": float((states == TileState.AGREE).sum()) / covered,
         "tiles_occluded": float(occluded.sum()) / covered,
         "tiles_changed": float(changed.sum()) / covered,
         "occluder_fill": float(fill),
         "occluder_scattered": float(scattered),
         "residual_peak": peak,
-        "tiles_textured": float(((states == 1) & grid.textured).sum()) / covered,
+        "tiles_textured": float(((states == TileState.AGREE) & grid.textured).sum()) / covered,
         "tiles_unexplained": float(unexplained.sum()) / covered,
         # a crop lies inside the benchmark image, a padded copy or a screenshot around it; a shape
         # drawn elsewhere on a flat background aligns onto the benchmark's only by a shift that
