@@ -4,7 +4,8 @@ Plain Python in, plain Python out (no Spark), so tests and `bench/judge_throughp
 directly and the rate stage's `mapInPandas` wraps it:
 
     spec = JudgeSpec(backend="transformers", judge_model="SmolLM2-135M-Instruct-Q4_1", model_path=folder)
-    verdicts = get_backend(spec).rate([JudgeRequest(prompt), ...])   # [Verdict(score, expected_score, error)]
+    verdicts = get_backend(spec).rate([JudgeRequest(prompt), ...])   # udfs/judge_backends.py
+    # -> [Verdict(score, expected_score, error)]
 
 - Prompts live in `conf/prompts/judge/<axis>.md`, with `{question}` and `{answer}` placeholders;
   a prompt is identified by the hash of its text, so editing it makes a new rating.
@@ -15,7 +16,8 @@ directly and the rate stage's `mapInPandas` wraps it:
   concurrency, timeouts, retries with backoff on 429/5xx/timeouts; images go as data URLs.
 - `TransformersBackend` (`udfs/judge_local.py`, with the GGUF conversion): a local causal LM on
   the task's device, batched greedy generation.
-Backends are cached once per Python worker (`get_backend`).
+`udfs/judge_backends.py` chooses the backend for a spec and caches it once per Python worker
+(`get_backend`); this module imports neither it nor `udfs/judge_local.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -203,16 +204,6 @@ class JudgeSpec:
             raise ValueError(f"judge {self.judge_model}: backend transformers needs model_path")
         if self.backend not in ("openai", "transformers"):
             raise ValueError(f"judge {self.judge_model}: unknown backend {self.backend!r}")
-
-
-@lru_cache(maxsize=8)
-def get_backend(spec: JudgeSpec) -> JudgeBackend:
-    """The backend for `spec`, built once per Python worker (the model loads once)."""
-    if spec.backend == "openai":
-        return OpenAIChatBackend(spec)
-    from udfs.judge_local import TransformersBackend
-
-    return TransformersBackend(spec)
 
 
 class OpenAIChatBackend:

@@ -26,8 +26,8 @@ from udfs.judge import (
     JudgeRequest,
     JudgeSpec,
     Verdict,
-    get_backend,
 )
+from udfs.judge_backends import get_backend
 
 RATING_KEYS = ["sample_id", "turn_index", "axis", "judge_model", "prompt_hash"]
 
