@@ -32,7 +32,7 @@ def load(tmp_path, format_name: str, options: dict, **extra) -> SourceSpec:
     return load_source_spec(path)
 
 
-def test_formats_with_options_are_the_ones_that_read_them():
+def test_the_misspelt_option_test_below_covers_hf_parquet_and_gui_trajectory():
     assert FORMATS_WITH_OPTIONS == ["hf_parquet", "gui_trajectory"]
 
 
