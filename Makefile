@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
 CLI := $(PY) -m etl.cli
 
-.PHONY: setup jars demo test test-fast test-spark lint format bench bench-train bench-analyze bench-scale delta-jars-offline clean-outputs wheel chromium
+.PHONY: setup jars demo test test-fast test-spark test-compat lint format bench bench-train bench-analyze bench-scale delta-jars-offline clean-outputs wheel chromium
 
 .tools/bin/uv:
 	$(PYTHON_BOOT) -m venv .tools
@@ -42,6 +42,21 @@ test-fast: setup
 
 test-spark: setup jars
 	$(PYTEST) $(XDIST) -m "not pipeline and not browser and not cluster and not slow"
+
+# The Spark tier against the EMR 8.0 line (pyspark 4.0 + delta-spark 4.0) in its own venv
+# (.venv-compat: the locked set with only those two replaced). Not part of `make test`.
+COMPAT := .venv-compat
+COMPAT_SPARK := "pyspark[connect]==4.0.1" "delta-spark==4.0.0"
+$(COMPAT)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) venv -q --allow-existing $(COMPAT) --python $(PYTHON_BOOT)
+	$(UV) export --frozen --all-extras --no-hashes --no-emit-project -q | grep -v '^pyspark=\|^delta-spark=' > $(COMPAT)/locked.txt
+	$(UV) pip install -q --python $(COMPAT)/bin/python -r $(COMPAT)/locked.txt $(COMPAT_SPARK)
+	$(UV) pip install -q --python $(COMPAT)/bin/python --no-deps -e .
+	touch $@
+
+test-compat: $(COMPAT)/.synced
+	$(COMPAT)/bin/python -m etl.session
+	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider $(XDIST) -m "not pipeline and not browser and not cluster and not slow"
 
 # Every run prints its 25 slowest tests (setup included).
 test: setup jars chromium

@@ -60,10 +60,22 @@ T = TypeVar("T")
 
 
 def is_write_conflict(error: BaseException) -> bool:
-    if type(error).__name__ in CONFLICT_NAMES:
+    if type(error).__name__ in CONFLICT_NAMES or _java_class(error) in CONFLICT_NAMES:
         return True
     condition = getattr(error, "getCondition", lambda: None)() or ""
     return condition.startswith(CONFLICT_ERROR_CLASSES)
+
+
+def _java_class(error: BaseException) -> str:
+    """The JVM exception's class name where the client passed it on unconverted: pyspark 4.0 raises
+    Delta's own exceptions from `spark.sql` as a bare Py4JJavaError (4.1 converts them)."""
+    java = getattr(error, "java_exception", None)
+    if java is None:
+        return ""
+    try:
+        return str(java.getClass().getSimpleName())
+    except Exception:  # noqa: BLE001 - a detached gateway or another shape: not a recognisable conflict
+        return ""
 
 
 def retry_on_conflict[T](write: Callable[[], T], what: str) -> T:

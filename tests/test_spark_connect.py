@@ -139,25 +139,32 @@ def test_connect_run_writes_the_tables_of_a_classic_run(spark, connect_server, d
         "PYTHONPATH": python_path,
     }
     finevision = Path(sys.executable).with_name("finevision")
-    result = subprocess.run(
+    # The Connect run and the classic one share nothing (two JVMs, two lakehouses), so they run at
+    # once: both spend much of their time waiting on small Delta commits, not computing.
+    over_connect = subprocess.Popen(
         [str(finevision), "--profile", "serverless", *sets, "run", *stages],
         cwd=PROJECT_ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=3000,
     )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    assert "serverless guard: installed" in result.stderr  # the run was guarded
+    try:
+        # The same stages on a classic session (the tests' local one), same input and settings.
+        config = load_config(overrides=_settings(dirty_corpus, tmp_path / "classic", tmp_path))
+        run = PipelineRun(spark, config, "test-classic")
+        for stage in STAGES:
+            STAGES_BY_NAME[stage].runner()(run)
+        run.close()
+        stdout, stderr = over_connect.communicate(timeout=3000)
+    finally:
+        if over_connect.poll() is None:
+            over_connect.kill()
+            over_connect.communicate()
+    assert over_connect.returncode == 0, f"{stdout[-3000:]}\n{stderr[-6000:]}"
+    assert "serverless guard: installed" in stderr  # the run was guarded
     scratch = connect_lake / "_scratch"  # every scratch table the stages wrote was dropped
     assert not scratch.exists() or not any(scratch.iterdir()), sorted(p.name for p in scratch.iterdir())
-
-    # The same stages on a classic session (the tests' local one), same input and settings.
-    config = load_config(overrides=_settings(dirty_corpus, tmp_path / "classic", tmp_path))
-    run = PipelineRun(spark, config, "test-classic")
-    for stage in STAGES:
-        STAGES_BY_NAME[stage].runner()(run)
-    run.close()
 
     connect_config = load_config(overrides=_settings(dirty_corpus, connect_lake, tmp_path))
     written = sorted({name for stage in STAGES for name in STAGES_BY_NAME[stage].writes} - {"pipeline_runs"})

@@ -150,3 +150,31 @@ def test_a_table_an_older_version_wrote_gains_the_fields_a_newer_schema_adds(spa
     assert tables.read(spark, ref).schema == new
     assert rows["a"]["evidence"]["tiles_unexplained"] is None and rows["a"]["note"] is None
     assert rows["b"]["evidence"]["tiles_unexplained"] == pytest.approx(0.01) and rows["b"]["note"] == "n"
+
+
+class _JavaException:
+    """What py4j hands over for a JVM exception: its class is asked by name."""
+
+    def __init__(self, simple_name: str):
+        self.simple_name = simple_name
+
+    def getClass(self):  # noqa: N802 - the JVM's method name
+        return self
+
+    def getSimpleName(self):  # noqa: N802
+        return self.simple_name
+
+
+def test_a_conflict_pyspark_40_leaves_unconverted_is_still_a_conflict():
+    """pyspark 4.0 raises Delta's ProtocolChangedException from `spark.sql` as a bare Py4JJavaError
+    (seen under `make test-compat`); 4.1 converts it. Both must be retried; other JVM errors must not."""
+
+    def raised(simple_name: str) -> Exception:
+        error = RuntimeError("An error occurred while calling o127.sql.")  # a Py4JJavaError's shape
+        error.java_exception = _JavaException(simple_name)  # type: ignore[attr-defined]
+        return error
+
+    assert tables.is_write_conflict(raised("ProtocolChangedException"))
+    assert tables.is_write_conflict(raised("ConcurrentAppendException"))
+    assert not tables.is_write_conflict(raised("AnalysisException"))
+    assert not tables.is_write_conflict(ValueError("ProtocolChangedException"))
