@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -768,6 +769,9 @@ def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(spark, tmp_pat
                 for rank in range(world)
             ]
             assert sorted(sum(read, []), key=str) == sorted(scores, key=str)
+            stray = tmp_path / "s" / written.snapshot.rsplit("/", 1)[-1] / "train_rank=0" / "part-00000-stray.parquet"
+            stray.write_bytes(Path(data.snapshot_files(written, 0)[0]).read_bytes())  # a failed attempt's file
+            assert [by_id[r["sample_id"]] for r in data.snapshot_rows(written, 0)] == read[0]  # not read
             for share in read:
                 rated = [s for s in share if s is not None]
                 assert share == rated + [None] * (len(share) - len(rated)), (order, world)  # unrated last

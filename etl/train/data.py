@@ -46,6 +46,7 @@ class GoldSource:
     turn_weights: dict[str, dict[int, float]] | None = None  # axis -> score -> loss weight of a turn
     snapshot: str | None = None
     world: int = 1
+    files: tuple[str, ...] = ()  # the snapshot's parquet files, relative to it, as Spark committed them
 
     @property
     def rating_columns(self) -> list[str]:
@@ -78,17 +79,13 @@ def rank_of_row(world: int) -> str:
 
 def snapshot_files(source: GoldSource, rank: int) -> list[str]:
     """The parquet files of `rank`'s share, in reading order (Spark names them by task, and the
-    snapshot is range-sorted, so name order is row order); none where the share is empty."""
-    import pyarrow.fs as pafs
-
-    from etl.release import filesystem
-
+    snapshot is range-sorted, so name order is row order); none where the share is empty. The
+    files are those the write committed (`GoldSource.files`), not a listing of the folder, which
+    can hold files of failed task attempts (Databricks' transactional commit leaves them)."""
     if source.snapshot is None:
         raise ValueError(f"{source} has no training snapshot (etl.train.snapshot.write_snapshot)")
-    fs, root = filesystem(f"{source.snapshot.rstrip('/')}/{RANK_COLUMN}={rank}")
-    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    names = [i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
-    return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith(("_", ".")))
+    prefix = f"{RANK_COLUMN}={rank}/"
+    return sorted(f"{source.snapshot.rstrip('/')}/{f}" for f in source.files if f.startswith(prefix))
 
 
 def snapshot_batches(source: GoldSource, rank: int = 0, batch_rows: int = 256):

@@ -73,7 +73,11 @@ def write_snapshot(spark: SparkSession, source: GoldSource, world: int, folder: 
     reading order."""
     target = snapshot_folder(folder, source, world)
     selected(spark, source, world, ordered=True).write.mode("overwrite").partitionBy(RANK_COLUMN).parquet(target)
-    return replace(source, snapshot=target, world=world)
+    # the files as Spark's reader sees the committed write, relative to the folder (their URIs are
+    # the driver's: `file:`, `dbfs:`), so that the processes open them under `target`
+    marker = f"/{RANK_COLUMN}="
+    files = tuple(sorted(f[f.rindex(marker) + 1 :] for f in spark.read.parquet(target).inputFiles()))
+    return replace(source, snapshot=target, world=world, files=files)
 
 
 def rows_per_rank(spark: SparkSession, source: GoldSource) -> list[int]:
