@@ -42,9 +42,20 @@ DATABRICKS_OPTIONS = [
     "--set", f"export.release_dir={VOLUME}/release",
     "--set", "mlflow.experiment=${resources.experiments.finevision_curation.name}",
 ]  # fmt: skip
+# The train task runs TorchDistributor on the GPU job cluster's workers, one process per GPU
+# (`local_mode: false`, NCCL): the cluster gives each Spark task one GPU (spark.task.resource.gpu.amount
+# below), so TorchDistributor starts `num_processes` tasks, workers x GPUs per worker (etl/train/config.py,
+# `distributed.world`), from the same variables as the cluster's declaration. The gold rows go through
+# Spark into a snapshot on the volume, which every worker reads; the tokenizer and SmolLM2 come from the
+# prepared assets (assets.dir, `finevision assets prepare`).
 TRAIN_OPTIONS = [
     "--train-config", "smolvlm_256m",
     "--train-set", f"output_dir={VOLUME}/models/smolvlm_256m",
+    "--train-set", f"data.snapshot_dir={VOLUME}/training",
+    "--train-set", "distributed.local_mode=false",
+    "--train-set", "distributed.use_gpu=true",
+    "--train-set", "distributed.workers=${var.gpu_workers}",
+    "--train-set", "distributed.gpus_per_worker=${var.gpus_per_worker}",
     "--train-set", "mlflow.experiment=${resources.experiments.finevision_training.name}",
 ]  # fmt: skip
 

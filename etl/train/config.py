@@ -43,8 +43,9 @@ class VisionModel(Strict):
 class ModelConfig(Strict):
     init: Literal["random", "smollm2", "hub"] = Field(
         "random",
-        description="random: all weights random; smollm2: language model from the packaged SmolLM2-135M-Instruct "
-        "GGUF, vision per `vision_init`; hub: the whole model from `hub_id` (clusters that reach the Hub)",
+        description="random: all weights random; smollm2: language model from SmolLM2-135M-Instruct, the checkpoint "
+        "`finevision assets prepare` converted from the GGUF (assets.dir) or else the packaged GGUF, vision per "
+        "`vision_init`; hub: the whole model from `hub_id` (clusters that reach the Hub)",
     )
     hub_id: str | None = Field(None, description="model id or folder for init `hub` (Idefics3/SmolVLM checkpoint)")
     text_init: str | None = Field(
@@ -73,13 +74,27 @@ class DataConfig(Strict):
     mixture: str | None = Field(None, description="mixture spec in conf/mixtures (a name or a YAML path)")
     where: str | None = Field(None, description="extra SQL predicate over gold columns")
     shuffle_buffer: int = Field(512, ge=1)
-    read_batch_rows: int = Field(256, gt=0, description="rows per record batch read from Delta")
+    read_batch_rows: int = Field(256, gt=0, description="rows per record batch read from the training snapshot")
+    snapshot_dir: str | None = Field(
+        None,
+        description="folder every training process reads (a volume, a bucket URI, a local folder) where the "
+        "driver writes the pinned, filtered gold rows through Spark; null = <lakehouse>/_training (path tables)",
+    )
 
 
 class DistributedConfig(Strict):
     num_processes: int = Field(1, ge=1, description=">1: TorchDistributor on Spark (one process per GPU, or CPU)")
     local_mode: bool = Field(True, description="processes on the driver (True) or on the executors (False)")
     use_gpu: bool = False
+    workers: int | None = Field(
+        None, ge=1, description="GPU workers of the cluster: set, one process per GPU, workers x gpus_per_worker"
+    )
+    gpus_per_worker: int = Field(1, ge=1, description="GPUs of one worker (with `workers`)")
+
+    @property
+    def world(self) -> int:
+        """How many training processes: one per GPU of the workers where `workers` is set, else num_processes."""
+        return self.workers * self.gpus_per_worker if self.workers else self.num_processes
 
 
 class MlflowTrainConfig(Strict):

@@ -1,8 +1,9 @@
-"""Training data: a pinned gold version streamed from Delta, encoded in SmolVLM's chat format,
-packed into sequences and collated into batches. No Spark: `deltalake` reads record batches, so the
-same code runs in the driver and in TorchDistributor's worker processes.
+"""Training data: the training snapshot of a pinned gold version (etl/train/snapshot.py writes it
+through Spark) streamed from parquet, encoded in SmolVLM's chat format, packed into sequences and
+collated into batches. No Spark here: pyarrow reads record batches, so the same code runs in the
+driver and in TorchDistributor's worker processes.
 
-    rows = delta_rows(source, rank=0, world=1)            # an iterator of dicts, batch by batch
+    rows = snapshot_rows(source, rank=0)                  # an iterator of dicts, batch by batch
     batches = batches_of(packed(encoded(rows, ...), ...), batch_size, pad_id)
 
 The chat format is SmolVLM's: `<|im_start|>User:<image>...question<end_of_utterance>\\nAssistant:
@@ -24,15 +25,17 @@ from etl.train.model import END_OF_UTTERANCE, IMAGE_TOKEN
 
 IGNORE = -100
 COLUMNS = ["sample_id", "subset", "images", "texts"]
+RANK_COLUMN = "train_rank"  # the snapshot's partition column: the process that reads the row
 
 
 @dataclass(frozen=True)
 class GoldSource:
-    """A Delta table at a pinned version, filtered by a SQL predicate (the mixture, named for messages);
-    `repeats` (SQL) says how many times a row is yielded (upsampling), `turn_min` the minimum score
-    per axis a turn needs to stay (a sample without a turn left is skipped)."""
+    """A Delta table (a path or a catalog name) at a pinned version, filtered by a SQL predicate (the
+    mixture, named for messages); `repeats` (SQL) says how many times a row is yielded (upsampling),
+    `turn_min` the minimum score per axis a turn needs to stay (a sample without a turn left is
+    skipped). `snapshot` is the folder of its training snapshot for `world` processes, once written."""
 
-    uri: str
+    table: str
     version: int
     where: str | None = None
     mixture: str | None = None
@@ -41,14 +44,22 @@ class GoldSource:
     keep_unrated: bool = True
     order_by: str | None = None  # SQL ORDER BY of a curriculum
     turn_weights: dict[str, dict[int, float]] | None = None  # axis -> score -> loss weight of a turn
+    snapshot: str | None = None
+    world: int = 1
+    files: tuple[str, ...] = ()  # the snapshot's parquet files, relative to it, as Spark committed them
+
+    @property
+    def rating_columns(self) -> list[str]:
+        """The per-turn score columns the turn filter and the turn weights read."""
+        return [f"{axis}_ratings" for axis in sorted(set(self.turn_min or {}) | set(self.turn_weights or {}))]
 
     def __str__(self) -> str:
-        return f"{self.uri} @ version {self.version} (mixture {self.mixture or '-'}, where {self.where or 'true'})"
+        return f"{self.table} @ version {self.version} (mixture {self.mixture or '-'}, where {self.where or 'true'})"
 
 
 # A process's share is a range of a salted hash of `sample_id`, not of `sample_id` itself: mixtures
 # down-sample by `sample_id` range (`etl.train.mixture.share_bound`), and ranks cut on the same
-# digits would see only the low ids that a mixture keeps. md5 is in Spark SQL and DataFusion alike.
+# digits would see only the low ids that a mixture keeps.
 RANK_KEY = "substr(md5(concat('rank:', sample_id)), 1, 8)"
 
 
@@ -56,12 +67,6 @@ def rank_bounds(rank: int, world: int) -> tuple[str | None, str | None]:
     """This process's range of `RANK_KEY` (8 hex digits of a hash, so uniform): [low, high)."""
     bounds = [f"{(i * 16**8) // world:08x}" for i in range(world + 1)]
     return (bounds[rank] if rank > 0 else None, bounds[rank + 1] if rank < world - 1 else None)
-
-
-def rank_predicate(rank: int, world: int) -> str | None:
-    low, high = rank_bounds(rank, world)
-    clauses = ([f"{RANK_KEY} >= '{low}'"] if low else []) + ([f"{RANK_KEY} < '{high}'"] if high else [])
-    return " AND ".join(clauses) or None
 
 
 def rank_of_row(world: int) -> str:
@@ -72,32 +77,36 @@ def rank_of_row(world: int) -> str:
     return f"CASE {cases} ELSE {world - 1} END"
 
 
-def query(source: GoldSource, columns: list[str], extra: str | None = None) -> str:
-    predicates = [f"({p})" for p in (source.where, extra) if p]
-    where = f" WHERE {' AND '.join(predicates)}" if predicates else ""
-    return f"SELECT {', '.join(columns)} FROM gold{where}"
+def snapshot_files(source: GoldSource, rank: int) -> list[str]:
+    """The parquet files of `rank`'s share, in reading order (Spark names them by task, and the
+    snapshot is range-sorted, so name order is row order); none where the share is empty. The
+    files are those the write committed (`GoldSource.files`), not a listing of the folder, which
+    can hold files of failed task attempts (Databricks' transactional commit leaves them)."""
+    if source.snapshot is None:
+        raise ValueError(f"{source} has no training snapshot (etl.train.snapshot.write_snapshot)")
+    prefix = f"{RANK_COLUMN}={rank}/"
+    return sorted(f"{source.snapshot.rstrip('/')}/{f}" for f in source.files if f.startswith(prefix))
 
 
-def delta_batches(source: GoldSource, columns: list[str] = COLUMNS, rank: int = 0, world: int = 1):
-    """Record batches of the pinned version, streamed (DataFusion through deltalake's QueryBuilder)."""
-    import pyarrow as pa
-    from deltalake import DeltaTable, QueryBuilder
+def snapshot_batches(source: GoldSource, rank: int = 0, batch_rows: int = 256):
+    """Record batches of `rank`'s share, file by file, row group by row group."""
+    import pyarrow.parquet as pq
 
-    table = DeltaTable(source.uri, version=source.version)
-    sql = query(source, columns, rank_predicate(rank, world))
-    if source.order_by:
-        sql += f" ORDER BY {source.order_by}"
-    reader = QueryBuilder().register("gold", table).execute(sql)
-    return pa.RecordBatchReader.from_stream(reader)  # deltalake returns arro3 objects
+    from etl.release import filesystem
+
+    fs, _ = filesystem(source.snapshot or "")
+    for path in snapshot_files(source, rank):
+        with fs.open_input_file(path) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows)
 
 
-def delta_rows(source: GoldSource, rank: int = 0, world: int = 1, prefetch: int = 4) -> Iterator[dict]:
+def snapshot_rows(source: GoldSource, rank: int = 0, prefetch: int = 4, batch_rows: int = 256) -> Iterator[dict]:
     """The rows of this process's share, each `repeats` times, turns below `turn_min` left out; up to
-    `prefetch` record batches are read ahead in a thread, so reading Delta overlaps with training."""
+    `prefetch` record batches are read ahead in a thread, so reading overlaps with training."""
+    if not 0 <= rank < source.world:
+        raise ValueError(f"rank {rank} is outside the snapshot of {source} for {source.world} processes")
     turn_min, weights = source.turn_min or {}, source.turn_weights or {}
-    axes = sorted(set(turn_min) | set(weights))
-    columns = [*COLUMNS, *(f"{axis}_ratings" for axis in axes), f"{source.repeats or 1} AS _repeats"]
-    batches = (batch.to_pylist() for batch in delta_batches(source, columns, rank, world))
+    batches = (batch.to_pylist() for batch in snapshot_batches(source, rank, batch_rows))
     for rows in prefetched(batches, prefetch) if prefetch else batches:
         for row in rows:
             repeats = int(row.pop("_repeats"))
@@ -176,7 +185,7 @@ def prefetched(items: Iterator, depth: int) -> Iterator:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             buffer.put(exc)
 
-    threading.Thread(target=produce, daemon=True, name="delta-prefetch").start()
+    threading.Thread(target=produce, daemon=True, name="snapshot-prefetch").start()
     try:
         while (item := buffer.get()) is not done:
             if isinstance(item, BaseException):
@@ -184,39 +193,6 @@ def prefetched(items: Iterator, depth: int) -> Iterator:
             yield item
     finally:
         stop.set()
-
-
-def _scalar_query(source: GoldSource, sql: str):
-    import pyarrow as pa
-    from deltalake import DeltaTable, QueryBuilder
-
-    table = DeltaTable(source.uri, version=source.version)
-    return pa.RecordBatchReader.from_stream(QueryBuilder().register("gold", table).execute(sql)).read_all()
-
-
-def count_rows(source: GoldSource) -> int:
-    return int(_scalar_query(source, query(source, ["count(*) AS n"])).column("n")[0].as_py())
-
-
-def rows_per_rank(source: GoldSource, world: int) -> list[int]:
-    """How many rows each of `world` processes reads (one scan, `world` numbers back)."""
-    found = _scalar_query(
-        source, f"SELECT rank, count(*) AS n FROM ({query(source, [f'{rank_of_row(world)} AS rank'])}) GROUP BY rank"
-    ).to_pydict()
-    counts = dict(zip(found["rank"], found["n"], strict=False))
-    return [int(counts.get(rank, 0)) for rank in range(world)]
-
-
-def require_rows_on_every_rank(source: GoldSource, world: int) -> list[int]:
-    """The rows per rank; fails naming the mixture when a rank would have none (it would wait forever)."""
-    counts = rows_per_rank(source, world)
-    empty = [rank for rank, n in enumerate(counts) if n == 0]
-    if empty:
-        raise ValueError(
-            f"ranks {empty} of {world} get no rows of {source}: {sum(counts)} rows are too few "
-            f"for {world} processes; widen the mixture or use fewer processes"
-        )
-    return counts
 
 
 def shuffled(rows: Iterable[dict], buffer: int, seed: int) -> Iterator[dict]:

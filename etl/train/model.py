@@ -73,7 +73,9 @@ def build_processor(config: TrainConfig, tokenizer: TokenizerConfig):
     )
 
 
-def build_model(config: TrainConfig, processor) -> torch.nn.Module:
+def build_model(config: TrainConfig, processor, language_model: str | None = None) -> torch.nn.Module:
+    """The model of `config`; with `model.init: smollm2` its language model from `language_model` (the
+    checkpoint `finevision assets prepare` converted, a folder) or else from the packaged GGUF."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
     m = config.model
@@ -97,7 +99,11 @@ def build_model(config: TrainConfig, processor) -> torch.nn.Module:
     model_config._attn_implementation = m.attn_implementation
     torch.manual_seed(config.seed)
     model = Idefics3ForConditionalGeneration(model_config)
-    if m.init == "smollm2":
+    if m.init == "smollm2" and language_model:
+        from transformers import AutoModelForCausalLM
+
+        _load_text(model, AutoModelForCausalLM.from_pretrained(language_model, torch_dtype=torch.float32))
+    elif m.init == "smollm2":
         _load_text(model, _smollm2(m.gguf_package, m.gguf_file))
     elif m.text_init:
         from transformers import AutoModelForCausalLM
@@ -114,7 +120,13 @@ def _smollm2(package: str, filename: str):
 
     from udfs.tokens import gguf_path
 
-    source = gguf_path(package, filename)
+    try:
+        source = gguf_path(package, filename)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"model.init smollm2: {error}; prepare the init files once with `finevision assets prepare --out DIR` "
+            "and set assets.dir=DIR"
+        ) from None
     return AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, torch_dtype=torch.float32)
 
 

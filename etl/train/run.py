@@ -4,7 +4,9 @@ The driver pins the gold version (the latest unless configured), resolves the mi
 predicate and counts its rows, opens the MLflow run (flattened config as params, the Delta table and
 version as a dataset input, the curation run that wrote the version as tags, system metrics), then
 trains in-process or through TorchDistributor on Spark, and finally logs and registers the model.
-Worker processes read Delta with `deltalake` and log steps to the same run.
+Gold is read through Spark only (etl/train/snapshot.py): the driver writes the pinned, filtered rows
+as a parquet snapshot on storage every process reads; the processes stream their share of it with
+pyarrow and log steps to the same run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pandas as pd
 from etl.config import IDENTIFIER, PipelineConfig, TokenizerConfig
 from etl.runs import _flat_params
 from etl.tables import TableRef
-from etl.train import data
+from etl.train import data, snapshot
 from etl.train.config import TrainConfig
 from etl.train.mixture import load_mixture, mixture_order, mixture_predicate, mixture_repeats
 
@@ -56,27 +58,37 @@ def table_ref(table: str, pipeline: PipelineConfig) -> TableRef:
     return TableRef(name=parts[-1], qualified_name=table)
 
 
-def table_uri(table: str, pipeline: PipelineConfig, spark=None) -> str:
-    """Where a table's Delta files are: training reads them with `deltalake`, on nodes without Spark.
-    A catalog table is resolved to its storage location through Spark (`DESCRIBE DETAIL`)."""
+def table_name(table: str, pipeline: PipelineConfig) -> str:
+    """`data.table` as Spark reads it: the path of a path table, else the catalog name."""
     ref = table_ref(table, pipeline)
-    if ref.path is not None:
-        return ref.path
+    return ref.qualified_name or ref.location
+
+
+def snapshot_dir(config: TrainConfig, pipeline: PipelineConfig) -> str:
+    """Where the driver writes the training snapshot: `data.snapshot_dir`, else beside the path
+    tables; catalog tables need it set (a volume every node reads)."""
+    folder = config.data.snapshot_dir
+    if folder is None:
+        if pipeline.catalog:
+            raise ValueError(
+                "data.snapshot_dir is not set: with catalog tables the training snapshot goes to a folder every "
+                "node reads, e.g. --train-set data.snapshot_dir=/Volumes/<catalog>/<schema>/<volume>/training"
+            )
+        folder = f"{pipeline.lakehouse.rstrip('/')}/_training"
+    return folder if "://" in folder else str(Path(folder).resolve())
+
+
+def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark) -> tuple[data.GoldSource, int]:
+    """The pinned gold version (read through Spark), filtered by the mixture and `data.where`, and
+    its row count."""
     if spark is None:
-        raise ValueError(f"{ref} is a catalog table: its location is resolved through Spark (no session given)")
-    return spark.sql(f"DESCRIBE DETAIL {ref.sql}").select("location").first()["location"]
-
-
-def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> tuple[data.GoldSource, int]:
-    """The pinned gold version, filtered by the mixture and `data.where`, and its row count."""
-    from deltalake import DeltaTable
-
-    uri = table_uri(config.data.table, pipeline, spark)
-    version = config.data.version if config.data.version is not None else DeltaTable(uri).version()
+        raise ValueError("training reads gold through Spark: no session given")
+    table = table_name(config.data.table, pipeline)
+    version = config.data.version if config.data.version is not None else snapshot.latest_version(spark, table)
     spec = load_mixture(config.data.mixture) if config.data.mixture else None
     predicates = [p for p in (mixture_predicate(spec) if spec else None, config.data.where) if p]
     source = data.GoldSource(
-        uri,
+        table,
         version,
         " AND ".join(f"({p})" for p in predicates) or None,
         config.data.mixture,
@@ -86,38 +98,69 @@ def resolve_source(config: TrainConfig, pipeline: PipelineConfig, spark=None) ->
         mixture_order(spec) if spec else None,
         {a: dict(w) for a, w in spec.turn_weights.items()} if spec and spec.turn_weights else None,
     )
-    return source, data.count_rows(source)
+    return source, snapshot.count_rows(spark, source)
 
 
-def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig, spark=None) -> dict[str, str]:
+def curation_lineage(source: data.GoldSource, pipeline: PipelineConfig, spark) -> dict[str, str]:
     """Tags linking the training run to the curation run that wrote the pinned version."""
-    from deltalake import DeltaTable, QueryBuilder
+    from etl import tables
 
-    tags = {"gold.table": source.uri, "gold.version": str(source.version)}
-    commit = next((h for h in DeltaTable(source.uri).history() if h.get("version") == source.version), None)
-    meta = json.loads(commit.get("userMetadata") or "{}") if commit else {}
+    tags = {"gold.table": source.table, "gold.version": str(source.version)}
+    ref = snapshot.gold_ref(source.table)
+    commit = spark.sql(f"DESCRIBE HISTORY {ref.sql}").where(f"version = {int(source.version)}").first()
+    meta = json.loads(commit["userMetadata"] or "{}") if commit else {}
     run_id = meta.get("run_id")
     if not run_id or not RUN_ID.match(run_id):
         return tags
     tags |= {"curation.run_id": run_id, "curation.stage": meta.get("stage", ""), "curation.git": meta.get("git", "")}
-    try:
-        runs = DeltaTable(table_uri("pipeline_runs", pipeline, spark))
-    except Exception:  # noqa: BLE001 - no run log next to this table (a copied table): the Delta metadata is enough
+    runs = table_ref("pipeline_runs", pipeline)
+    if not tables.exists(spark, runs):  # no run log next to this table (a copied table): the Delta metadata is enough
         return tags
-    import pyarrow as pa
-
-    found = pa.RecordBatchReader.from_stream(
-        QueryBuilder()
-        .register("runs", runs)
-        .execute(f"SELECT mlflow_run_id FROM runs WHERE run_id = '{run_id}' AND mlflow_run_id IS NOT NULL LIMIT 1")
-    ).read_all()
-    if found.num_rows:
-        tags["curation.mlflow_run_id"] = found.column(0)[0].as_py()
+    found = (
+        tables.read(spark, runs)
+        .where(f"run_id = '{run_id}' AND mlflow_run_id IS NOT NULL")
+        .select("mlflow_run_id")
+        .first()
+    )
+    if found:
+        tags["curation.mlflow_run_id"] = found[0]
     return tags
 
 
+def init_files(config: TrainConfig, pipeline: PipelineConfig) -> tuple[TokenizerConfig, str | None]:
+    """What the processes start from: the tokenizer and, for `model.init: smollm2`, the language
+    model checkpoint, both from `finevision assets prepare` where `assets.dir` is set (no GGUF
+    package needed anywhere); else the packaged GGUF, which must then be installed here."""
+    from etl import assets
+
+    tokenizer = pipeline.clean.tokenizer
+    prepared = assets.tokenizer_json(pipeline)
+    if prepared:
+        tokenizer = tokenizer.model_copy(update={"path": prepared})
+    if config.model.init != "smollm2":
+        return tokenizer, None
+    checkpoint = assets.gguf_checkpoint(pipeline, config.model.gguf_package, config.model.gguf_file)
+    if checkpoint is None:
+        from udfs.tokens import gguf_path
+
+        try:
+            gguf_path(config.model.gguf_package, config.model.gguf_file)
+        except FileNotFoundError as error:
+            raise ValueError(
+                f"model.init smollm2: {error}, and assets.dir is not set; prepare the init files once with "
+                "`finevision assets prepare --out DIR` (its judge converts the GGUF) and set assets.dir=DIR"
+            ) from None
+    return tokenizer, checkpoint
+
+
 def _process(
-    config_json: str, source: dict, tokenizer_json: str, tracking_uri: str, run_id: str, mlflow_names: dict
+    config_json: str,
+    source: dict,
+    tokenizer_json: str,
+    language_model: str | None,
+    tracking_uri: str,
+    run_id: str,
+    mlflow_names: dict,
 ) -> dict[str, Any]:
     """One training process (the whole run, or one TorchDistributor rank). Rank 0 logs the final
     model to the MLflow run itself: with `local_mode: false` it runs on an executor, whose disk the
@@ -129,6 +172,7 @@ def _process(
 
     from etl.train.loop import train_process
     from etl.train.model import build_model, build_processor
+    from udfs.staging import is_uri, local_path
 
     config = TrainConfig.model_validate_json(config_json)
     tokenizer = TokenizerConfig.model_validate_json(tokenizer_json)
@@ -137,8 +181,12 @@ def _process(
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if config.distributed.use_gpu else "gloo")
     gold = data.GoldSource(**source)
+    if gold.world != world:
+        raise ValueError(f"the snapshot of {gold} is for {gold.world} processes, this is one of {world}")
+    if tokenizer.path and is_uri(tokenizer.path):  # prepared assets on a bucket: a local copy per node
+        tokenizer = tokenizer.model_copy(update={"path": local_path(tokenizer.path)})
     processor = build_processor(config, tokenizer)
-    model = build_model(config, processor)
+    model = build_model(config, processor, local_path(language_model) if language_model else None)
     on_step = on_checkpoint = None
     if rank == 0:
         from mlflow import MlflowClient
@@ -167,7 +215,7 @@ def _process(
             config,
             processor,
             model,
-            lambda epoch: data.delta_rows(gold, rank, world),
+            lambda epoch: data.snapshot_rows(gold, rank, batch_rows=config.data.read_batch_rows),
             on_step,
             on_checkpoint,
             rank,
@@ -213,13 +261,15 @@ def mlflow_names(config: TrainConfig, pipeline: PipelineConfig) -> dict[str, str
 def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainResult:
     import mlflow
 
+    folder = snapshot_dir(config, pipeline)
+    tokenizer, language_model = init_files(config, pipeline)
     source, rows = resolve_source(config, pipeline, spark)
     if rows == 0:
         raise ValueError(f"no gold rows to train on: {source}")
-    world = config.distributed.num_processes
-    if world > 1:
-        data.require_rows_on_every_rank(source, world)
-    log.info("training on %s: %d rows", source, rows)
+    world = config.distributed.world
+    source = snapshot.write_snapshot(spark, source, world, folder)
+    snapshot.require_rows_on_every_rank(spark, source)
+    log.info("training on %s: %d rows, snapshot %s", source, rows, source.snapshot)
     names = mlflow_names(config, pipeline)
     mlflow.set_tracking_uri(pipeline.mlflow.tracking_uri)
     mlflow.set_experiment(names["experiment"])
@@ -234,6 +284,7 @@ def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainRes
                 "data.resolved_version": source.version,
                 "data.resolved_rows": rows,
                 "data.resolved_where": source.where or "",
+                "data.snapshot": source.snapshot,
                 "image_seq_len": config.image_seq_len,
             }
         )
@@ -246,16 +297,15 @@ def train(config: TrainConfig, pipeline: PipelineConfig, spark=None) -> TrainRes
         args = (
             config.model_dump_json(),
             source.__dict__,
-            pipeline.clean.tokenizer.model_dump_json(),
+            tokenizer.model_dump_json(),
+            language_model,
             pipeline.mlflow.tracking_uri,
             run_id,
             {k: names[k] for k in ("registered_model_name", "registry_uri")},
         )
-        if world > 1:
+        if world > 1 or not config.distributed.local_mode:  # TorchDistributor, on the executors unless local
             from pyspark.ml.torch.distributor import TorchDistributor
 
-            if spark is None:
-                raise ValueError("distributed training needs a Spark session (TorchDistributor)")
             outcome = TorchDistributor(
                 num_processes=world,
                 local_mode=config.distributed.local_mode,
@@ -289,9 +339,14 @@ def _dataset_input(source: data.GoldSource, config: TrainConfig):
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = hashlib.sha256(f"{source.uri}@{source.version}:{source.where}".encode()).hexdigest()[:16]
-    name = f"{Path(source.uri).name}@v{source.version}" + (f"[{config.data.mixture}]" if config.data.mixture else "")
-    delta = DeltaDatasetSource(path=source.uri, delta_table_version=source.version)
+    digest = hashlib.sha256(f"{source.table}@{source.version}:{source.where}".encode()).hexdigest()[:16]
+    ref = snapshot.gold_ref(source.table)
+    name = f"{ref.name}@v{source.version}" + (f"[{config.data.mixture}]" if config.data.mixture else "")
+    delta = (  # a catalog table by its name (Unity Catalog lineage), a path table by its path
+        DeltaDatasetSource(delta_table_name=ref.qualified_name, delta_table_version=source.version)
+        if ref.qualified_name
+        else DeltaDatasetSource(path=ref.path, delta_table_version=source.version)
+    )
     # mlflow declares `profile` abstract on Dataset; MetaDataset is the concrete class it documents
     return MetaDataset(delta, name=name, digest=digest)  # type: ignore[abstract]
 
