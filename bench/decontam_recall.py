@@ -175,8 +175,8 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate-k", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--cache", help="keep each seed's candidate pairs and features here")
-    parser.add_argument("--standout-neighbours", type=int, default=3, help="decontaminate.standout_neighbours")
-    parser.add_argument("--standout-weight", type=float, default=1.0, help="decontaminate.standout_weight")
+    parser.add_argument("--standout-neighbours", type=int, default=5, help="decontaminate.standout_neighbours")
+    parser.add_argument("--standout-weight", type=float, default=1.1, help="decontaminate.standout_weight")
     parser.add_argument(
         "--standout-margin", type=float, nargs="*", default=[],
         help="decontaminate.standout_margin values to report the default with (no value: without the filter)",

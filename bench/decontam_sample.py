@@ -42,7 +42,7 @@ def vectors_of(frame) -> tuple[list[str], np.ndarray]:
     return table.column("image_id").to_pylist(), knn.vectors_from_arrow(table)
 
 
-def pairs_report(spark, config, manifest: dict, margins: list[float]) -> None:
+def pairs_report(spark, config, manifest: dict, margins: list[float], dump: Path | None = None) -> None:
     settings = config.decontaminate
     lake = config.lakehouse
     embeddings = spark.read.format("delta").load(f"{lake}/image_embeddings")
@@ -62,6 +62,14 @@ def pairs_report(spark, config, manifest: dict, margins: list[float]) -> None:
         settings.standout_neighbours, settings.standout_weight,
     )  # fmt: skip
     below = top & (hits.similarities < np.float32(threshold))
+    if dump is not None:  # for bench/decontam_standout_sweep.py
+        planted_pairs = [
+            [c["training"]["image_sha256"], c["benchmark_ref"]["image_sha256"]] for c in manifest["contamination"]
+        ]
+        np.savez(
+            dump, train_ids=np.array(t_ids), bench_ids=np.array(b_ids), train_vectors=t_vectors,
+            bench_vectors=b_vectors, planted=json.dumps(planted_pairs),
+        )  # fmt: skip
     best = np.full(len(t_ids), -1.0, np.float32)
     np.maximum.at(best, hits.query_rows, hits.similarities)
     print(
@@ -135,6 +143,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=Path("data/samples/manifest.json"))
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1])
     parser.add_argument("--set", dest="sets", action="append", default=[], help="config override")
+    parser.add_argument("--dump", type=Path, help="save the embeddings and planted pairs here (npz)")
     parser.add_argument("--time", action="store_true", help="also time the decontaminate job per method")
     parser.add_argument("--time-margin", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=1)
@@ -142,7 +151,7 @@ def main() -> None:
     config = load_config(args.config, ["decontaminate.method=verified", *args.sets], args.lakehouse)
     spark = build_session("local", {"spark.sql.shuffle.partitions": str(config.shuffle_partitions)})
     started = time.perf_counter()
-    pairs_report(spark, config, json.loads(args.manifest.read_text()), args.margins)
+    pairs_report(spark, config, json.loads(args.manifest.read_text()), args.margins, args.dump)
     print(f"(pairs from the embeddings in {time.perf_counter() - started:.1f} s)")
     if args.time:
         timed_runs(spark, args, args.rounds)

@@ -143,14 +143,14 @@ class DecontaminateConfig(Strict):
     candidate_k: int = Field(3, gt=0, description="verified: candidates kept per training image (most similar)")
     standout_margin: float | None = Field(
         0.0,
-        description="verified: a candidate below the threshold is verified only if its SSCD cosine minus the mean of "
-        "the training image's standout_neighbours best cosines to other benchmark images (SSCD's score "
-        "normalisation) reaches this; null = no such filter",
+        description="verified: below the threshold a candidate is verified only if its SSCD cosine minus "
+        "standout_weight x the mean of the training image's standout_neighbours next best cosines to other "
+        "benchmark images (SSCD's score normalisation) reaches this; null = no such filter",
     )
     standout_neighbours: int = Field(
-        3, ge=1, description="verified: benchmark neighbours (other than the pair's copy group) in that mean"
+        5, ge=1, description="verified: benchmark neighbours (of other copy groups) in that mean"
     )
-    standout_weight: float = Field(1.0, ge=0, description="verified: weight of that mean (SSCD's beta)")
+    standout_weight: float = Field(1.1, ge=0, description="verified: weight of that mean (SSCD's beta)")
     verifier_rule: str | None = Field(
         None, description="verified: the decision rule's YAML; null = the packaged conf/decontaminate/verifier.yaml"
     )
