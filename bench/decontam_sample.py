@@ -111,6 +111,8 @@ def timed_runs(spark, args, rounds: int) -> None:
             f"decontaminate.standout_margin={args.time_margin}",
         ],
     }
+    if args.skip_unfiltered:
+        del configs["verified"]
     seconds: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(rounds):
         for name, overrides in configs.items():
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--time", action="store_true", help="also time the decontaminate job per method")
     parser.add_argument("--time-margin", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--skip-unfiltered", action="store_true", help="time threshold and the filtered method only")
     args = parser.parse_args()
     config = load_config(args.config, ["decontaminate.method=verified", *args.sets], args.lakehouse)
     spark = build_session("local", {"spark.sql.shuffle.partitions": str(config.shuffle_partitions)})
