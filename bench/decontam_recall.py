@@ -57,6 +57,9 @@ class Measured:
     embed_seconds: float
     verify_seconds: float
     pair_seeds: np.ndarray  # the seed of each candidate pair
+    train_vectors: np.ndarray | None = None  # SSCD embeddings (for the embedding-only filter)
+    bench_vectors: np.ndarray | None = None
+    standout: np.ndarray | None = None  # each candidate pair's normalised score (`udfs.knn.standout_scores`)
 
 
 def candidates(train_vectors: np.ndarray, bench_vectors: np.ndarray, threshold: float, k: int) -> knn.Hits:
@@ -78,9 +81,12 @@ def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured
             threshold_hits = set(zip(saved["exact_rows"].tolist(), saved["exact_bench_rows"].tolist(), strict=True))
             features = {name: saved[f"feature_{name}"] for name in FEATURES}
             rows, bench_rows = saved["rows"], saved["bench_rows"]
+            vectors = [saved[k] if k in saved.files else None for k in ("train_vectors", "bench_vectors")]
+            if vectors[0] is None or vectors[1] is None:
+                vectors = [embed_bytes(spec, [i.data for i in train]), embed_bytes(spec, [i.data for i in bench])]
             return Measured(
                 bench, train, threshold_hits, rows, bench_rows, features,
-                float(saved["embed_seconds"]), float(saved["verify_seconds"]), seeds(len(rows)),
+                float(saved["embed_seconds"]), float(saved["verify_seconds"]), seeds(len(rows)), *vectors,
             )  # fmt: skip
     started = time.perf_counter()
     bench_vectors = embed_bytes(spec, [image.data for image in bench])
@@ -103,12 +109,14 @@ def measure(seed: int, args: argparse.Namespace, spec: EmbedderSpec) -> Measured
         np.savez(
             cache, rows=rows, bench_rows=bench_rows, exact_rows=exact.query_rows, exact_bench_rows=exact.index_rows,
             embed_seconds=embed_seconds, verify_seconds=verify_seconds,
+            train_vectors=train_vectors, bench_vectors=bench_vectors,
             **{f"feature_{name}": values for name, values in features.items()},
         )  # fmt: skip
     threshold_hits = set(zip(exact.query_rows.tolist(), exact.index_rows.tolist(), strict=True))
     return Measured(
-        bench, train, threshold_hits, rows, bench_rows, features, embed_seconds, verify_seconds, seeds(len(rows))
-    )
+        bench, train, threshold_hits, rows, bench_rows, features, embed_seconds, verify_seconds, seeds(len(rows)),
+        train_vectors, bench_vectors,
+    )  # fmt: skip
 
 
 def _cache_path(args: argparse.Namespace, seed: int, bench: list[Image_], train: list[Image_]) -> Path | None:
@@ -151,6 +159,9 @@ def concatenated(parts: list[tuple[int, Measured]]) -> Measured:
             for name in part.features
         }
         out.pair_seeds = np.concatenate([out.pair_seeds, part.pair_seeds])
+        if part.standout is not None:
+            previous = np.empty(0, np.float32) if out.standout is None else out.standout
+            out.standout = np.concatenate([previous, part.standout])
         out.embed_seconds += part.embed_seconds
         out.verify_seconds += part.verify_seconds
     return out
@@ -164,11 +175,42 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate-k", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--cache", help="keep each seed's candidate pairs and features here")
+    parser.add_argument("--standout-neighbours", type=int, default=5, help="decontaminate.standout_neighbours")
+    parser.add_argument("--standout-weight", type=float, default=1.1, help="decontaminate.standout_weight")
+    parser.add_argument(
+        "--standout-margin", type=float, nargs="*", default=[],
+        help="decontaminate.standout_margin values to report the default with (no value: without the filter)",
+    )  # fmt: skip
 
 
 def measure_seeds(args: argparse.Namespace) -> Measured:
     spec = EmbedderSpec()
-    return concatenated([(seed, measure(seed, args, spec)) for seed in args.seed])
+    parts = []
+    for seed in args.seed:
+        part = measure(seed, args, spec)
+        part.standout = standout_of(part, args)
+        parts.append((seed, part))
+    return concatenated(parts)
+
+
+def standout_of(measured: Measured, args: argparse.Namespace) -> np.ndarray:
+    """The stage's normalised score (`udfs.knn.standout_scores`) of each candidate pair: over every
+    pair of the seed's search at the candidate floor, the benchmark images grouped by
+    `copy_groups` at the threshold, as `etl.stages.decontaminate.search_training_images` does."""
+    assert measured.train_vectors is not None and measured.bench_vectors is not None
+    index = knn.build_index(measured.bench_vectors)
+    full = knn.search_threshold_arrays(index, measured.train_vectors, tau=args.candidate_threshold)
+    groups = knn.copy_groups(measured.bench_vectors, args.threshold)
+    scores = knn.standout_scores(
+        full.query_rows, full.index_rows, full.similarities, groups, args.threshold,
+        args.candidate_threshold, args.standout_neighbours, args.standout_weight,
+    )  # fmt: skip
+    by_pair = dict(
+        zip(zip(full.query_rows.tolist(), full.index_rows.tolist(), strict=True), scores.tolist(), strict=True)
+    )
+    return np.array(
+        [by_pair[p] for p in zip(measured.rows.tolist(), measured.bench_rows.tolist(), strict=True)], np.float32
+    )
 
 
 # ---- decisions --------------------------------------------------------------------------------
@@ -251,7 +293,9 @@ def report(name: str, hits: Pairs, measured: Measured) -> dict:
     }
 
 
-def held_out_families(measured: Measured, settings: dict, strength: float) -> dict[str, tuple[int, int, int]]:
+def held_out_families(
+    measured: Measured, settings: dict, strength: float, standout: np.ndarray | None = None
+) -> dict[str, tuple[int, int, int]]:
     """Per edit family: (copies, found by the default, found by the rule alone) under a rule fitted
     on the other families' copies and every negative (the pairs of a held-out copy with a sibling
     benchmark image left out of the fit too)."""
@@ -268,7 +312,7 @@ def held_out_families(measured: Measured, settings: dict, strength: float) -> di
             **settings,
         )
         copies = {p for p in truth if measured.train[p[0]].edit == family}
-        below = accepted_pairs(measured, rule, decided)
+        below = accepted_pairs(measured, rule, decided if standout is None else decided & standout)
         alone = accepted_pairs(measured, rule)
         out[family] = (len(copies), len(copies & (floor | below)), len(copies & alone))
     return out
@@ -300,6 +344,27 @@ def main() -> None:
         "rule alone": report("verified rule alone (vetoes everywhere, no floor)", alone, measured),
         "default": report("default: verified (the floor, then the rule below it)", default, measured),
     }
+    filtered = {}
+    for margin in args.standout_margin:
+        assert measured.standout is not None
+        stands_out = measured.standout >= np.float32(margin)
+        left = decided & stands_out
+        name = f"default with the standout filter (margin {margin:g}, {args.standout_neighbours} neighbours)"
+        print(
+            f"\nstandout filter, margin {margin:g}: {int(left.sum())} of {int(decided.sum())} pairs below the floor "
+            f"left for image work ({int((labels & decided).sum())} copies among them before, "
+            f"{int((labels & left).sum())} after)"
+        )
+        hits = floor | accepted_pairs(measured, rule, left)
+        results[name] = report(name, hits, measured)
+        filtered[margin] = (hits, stands_out)
+        print(f"  missed that the threshold finds: {len((threshold & truth) - hits)}")
+    if filtered:
+        print("\nper edit family, copies found (threshold / default / default with the filter at each margin):")
+        for edit in dict.fromkeys(i.edit for i in measured.train if i.edit not in (None, "negative")):
+            rows = {(r, i.original) for r, i in enumerate(measured.train) if i.edit == edit}
+            cells = " / ".join(str(len(rows & hits)) for hits, _ in filtered.values())
+            print(f"  {edit:<20} {len(rows & threshold)} / {len(rows & default)} / {cells}  (of {len(rows)})")
     missed_alone = sorted((truth & threshold) - alone)
     print(
         f"\nfigures (seed {seeds}): copies {len(truth)}; found that the threshold misses: "
@@ -317,11 +382,13 @@ def main() -> None:
         strength = settings.pop("l2")
         print(f"\nheld-out edit families (seed {seeds}; each fitted without that family, l2 {strength:g}):")
         total = [0, 0, 0]
+        with_filter = {m: held_out_families(measured, settings, strength, out) for m, (_, out) in filtered.items()}
         for family, (copies, found, found_alone) in held_out_families(measured, settings, strength).items():
             at_threshold = sum(1 for p in threshold & truth if measured.train[p[0]].edit == family)
+            cells = "".join(f"; with the filter at {m:g}: {f[family][1]}" for m, f in with_filter.items())
             print(
                 f"  {family:<20} default {found / copies:.3f} ({found}/{copies}); rule alone {found_alone}; "
-                f"threshold {at_threshold}"
+                f"threshold {at_threshold}{cells}"
             )
             total = [total[0] + copies, total[1] + found, total[2] + found_alone]
         print(

@@ -159,6 +159,16 @@ class DecontaminateConfig(Strict):
     threshold: float = Field(0.95, gt=0, le=1, description="SSCD cosine at or above which an image is a hit")
     candidate_threshold: float = Field(0.3, gt=0, le=1, description="verified: SSCD cosine of a candidate pair")
     candidate_k: int = Field(3, gt=0, description="verified: candidates kept per training image (most similar)")
+    standout_margin: float | None = Field(
+        0.0,
+        description="verified: below the threshold a candidate is verified only if its SSCD cosine minus "
+        "standout_weight x the mean of the training image's standout_neighbours next best cosines to other "
+        "benchmark images (SSCD's score normalisation) reaches this; null = no such filter",
+    )
+    standout_neighbours: int = Field(
+        5, ge=1, description="verified: benchmark neighbours (of other copy groups) in that mean"
+    )
+    standout_weight: float = Field(1.1, ge=0, description="verified: weight of that mean (SSCD's beta)")
     verifier_rule: str | None = Field(
         None, description="verified: the decision rule's YAML; null = the packaged conf/decontaminate/verifier.yaml"
     )

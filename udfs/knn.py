@@ -355,3 +355,98 @@ def vectors_from_arrow(table: pa.Table, column: str = "embedding") -> np.ndarray
     if values.null_count or (lengths != lengths[0]).any():
         raise ValueError(f"{column}: every vector must be present and of one length")
     return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), int(lengths[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Score normalisation: does a pair stand out from the query's background?
+
+
+def copy_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
+    """A group label per indexed vector: vectors linked by a chain of pairs at cosine >= threshold
+    (near-duplicates: one photograph re-encoded into several benchmark items) share a label, the
+    smallest row of the group. Exact search over the (bounded) indexed side."""
+    x = as_unit_vectors(vectors, "vectors")
+    parent = np.arange(len(x))
+    if not len(x):
+        return parent
+    hits = search_threshold_arrays(build_index(x), x, tau=threshold)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for a, b in zip(hits.query_rows.tolist(), hits.index_rows.tolist(), strict=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(i) for i in range(len(x))], dtype=np.int64)
+
+
+def standout_mask(
+    queries: np.ndarray,
+    index_rows: np.ndarray,
+    similarities: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    floor: float,
+    neighbours: int,
+    weight: float,
+    margin: float,
+) -> np.ndarray:
+    """Boolean mask over the pairs of a threshold search: every pair at or above `threshold`, and
+    below it those whose `standout_scores` reach `margin`."""
+    scores = standout_scores(queries, index_rows, similarities, groups, threshold, floor, neighbours, weight)
+    return (similarities >= np.float32(threshold)) | (scores >= np.float32(margin))
+
+
+def standout_scores(
+    queries: np.ndarray,
+    index_rows: np.ndarray,
+    similarities: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    floor: float,
+    neighbours: int,
+    weight: float,
+) -> np.ndarray:
+    """The normalised score of each pair of a threshold search (every pair of a query >= `floor`;
+    +inf at or above `threshold`, where no normalisation applies):
+
+        s(q, r) - weight * mean(the query's `neighbours` best similarities to other groups),
+
+    SSCD's score normalisation (Pizzi et al., CVPR 2022, eq. 8; the reference code's default
+    `1.0[0,2]`: weight 1, the mean of the 3 nearest background neighbours), with the indexed side
+    other than r as the background. An indexed vector's group (`copy_groups`) is never background
+    to its own members, so a copy of a photograph re-encoded into five benchmark items is not
+    measured against those items. A same-template look-alike is about as close to many indexed
+    siblings as to r (score near 0); a copy stands out. Background similarities below `floor` were
+    not returned by the search and count as `floor` (an upper bound: the score is at worst a little
+    lower than the truth, never higher). With `neighbours` 0 every score is +inf (no filter)."""
+    scores = np.full(len(similarities), np.inf, np.float32)
+    below = np.flatnonzero(similarities < np.float32(threshold))
+    if not len(below) or neighbours <= 0:
+        return scores
+    group_of = groups[index_rows]
+    # per (query, group): the best similarity; then each query's groups by similarity, descending
+    order = np.lexsort((-similarities, group_of, queries))
+    q, g, s = queries[order], group_of[order], similarities[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (q[1:] != q[:-1]) | (g[1:] != g[:-1])
+    gq, gg, gs = q[first], g[first], s[first]
+    by_score = np.lexsort((-gs, gq))
+    gq, gg, gs = gq[by_score], gg[by_score], gs[by_score]
+    rank = np.arange(len(gq)) - np.searchsorted(gq, gq, side="left")
+    # the best `neighbours + 1` groups of each query leave `neighbours` others whatever r's group
+    top = rank <= neighbours
+    unique_q, slot = np.unique(gq[top], return_inverse=True)
+    table_s = np.full((len(unique_q), neighbours + 1), np.float32(floor), np.float32)
+    table_g = np.full((len(unique_q), neighbours + 1), -1, np.int64)
+    table_s[slot, rank[top]] = gs[top]
+    table_g[slot, rank[top]] = gg[top]
+    row = np.searchsorted(unique_q, queries[below])
+    others = np.where(table_g[row] == group_of[below][:, None], -np.inf, table_s[row])
+    background = np.sort(others, axis=1)[:, ::-1][:, :neighbours].mean(axis=1)
+    scores[below] = similarities[below] - np.float32(weight) * background.astype(np.float32)
+    return scores

@@ -21,7 +21,7 @@ from etl.specs import embedder_spec
 from etl.stages import decontaminate as stage
 from etl.stages import text_decontam
 from etl.stages.embed import held_embeddings
-from udfs.knn import build_index, index_fingerprint, serialize_index, vectors_from_arrow
+from udfs.knn import build_index, copy_groups, index_fingerprint, serialize_index, vectors_from_arrow
 from udfs.sscd import model_id
 from udfs.verify import VerifierRule
 
@@ -69,10 +69,13 @@ def current_rules(config: PipelineConfig) -> dict[str, str]:
     settings = config.decontaminate
     image = f"{image_method(config)}|{model_id(embedder_spec(config))}|sscd>={settings.threshold:g}"
     if settings.method == "verified":
-        image += (
-            f"|candidates>={settings.candidate_threshold:g} top {settings.candidate_k}"
-            f"|rule {verifier_rule(config).digest()}"
-        )
+        image += f"|candidates>={settings.candidate_threshold:g} top {settings.candidate_k}"
+        if settings.standout_margin is not None:
+            image += (
+                f" standout>={settings.standout_margin:g}"
+                f" of {settings.standout_neighbours}x{settings.standout_weight:g}"
+            )
+        image += f"|rule {verifier_rule(config).digest()}"
     min_words = settings.text_min_words or settings.text_ngram
     return {"image": image, "text": f"text-ngram|word-{settings.text_ngram}gram|min {min_words} words"}
 
@@ -125,6 +128,16 @@ def run(run: PipelineRun) -> None:
             pairs = stage.image_pairs(found, index_rows, training, benchmark)
             image_hits = stage.image_hits(pairs, model, settings.threshold, method, rules["image"], run.run_id)
         else:
+            standout = None
+            if settings.standout_margin is not None:
+                # copy groups over the benchmark side (bounded, on the driver): re-encodings of one
+                # image in several benchmark items are never background to each other
+                standout = stage.Standout(
+                    copy_groups(vectors, settings.threshold),
+                    settings.standout_neighbours,
+                    settings.standout_weight,
+                    settings.standout_margin,
+                )
             found = stage.search_training_images(
                 train_embeddings,
                 source,
@@ -132,6 +145,7 @@ def run(run: PipelineRun) -> None:
                 settings.k,
                 candidate_threshold=settings.candidate_threshold,
                 top_k=settings.candidate_k,
+                standout=standout,
             )
             pairs = stage.image_pairs(found, index_rows, training, benchmark)
             # what the cascade costs: candidate pairs, and those below the threshold that are verified

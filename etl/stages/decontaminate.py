@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StringType, StructField, StructType
 
 from etl.schema import CONTAMINATION_HITS, EVIDENCE, image_occurrences, require_columns
-from udfs.knn import Hits, cached_index, search_threshold_arrays, supports_range_search
+from udfs.knn import Hits, cached_index, search_threshold_arrays, standout_mask, supports_range_search
 from udfs.sscd import EmbedderSpec
 from udfs.verify import BOTH, FEATURES, THRESHOLD, VERIFIED, VerifierRule, decide, verify_pairs
 
@@ -52,6 +52,19 @@ class IndexSource:
     load: Callable[[], bytes]
 
 
+@dataclass(frozen=True)
+class Standout:
+    """The verified method's filter from the embeddings alone (`udfs.knn.standout_mask`): below the
+    threshold a candidate pair is kept only if its cosine minus `weight` x the mean of the training
+    image's `neighbours` best cosines to benchmark images of other copy `groups` (one label per
+    index row, `udfs.knn.copy_groups`) reaches `margin`."""
+
+    groups: np.ndarray
+    neighbours: int
+    weight: float
+    margin: float
+
+
 def search_training_images(
     embeddings: DataFrame,
     index: IndexSource,
@@ -59,12 +72,15 @@ def search_training_images(
     k: int,
     candidate_threshold: float | None = None,
     top_k: int | None = None,
+    standout: Standout | None = None,
 ) -> DataFrame:
     """(image_id, index_row, similarity) for every training embedding >= threshold to an indexed one,
     all of them (a kNN-only index is searched again with a larger k where k bounded a query:
     `search_complete`); with `candidate_threshold` (the verified method), also the pairs down to it,
     of which `top_k` per training image are kept (`candidate_mask`: the cut never drops a pair at or
-    above `threshold`)."""
+    above `threshold`) and, with `standout`, only those that stand out from the training image's
+    other benchmark neighbours (`udfs.knn.standout_mask`, computed on every pair of the search down
+    to the candidate floor, in the same task: nothing about the training side is gathered)."""
     require_columns(embeddings, ["image_id", "embedding"], "search_training_images")
     floor = threshold if candidate_threshold is None else min(candidate_threshold, threshold)
 
@@ -76,6 +92,18 @@ def search_training_images(
             vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
             hits = search_complete(faiss_index, vectors, floor, k)
             keep = candidate_mask(hits.query_rows, hits.similarities, threshold, top_k)
+            if standout is not None and candidate_threshold is not None:
+                keep &= standout_mask(
+                    hits.query_rows,
+                    hits.index_rows,
+                    hits.similarities,
+                    standout.groups,
+                    threshold,
+                    floor,
+                    standout.neighbours,
+                    standout.weight,
+                    standout.margin,
+                )
             image_ids = frame["image_id"].to_numpy(dtype=object)[hits.query_rows[keep]]
             # object dtype: pandas would infer an Arrow-backed string column that Spark 4.1's
             # Arrow serializer receives as a ChunkedArray and rejects.
