@@ -1,17 +1,18 @@
 """The verified method's filter from the embeddings alone (`udfs.knn.standout_scores`,
-`standout_mask`, `copy_groups`): SSCD's score normalisation against the other benchmark images."""
+`copy_groups`): SSCD's score normalisation against the other benchmark images."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from udfs.knn import copy_groups, standout_mask, standout_scores
+from udfs.knn import copy_groups, standout_scores
 
 THRESHOLD, FLOOR = 0.95, 0.3
 
 
 def mask(queries, index_rows, similarities, groups, margin=0.05, neighbours=3, weight=1.0):
-    return standout_mask(
+    """What the stage keeps: pairs whose normalised score reaches `margin` (+inf at or above the threshold)."""
+    scores = standout_scores(
         np.array(queries),
         np.array(index_rows),
         np.array(similarities, np.float32),
@@ -20,8 +21,8 @@ def mask(queries, index_rows, similarities, groups, margin=0.05, neighbours=3, w
         FLOOR,
         neighbours,
         weight,
-        margin,
     )
+    return scores >= np.float32(margin)
 
 
 def test_a_look_alike_among_siblings_is_rejected_and_a_standout_copy_kept():

@@ -384,23 +384,6 @@ def copy_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([root(i) for i in range(len(x))], dtype=np.int64)
 
 
-def standout_mask(
-    queries: np.ndarray,
-    index_rows: np.ndarray,
-    similarities: np.ndarray,
-    groups: np.ndarray,
-    threshold: float,
-    floor: float,
-    neighbours: int,
-    weight: float,
-    margin: float,
-) -> np.ndarray:
-    """Boolean mask over the pairs of a threshold search: every pair at or above `threshold`, and
-    below it those whose `standout_scores` reach `margin`."""
-    scores = standout_scores(queries, index_rows, similarities, groups, threshold, floor, neighbours, weight)
-    return (similarities >= np.float32(threshold)) | (scores >= np.float32(margin))
-
-
 def standout_scores(
     queries: np.ndarray,
     index_rows: np.ndarray,

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StringType, StructField, StructType
 
 from etl.schema import CONTAMINATION_HITS, EVIDENCE, image_occurrences, require_columns
-from udfs.knn import Hits, cached_index, search_threshold_arrays, standout_mask, supports_range_search
+from udfs.knn import Hits, cached_index, search_threshold_arrays, standout_scores, supports_range_search
 from udfs.sscd import EmbedderSpec
 from udfs.verify import BOTH, FEATURES, THRESHOLD, VERIFIED, VerifierRule, decide, verify_pairs
 
@@ -54,7 +54,7 @@ class IndexSource:
 
 @dataclass(frozen=True)
 class Standout:
-    """The verified method's filter from the embeddings alone (`udfs.knn.standout_mask`): below the
+    """The verified method's filter from the embeddings alone (`udfs.knn.standout_scores`): below the
     threshold a candidate pair is kept only if its cosine minus `weight` x the mean of the training
     image's `neighbours` best cosines to benchmark images of other copy `groups` (one label per
     index row, `udfs.knn.copy_groups`) reaches `margin`."""
@@ -79,7 +79,7 @@ def search_training_images(
     `search_complete`); with `candidate_threshold` (the verified method), also the pairs down to it,
     of which `top_k` per training image are kept (`candidate_mask`: the cut never drops a pair at or
     above `threshold`) and, with `standout`, only those that stand out from the training image's
-    other benchmark neighbours (`udfs.knn.standout_mask`, computed on every pair of the search down
+    other benchmark neighbours (`udfs.knn.standout_scores`, +inf at or above the threshold, computed on every pair of the search down
     to the candidate floor, in the same task: nothing about the training side is gathered)."""
     require_columns(embeddings, ["image_id", "embedding"], "search_training_images")
     floor = threshold if candidate_threshold is None else min(candidate_threshold, threshold)
@@ -93,7 +93,7 @@ def search_training_images(
             hits = search_complete(faiss_index, vectors, floor, k)
             keep = candidate_mask(hits.query_rows, hits.similarities, threshold, top_k)
             if standout is not None and candidate_threshold is not None:
-                keep &= standout_mask(
+                scores = standout_scores(
                     hits.query_rows,
                     hits.index_rows,
                     hits.similarities,
@@ -102,8 +102,8 @@ def search_training_images(
                     floor,
                     standout.neighbours,
                     standout.weight,
-                    standout.margin,
                 )
+                keep &= scores >= np.float32(standout.margin)  # +inf at or above the threshold
             image_ids = frame["image_id"].to_numpy(dtype=object)[hits.query_rows[keep]]
             # object dtype: pandas would infer an Arrow-backed string column that Spark 4.1's
             # Arrow serializer receives as a ChunkedArray and rejects.
