@@ -33,8 +33,9 @@ demo: setup
 #   test-fast   no Spark, no browser, no cluster, nothing slow: the loop for everyday work (< 3 min)
 #   test-spark  adds the Spark unit tests (one local[2] session)
 #   test        everything, as CI runs it: + the sample pipeline, Chromium, the standalone cluster
-# Every tier runs on two pytest-xdist workers; the tests of a shared multi-minute fixture stay on one
-# worker and the longest groups start first (tests/conftest.py).
+# Every tier runs on two pytest-xdist workers: the sample lakehouse is built once for both, the tests of
+# a multi-minute fixture each worker builds stay on one worker, and the longest groups start first
+# (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test-fast: setup

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import pickle
 import shutil
 import struct
 import sys
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import yaml
 from PIL import Image
 
 from etl.config import load_config
+
+if TYPE_CHECKING:
+    from etl import tables
+    from etl.config import PipelineConfig
+    from etl.runs import StageReport
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -31,13 +40,21 @@ TIER_OF_FIXTURE = {
 }
 
 
-# Session fixtures that take minutes to build. `make test` runs two pytest-xdist workers, and each
-# worker builds its own session fixtures: so every module whose tests use one of these runs on one
-# worker (an `xdist_group`), and each is built once per `make test`.
-SHARED_FIXTURES = ("sample_lakehouse", "embedded_contaminated_corpus")
-# Work that runs for minutes in processes of its own (a standalone cluster, a Spark Connect server):
-# scheduled first, so it overlaps the other worker's tests instead of trailing them.
-LONG_MODULES = ("test_sample_corpus_pipeline.py", "test_cluster_standalone.py", "test_spark_connect.py")
+# Session fixtures that take minutes to build and that each xdist worker builds for itself: every
+# module whose tests use one of these runs on one worker (an `xdist_group`), so each is built once per
+# `make test`. (The sample lakehouse is built once per run for both workers: `built_once`.)
+SHARED_FIXTURES = ("embedded_contaminated_corpus",)
+# Handed out first, in this order (`--dist loadgroup` gives the first to one worker, the second to the
+# other, the rest to whichever asks next): the module that builds the sample lakehouse (its tests only
+# read it), then the work that runs for minutes in processes of its own (a standalone cluster, a Spark
+# Connect server) while the lakehouse builds, then the lakehouse's other long readers.
+FIRST_MODULES = (
+    "test_sample_corpus_pipeline.py",
+    "test_cluster_standalone.py",
+    "test_spark_connect.py",
+    "test_analytics.py",
+    "test_train.py",
+)
 
 
 def _module(item) -> str:
@@ -61,6 +78,12 @@ def _worker_groups(items) -> dict[str, str]:
     return {_module(item): Path(root(_module(item))).stem for item in items}
 
 
+def _handed_out_first(module: str) -> int:
+    """A module's place in FIRST_MODULES (the others after them, in collection order)."""
+    name = Path(module).name
+    return FIRST_MODULES.index(name) if name in FIRST_MODULES else len(FIRST_MODULES)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     groups = _worker_groups(items)
@@ -68,8 +91,7 @@ def pytest_collection_modifyitems(items):
         for fixture in set(getattr(item, "fixturenames", ())) & TIER_OF_FIXTURE.keys():
             item.add_marker(TIER_OF_FIXTURE[fixture])
         item.add_marker(pytest.mark.xdist_group(groups[_module(item)]))
-    long_groups = {groups[module] for module in groups if Path(module).name in LONG_MODULES}
-    items.sort(key=lambda item: groups[_module(item)] not in long_groups)  # stable: order kept otherwise
+    items.sort(key=lambda item: _handed_out_first(_module(item)))  # stable: order kept otherwise
 
 
 def pytest_collection_finish(session):
@@ -320,33 +342,84 @@ SAMPLE_CORPUS_SOURCES = [
 ]
 
 
+def run_temp(tmp_path_factory) -> Path:
+    """This test run's temporary folder, which all its xdist workers share (each worker's basetemp is
+    a folder of it); without xdist, the session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(folder: Path, build: Callable[[Path], object]) -> object:
+    """What `build(folder)` returned, built by the first of the processes that ask (the xdist workers
+    of a run): the others wait on a lock file beside `folder`, then read the result (pickled in
+    `folder`). A build that failed leaves `folder` without it, and a later caller fails at once
+    rather than build again on top of the remains."""
+    result = folder / "built.pickle"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another worker builds
+        if not result.exists():
+            if folder.exists():
+                raise RuntimeError(f"an earlier build of {folder} failed or was interrupted (see its error)")
+            folder.mkdir()
+            pickled = pickle.dumps(build(folder))
+            result.with_suffix(".tmp").write_bytes(pickled)
+            result.with_suffix(".tmp").replace(result)
+    return pickle.loads(result.read_bytes())
+
+
+@dataclass
+class BuiltRun:
+    """What the sample lakehouse's tests read of the PipelineRun that built it, picklable, so the
+    worker that did not build it has it too."""
+
+    config: PipelineConfig
+    run_id: str
+    mlflow_run_id: str | None
+    reports: list[StageReport]
+
+    def table(self, name: str) -> tables.TableRef:
+        from etl import tables
+
+        return tables.TableRef.of(self.config, name)
+
+
 @pytest.fixture(scope="session")
 def sample_lakehouse(spark, tmp_path_factory, mlflow_store):
-    """The sample corpus through every pipeline stage, once per session: (run, manifest, root).
+    """The sample corpus through every pipeline stage, once per test run: (run, manifest, root), `run`
+    a BuiltRun.
 
-    Shared by the end-to-end pipeline test, the analytics, report and notebook tests, so the
-    multi-minute pipeline runs once. MLflow records to a SQLite store under root."""
-    from etl.jobs import STAGES
-    from etl.runs import PipelineRun
-    from etl.samples.build import build_samples
+    Shared by the end-to-end pipeline test, the analytics, report, notebook and training tests, so
+    the multi-minute pipeline runs once: on the first xdist worker that needs it, while the other
+    waits, then reads the same folder (`built_once`). Its tests read it and write nothing into it
+    but the training snapshots (tests/test_train.py, one module, in `_training`, which no other test
+    reads). MLflow records to a SQLite store under root."""
 
-    root = tmp_path_factory.mktemp("corpus")
-    build_samples(root / "data" / "samples")
-    mlflow_store(root / "mlflow.db")
-    config = load_config(
-        overrides=[
-            f"lakehouse={root / 'lake'}",
-            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-            f"data_root={root / 'data'}",
-            f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
-        ]
-    )
-    run = PipelineRun(spark, config, "corpus-test")
-    try:
-        for stage in STAGES:
-            stage.runner()(run)
-    finally:
-        run.close()
+    def build(root: Path) -> BuiltRun:
+        from etl.jobs import STAGES
+        from etl.runs import PipelineRun
+        from etl.samples.build import build_samples
+
+        build_samples(root / "data" / "samples")
+        mlflow_store(root / "mlflow.db")
+        config = load_config(
+            overrides=[
+                f"lakehouse={root / 'lake'}",
+                f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+                f"data_root={root / 'data'}",
+                f"sources={json.dumps(SAMPLE_CORPUS_SOURCES)}",
+            ]
+        )
+        run = PipelineRun(spark, config, "corpus-test")
+        try:
+            for stage in STAGES:
+                stage.runner()(run)
+        finally:
+            run.close()
+        return BuiltRun(run.config, run.run_id, run.mlflow_run_id, run.reports)
+
+    root = run_temp(tmp_path_factory) / "sample-lakehouse"
+    run = built_once(root, build)
     manifest = json.loads((root / "data" / "samples" / "manifest.json").read_text())
     return run, manifest, root
 

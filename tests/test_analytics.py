@@ -1,7 +1,7 @@
 """subset_stats, SQL views, the HTML report (seen in headless Chromium) and the notebooks.
 
 A tiny hand-made lakehouse checks every figure against values worked out by hand (and token
-counts against the tokenizer itself); the sample corpus lakehouse (one pipeline run per session,
+counts against the tokenizer itself); the sample corpus lakehouse (one pipeline run per test run,
 tests/conftest.py) checks the report, the views and the notebooks end to end."""
 
 from __future__ import annotations
