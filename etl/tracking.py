@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.time import get_current_time_millis
@@ -59,24 +59,30 @@ class Tracker:
         return tracker
 
     def settle(self) -> str:
-        """The one parent of this key, after moving every other candidate's stage runs under it and
-        deleting that candidate.
+        """The one parent of this key: the least live candidate (earliest start, then run id). The
+        stage runs of every other candidate, live or deleted, move under it, and the other live
+        candidates are deleted.
 
         Why racing processes converge on one parent: each creates its candidate before it first
-        settles, and a settle keeps the least candidate it sees (by start time, then run id) and
-        deletes only candidates greater than one it sees; so the least candidate ever created is
-        never deleted, and a settle that sees every candidate keeps exactly that one. Every process
-        settles again when it closes, after its last stage run exists: the last of those settles
-        comes after every creation, so it leaves one parent with every stage run under it."""
-        winner, *others = _candidates(self.client, self.experiment_id, self.key)
-        for other in others:
-            for child in self._children(other.info.run_id):
-                self.client.set_tag(child.info.run_id, MLFLOW_PARENT_RUN_ID, winner.info.run_id)
+        settles, and a settle deletes only candidates greater than one it sees, so the least
+        candidate ever created is never deleted; once its creation is visible, every settle keeps
+        it. Every process settles again before each stage and when it closes, after its last stage
+        run exists; so once the tasks that started together have closed, every stage run is under
+        that one parent, even one made under a candidate deleted meanwhile (hence deleted ones too)."""
+        everything = _candidates(self.client, self.experiment_id, self.key, ViewType.ALL)
+        live = [run for run in everything if run.info.lifecycle_stage == "active"]
+        if not live:
+            raise MlflowException(f"every MLflow parent run of --parent-run {self.key} was deleted (by hand?)")
+        winner = live[0].info.run_id
+        for other in (run.info.run_id for run in everything if run.info.run_id != winner):
+            for child in self._children(other):
+                self.client.set_tag(child.info.run_id, MLFLOW_PARENT_RUN_ID, winner)
+        for other in live[1:]:
             try:
                 self.client.delete_run(other.info.run_id)
             except MlflowException:  # another process deleted it first
                 pass
-        return winner.info.run_id
+        return winner
 
     def start_stage(self, stage: str, tags: dict[str, str]) -> str:
         """A running stage run nested under the parent; its id."""
@@ -152,7 +158,8 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     raise MlflowException(f"could not create or find the MLflow experiment {name}")
 
 
-def _candidates(client: MlflowClient, experiment_id: str, key: str | None) -> list[Run]:
-    """The live parent runs tagged with `key`, least (earliest start, then run id) first."""
-    found = client.search_runs([experiment_id], f"tags.`{PARENT_KEY_TAG}` = '{key}'")
+def _candidates(client: MlflowClient, experiment_id: str, key: str | None, view=ViewType.ACTIVE_ONLY) -> list[Run]:
+    """The parent runs tagged with `key` (live ones only, unless `view` says), least (earliest start,
+    then run id) first."""
+    found = client.search_runs([experiment_id], f"tags.`{PARENT_KEY_TAG}` = '{key}'", run_view_type=view)
     return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))

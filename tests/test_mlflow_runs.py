@@ -179,7 +179,8 @@ def test_racing_invocations_end_under_one_parent(spark, config):
 def test_settling_keeps_the_earliest_candidate_and_moves_the_others_stage_runs(config, mlflow_store):
     """The race made deterministic: two candidates exist, the later-created one with the earlier
     start (a slow create, or another machine's clock). Whoever settles keeps that one, moves the
-    other's stage runs under it and deletes the other; a settle from the loser's side agrees."""
+    other's stage runs under it and deletes the other; a settle from the loser's side agrees, and
+    moves a stage run made under the deleted one too."""
     client = _client(config)
     experiment_id = client.create_experiment(config.mlflow.experiment)
     candidate = {"run_name": "pipeline-k", "tags": {PARENT_KEY_TAG: "k"}}
@@ -192,9 +193,13 @@ def test_settling_keeps_the_earliest_candidate_and_moves_the_others_stage_runs(c
     assert client.get_run(stage).data.tags[PARENT_TAG] == early
     assert client.get_run(late).info.lifecycle_stage == "deleted"
     assert Tracker(client, experiment_id, early, key="k").settle() == early
+    # a stage run made under `late` by a process that settled just before `late` was deleted
+    stray = client.create_run(experiment_id, run_name="clean", tags={PARENT_TAG: late}).info.run_id
+    assert Tracker(client, experiment_id, late, key="k").settle() == early  # as that process closes
+    assert client.get_run(stray).data.tags[PARENT_TAG] == early
     live = client.search_runs([experiment_id], f"tags.`{PARENT_KEY_TAG}` = 'k'")
     assert [r.info.run_id for r in live] == [early]
-    assert len(client.search_runs([experiment_id], run_view_type=ViewType.ALL)) == 3  # late is deleted, not gone
+    assert len(client.search_runs([experiment_id], run_view_type=ViewType.ALL)) == 4  # late is deleted, not gone
 
 
 def test_a_key_that_does_not_fit_a_search_filter_is_refused(spark, config):
