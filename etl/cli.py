@@ -33,6 +33,7 @@ class Options:
     profile: str
     dry_run: bool
     verbose: bool = False
+    parent_run: str | None = None
 
 
 def _options(ctx: typer.Context) -> Options:
@@ -54,6 +55,14 @@ def main(
     ] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and write nothing")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    parent_run: Annotated[
+        str | None,
+        typer.Option(
+            "--parent-run",
+            help="key of the pipeline run this command is part of: every command given the key records its "
+            "stages under one MLflow parent run (the bundle passes the Databricks job run id)",
+        ),
+    ] = None,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
@@ -61,7 +70,7 @@ def main(
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "filelock", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run, verbose)
+        ctx.obj = Options(load_config(config, overrides or [], lakehouse), profile, dry_run, verbose, parent_run)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -105,7 +114,7 @@ def _run_stages(options: Options, stages: tuple[str, ...], command: str) -> None
         if options.dry_run:
             _print_plan(spark, options.config, stages, specs)
             return
-        run = PipelineRun(spark, options.config, command)
+        run = PipelineRun(spark, options.config, command, options.parent_run)
         failed = True
         try:
             for stage in stages:

@@ -18,6 +18,7 @@ GLOBAL_OPTIONS = {
     "--set": True,
     "--lakehouse": True,
     "--profile": True,
+    "--parent-run": True,
     "--dry-run": False,
     "--verbose": False,
     "-v": False,

@@ -1,4 +1,5 @@
-"""Run bookkeeping: the `pipeline_runs` Delta table and one MLflow run per CLI invocation.
+"""Run bookkeeping: the `pipeline_runs` Delta table and the MLflow record of a pipeline run (a
+parent run with a nested run per stage, etl/tracking.py).
 
 Per stage it records start and end, the versions it read and wrote, rows in, out and dropped by
 reason, so any table version can be traced to the run, config and code that made it.
@@ -11,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 from pydantic import BaseModel
 from pyspark.sql import DataFrame, SparkSession
@@ -23,6 +24,9 @@ from etl.reuse import Scratch
 from etl.schema import PIPELINE_RUNS, QUARANTINE, REMOVED_SAMPLES
 from etl.session import is_connect
 from etl.stages.quarantine import quarantine_rows
+
+if TYPE_CHECKING:
+    from etl.tracking import Tracker
 
 log = logging.getLogger("finevision")
 
@@ -73,6 +77,7 @@ class StageReport:
     rows_out: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # rows sent to quarantine, by reason
     counters: dict[str, int] = field(default_factory=dict)  # anything else worth counting
+    mlflow_run_id: str | None = None  # the stage's MLflow run, nested under the pipeline run's
 
     def count_outcomes(self, counts: dict[str | None, int]) -> None:
         """Rows in, out (reason None) and dropped by reason, from a stage's rows per reject reason."""
@@ -87,38 +92,44 @@ class StageReport:
 
 
 class PipelineRun:
-    """One invocation of the CLI: a run id, its commits' metadata, and its stage reports."""
+    """One invocation of the CLI: a run id, its commits' metadata, and its stage reports.
 
-    def __init__(self, spark: SparkSession, config: PipelineConfig, command: str):
+    `parent_key` names the pipeline run this invocation is part of, where its stages run as
+    separate processes (a Databricks job run's tasks, EMR steps): every invocation given the same
+    key records its stages under one MLflow parent run. Without it the invocation is the parent."""
+
+    def __init__(self, spark: SparkSession, config: PipelineConfig, command: str, parent_key: str | None = None):
         self.spark, self.config, self.command = spark, config, command
         self.run_id = uuid.uuid4().hex[:16]
         self.config_hash = config.config_hash()
         build = build_info()  # the wheel's version and commit (etl/build_info.py)
         self.git_revision, self.package_version = build.commit, build.version
         self.reports: list[StageReport] = []
-        self.mlflow_run_id: str | None = None
+        self.tracker: Tracker | None = None
+        self.mlflow_run_id: str | None = None  # the MLflow parent run of the pipeline run
         if config.mlflow.enabled:
-            self._start_mlflow()
+            self._start_mlflow(parent_key)
 
-    def _start_mlflow(self) -> None:
-        import mlflow
+    def _start_mlflow(self, parent_key: str | None) -> None:
+        from etl.tracking import Tracker
 
-        mlflow.set_tracking_uri(self.config.mlflow.tracking_uri)
-        mlflow.set_experiment(self.config.mlflow.experiment)
-        run = mlflow.start_run(run_name=f"{self.command}-{self.run_id}")
-        self.mlflow_run_id = run.info.run_id
-        mlflow.set_tags(
-            {
-                "finevision.run_id": self.run_id,
-                "finevision.version": self.package_version,
-                "git_revision": self.git_revision,
-                "mlflow.source.git.commit": self.git_revision,  # MLflow's own tag: the UI shows it
-                "command": self.command,
-            }
+        build_tags = {
+            "finevision.version": self.package_version,
+            "git_revision": self.git_revision,
+            "mlflow.source.git.commit": self.git_revision,  # MLflow's own tag: the UI shows it
+        }
+        # a shared parent gathers several invocations, each with its own run id and command
+        own = {"finevision.run_id": self.run_id, "command": self.command}
+        self.tracker = Tracker.start(
+            self.config.mlflow.tracking_uri,
+            self.config.mlflow.experiment,
+            run_name=f"pipeline-{parent_key}" if parent_key else f"{self.command}-{self.run_id}",
+            tags=build_tags | ({} if parent_key else own),
+            params={"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)},
+            key=parent_key,
         )
-        mlflow.log_params(
-            {"config_hash": self.config_hash, "lakehouse": self.config.lakehouse, **_flat_params(self.config)}
-        )
+        self.mlflow_run_id = self.tracker.parent_id
+        self._stage_tags = build_tags | own | {"config_hash": self.config_hash}
 
     def commit(self, stage: str) -> tables.Commit:
         return tables.Commit(self.run_id, stage, self.config_hash, self.git_revision)
@@ -177,6 +188,8 @@ class PipelineRun:
         if not is_connect(self.spark):  # the Spark UI's job group; Connect sessions have no SparkContext
             self.spark.sparkContext.setJobGroup(f"{self.run_id}-{name}", f"finevision {name} (run {self.run_id})")
         log.info("[%s] started", name)
+        if self.tracker:
+            report.mlflow_run_id = self.tracker.start_stage(name, self._stage_tags)
         try:
             yield report
             report.status = "succeeded"
@@ -222,25 +235,20 @@ class PipelineRun:
         }
         frame = self.spark.createDataFrame([row], PIPELINE_RUNS)
         tables.append(self.spark, self.table("pipeline_runs"), frame, self.commit(report.stage), PIPELINE_RUNS)
-        if self.mlflow_run_id:
-            import mlflow
-
+        if self.tracker and report.mlflow_run_id:
             prefix = report.stage
             metrics: dict[str, float] = {f"{prefix}.rows_in": report.rows_in, f"{prefix}.rows_out": report.rows_out}
             metrics.update({f"{prefix}.dropped.{reason}": n for reason, n in report.dropped.items()})
             metrics.update({f"{prefix}.{name}": n for name, n in report.counters.items()})
             metrics[f"{prefix}.seconds"] = report.seconds
-            mlflow.log_metrics(metrics)
-            mlflow.log_params(
-                {f"{prefix}.input.{t}": v for t, v in report.input_versions.items()}
-                | {f"{prefix}.output.{t}": v for t, v in report.output_versions.items()}
-            )
+            params = {f"{prefix}.input.{t}": v for t, v in report.input_versions.items()}
+            params |= {f"{prefix}.output.{t}": v for t, v in report.output_versions.items()}
+            self.tracker.end_stage(report.mlflow_run_id, metrics, params, failed=report.status != "succeeded")
 
     def close(self, failed: bool = False) -> None:
-        if self.mlflow_run_id:
-            import mlflow
-
-            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        """End the MLflow parent run (a shared one once no stage of it is still running)."""
+        if self.tracker:
+            self.mlflow_run_id = self.tracker.close(failed)
 
 
 def _flat_params(config: BaseModel) -> dict[str, str]:

@@ -203,3 +203,23 @@ def test_demo_runs_the_steps_of_make_demo_in_order_in_one_process(monkeypatch):
         ("evaluate", (), {"model": "models/tiny/final"}),
     ]
     assert demo.TINY_MODEL == f"{load_train_config('tiny').output_dir}/final"  # where `train` puts the model
+
+
+def test_commands_given_one_parent_run_key_record_under_one_mlflow_parent(spark, tmp_path, dirty_corpus):
+    """As the bundle's tasks call it: the stage, then the options, `--parent-run` among them (the
+    entry point puts global options first); two commands, one key, one MLflow parent run."""
+    from mlflow import MlflowClient
+
+    from etl.launch import global_options_first
+
+    base = [*_base(tmp_path, dirty_corpus), "--set", "mlflow.experiment=bundle"]
+    for stage in ("ingest", "clean"):
+        result = runner.invoke(app, global_options_first([stage, *base, "--parent-run", "550315892394120"]))
+        assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    runs = client.search_runs([client.get_experiment_by_name("bundle").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["finevision.parent_key"] == "550315892394120" and parent.info.status == "FINISHED"
+    stages = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(stages) == {"ingest", "clean"} and stages["ingest"].data.metrics["ingest.rows_in"] == 12
+    assert f"mlflow run {parent.info.run_id}" in result.output  # what the command prints: the pipeline run

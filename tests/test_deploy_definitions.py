@@ -342,6 +342,27 @@ def test_emr_steps_and_job_runs_launch_the_entrypoint_with_a_valid_config():
     assert seen == stages | {"run"}
 
 
+def test_every_stage_task_and_step_passes_its_pipeline_runs_key(bundle):
+    """One pipeline run, one MLflow parent run (etl/tracking.py): every stage task of a bundle job
+    passes `--parent-run` with the job run's id, which Databricks gives every task of one run
+    (tests/fixtures/pipeline_run_keys.yaml, cited there); every EMR step and job run passes the one
+    key the submitter fills in per pipeline run, as docs/clusters.md says. The train task is its
+    own MLflow run and passes none."""
+    facts = yaml.safe_load((Path(__file__).parent / "fixtures" / "pipeline_run_keys.yaml").read_text())
+    _, resources = bundle
+    for job in resources["jobs"].values():
+        for task in job["tasks"]:
+            options = _parse_cli_args(global_options_first(task["python_wheel_task"]["parameters"]), BUNDLE)
+            expected = None if task["task_key"] == "train" else facts["databricks"]["job_run_id"]
+            assert options.get("parent-run") == expected, task["task_key"]
+    keys = set()
+    for _name, args in _emr_submissions():
+        entry = next(i for i, a in enumerate(args) if a.endswith("/entrypoint.py"))
+        keys.add(_parse_cli_args(global_options_first(args[entry + 1 :]), EMR).get("parent-run"))
+    (key,) = keys
+    assert key and key in (PROJECT_ROOT / "docs" / "clusters.md").read_text()
+
+
 def test_emr_serverless_runs_only_cpu_stages_and_the_gpu_fleet_schedules_gpus():
     runs = json.loads((EMR / "serverless-job-runs.json").read_text())
     assert {run["jobDriver"]["sparkSubmit"]["entryPointArguments"][0] for run in runs.values()} == {

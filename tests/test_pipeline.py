@@ -104,10 +104,12 @@ def test_mlflow_run_records_stage_counts(spark, make_config, dirty_corpus, tmp_p
     import mlflow
 
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    recorded = mlflow.get_run(run.mlflow_run_id)
-    assert recorded.data.metrics["ingest.rows_in"] == 12
-    assert recorded.data.metrics["ingest.dropped.missing_image"] == 1
-    assert recorded.data.params["ingest.output.bronze_samples"] == str(run.reports[0].output_versions["bronze_samples"])
-    assert recorded.data.tags["finevision.run_id"] == run.run_id
+    recorded = mlflow.get_run(run.mlflow_run_id)  # the pipeline run; each stage is a run nested under it
+    stage = mlflow.get_run(run.reports[0].mlflow_run_id)
+    assert stage.data.tags["mlflow.parentRunId"] == run.mlflow_run_id and stage.info.run_name == "ingest"
+    assert stage.data.metrics["ingest.rows_in"] == 12
+    assert stage.data.metrics["ingest.dropped.missing_image"] == 1
+    assert stage.data.params["ingest.output.bronze_samples"] == str(run.reports[0].output_versions["bronze_samples"])
+    assert recorded.data.tags["finevision.run_id"] == stage.data.tags["finevision.run_id"] == run.run_id
     assert recorded.data.tags["mlflow.source.git.commit"] == build_info().commit
     assert recorded.data.tags["finevision.version"] == build_info().version
