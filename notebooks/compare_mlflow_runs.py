@@ -1,8 +1,10 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # Compare MLflow runs
-# MAGIC Every CLI command is one MLflow run with per-stage metrics (rows in/out, dropped by reason, seconds) and the
-# MAGIC table versions it read and wrote as parameters. Put runs side by side, and tie them to `pipeline_runs`.
+# MAGIC A pipeline run is one MLflow parent run (its configuration as parameters) with a nested run per stage: the
+# MAGIC stage's metrics (rows in/out, dropped by reason, seconds) and the table versions it read and wrote as
+# MAGIC parameters (docs/clusters.md, "One pipeline run in MLflow"). Put pipeline runs side by side, and tie them to
+# MAGIC `pipeline_runs`.
 
 # COMMAND ----------
 
@@ -20,15 +22,21 @@ print("tracking:", ctx.config.mlflow.tracking_uri, "experiment:", experiment.exp
 
 # COMMAND ----------
 
-runs = mlflow.search_runs(experiment_names=[ctx.config.mlflow.experiment], order_by=["start_time DESC"], max_results=20) \
-    if experiment else None
-if runs is None or runs.empty:
+import pandas as pd
+
+PARENT = "tags.mlflow.parentRunId"
+found = mlflow.search_runs(experiment_names=[ctx.config.mlflow.experiment], order_by=["start_time DESC"],
+                           max_results=500) if experiment else None
+if found is None or found.empty:
+    runs = stage_runs = None
     print("no MLflow runs yet: run `finevision run` with mlflow.enabled=true")
 else:
-    print("runs:", ", ".join(runs.run_id))
-    metrics = [c for c in runs.columns if c.startswith("metrics.") and c.endswith((".rows_out", ".seconds"))]
-    display_cols = ["run_id", "tags.mlflow.runName", "status", "params.config_hash"] + sorted(metrics)
-    display(runs[display_cols].set_index("run_id").T)
+    nested = found[PARENT].notna() if PARENT in found else pd.Series(False, index=found.index)
+    runs, stage_runs = found[~nested].head(20), found[nested]  # pipeline runs (parents), and their stages
+    print("pipeline runs:", ", ".join(runs.run_id))
+    metrics = sorted(c for c in stage_runs.columns if c.startswith("metrics.") and c.endswith((".rows_out", ".seconds")))
+    per_stage_metrics = stage_runs[stage_runs[PARENT].isin(runs.run_id)]
+    display(per_stage_metrics.set_index([PARENT, "tags.mlflow.runName"])[metrics].T)
 
 # COMMAND ----------
 
@@ -53,9 +61,15 @@ per_stage
 # COMMAND ----------
 
 if runs is not None and len(runs) >= 2:
-    latest, previous = runs.iloc[0], runs.iloc[1]
-    changed = {c: (previous[c], latest[c]) for c in runs.columns if c.startswith("metrics.") and previous[c] != latest[c]}
-    print(f"{len(changed)} metric(s) differ between {previous.run_id} and {latest.run_id}")
+    latest, previous = runs.run_id.iloc[0], runs.run_id.iloc[1]
+
+    def stage_metrics(parent: str) -> pd.Series:  # every stage run's metrics of one pipeline run, as one row
+        return stage_runs[stage_runs[PARENT] == parent].filter(like="metrics.").max()
+
+    before, after = stage_metrics(previous), stage_metrics(latest)
+    changed = {c: (before[c], after[c]) for c in before.index.union(after.index)
+               if not (pd.isna(before.get(c)) and pd.isna(after.get(c))) and before.get(c) != after.get(c)}
+    print(f"{len(changed)} metric(s) differ between pipeline runs {previous} and {latest}")
 else:
     print("one run only: nothing to compare yet")
 
@@ -70,7 +84,6 @@ else:
 
 # COMMAND ----------
 
-import pandas as pd
 
 from etl.train.config import MlflowTrainConfig
 from etl.train.evaluate import load_eval_config
